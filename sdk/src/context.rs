@@ -193,7 +193,11 @@ mod native {
         Entry {
             name,
             kind,
-            size: if kind == EntryKind::Dir { 0 } else { meta.len() },
+            size: if kind == EntryKind::Dir {
+                0
+            } else {
+                meta.len()
+            },
             mtime_ms,
         }
     }
@@ -207,7 +211,10 @@ mod native {
             let meta = item
                 .metadata()
                 .map_err(|e| format!("cannot stat in `{dir}`: {e}"))?;
-            out.push(entry(item.file_name().to_string_lossy().into_owned(), &meta));
+            out.push(entry(
+                item.file_name().to_string_lossy().into_owned(),
+                &meta,
+            ));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)

@@ -3,7 +3,10 @@
 
 use crate::bindings::dispatch::poller::{fs, log, types as wit};
 use crate::bindings::exports::dispatch::poller::plugin::Guest;
-use crate::{Action, Context, Entry, EntryKind, FollowUp, Info, ItemKind, Level, ParamType, Params, Poller, Transfer};
+use crate::{
+    Action, Context, Entry, EntryKind, FollowUp, Info, ItemKind, Level, ParamType, Params, Poller,
+    Transfer,
+};
 use std::marker::PhantomData;
 
 /// Implements the WIT exports for a [`Poller`].

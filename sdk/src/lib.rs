@@ -48,11 +48,11 @@ mod params;
 pub mod testing;
 mod types;
 
-pub use context::{join, Context, Level};
+pub use context::{Context, Level, join};
 pub use params::Params;
 pub use types::{
-    Action, Entry, EntryKind, FollowUp, Group, Info, ItemKind, ParamSpec, ParamType, Transfer,
-    DEFAULT_MARKERS,
+    Action, DEFAULT_MARKERS, Entry, EntryKind, FollowUp, Group, Info, ItemKind, ParamSpec,
+    ParamType, Transfer,
 };
 
 /// The WIT package version this SDK builds plugins for.

@@ -38,7 +38,10 @@ pub fn poll<P: Poller>(root: &Path, params: &[(&str, &str)]) -> Result<Vec<Actio
     }
     for (name, value) in params {
         if !info.params.iter().any(|s| s.name == *name) {
-            return Err(format!("unknown parameter `{name}` for poller `{}`", info.name));
+            return Err(format!(
+                "unknown parameter `{name}` for poller `{}`",
+                info.name
+            ));
         }
         merged.set(*name, *value);
     }

@@ -1,7 +1,7 @@
 //! DirPoller: each subdirectory of the root whose files include every ready
 //! marker is sent as one directory transfer; the others are not ready yet.
 
-use dispatch_poller_sdk::{export_poller, Action, Context, Info, Level, ParamSpec, Poller};
+use dispatch_poller_sdk::{Action, Context, Info, Level, ParamSpec, Poller, export_poller};
 
 pub struct DirPoller;
 
@@ -23,7 +23,10 @@ impl Poller for DirPoller {
             if ctx.has_all(&ctx.files_of(&dir.name)?, &markers) {
                 actions.push(Action::transfer_dir(dir.name));
             } else {
-                ctx.log(Level::Debug, &format!("{}: not ready (markers missing)", dir.name));
+                ctx.log(
+                    Level::Debug,
+                    &format!("{}: not ready (markers missing)", dir.name),
+                );
             }
         }
         Ok(actions)
@@ -35,7 +38,7 @@ export_poller!(DirPoller);
 #[cfg(test)]
 mod tests {
     use super::DirPoller;
-    use dispatch_poller_sdk::{testing, Action};
+    use dispatch_poller_sdk::{Action, testing};
     use std::fs;
 
     #[test]

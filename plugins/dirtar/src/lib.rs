@@ -2,7 +2,7 @@
 //! (the `suffix` parameter), one transfer each (`D/x.tar`).
 
 use dispatch_poller_sdk::{
-    export_poller, join, Action, Context, Info, ParamSpec, ParamType, Poller,
+    Action, Context, Info, ParamSpec, ParamType, Poller, export_poller, join,
 };
 
 pub struct DirTarPoller;

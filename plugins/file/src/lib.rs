@@ -1,7 +1,7 @@
 //! FilePoller: every regular file directly in the root, one transfer each.
 //! Never directories, never recursion.
 
-use dispatch_poller_sdk::{export_poller, Action, Context, Info, ParamSpec, Poller};
+use dispatch_poller_sdk::{Action, Context, Info, ParamSpec, Poller, export_poller};
 
 pub struct FilePoller;
 

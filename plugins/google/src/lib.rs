@@ -12,8 +12,8 @@
 //! the remote after every other file of D, and D goes only after that.
 
 use dispatch_poller_sdk::{
-    export_poller, join, Action, Context, Entry, FollowUp, Info, ItemKind, Level, ParamSpec,
-    Poller, Transfer,
+    Action, Context, Entry, FollowUp, Info, ItemKind, Level, ParamSpec, Poller, Transfer,
+    export_poller, join,
 };
 
 /// Sent last: tells the receiver the asset is whole.
@@ -46,14 +46,19 @@ impl Poller for GooglePoller {
                 if ctx.subdirs_of(d)?.is_empty() {
                     actions.push(Action::remove_dir(d));
                 } else {
-                    ctx.log(Level::Warn, &format!("{d}: done, but holds subdirectories: left in place"));
+                    ctx.log(
+                        Level::Warn,
+                        &format!("{d}: done, but holds subdirectories: left in place"),
+                    );
                 }
             } else if only(DELIVERY_COMPLETE) {
                 actions.push(Action::group(
                     vec![file_transfer(d, &files[0])],
                     vec![FollowUp::Touch(join(d, DISPATCH_DONE))],
                 ));
-            } else if ctx.has_all(&files, &markers) && !files.iter().any(|f| f.name == DELIVERY_COMPLETE) {
+            } else if ctx.has_all(&files, &markers)
+                && !files.iter().any(|f| f.name == DELIVERY_COMPLETE)
+            {
                 actions.push(Action::group(
                     files.iter().map(|f| file_transfer(d, f)).collect(),
                     vec![FollowUp::Touch(join(d, DELIVERY_COMPLETE))],

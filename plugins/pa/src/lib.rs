@@ -1,7 +1,7 @@
 //! PAPoller: root/PROVIDER/ASSET/, each ASSET directory whose files include
 //! every marker is sent as one directory transfer. Providers stay.
 
-use dispatch_poller_sdk::{export_poller, join, Action, Context, Info, Level, ParamSpec, Poller};
+use dispatch_poller_sdk::{Action, Context, Info, Level, ParamSpec, Poller, export_poller, join};
 
 pub struct PaPoller;
 
@@ -25,7 +25,10 @@ impl Poller for PaPoller {
                 if ctx.has_all(&ctx.files_of(&path)?, &markers) {
                     actions.push(Action::transfer_dir(path));
                 } else {
-                    ctx.log(Level::Debug, &format!("{path}: not ready (markers missing)"));
+                    ctx.log(
+                        Level::Debug,
+                        &format!("{path}: not ready (markers missing)"),
+                    );
                 }
             }
         }

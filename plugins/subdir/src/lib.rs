@@ -1,7 +1,7 @@
 //! SubDirPoller: each file of each subdirectory of the root, one transfer
 //! each (`subdir/file`). The subdirectories themselves stay.
 
-use dispatch_poller_sdk::{export_poller, join, Action, Context, Info, ParamSpec, Poller};
+use dispatch_poller_sdk::{Action, Context, Info, ParamSpec, Poller, export_poller, join};
 
 pub struct SubDirPoller;
 

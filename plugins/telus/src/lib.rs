@@ -1,7 +1,7 @@
 //! TelusPoller: root/PROVIDER/D/file, each file one transfer keeping
 //! `PROVIDER/D/file`. No directory is ever removed.
 
-use dispatch_poller_sdk::{export_poller, join, Action, Context, Info, ParamSpec, Poller};
+use dispatch_poller_sdk::{Action, Context, Info, ParamSpec, Poller, export_poller, join};
 
 pub struct TelusPoller;
 

@@ -2,8 +2,8 @@
 
 wit_bindgen::generate!({ path: "wit", world: "dispatch:poller/poller@0.2.0" });
 
-use exports::dispatch::poller::plugin::Guest;
 use dispatch::poller::types::{Action, Info, PollRequest};
+use exports::dispatch::poller::plugin::Guest;
 
 struct Future;
 

@@ -1,7 +1,7 @@
 //! A poller that misbehaves in the way its `mode` parameter names, so the
 //! host's sandbox can be tested against the real runtime.
 
-use dispatch_poller_sdk::{export_poller, Action, Context, Info, ParamSpec, ParamType, Poller};
+use dispatch_poller_sdk::{Action, Context, Info, ParamSpec, ParamType, Poller, export_poller};
 
 struct Hostile;
 

@@ -1,0 +1,195 @@
+//! Confining a plugin's paths to its root.
+//!
+//! Every path a plugin hands the host (to list, to stat, in an action) is
+//! relative to the root with `/` separators. It is refused when it is
+//! absolute, has a `..` component, or resolves through a symlink to a place
+//! outside the root.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Why a path was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error("path `{0}` is absolute; paths must be relative to the root")]
+    Absolute(String),
+    #[error("path `{0}` contains `..`; paths must stay inside the root")]
+    ParentDir(String),
+    #[error("path `{0}` contains a NUL byte")]
+    Nul(String),
+    #[error("path `{0}` leads outside the root through a symlink")]
+    Escapes(String),
+    #[error("path `{path}`: {reason}")]
+    Io { path: String, reason: String },
+}
+
+/// Why a root cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    #[error("root {0} does not exist")]
+    Missing(PathBuf),
+    #[error("root {0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("root {path} cannot be read: {source}")]
+    Unreadable { path: PathBuf, source: io::Error },
+}
+
+/// A poller's root directory, canonicalized once.
+#[derive(Debug)]
+pub struct Root {
+    canonical: PathBuf,
+    /// Relative paths already seen to be real directories (not symlinks) by a
+    /// listing of their parent: they resolve without another `realpath`, which
+    /// keeps large scans cheap.
+    known_dirs: HashSet<String>,
+}
+
+impl Root {
+    /// Opens `path` as a root: it must exist and be a directory.
+    pub fn open(path: &Path) -> Result<Self, RootError> {
+        let canonical = match path.canonicalize() {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RootError::Missing(path.to_path_buf()));
+            }
+            Err(source) => {
+                return Err(RootError::Unreadable {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        if !canonical.is_dir() {
+            return Err(RootError::NotADirectory(path.to_path_buf()));
+        }
+        let mut known_dirs = HashSet::new();
+        known_dirs.insert(String::new());
+        Ok(Self {
+            canonical,
+            known_dirs,
+        })
+    }
+
+    /// The root's canonical absolute path.
+    pub fn path(&self) -> &Path {
+        &self.canonical
+    }
+
+    /// Remembers that `rel` is a real directory (seen by listing its parent).
+    pub fn note_dir(&mut self, rel: String) {
+        self.known_dirs.insert(rel);
+    }
+
+    /// Resolves `rel` to an absolute path inside the root. A path that does
+    /// not exist resolves (there is nothing to escape through); one that
+    /// exists must canonicalize to somewhere inside the root.
+    pub fn resolve(&self, rel: &str) -> Result<PathBuf, PathError> {
+        let normal = normalize(rel)?;
+        let joined = self.canonical.join(&normal);
+        if self.known_dirs.contains(&normal) {
+            return Ok(joined);
+        }
+        // Inside a known real directory only the last component can be a
+        // symlink: one lstat tells.
+        let parent = normal.rsplit_once('/').map_or("", |(p, _)| p);
+        if self.known_dirs.contains(parent) {
+            match joined.symlink_metadata() {
+                Ok(m) if !m.file_type().is_symlink() => return Ok(joined),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(joined),
+                _ => {}
+            }
+        }
+        match joined.canonicalize() {
+            Ok(real) if real.starts_with(&self.canonical) => Ok(joined),
+            Ok(_) => Err(PathError::Escapes(rel.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(joined),
+            Err(e) => Err(PathError::Io {
+                path: rel.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Checks `rel` lexically and returns it in normal form: components joined
+/// by `/`, without `.` or empty components (`""` is the root).
+pub fn normalize(rel: &str) -> Result<String, PathError> {
+    if rel.contains('\0') {
+        return Err(PathError::Nul(rel.to_string()));
+    }
+    if rel.starts_with('/') {
+        return Err(PathError::Absolute(rel.to_string()));
+    }
+    let mut parts = Vec::new();
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_string_lossy()),
+            Component::CurDir => {}
+            Component::ParentDir => return Err(PathError::ParentDir(rel.to_string())),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(PathError::Absolute(rel.to_string()));
+            }
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Joins a relative directory in normal form and a name.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lexical_rules() {
+        assert_eq!(normalize("a/./b/").unwrap(), "a/b");
+        assert_eq!(normalize("").unwrap(), "");
+        assert_eq!(normalize(".").unwrap(), "");
+        assert!(matches!(normalize("/etc"), Err(PathError::Absolute(_))));
+        assert!(matches!(normalize("a/../b"), Err(PathError::ParentDir(_))));
+        assert!(matches!(normalize(".."), Err(PathError::ParentDir(_))));
+        assert!(matches!(normalize("a\0b"), Err(PathError::Nul(_))));
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        let root_dir = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        std::fs::create_dir(root_dir.path().join("in")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root_dir.path().join("out")).unwrap();
+        std::os::unix::fs::symlink("in", root_dir.path().join("inner-link")).unwrap();
+        let root = Root::open(root_dir.path()).unwrap();
+        assert!(matches!(root.resolve("out"), Err(PathError::Escapes(_))));
+        assert!(matches!(
+            root.resolve("out/secret"),
+            Err(PathError::Escapes(_))
+        ));
+        assert!(root.resolve("inner-link").is_ok());
+        assert!(root.resolve("in").is_ok());
+        assert!(root.resolve("not-there").is_ok());
+    }
+
+    #[test]
+    fn bad_roots_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = Root::open(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("nope"),
+            "{err}"
+        );
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let err = Root::open(&file).unwrap_err().to_string();
+        assert!(err.contains("is not a directory"), "{err}");
+    }
+}

@@ -1,0 +1,199 @@
+//! What one poll's `Store` holds, and the host functions a plugin may call:
+//! listing and stat'ing inside its root, and logging. Nothing else of the
+//! machine is reachable: WASI is linked with a context that grants nothing.
+
+use super::bindings::dispatch::poller::{fs, log, types};
+use super::capture::Capture;
+use crate::confine::Root;
+use std::time::UNIX_EPOCH;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Bytes of stdout/stderr kept per poll.
+const CAPTURE_CAP: usize = 64 * 1024;
+
+/// Caps a Store's memory and remembers when a plugin asked for more, so the
+/// failure can say so instead of showing the guest's abort.
+pub struct MemoryCap {
+    limit: usize,
+    pub exceeded: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The data of one poll's Store.
+pub struct PollState {
+    pub plugin: String,
+    /// `None` while running `describe()`, which must not read anything.
+    pub root: Option<Root>,
+    pub memory: MemoryCap,
+    pub stdout: Capture,
+    pub stderr: Capture,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl PollState {
+    pub fn new(plugin: &str, root: Option<Root>, memory_limit: usize) -> Self {
+        let stdout = Capture::new(CAPTURE_CAP);
+        let stderr = Capture::new(CAPTURE_CAP);
+        // No preopens, no environment, no arguments, no network: the builder's
+        // defaults, with sockets turned off explicitly.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            plugin: plugin.to_string(),
+            root,
+            memory: MemoryCap {
+                limit: memory_limit,
+                exceeded: None,
+            },
+            stdout,
+            stderr,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+
+    /// Puts what the guest printed into the agent's log; returns stderr's
+    /// text, which may explain a trap.
+    pub fn flush_output(&self) -> String {
+        let (out, _) = self.stdout.take();
+        for line in out.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!(target: "plugin", plugin = %self.plugin, stream = "stdout", "{line}");
+        }
+        let (err, dropped) = self.stderr.take();
+        for line in err.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::warn!(target: "plugin", plugin = %self.plugin, stream = "stderr", "{line}");
+        }
+        if dropped > 0 {
+            tracing::warn!(target: "plugin", plugin = %self.plugin, "{dropped} more bytes of stderr dropped");
+        }
+        err
+    }
+
+    fn root(&self) -> Result<&Root, String> {
+        self.root
+            .as_ref()
+            .ok_or_else(|| "the file system cannot be read during describe()".to_string())
+    }
+}
+
+impl WasiView for PollState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn entry(name: String, meta: &std::fs::Metadata) -> types::Entry {
+    let ft = meta.file_type();
+    let kind = if ft.is_symlink() {
+        types::EntryKind::Symlink
+    } else if ft.is_file() {
+        types::EntryKind::File
+    } else if ft.is_dir() {
+        types::EntryKind::Dir
+    } else {
+        types::EntryKind::Other
+    };
+    let mtime_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    types::Entry {
+        name,
+        kind,
+        size: if ft.is_dir() { 0 } else { meta.len() },
+        mtime_ms,
+    }
+}
+
+impl types::Host for PollState {}
+
+impl fs::Host for PollState {
+    fn list_dir(&mut self, path: String) -> Result<Vec<types::Entry>, String> {
+        let root = self.root()?;
+        let normal = crate::confine::normalize(&path).map_err(|e| e.to_string())?;
+        let abs = root.resolve(&normal).map_err(|e| e.to_string())?;
+        let read = std::fs::read_dir(&abs).map_err(|e| format!("cannot list `{path}`: {e}"))?;
+        let mut out = Vec::new();
+        for item in read {
+            let item = item.map_err(|e| format!("cannot list `{path}`: {e}"))?;
+            let Ok(name) = item.file_name().into_string() else {
+                tracing::warn!(plugin = %self.plugin, dir = %path, "skipping a name that is not UTF-8");
+                continue;
+            };
+            // Vanished between readdir and stat: leave it out.
+            let Ok(meta) = item.metadata() else { continue };
+            out.push(entry(name, &meta));
+        }
+        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        if let Some(root) = self.root.as_mut() {
+            for e in out.iter().filter(|e| e.kind == types::EntryKind::Dir) {
+                root.note_dir(crate::confine::join(&normal, &e.name));
+            }
+        }
+        Ok(out)
+    }
+
+    fn stat(&mut self, path: String) -> Result<Option<types::Entry>, String> {
+        let root = self.root()?;
+        let abs = root.resolve(&path).map_err(|e| e.to_string())?;
+        match std::fs::metadata(&abs) {
+            Ok(meta) => {
+                let name = abs
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Ok(Some(entry(name, &meta)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot stat `{path}`: {e}")),
+        }
+    }
+}
+
+impl log::Host for PollState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let plugin = &self.plugin;
+        match level {
+            log::Level::Trace => tracing::trace!(target: "plugin", %plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "plugin", %plugin, "{message}"),
+            log::Level::Info => tracing::info!(target: "plugin", %plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "plugin", %plugin, "{message}"),
+            log::Level::Error => tracing::error!(target: "plugin", %plugin, "{message}"),
+        }
+    }
+}

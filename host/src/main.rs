@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use dispatch_host::{Limits, Runtime, RuntimeConfig, actions, builtin};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -123,6 +124,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,1 +1,220 @@
-fn main() {}
+//! `cargo xtask`: what plain cargo cannot do in one go.
+//!
+//! - `build`: add the wasm32-wasip2 target if missing, build the seven
+//!   built-in pollers to `target/plugins/<name>.wasm` and the release binaries.
+//! - `test`: `build`, plus the test components (hostile plugins, a Python
+//!   poller built with componentize-py), then every test of the workspace.
+//! - `bench`: `build`, then the benchmarks of BENCHMARKS.md.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+/// Built-in pollers: (crate, name under target/plugins).
+const PLUGINS: &[(&str, &str)] = &[
+    ("dispatch-plugin-file", "file"),
+    ("dispatch-plugin-dir", "dir"),
+    ("dispatch-plugin-subdir", "subdir"),
+    ("dispatch-plugin-telus", "telus"),
+    ("dispatch-plugin-pa", "pa"),
+    ("dispatch-plugin-google", "google"),
+    ("dispatch-plugin-dirtar", "dirtar"),
+];
+/// Components only the tests use: (crate, name under target/test-plugins).
+const TEST_PLUGINS: &[(&str, &str)] = &[
+    ("dispatch-test-hostile", "hostile"),
+    ("dispatch-test-future-version", "future-version"),
+    ("dispatch-test-other-world", "other-world"),
+];
+/// Pinned so the Python test component is reproducible.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the built-in pollers and the release binaries.
+    Build,
+    /// Build everything the tests need, then run every test.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run the benchmarks (see BENCHMARKS.md).
+    Bench {
+        /// Extra arguments for `cargo bench` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let ws = Workspace::locate()?;
+    match Cli::parse().command {
+        Cmd::Build => ws.build(),
+        Cmd::Test { args } => {
+            ws.build()?;
+            ws.build_test_plugins()?;
+            ws.build_python_plugin()?;
+            let mut cmd = ws.cargo();
+            cmd.args(["test", "--release", "--workspace"]);
+            // Test components are wasm-only; they run through the host's tests.
+            for (krate, _) in TEST_PLUGINS {
+                cmd.args(["--exclude", krate]);
+            }
+            if !args.is_empty() {
+                cmd.arg("--").args(args);
+            }
+            ws.with_plugin_env(&mut cmd);
+            run(&mut cmd)
+        }
+        Cmd::Bench { args } => {
+            ws.build()?;
+            let mut cmd = ws.cargo();
+            cmd.args(["bench", "-p", "dispatch-host"]);
+            if !args.is_empty() {
+                cmd.arg("--").args(args);
+            }
+            ws.with_plugin_env(&mut cmd);
+            run(&mut cmd)
+        }
+    }
+}
+
+struct Workspace {
+    root: PathBuf,
+    target: PathBuf,
+}
+
+impl Workspace {
+    fn locate() -> Result<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("xtask lives one level below the workspace root")?
+            .to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        Ok(Self { root, target })
+    }
+
+    fn cargo(&self) -> Command {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(&self.root);
+        cmd
+    }
+
+    fn plugin_dir(&self) -> PathBuf {
+        self.target.join("plugins")
+    }
+
+    fn test_plugin_dir(&self) -> PathBuf {
+        self.target.join("test-plugins")
+    }
+
+    /// Tells the binaries and tests where the components are.
+    fn with_plugin_env(&self, cmd: &mut Command) {
+        cmd.env("DISPATCH_PLUGIN_DIR", self.plugin_dir());
+        cmd.env("DISPATCH_TEST_PLUGIN_DIR", self.test_plugin_dir());
+    }
+
+    fn build(&self) -> Result<()> {
+        ensure_wasm_target()?;
+        self.build_components(PLUGINS, &self.plugin_dir())?;
+        run(self
+            .cargo()
+            .args(["build", "--release", "-p", "dispatch-host"]))
+    }
+
+    fn build_test_plugins(&self) -> Result<()> {
+        self.build_components(TEST_PLUGINS, &self.test_plugin_dir())
+    }
+
+    /// Builds the crates for wasm32-wasip2 and copies each component to
+    /// `out/<name>.wasm`.
+    fn build_components(&self, crates: &[(&str, &str)], out: &Path) -> Result<()> {
+        let mut cmd = self.cargo();
+        cmd.args(["build", "--profile", "plugin", "--target", WASM_TARGET]);
+        for (krate, _) in crates {
+            cmd.args(["-p", krate]);
+        }
+        run(&mut cmd)?;
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        for (krate, name) in crates {
+            let built = self
+                .target
+                .join(WASM_TARGET)
+                .join("plugin")
+                .join(format!("{}.wasm", krate.replace('-', "_")));
+            let dest = out.join(format!("{name}.wasm"));
+            std::fs::copy(&built, &dest)
+                .with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The Python twin of the Dir poller (testing/python/dir_poller), built
+    /// with componentize-py from a private virtualenv under target/.
+    fn build_python_plugin(&self) -> Result<()> {
+        let venv = self.target.join("venv");
+        let tool = venv.join("bin").join("componentize-py");
+        if !tool.exists() {
+            let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+            run(Command::new(&python).arg("-m").arg("venv").arg(&venv)).context(
+                "creating a Python virtualenv for componentize-py (is python3-venv installed?)",
+            )?;
+            run(Command::new(venv.join("bin").join("pip")).args([
+                "install",
+                "--quiet",
+                COMPONENTIZE_PY,
+            ]))
+            .context("installing componentize-py from PyPI")?;
+        }
+        let out = self.test_plugin_dir();
+        std::fs::create_dir_all(&out)?;
+        let app_dir = self.root.join("testing").join("python");
+        run(Command::new(&tool)
+            .current_dir(&app_dir)
+            .arg("-d")
+            .arg(self.root.join("wit"))
+            .args([
+                "-w",
+                "dispatch:poller/poller@0.1.0",
+                "componentize",
+                "dir_poller",
+                "-o",
+            ])
+            .arg(out.join("python-dir.wasm")))
+    }
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup (needed to add the wasm32-wasip2 target)")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: adding the {WASM_TARGET} target");
+    run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}

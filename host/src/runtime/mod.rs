@@ -301,10 +301,11 @@ impl Plugin {
             .pre
             .instantiate(&mut store)
             .and_then(|p| p.dispatch_poller_plugin().call_poll(&mut store, &request));
-        let stderr = store.data().flush_output();
+        let stderr = store.data().take_output();
         let actions = match result {
             Ok(Ok(actions)) => actions,
             Ok(Err(message)) => {
+                store.data().log_stderr(&stderr);
                 return Err(PollError::Plugin {
                     plugin: self.info.name.clone(),
                     message,
@@ -312,6 +313,7 @@ impl Plugin {
             }
             Err(e) => return Err(self.failure(&store, &e, &stderr)),
         };
+        store.data().log_stderr(&stderr);
         let actions = actions.into_iter().map(action_from_wit).collect();
         let root = store.data().root.as_ref().ok_or_else(|| PollError::Trap {
             plugin: self.info.name.clone(),
@@ -329,8 +331,9 @@ impl Plugin {
             .pre
             .instantiate(&mut store)
             .and_then(|p| p.dispatch_poller_plugin().call_describe(&mut store));
-        let stderr = store.data().flush_output();
+        let stderr = store.data().take_output();
         let info = result.map_err(|e| self.failure(&store, &e, &stderr))?;
+        store.data().log_stderr(&stderr);
         info_from_wit(info).map_err(|reason| PollError::BadInfo {
             plugin: self.info.name.clone(),
             reason,
@@ -354,28 +357,35 @@ impl Plugin {
         store
     }
 
-    /// Turns a wasmtime error into a reason a person can act on.
+    /// Turns a wasmtime error into a reason a person can act on. A crash
+    /// quotes the guest's stderr (a Rust panic prints its message there);
+    /// otherwise stderr goes to the log.
     fn failure(&self, store: &Store<PollState>, e: &wasmtime::Error, stderr: &str) -> PollError {
         let plugin = self.info.name.clone();
         if let Some(wanted) = store.data().memory.exceeded {
+            store.data().log_stderr(stderr);
             return PollError::Memory {
                 plugin,
                 wanted,
                 limit: self.limits.memory_bytes,
             };
         }
-        if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        let trap = e.downcast_ref::<Trap>();
+        if matches!(trap, Some(Trap::Interrupt)) {
+            store.data().log_stderr(stderr);
             return PollError::Timeout {
                 plugin,
                 limit: self.limits.timeout,
             };
         }
-        let mut reason = one_line(e);
-        // A Rust panic prints its message to stderr before trapping.
+        let mut reason = match trap {
+            Some(t) => format!("wasm trap: {t}"),
+            None => one_line(e),
+        };
         let said: Vec<&str> = stderr
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty())
+            .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
             .collect();
         if !said.is_empty() {
             reason = format!("{reason} (stderr: {})", said.join(" "));
@@ -389,7 +399,12 @@ fn one_line(e: &wasmtime::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        let first = text.lines().next().unwrap_or("").trim().to_string();
+        let first = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.ends_with("backtrace:"))
+            .unwrap_or("")
+            .to_string();
         if !first.is_empty() && !parts.iter().any(|p| p.contains(&first)) {
             parts.push(first);
         }

@@ -83,21 +83,25 @@ impl PollState {
         }
     }
 
-    /// Puts what the guest printed into the agent's log; returns stderr's
-    /// text, which may explain a trap.
-    pub fn flush_output(&self) -> String {
+    /// Takes what the guest printed: stdout goes to the agent's log now;
+    /// stderr is returned, for the caller to log or to quote in an error.
+    pub fn take_output(&self) -> String {
         let (out, _) = self.stdout.take();
         for line in out.lines().filter(|l| !l.trim().is_empty()) {
             tracing::info!(target: "plugin", plugin = %self.plugin, stream = "stdout", "{line}");
         }
         let (err, dropped) = self.stderr.take();
-        for line in err.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::warn!(target: "plugin", plugin = %self.plugin, stream = "stderr", "{line}");
-        }
         if dropped > 0 {
             tracing::warn!(target: "plugin", plugin = %self.plugin, "{dropped} more bytes of stderr dropped");
         }
         err
+    }
+
+    /// Puts the guest's stderr into the agent's log, line by line.
+    pub fn log_stderr(&self, stderr: &str) {
+        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::warn!(target: "plugin", plugin = %self.plugin, stream = "stderr", "{line}");
+        }
     }
 
     fn root(&self) -> Result<&Root, String> {

@@ -5,7 +5,7 @@ wit_bindgen::generate!({ path: "wit", world: "dispatch:poller/poller@0.2.0" });
 use dispatch::poller::types::{Action, Info, PollRequest};
 use exports::dispatch::poller::plugin::Guest;
 
-struct Future;
+pub struct Future;
 
 impl Guest for Future {
     fn describe() -> Info {

@@ -3,7 +3,7 @@
 
 use dispatch_poller_sdk::{Action, Context, Info, ParamSpec, ParamType, Poller, export_poller};
 
-struct Hostile;
+pub struct Hostile;
 
 impl Poller for Hostile {
     fn describe() -> Info {
@@ -29,7 +29,7 @@ impl Poller for Hostile {
                 }
             }
             "panic" => panic!("hostile plugin panicked on purpose"),
-            "trap" => core::arch::wasm32::unreachable(),
+            "trap" => trap(),
             "oom" => {
                 let mut hog: Vec<Vec<u8>> = Vec::new();
                 loop {
@@ -48,6 +48,14 @@ impl Poller for Hostile {
             other => Err(format!("unknown mode `{other}`")),
         }
     }
+}
+
+/// A bare `unreachable` instruction (no panic message).
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
 }
 
 export_poller!(Hostile);

@@ -2,7 +2,7 @@
 
 wit_bindgen::generate!({ path: "wit", world: "greeter" });
 
-struct Greeter;
+pub struct Greeter;
 
 impl exports::example::greeter::greet::Guest for Greeter {
     fn hello(name: String) -> String {

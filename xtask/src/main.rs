@@ -79,7 +79,7 @@ fn main() -> Result<()> {
         Cmd::Bench { args } => {
             ws.build()?;
             let mut cmd = ws.cargo();
-            cmd.args(["bench", "-p", "dispatch-host"]);
+            cmd.args(["bench", "-p", "dispatch-host", "--bench", "poller"]);
             if !args.is_empty() {
                 cmd.arg("--").args(args);
             }

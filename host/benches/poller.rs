@@ -122,8 +122,14 @@ fn dir_poll_vs_native(plugins: &Path) {
         native.push(t.elapsed());
     }
     let (w, n) = (median(wasm), median(native));
-    println!("dir_poll wasm (100k files, 10k dirs)        {:>12}  ({runs})", ms(w));
-    println!("dir_poll native scan, same reads            {:>12}  ({runs})", ms(n));
+    println!(
+        "dir_poll wasm (100k files, 10k dirs)        {:>12}  ({runs})",
+        ms(w)
+    );
+    println!(
+        "dir_poll native scan, same reads            {:>12}  ({runs})",
+        ms(n)
+    );
     println!(
         "dir_poll ratio wasm / native                {:>9.3} x   ({runs})  floor: <= 1.2",
         w.as_secs_f64() / n.as_secs_f64()
@@ -166,7 +172,11 @@ fn agent_start(plugins: &Path) {
             .output()
             .unwrap();
         let took = t.elapsed();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         (took, String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let (mut cold, mut warm) = (Vec::new(), Vec::new());

@@ -46,6 +46,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the agent from a TOML file (standalone mode) until SIGTERM/SIGINT.
+    Run {
+        /// The agent's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Exit once no poller has anything queued, in flight or waiting to
+        /// become stable.
+        #[arg(long)]
+        until_idle: bool,
+    },
+    /// List the transfer journal, newest first.
+    Transfers {
+        /// Read the journal named by this agent configuration.
+        #[arg(long, conflicts_with = "journal")]
+        config: Option<PathBuf>,
+        /// The journal file itself.
+        #[arg(long)]
+        journal: Option<PathBuf>,
+        /// How many transfers.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Load the built-in plugins and list them; with --poll-root, poll each
     /// once there (a start-up check).
     Plugins {
@@ -113,10 +138,16 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default = match cli.verbose {
+    // The agent reports its work; one-shot commands only their problems.
+    let quiet = if matches!(cli.command, Command::Run { .. }) {
+        1
+    } else {
+        0
+    };
+    let default = match cli.verbose + quiet {
         0 => "warn",
-        1 => "info",
-        _ => "debug",
+        1 => "warn,dispatch_host=info,dispatch_agent=info,plugin=info",
+        _ => "warn,dispatch_host=debug,dispatch_agent=debug,plugin=debug",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -139,6 +170,36 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Run { config, until_idle } => {
+            let cfg = dispatch_host::config::AgentConfig::load(&config)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(dispatch_host::engine::run(
+                cfg,
+                &config,
+                dispatch_host::engine::RunOptions { until_idle },
+            ))?;
+        }
+        Command::Transfers {
+            config,
+            journal,
+            limit,
+            json,
+        } => {
+            let path = match (config, journal) {
+                (_, Some(j)) => j,
+                (Some(c), None) => dispatch_host::config::AgentConfig::load(&c)?.journal_path(&c),
+                (None, None) => anyhow::bail!("give --config or --journal"),
+            };
+            if !path.exists() {
+                anyhow::bail!("no transfer journal at {}", path.display());
+            }
+            let rt = tokio::runtime::Runtime::new()?;
+            let rows = rt.block_on(async {
+                let j = dispatch_host::journal::Journal::open(&path, "").await?;
+                anyhow::Ok(j.list(limit).await?)
+            })?;
+            print_transfers(&rows, json)?;
+        }
         Command::Poll {
             plugin,
             root,
@@ -213,4 +274,59 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_transfers(rows: &[dispatch_host::journal::TransferRow], json: bool) -> anyhow::Result<()> {
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id, "poller": r.poller, "path": r.path, "kind": r.item_kind,
+                    "status": r.status, "size": r.size, "bytes_done": r.bytes_done,
+                    "attempts": r.attempts, "error": r.error, "host": r.host,
+                    "queued_at": r.queued_at, "started_at": r.started_at, "ended_at": r.ended_at,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no transfers");
+        return Ok(());
+    }
+    println!(
+        "{:<19}  {:<12}  {:<16}  {:>12}  {:>3}  PATH",
+        "STARTED", "STATUS", "POLLER", "BYTES", "TRY"
+    );
+    for r in rows {
+        let when = r
+            .started_at
+            .or(r.queued_at)
+            .map_or("-".to_string(), format_ms);
+        println!(
+            "{:<19}  {:<12}  {:<16}  {:>12}  {:>3}  {}{}",
+            when,
+            r.status,
+            r.poller,
+            r.size.unwrap_or(0),
+            r.attempts,
+            r.path,
+            r.error
+                .as_deref()
+                .map_or(String::new(), |e| format!("  ({e})"))
+        );
+    }
+    Ok(())
+}
+
+/// `2026-11-27 21:30:05` (UTC) for milliseconds since the epoch.
+fn format_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_string()
 }

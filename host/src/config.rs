@@ -1,0 +1,586 @@
+//! The standalone agent's TOML configuration, validated at start with errors
+//! that name the poller and the field.
+
+use crate::secret::Secret;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem: where (poller, field) and what.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {place}{message}")]
+pub struct ConfigError {
+    file: String,
+    place: String,
+    message: String,
+}
+
+impl ConfigError {
+    fn new(file: &Path, poller: Option<&str>, field: &str, message: impl Into<String>) -> Self {
+        let place = match (poller, field) {
+            (Some(p), "") => format!("poller `{p}`: "),
+            (Some(p), f) => format!("poller `{p}`, field `{f}`: "),
+            (None, "") => String::new(),
+            (None, f) => format!("field `{f}`: "),
+        };
+        Self {
+            file: file.display().to_string(),
+            place,
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    #[serde(default)]
+    pub agent: AgentSettings,
+    #[serde(default, rename = "poller")]
+    pub pollers: Vec<PollerConfig>,
+}
+
+/// `[agent]`: settings of the whole agent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// The name transfers are logged under (default: the machine's host name).
+    pub host_name: Option<String>,
+    /// The transfer journal (SQLite); default `dispatch-journal.sqlite` beside
+    /// the config file.
+    pub journal: Option<PathBuf>,
+    /// Where compiled plugins are cached (default: the user's cache dir).
+    pub cache_dir: Option<PathBuf>,
+    /// At most this many transfers in flight over all pollers (default: no cap).
+    pub max_transfers: Option<usize>,
+    /// Full rescan of every poller, the safety net for file systems without
+    /// events (NFS).
+    #[serde(deserialize_with = "duration")]
+    pub rescan_interval: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight transfers may finish before they
+    /// are cancelled.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+    /// Sandbox limits of a poll.
+    pub poll_memory_mib: usize,
+    #[serde(deserialize_with = "duration")]
+    pub poll_timeout: Duration,
+    pub retry: RetrySettings,
+    /// Consecutive failed transfers that disable a poller.
+    pub failures_before_disable: u32,
+    /// How long a poller disabled by failures stays disabled.
+    #[serde(deserialize_with = "duration")]
+    pub disable_cooldown: Duration,
+    pub alerts: AlertSettings,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            host_name: None,
+            journal: None,
+            cache_dir: None,
+            max_transfers: None,
+            rescan_interval: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(60),
+            poll_memory_mib: 64,
+            poll_timeout: Duration::from_secs(5),
+            retry: RetrySettings::default(),
+            failures_before_disable: 5,
+            disable_cooldown: Duration::from_secs(4 * 3600),
+            alerts: AlertSettings::default(),
+        }
+    }
+}
+
+/// Retries of a failed transfer: exponential backoff with jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    #[serde(deserialize_with = "duration")]
+    pub initial: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max: Duration,
+    /// Each wait is multiplied by a random factor in [1 - jitter, 1 + jitter].
+    pub jitter: f64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(300),
+            jitter: 0.2,
+        }
+    }
+}
+
+/// Where alerts go when a poller is disabled; nothing by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// POSTed a JSON object.
+    pub webhook: Option<String>,
+    pub smtp: Option<SmtpSettings>,
+}
+
+/// An e-mail through an SMTP relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `none`, `starttls` or `tls`.
+    #[serde(default = "default_smtp_security")]
+    pub security: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub from: String,
+    pub to: Vec<String>,
+}
+
+fn default_smtp_port() -> u16 {
+    25
+}
+
+fn default_smtp_security() -> String {
+    "none".into()
+}
+
+/// `[[poller]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollerConfig {
+    /// Lowercase letters, digits and underscores.
+    pub name: String,
+    /// The watched directory (the root).
+    pub path: PathBuf,
+    /// A built-in name or a path to a `.wasm` component.
+    pub plugin: String,
+    /// The plugin's parameters (strings, booleans, numbers or lists).
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
+    pub target: TargetConfig,
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: usize,
+    /// How long an item must stay unchanged before it is sent.
+    #[serde(default = "default_stability", deserialize_with = "duration")]
+    pub stability: Duration,
+    /// Glob patterns of file names never sent (e.g. `*.tmp`, `Thumbs.db`).
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_max_transfers() -> usize {
+    3
+}
+
+fn default_stability() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a poller sends.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TargetConfig {
+    /// Copy into a directory of this machine (or a mounted share).
+    Local {
+        destination: PathBuf,
+        /// Also compare sha256 of source and copy (size is always checked).
+        #[serde(default)]
+        verify_sha256: bool,
+        /// Megabits per second; none means as fast as the disks go.
+        rate_limit_mbps: Option<f64>,
+    },
+    /// IBM Aspera through the `ascp` program.
+    Aspera(AsperaConfig),
+}
+
+/// The original agent's Aspera settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsperaConfig {
+    pub host: String,
+    pub user: String,
+    /// Exactly one of `password`, `ssh_key` (the key's text) or
+    /// `ssh_key_file`.
+    pub password: Option<Secret>,
+    pub ssh_key: Option<Secret>,
+    pub ssh_key_file: Option<PathBuf>,
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Folder on the remote; every item keeps its path under it.
+    #[serde(default)]
+    pub destination: String,
+    #[serde(default = "default_rate")]
+    pub rate_limit_mbps: f64,
+    /// Encryption at rest (`--file-crypt=encrypt`); needs `passphrase`.
+    #[serde(default)]
+    pub encrypt: bool,
+    pub passphrase: Option<Secret>,
+    /// The program to run.
+    #[serde(default = "default_ascp")]
+    pub ascp: PathBuf,
+    /// Extra flags, passed as they are.
+    #[serde(default = "default_ascp_flags")]
+    pub flags: Vec<String>,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+fn default_rate() -> f64 {
+    150.0
+}
+
+fn default_ascp() -> PathBuf {
+    PathBuf::from("ascp")
+}
+
+fn default_ascp_flags() -> Vec<String> {
+    vec!["-T".into(), "-Q".into()]
+}
+
+/// `10s`, `500ms`, `4h`, or a number of seconds.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Float(f64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Float(f) if f >= 0.0 && f.is_finite() => Ok(Duration::from_secs_f64(f)),
+        Raw::Float(f) => Err(serde::de::Error::custom(format!("`{f}` is not a duration"))),
+        Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{t}` is not a duration ({e}); write e.g. `10s`, `500ms`, `4h`"
+            ))
+        }),
+    }
+}
+
+impl AgentConfig {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, None, "", format!("cannot read: {e}")))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks TOML text; `path` names the file in errors and
+    /// anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: AgentConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let message = e.message().replace('\n', " ");
+            ConfigError::new(
+                path,
+                None,
+                "",
+                match line {
+                    Some(l) => format!("line {l}: {message}"),
+                    None => message,
+                },
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(j) = &config.agent.journal {
+            config.agent.journal = Some(base.join(j));
+        }
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// The journal's path: configured, else beside the config file.
+    pub fn journal_path(&self, config_path: &Path) -> PathBuf {
+        self.agent.journal.clone().unwrap_or_else(|| {
+            config_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("dispatch-journal.sqlite")
+        })
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let err = |poller: Option<&str>, field: &str, msg: String| {
+            Err(ConfigError::new(file, poller, field, msg))
+        };
+        let a = &self.agent;
+        if a.max_transfers == Some(0) {
+            return err(None, "agent.max_transfers", "must be at least 1".into());
+        }
+        if a.rescan_interval.is_zero() {
+            return err(None, "agent.rescan_interval", "must be more than 0".into());
+        }
+        if a.failures_before_disable == 0 {
+            return err(
+                None,
+                "agent.failures_before_disable",
+                "must be at least 1".into(),
+            );
+        }
+        if !(0.0..1.0).contains(&a.retry.jitter) {
+            return err(
+                None,
+                "agent.retry.jitter",
+                "must be at least 0 and below 1".into(),
+            );
+        }
+        if a.retry.initial.is_zero() || a.retry.max < a.retry.initial {
+            return err(
+                None,
+                "agent.retry",
+                "`initial` must be more than 0 and at most `max`".into(),
+            );
+        }
+        if let Some(smtp) = &a.alerts.smtp {
+            if !matches!(smtp.security.as_str(), "none" | "starttls" | "tls") {
+                return err(
+                    None,
+                    "agent.alerts.smtp.security",
+                    format!("`{}` is not one of none, starttls, tls", smtp.security),
+                );
+            }
+            if smtp.to.is_empty() {
+                return err(
+                    None,
+                    "agent.alerts.smtp.to",
+                    "needs at least one address".into(),
+                );
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.pollers {
+            let name = Some(p.name.as_str());
+            let valid_name = p
+                .name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase())
+                && p.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !valid_name {
+                return err(
+                    name,
+                    "name",
+                    "must be lowercase letters, digits and underscores, starting with a letter"
+                        .into(),
+                );
+            }
+            if !seen.insert(p.name.as_str()) {
+                return err(name, "name", "is used by another poller".into());
+            }
+            if p.path.as_os_str().is_empty() {
+                return err(name, "path", "is empty".into());
+            }
+            if p.max_transfers == 0 {
+                return err(name, "max_transfers", "must be at least 1".into());
+            }
+            for (i, pattern) in p.excludes.iter().enumerate() {
+                if let Err(e) = globset::Glob::new(pattern) {
+                    return err(
+                        name,
+                        &format!("excludes[{i}]"),
+                        format!("`{pattern}` is not a glob pattern: {e}"),
+                    );
+                }
+            }
+            for (key, value) in &p.params {
+                if let Err(m) = param_value(value) {
+                    return err(name, &format!("params.{key}"), m);
+                }
+            }
+            match &p.target {
+                TargetConfig::Local {
+                    destination,
+                    rate_limit_mbps,
+                    ..
+                } => {
+                    if destination.as_os_str().is_empty() {
+                        return err(name, "target.destination", "is empty".into());
+                    }
+                    if rate_limit_mbps.is_some_and(|r| r <= 0.0 || !r.is_finite()) {
+                        return err(name, "target.rate_limit_mbps", "must be more than 0".into());
+                    }
+                }
+                TargetConfig::Aspera(asp) => {
+                    let creds = [
+                        asp.password.is_some(),
+                        asp.ssh_key.is_some(),
+                        asp.ssh_key_file.is_some(),
+                    ];
+                    if creds.iter().filter(|c| **c).count() != 1 {
+                        return err(
+                            name,
+                            "target.password",
+                            "give exactly one of `password`, `ssh_key` or `ssh_key_file`".into(),
+                        );
+                    }
+                    if asp.encrypt
+                        && asp
+                            .passphrase
+                            .as_ref()
+                            .is_none_or(|s| s.expose().is_empty())
+                    {
+                        return err(
+                            name,
+                            "target.passphrase",
+                            "is required when `encrypt` is true".into(),
+                        );
+                    }
+                    if asp.host.trim().is_empty() {
+                        return err(name, "target.host", "is empty".into());
+                    }
+                    if asp.user.trim().is_empty() {
+                        return err(name, "target.user", "is empty".into());
+                    }
+                    if asp.rate_limit_mbps <= 0.0 || !asp.rate_limit_mbps.is_finite() {
+                        return err(name, "target.rate_limit_mbps", "must be more than 0".into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A TOML parameter value as the string a plugin gets: lists become
+/// comma-separated.
+pub fn param_value(v: &toml::Value) -> Result<String, String> {
+    Ok(match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                toml::Value::String(s) => Ok(s.clone()),
+                other => Err(format!("list items must be strings, not `{other}`")),
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .join(","),
+        other => {
+            return Err(format!(
+                "`{other}` is not a string, number, boolean or list"
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, String> {
+        AgentConfig::parse(text, Path::new("agent.toml")).map_err(|e| e.to_string())
+    }
+
+    const LOCAL: &str = r#"
+[[poller]]
+name = "google_out"
+path = "/srv/google"
+plugin = "google"
+params = { markers = ["ADI.XML", "ADI.DTD"], include_hidden = false }
+target = { kind = "local", destination = "/srv/remote" }
+"#;
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse(LOCAL).unwrap();
+        let p = &c.pollers[0];
+        assert_eq!(p.max_transfers, 3);
+        assert_eq!(p.stability, Duration::from_secs(10));
+        assert!(p.enabled);
+        assert_eq!(
+            param_value(&p.params["markers"]).unwrap(),
+            "ADI.XML,ADI.DTD"
+        );
+        assert_eq!(c.agent.rescan_interval, Duration::from_secs(60));
+        assert_eq!(c.agent.failures_before_disable, 5);
+        assert_eq!(c.agent.disable_cooldown, Duration::from_secs(4 * 3600));
+    }
+
+    #[test]
+    fn errors_name_the_poller_and_field() {
+        let e = parse(&LOCAL.replace("google_out", "Google Out")).unwrap_err();
+        assert_eq!(
+            e,
+            "agent.toml: poller `Google Out`, field `name`: must be lowercase letters, digits and underscores, starting with a letter"
+        );
+        let e = parse(&format!("{LOCAL}{}", LOCAL)).unwrap_err();
+        assert!(
+            e.contains("poller `google_out`, field `name`: is used by another poller"),
+            "{e}"
+        );
+        let e = parse(&LOCAL.replace(
+            "plugin = \"google\"",
+            "plugin = \"google\"\nstability = \"soon\"",
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("line") && e.contains("`soon` is not a duration"),
+            "{e}"
+        );
+        let e = parse(&LOCAL.replace(
+            "plugin = \"google\"",
+            "plugin = \"google\"\nexcludes = [\"[\"]",
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("poller `google_out`, field `excludes[0]`"),
+            "{e}"
+        );
+        let e = parse(&LOCAL.replace("plugin = \"google\"", "plugin = \"google\"\ncolour = 1"))
+            .unwrap_err();
+        assert!(e.contains("unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn aspera_needs_exactly_one_credential_and_a_passphrase_to_encrypt() {
+        let base = r#"
+[[poller]]
+name = "a"
+path = "/srv/a"
+plugin = "file"
+[poller.target]
+kind = "aspera"
+host = "h"
+user = "u"
+"#;
+        let e = parse(base).unwrap_err();
+        assert!(
+            e.contains("exactly one of `password`, `ssh_key` or `ssh_key_file`"),
+            "{e}"
+        );
+        let e = parse(&format!("{base}password = \"p\"\nssh_key = \"k\"\n")).unwrap_err();
+        assert!(e.contains("exactly one"), "{e}");
+        let e = parse(&format!("{base}password = \"p\"\nencrypt = true\n")).unwrap_err();
+        assert!(
+            e.contains("field `target.passphrase`: is required when `encrypt` is true"),
+            "{e}"
+        );
+        assert!(
+            parse(&format!(
+                "{base}password = \"p\"\nencrypt = true\npassphrase = \"x\"\n"
+            ))
+            .is_ok()
+        );
+    }
+}

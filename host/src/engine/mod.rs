@@ -1,0 +1,351 @@
+//! The agent engine: runs every poller of a configuration, reacting to
+//! file-system events within a second and rescanning periodically, until
+//! SIGTERM/SIGINT (or, with `until_idle`, until nothing is left to do).
+
+mod alert;
+mod poller;
+pub mod stability;
+
+use crate::builtin;
+use crate::config::{AgentConfig, AlertSettings, RetrySettings, TargetConfig, param_value};
+use crate::journal::{Event, EventKind, Journal};
+use crate::runtime::{Limits, Plugin, Runtime, RuntimeConfig};
+use crate::transfer::{Backend, RateLimiter, aspera::AsperaBackend, local::LocalBackend};
+use anyhow::Context as _;
+use poller::{Poller, Queued, Setup};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// What every poller of an agent shares.
+pub(crate) struct Shared {
+    journal: Journal,
+    host: String,
+    retry: RetrySettings,
+    failures_before_disable: u32,
+    disable_cooldown: Duration,
+    rescan_interval: Duration,
+    alerts: AlertSettings,
+    /// The agent-wide cap on transfers in flight, if any.
+    agent_slots: Option<Arc<Semaphore>>,
+    /// Woken when an agent-wide slot frees up.
+    slot_freed: Notify,
+}
+
+impl Shared {
+    fn slot_freed(&self) {
+        if self.agent_slots.is_some() {
+            self.slot_freed.notify_waiters();
+        }
+    }
+}
+
+/// How `run` behaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Exit once no poller has anything queued, in flight or waiting to
+    /// become stable.
+    pub until_idle: bool,
+}
+
+/// Runs the agent of `config` (read from `config_path`).
+pub async fn run(
+    config: AgentConfig,
+    config_path: &Path,
+    options: RunOptions,
+) -> anyhow::Result<()> {
+    // One TLS provider for the alert clients (webhook, SMTP).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let host = config
+        .agent
+        .host_name
+        .clone()
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let agent = &config.agent;
+    let runtime = Runtime::new(RuntimeConfig {
+        limits: Limits {
+            memory_bytes: agent.poll_memory_mib.saturating_mul(1 << 20),
+            timeout: agent.poll_timeout,
+        },
+        cache_dir: agent
+            .cache_dir
+            .clone()
+            .or_else(|| dirs::cache_dir().map(|d| d.join("dispatch").join("components"))),
+    })?;
+
+    // Plugins, loaded once per file and shared by the pollers using them.
+    let mut plugins: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
+    let file = config_path.display();
+    let mut setups = Vec::new();
+    for p in config.pollers.iter().filter(|p| p.enabled) {
+        let path = builtin::resolve(&p.plugin)
+            .map_err(|e| anyhow::anyhow!("{file}: poller `{}`, field `plugin`: {e}", p.name))?;
+        let plugin = match plugins.get(&path) {
+            Some(pl) => pl.clone(),
+            None => {
+                let loaded = Arc::new(runtime.load_file(&path).map_err(|e| {
+                    anyhow::anyhow!("{file}: poller `{}`, field `plugin`: {e}", p.name)
+                })?);
+                plugins.insert(path, loaded.clone());
+                loaded
+            }
+        };
+        let given: Vec<(String, String)> = p
+            .params
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), param_value(v)?)))
+            .collect::<Result<_, String>>()
+            .map_err(|e| anyhow::anyhow!("{file}: poller `{}`, field `params`: {e}", p.name))?;
+        let params = plugin
+            .info()
+            .resolve_params(&given)
+            .map_err(|e| anyhow::anyhow!("{file}: poller `{}`, field `params`: {e}", p.name))?;
+        let mut globs = globset::GlobSetBuilder::new();
+        for pattern in &p.excludes {
+            globs.add(globset::Glob::new(pattern)?);
+        }
+        let backend: Arc<dyn Backend> = match &p.target {
+            TargetConfig::Local {
+                destination,
+                verify_sha256,
+                rate_limit_mbps,
+            } => Arc::new(LocalBackend::new(
+                destination.clone(),
+                *verify_sha256,
+                rate_limit_mbps.map(|r| Arc::new(RateLimiter::mbps(r))),
+            )),
+            TargetConfig::Aspera(a) => Arc::new(AsperaBackend::new(a.clone())),
+        };
+        setups.push(Setup {
+            name: p.name.clone(),
+            root: p.path.clone(),
+            plugin,
+            params,
+            backend,
+            excludes: globs.build()?,
+            max_transfers: p.max_transfers,
+            stability: p.stability,
+        });
+    }
+    drop(plugins);
+
+    let journal_path = config.journal_path(config_path);
+    let journal = Journal::open(&journal_path, &host).await?;
+    let shared = Arc::new(Shared {
+        journal: journal.clone(),
+        host: host.clone(),
+        retry: agent.retry.clone(),
+        failures_before_disable: agent.failures_before_disable,
+        disable_cooldown: agent.disable_cooldown,
+        rescan_interval: agent.rescan_interval,
+        alerts: agent.alerts.clone(),
+        agent_slots: agent.max_transfers.map(|n| Arc::new(Semaphore::new(n))),
+        slot_freed: Notify::new(),
+    });
+    let pollers: Vec<Arc<Poller>> = setups
+        .into_iter()
+        .map(|s| Poller::new(s, shared.clone()))
+        .collect();
+    tracing::info!(pollers = pollers.len(), %host, journal = %journal_path.display(), "agent started");
+
+    recover(&journal, &pollers)
+        .await
+        .context("reading the journal")?;
+    let _watcher = watch(&pollers);
+
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for p in &pollers {
+        tasks.push(tokio::spawn(p.clone().run(stop.child_token())));
+    }
+    // A freed agent-wide slot lets every poller try again.
+    if shared.agent_slots.is_some() {
+        let (pollers, shared, stop) = (pollers.clone(), shared.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shared.slot_freed.notified() => pollers.iter().for_each(|p| p.request_poll()),
+                    () = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    let reason = wait_for_end(&pollers, options).await;
+    tracing::info!("{reason}: stopping");
+    stop.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    drain(&pollers, agent.shutdown_grace).await;
+    journal.flush().await;
+    for p in &pollers {
+        if let Some(why) = p.failing() {
+            tracing::error!(poller = %p.name, "poller is failing: {why}");
+        }
+    }
+    Ok(())
+}
+
+/// Waits for a signal, or for idleness with `until_idle`.
+async fn wait_for_end(pollers: &[Arc<Poller>], options: RunOptions) -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut idle_checks = 0u32;
+    loop {
+        tokio::select! {
+            _ = async { match term.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return "SIGTERM",
+            _ = async { match int.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return "SIGINT",
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                if options.until_idle {
+                    // Idle twice in a row, so a poll about to start is not missed.
+                    if pollers.iter().all(|p| p.is_idle()) {
+                        idle_checks += 1;
+                        if idle_checks >= 2 {
+                            return "idle";
+                        }
+                    } else {
+                        idle_checks = 0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Lets in-flight transfers finish for up to `grace`, then cancels them and
+/// waits until they have recorded it.
+async fn drain(pollers: &[Arc<Poller>], grace: Duration) {
+    let busy = || pollers.iter().map(|p| p.in_flight()).sum::<usize>();
+    if busy() > 0 {
+        tracing::info!(
+            in_flight = busy(),
+            "waiting up to {grace:?} for transfers in flight"
+        );
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while busy() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if busy() > 0 {
+        tracing::warn!(
+            in_flight = busy(),
+            "grace period over: cancelling transfers"
+        );
+        for p in pollers {
+            p.cancel_all();
+        }
+        let hard = tokio::time::Instant::now() + Duration::from_secs(10);
+        while busy() > 0 && tokio::time::Instant::now() < hard {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Puts transfers that a crash left queued or in flight back in the queue
+/// (same transfer id; the attempt count goes on). One whose source is gone
+/// is recorded as an error.
+async fn recover(journal: &Journal, pollers: &[Arc<Poller>]) -> Result<(), sqlx::Error> {
+    for row in journal.unfinished().await? {
+        let Some(p) = pollers.iter().find(|p| p.name == row.poller) else {
+            continue;
+        };
+        let kind = if row.item_kind == "dir" {
+            crate::actions::ItemKind::Dir
+        } else {
+            crate::actions::ItemKind::File
+        };
+        let source = p.root().join(&row.path);
+        let sig = stability::signature(&source);
+        let event = |kind_: EventKind, error: Option<String>| Event {
+            transfer_id: row.id.clone(),
+            poller: row.poller.clone(),
+            path: row.path.clone(),
+            item_kind: if row.item_kind == "dir" {
+                "dir"
+            } else {
+                "file"
+            },
+            kind: kind_,
+            size: row.size.and_then(|s| u64::try_from(s).ok()),
+            bytes_done: 0,
+            attempt: u32::try_from(row.attempts).unwrap_or(0),
+            error,
+            signature: row.signature.clone(),
+        };
+        match sig {
+            None => journal.record(event(
+                EventKind::Error,
+                Some("the source vanished before the transfer finished".into()),
+            )),
+            Some(sig) => {
+                // Changed since: back through the stability check instead.
+                if row.signature.as_deref() != Some(sig.as_str()) {
+                    journal.record(event(
+                        EventKind::Cancelled,
+                        Some("the source changed while the agent was down".into()),
+                    ));
+                    continue;
+                }
+                journal.record(event(EventKind::Queued, None));
+                p.requeue(Queued {
+                    id: row.id.clone(),
+                    path: row.path.clone(),
+                    kind,
+                    sig,
+                    attempt: u32::try_from(row.attempts).unwrap_or(0),
+                    not_before: tokio::time::Instant::now(),
+                    size: row.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Watches every root (recursively) and asks the owning poller for a poll
+/// on any event. Roots that cannot be watched rely on the rescan.
+fn watch(pollers: &[Arc<Poller>]) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let targets: Vec<(PathBuf, Arc<Poller>)> = pollers
+        .iter()
+        .map(|p| {
+            (
+                p.root()
+                    .canonicalize()
+                    .unwrap_or_else(|_| p.root().to_path_buf()),
+                p.clone(),
+            )
+        })
+        .collect();
+    let routes = targets.clone();
+    let mut watcher =
+        match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(event) = res else { return };
+            // Our own polls open and read directories: access events are not news.
+            if matches!(event.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            for (root, p) in &routes {
+                if event.paths.iter().any(|path| path.starts_with(root)) {
+                    p.request_poll();
+                }
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("file-system events unavailable, relying on the rescan: {e}");
+                return None;
+            }
+        };
+    for (root, p) in &targets {
+        if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
+            tracing::warn!(poller = %p.name, "cannot watch {}: {e}; relying on the rescan", root.display());
+        }
+    }
+    Some(watcher)
+}

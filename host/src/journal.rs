@@ -1,0 +1,406 @@
+//! The durable transfer journal: every event of every transfer, in a local
+//! SQLite file (WAL, synchronous=FULL), for `dispatch-agent transfers` and
+//! for the web app to ingest (each event has an id chosen here, so ingest can
+//! be idempotent).
+//!
+//! Writes go through one task that commits in batches: thousands of small
+//! transfers cost one fsync per batch, not one per event. `record_durable`
+//! waits until its event is committed (used before a source is removed).
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Statuses of a transfer, as in the central log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Queued,
+    Transferring,
+    Complete,
+    Error,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "Queued",
+            Status::Transferring => "Transferring",
+            Status::Complete => "Complete",
+            Status::Error => "Error",
+            Status::Cancelled => "Cancelled",
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Queued,
+    Started,
+    Progress,
+    Complete,
+    Error,
+    Cancelled,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Queued => "queued",
+            EventKind::Started => "started",
+            EventKind::Progress => "progress",
+            EventKind::Complete => "complete",
+            EventKind::Error => "error",
+            EventKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One event of one transfer.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub transfer_id: String,
+    pub poller: String,
+    pub path: String,
+    /// `file` or `dir`.
+    pub item_kind: &'static str,
+    pub kind: EventKind,
+    pub size: Option<u64>,
+    pub bytes_done: u64,
+    pub attempt: u32,
+    pub error: Option<String>,
+    /// The item's stability signature when queued (path + sizes + mtimes).
+    pub signature: Option<String>,
+}
+
+/// A row of the journal's transfer table.
+#[derive(Debug, Clone)]
+pub struct TransferRow {
+    pub id: String,
+    pub poller: String,
+    pub path: String,
+    pub item_kind: String,
+    pub status: String,
+    pub size: Option<i64>,
+    pub bytes_done: i64,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub host: String,
+    pub queued_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub signature: Option<String>,
+}
+
+enum Msg {
+    Event(Event, i64, Option<oneshot::Sender<()>>),
+}
+
+/// Handle to the journal; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::UnboundedSender<Msg>,
+    pool: SqlitePool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("transfer journal {path}: {source}")]
+pub struct JournalError {
+    path: String,
+    source: sqlx::Error,
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS transfers (
+        id TEXT PRIMARY KEY,
+        poller TEXT NOT NULL,
+        path TEXT NOT NULL,
+        item_kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        size INTEGER,
+        bytes_done INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        host TEXT NOT NULL,
+        queued_at INTEGER,
+        started_at INTEGER,
+        ended_at INTEGER,
+        signature TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS transfers_status ON transfers(status)",
+    "CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        transfer_id TEXT NOT NULL,
+        poller TEXT NOT NULL,
+        path TEXT NOT NULL,
+        event TEXT NOT NULL,
+        size INTEGER,
+        bytes_done INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        error TEXT,
+        at INTEGER NOT NULL,
+        host TEXT NOT NULL
+    )",
+];
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A new random transfer id.
+pub fn new_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+impl Journal {
+    /// Opens (creating) the journal file and starts its writer task.
+    pub async fn open(path: &Path, host: &str) -> Result<Self, JournalError> {
+        let err = |source| JournalError {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(err)?;
+        for stmt in SCHEMA.iter().copied() {
+            sqlx::query(stmt).execute(&pool).await.map_err(err)?;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(pool.clone(), rx, host.to_string()));
+        Ok(Self { tx, pool })
+    }
+
+    /// Records an event (committed with the next batch).
+    pub fn record(&self, event: Event) {
+        let _ = self.tx.send(Msg::Event(event, now_ms(), None));
+    }
+
+    /// Records an event and waits until it is on disk.
+    pub async fn record_durable(&self, event: Event) {
+        let (done, wait) = oneshot::channel();
+        if self
+            .tx
+            .send(Msg::Event(event, now_ms(), Some(done)))
+            .is_ok()
+        {
+            let _ = wait.await;
+        }
+    }
+
+    /// Waits until everything recorded so far is committed.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        let marker = Event {
+            transfer_id: String::new(),
+            poller: String::new(),
+            path: String::new(),
+            item_kind: "",
+            kind: EventKind::Progress,
+            size: None,
+            bytes_done: 0,
+            attempt: 0,
+            error: None,
+            signature: None,
+        };
+        if self.tx.send(Msg::Event(marker, 0, Some(done))).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// The newest transfers first.
+    pub async fn list(&self, limit: i64) -> Result<Vec<TransferRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM transfers ORDER BY COALESCE(started_at, queued_at) DESC, rowid DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(row).collect())
+    }
+
+    /// Transfers left queued or in flight (by a crash), oldest first.
+    pub async fn unfinished(&self) -> Result<Vec<TransferRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM transfers WHERE status IN ('Queued', 'Transferring') ORDER BY queued_at, rowid")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(row).collect())
+    }
+
+    /// Every event of one transfer, in order: (event, attempt, error).
+    pub async fn events_of(
+        &self,
+        transfer_id: &str,
+    ) -> Result<Vec<(String, i64, Option<String>)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT event, attempt, error FROM events WHERE transfer_id = ? ORDER BY seq",
+        )
+        .bind(transfer_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("event"), r.get("attempt"), r.get("error")))
+            .collect())
+    }
+}
+
+fn row(r: &sqlx::sqlite::SqliteRow) -> TransferRow {
+    TransferRow {
+        id: r.get("id"),
+        poller: r.get("poller"),
+        path: r.get("path"),
+        item_kind: r.get("item_kind"),
+        status: r.get("status"),
+        size: r.get("size"),
+        bytes_done: r.get("bytes_done"),
+        attempts: r.get("attempts"),
+        error: r.get("error"),
+        host: r.get("host"),
+        queued_at: r.get("queued_at"),
+        started_at: r.get("started_at"),
+        ended_at: r.get("ended_at"),
+        signature: r.get("signature"),
+    }
+}
+
+static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Msg>, host: String) {
+    let run = format!("{:08x}", fastrand::u32(..));
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 2000 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut acks = Vec::new();
+        let result: Result<(), sqlx::Error> = async {
+            let mut tx = pool.begin().await?;
+            for Msg::Event(e, at, ack) in batch {
+                if let Some(a) = ack {
+                    acks.push(a);
+                }
+                if e.transfer_id.is_empty() {
+                    continue; // a flush marker
+                }
+                let seq = EVENT_SEQ.fetch_add(1, Ordering::Relaxed);
+                apply(
+                    &mut tx,
+                    &e,
+                    at,
+                    &host,
+                    &format!("{}-{run}-{seq}", e.transfer_id),
+                )
+                .await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!("cannot write the transfer journal: {e}");
+        }
+        for a in acks {
+            let _ = a.send(());
+        }
+    }
+}
+
+async fn apply(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    e: &Event,
+    at: i64,
+    host: &str,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    let size = e.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
+    let done = i64::try_from(e.bytes_done).unwrap_or(i64::MAX);
+    if e.kind != EventKind::Progress {
+        sqlx::query(
+            "INSERT INTO events (event_id, transfer_id, poller, path, event, size, bytes_done, attempt, error, at, host)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(event_id)
+        .bind(&e.transfer_id)
+        .bind(&e.poller)
+        .bind(&e.path)
+        .bind(e.kind.as_str())
+        .bind(size)
+        .bind(done)
+        .bind(e.attempt)
+        .bind(&e.error)
+        .bind(at)
+        .bind(host)
+        .execute(&mut **tx)
+        .await?;
+    }
+    match e.kind {
+        EventKind::Queued => {
+            sqlx::query(
+                "INSERT INTO transfers (id, poller, path, item_kind, status, size, host, queued_at, signature)
+                 VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?, ?)
+                 ON CONFLICT(id) DO UPDATE SET status = 'Queued', size = excluded.size, signature = excluded.signature",
+            )
+            .bind(&e.transfer_id)
+            .bind(&e.poller)
+            .bind(&e.path)
+            .bind(e.item_kind)
+            .bind(size)
+            .bind(host)
+            .bind(at)
+            .bind(&e.signature)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::Started => {
+            sqlx::query(
+                "UPDATE transfers SET status = 'Transferring', attempts = ?, started_at = ?, bytes_done = 0, ended_at = NULL WHERE id = ?",
+            )
+            .bind(e.attempt)
+            .bind(at)
+            .bind(&e.transfer_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::Progress => {
+            sqlx::query("UPDATE transfers SET bytes_done = ? WHERE id = ?")
+                .bind(done)
+                .bind(&e.transfer_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventKind::Complete | EventKind::Error | EventKind::Cancelled => {
+            let status = match e.kind {
+                EventKind::Complete => Status::Complete,
+                EventKind::Error => Status::Error,
+                _ => Status::Cancelled,
+            };
+            sqlx::query("UPDATE transfers SET status = ?, bytes_done = ?, error = ?, ended_at = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(done)
+                .bind(&e.error)
+                .bind(at)
+                .bind(&e.transfer_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}

@@ -298,9 +298,31 @@ impl AgentConfig {
                 },
             )
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // Relative paths are relative to the config file's directory.
+        let base = std::path::absolute(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+        .map_err(|e| {
+            ConfigError::new(path, None, "", format!("cannot resolve its directory: {e}"))
+        })?;
         if let Some(j) = &config.agent.journal {
             config.agent.journal = Some(base.join(j));
+        }
+        if let Some(c) = &config.agent.cache_dir {
+            config.agent.cache_dir = Some(base.join(c));
+        }
+        for p in &mut config.pollers {
+            p.path = base.join(&p.path);
+            match &mut p.target {
+                TargetConfig::Local { destination, .. } => *destination = base.join(&*destination),
+                TargetConfig::Aspera(a) => {
+                    if let Some(k) = &a.ssh_key_file {
+                        a.ssh_key_file = Some(base.join(k));
+                    }
+                }
+            }
         }
         config.validate(path)?;
         Ok(config)
@@ -309,9 +331,12 @@ impl AgentConfig {
     /// The journal's path: configured, else beside the config file.
     pub fn journal_path(&self, config_path: &Path) -> PathBuf {
         self.agent.journal.clone().unwrap_or_else(|| {
-            config_path
+            let dir = config_path
                 .parent()
-                .unwrap_or(Path::new("."))
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            std::path::absolute(dir)
+                .unwrap_or_else(|_| dir.to_path_buf())
                 .join("dispatch-journal.sqlite")
         })
     }

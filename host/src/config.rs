@@ -200,6 +200,10 @@ pub enum TargetConfig {
         verify_sha256: bool,
         /// Megabits per second; none means as fast as the disks go.
         rate_limit_mbps: Option<f64>,
+        /// fsync each copy before it is renamed into place and the source is
+        /// removed (default). Off trades power-loss safety for speed.
+        #[serde(default = "yes")]
+        fsync: bool,
     },
     /// IBM Aspera through the `ascp` program.
     Aspera(AsperaConfig),

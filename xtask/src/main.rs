@@ -79,7 +79,15 @@ fn main() -> Result<()> {
         Cmd::Bench { args } => {
             ws.build()?;
             let mut cmd = ws.cargo();
-            cmd.args(["bench", "-p", "dispatch-host", "--bench", "poller"]);
+            cmd.args([
+                "bench",
+                "-p",
+                "dispatch-host",
+                "--bench",
+                "poller",
+                "--bench",
+                "engine",
+            ]);
             if !args.is_empty() {
                 cmd.arg("--").args(args);
             }

@@ -112,9 +112,11 @@ pub async fn run(
                 destination,
                 verify_sha256,
                 rate_limit_mbps,
+                fsync,
             } => Arc::new(LocalBackend::new(
                 destination.clone(),
                 *verify_sha256,
+                *fsync,
                 rate_limit_mbps.map(|r| Arc::new(RateLimiter::mbps(r))),
             )),
             TargetConfig::Aspera(a) => Arc::new(AsperaBackend::new(a.clone())),

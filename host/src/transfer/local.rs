@@ -1,6 +1,6 @@
 //! `local`: copy into a destination directory, keeping the item's path
 //! relative to the root. Each file is written under a temporary name
-//! (`.<name>.dispatch-part`), synced, checked (size, and sha256 when asked),
+//! (`.<name>.dispatch-part`), synced (unless `fsync = false`), checked (size, and sha256 when asked),
 //! then renamed: no half-written file ever carries the final name. A
 //! directory is copied as a whole tree the same way, then moved into place.
 
@@ -21,14 +21,21 @@ pub const PART_SUFFIX: &str = ".dispatch-part";
 pub struct LocalBackend {
     destination: PathBuf,
     verify_sha256: bool,
+    fsync: bool,
     rate: Option<Arc<RateLimiter>>,
 }
 
 impl LocalBackend {
-    pub fn new(destination: PathBuf, verify_sha256: bool, rate: Option<Arc<RateLimiter>>) -> Self {
+    pub fn new(
+        destination: PathBuf,
+        verify_sha256: bool,
+        fsync: bool,
+        rate: Option<Arc<RateLimiter>>,
+    ) -> Self {
         Self {
             destination,
             verify_sha256,
+            fsync,
             rate,
         }
     }
@@ -40,6 +47,7 @@ impl Backend for LocalBackend {
         let job = job.clone();
         let dest = self.destination.clone();
         let verify = self.verify_sha256;
+        let fsync = self.fsync;
         let rate = self.rate.clone();
         // The copy is blocking I/O; it checks `progress` for cancellation.
         tokio::task::spawn_blocking(move || {
@@ -47,6 +55,7 @@ impl Backend for LocalBackend {
                 rate: rate.as_deref(),
                 progress: &progress,
                 verify,
+                fsync,
             };
             match job.kind {
                 ItemKind::File => copier.file_item(&job, &dest),
@@ -66,6 +75,7 @@ struct Copier<'a> {
     rate: Option<&'a RateLimiter>,
     progress: &'a Progress,
     verify: bool,
+    fsync: bool,
 }
 
 impl Copier<'_> {
@@ -82,7 +92,9 @@ impl Copier<'_> {
         std::fs::rename(&tmp, &dst).map_err(|e| {
             TransferError::io(&format!("cannot rename {} into place", tmp.display()), &e)
         })?;
-        sync_dir(parent);
+        if self.fsync {
+            sync_dir(parent);
+        }
         Ok(Sent { bytes })
     }
 
@@ -123,7 +135,9 @@ impl Copier<'_> {
                 TransferError::io(&format!("cannot rename {} into place", tmp.display()), &e)
             })?;
         }
-        sync_dir(parent);
+        if self.fsync {
+            sync_dir(parent);
+        }
         Ok(Sent { bytes })
     }
 
@@ -228,8 +242,10 @@ impl Copier<'_> {
             copied += n as u64;
             self.progress.add(n as u64);
         }
-        dst.sync_all()
-            .map_err(|e| TransferError::io(&format!("cannot sync {}", to.display()), &e))?;
+        if self.fsync {
+            dst.sync_all()
+                .map_err(|e| TransferError::io(&format!("cannot sync {}", to.display()), &e))?;
+        }
         let written = dst
             .metadata()
             .map_err(|e| TransferError::io(&format!("cannot stat {}", to.display()), &e))?

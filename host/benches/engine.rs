@@ -1,0 +1,449 @@
+//! Benchmarks of the agent engine (results and method in BENCHMARKS.md),
+//! each against a baseline run in the same process, alternately.
+//!
+//! 1. `latency`: file closed → transfer started, 1 s stability window.
+//! 2. `copy`: `local` copy of a 1 GiB file vs `cp` (and `cp` + `sync`).
+//! 3. `drain`: 10,000 small files moved vs `cp -r` and `rsync -a`.
+//! 4. `memory`: resident memory of an agent with 100 idle pollers.
+//!
+//! Run: `cargo xtask bench -- engine` or `cargo bench -p dispatch-host --bench engine [-- NAME]`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that fails panics
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn main() {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wants = |name: &str| {
+        filter
+            .as_deref()
+            .is_none_or(|f| name.contains(f) || f == "engine")
+    };
+    println!("benchmark                                   median        (runs)  notes");
+    if wants("latency") {
+        latency();
+    }
+    if wants("copy") {
+        copy_1gib();
+    }
+    if wants("drain") {
+        drain();
+    }
+    if wants("memory") {
+        memory();
+    }
+}
+
+fn plugin_dir() -> PathBuf {
+    std::env::var_os("DISPATCH_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+}
+
+/// A scratch directory on the same file system as the target dir (not tmpfs).
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/bench-engine")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn config(dir: &Path, agent: &str, pollers: &str) -> PathBuf {
+    let cache = std::env::temp_dir().join("dispatch-bench-cache");
+    let text = format!(
+        "[agent]\ncache_dir = {:?}\n{agent}\n\n{pollers}",
+        cache.display().to_string()
+    );
+    let p = dir.join("agent.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn agent(config: &Path, until_idle: bool) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
+    cmd.arg("run").arg("--config").arg(config);
+    if until_idle {
+        cmd.arg("--until-idle");
+    }
+    cmd.env("DISPATCH_PLUGIN_DIR", plugin_dir())
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn stop(mut child: Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}
+
+/// `started_at` of the transfer of `path`, read from the journal.
+fn started_at(journal: &Path, path: &str) -> Option<i64> {
+    let out = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"))
+        .args(["transfers", "--json", "--limit", "1000", "--journal"])
+        .arg(journal)
+        .output()
+        .ok()?;
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    rows.as_array()?
+        .iter()
+        .find(|r| r["path"] == path)
+        .and_then(|r| r["started_at"].as_i64())
+}
+
+fn latency() {
+    let dir = scratch("latency");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let cfg = config(
+        &dir,
+        "",
+        "[[poller]]\nname = \"lat\"\npath = \"src\"\nplugin = \"file\"\nstability = \"1s\"\ntarget = { kind = \"local\", destination = \"dst\" }\n",
+    );
+    let child = agent(&cfg, false).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let runs = 15;
+    let mut lat = Vec::new();
+    for i in 0..runs {
+        let name = format!("clip{i:02}.mxf");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(dir.join("src").join(&name)).unwrap();
+            for _ in 0..16 {
+                f.write_all(&[0u8; 65536]).unwrap();
+            }
+        } // closed here
+        let closed = now_ms();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let started = loop {
+            if let Some(t) = started_at(&dir.join("dispatch-journal.sqlite"), &name) {
+                break t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "transfer of {name} never started"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        lat.push(Duration::from_millis(
+            u64::try_from(started - closed).unwrap_or(0),
+        ));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop(child);
+    let min = lat.iter().min().copied().unwrap_or_default();
+    let max = lat.iter().max().copied().unwrap_or_default();
+    println!(
+        "latency closed -> started, window 1 s      {:>12}  ({runs})  min {} max {}; floor: <= 1200 ms",
+        ms(median(lat)),
+        ms(min),
+        ms(max)
+    );
+}
+
+/// (started_at, ended_at) of the only transfer in a journal.
+fn transfer_times(journal: &Path) -> (i64, i64) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"))
+        .args(["transfers", "--json", "--journal"])
+        .arg(journal)
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &rows[0];
+    assert_eq!(r["status"], "Complete");
+    (
+        r["started_at"].as_i64().unwrap(),
+        r["ended_at"].as_i64().unwrap(),
+    )
+}
+
+fn copy_1gib() {
+    let dir = scratch("copy");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("big.mxf");
+    // 1 GiB of incompressible bytes (a fast xorshift, not /dev/urandom).
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            for c in buf.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&buf).unwrap();
+        }
+    }
+    let poller = |fsync: bool| {
+        format!(
+            "[[poller]]\nname = \"copy\"\npath = \"src\"\nplugin = \"file\"\nstability = \"0s\"\ntarget = {{ kind = \"local\", destination = \"dst\", fsync = {fsync} }}\n"
+        )
+    };
+    let gib = 1024.0 * 1024.0 * 1024.0;
+    let (mut ours, mut ours_nosync, mut whole, mut cp, mut cp_sync) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let runs = 5;
+    let cp_dest = dir.join("cp-dest.mxf");
+    // Warm the page cache once.
+    Command::new("cat")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    for _ in 0..runs {
+        let t = Instant::now();
+        assert!(
+            Command::new("cp")
+                .arg(&file)
+                .arg(&cp_dest)
+                .status()
+                .unwrap()
+                .success()
+        );
+        cp.push(t.elapsed());
+        std::fs::remove_file(&cp_dest).unwrap();
+
+        let t = Instant::now();
+        assert!(
+            Command::new("cp")
+                .arg(&file)
+                .arg(&cp_dest)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(
+            Command::new("sync")
+                .arg(&cp_dest)
+                .status()
+                .unwrap()
+                .success()
+        );
+        cp_sync.push(t.elapsed());
+        std::fs::remove_file(&cp_dest).unwrap();
+
+        // The transfer as the journal times it: started → verified
+        // (copy, fsync, size check, source re-check, journal commit).
+        for fsync in [true, false] {
+            let cfg = config(&dir, "", &poller(fsync));
+            let t = Instant::now();
+            assert!(agent(&cfg, true).status().unwrap().success());
+            if fsync {
+                whole.push(t.elapsed());
+            }
+            let (start, end) = transfer_times(&dir.join("dispatch-journal.sqlite"));
+            let took = Duration::from_millis(u64::try_from(end - start).unwrap());
+            if fsync {
+                ours.push(took)
+            } else {
+                ours_nosync.push(took)
+            }
+            std::fs::rename(dir.join("dst/big.mxf"), &file).unwrap();
+            std::fs::remove_file(dir.join("dispatch-journal.sqlite")).unwrap();
+        }
+    }
+    let rate = |d: Duration| gib / d.as_secs_f64() / 1e6;
+    let (o, on, c, cs) = (
+        median(ours),
+        median(ours_nosync),
+        median(cp),
+        median(cp_sync),
+    );
+    println!(
+        "copy 1 GiB, cp                              {:>12}  ({runs})  {:.0} MB/s",
+        ms(c),
+        rate(c)
+    );
+    println!(
+        "copy 1 GiB, cp + sync                       {:>12}  ({runs})  {:.0} MB/s",
+        ms(cs),
+        rate(cs)
+    );
+    println!(
+        "copy 1 GiB, dispatch transfer, fsync (dflt) {:>12}  ({runs})  {:.0} MB/s",
+        ms(o),
+        rate(o)
+    );
+    println!(
+        "copy 1 GiB, dispatch transfer, fsync=false  {:>12}  ({runs})  {:.0} MB/s",
+        ms(on),
+        rate(on)
+    );
+    let w = median(whole);
+    println!(
+        "copy 1 GiB, dispatch-agent whole run        {:>12}  ({runs})  {:.0} MB/s; start + poll + idle exit",
+        ms(w),
+        rate(w)
+    );
+    println!(
+        "copy ratio fsync=false / cp                {:>9.2} x   ({runs})  floor: >= 0.9",
+        c.as_secs_f64() / on.as_secs_f64()
+    );
+    println!(
+        "copy ratio default (fsync) / cp + sync     {:>9.2} x   ({runs})  floor: >= 0.9",
+        cs.as_secs_f64() / o.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn drain() {
+    let dir = scratch("drain");
+    let src = dir.join("src");
+    let n = 10_000;
+    let make = |to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for i in 0..n {
+            std::fs::write(to.join(format!("f{i:05}.xml")), [b'x'; 4096]).unwrap();
+        }
+    };
+    let has_rsync = Command::new("rsync")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let cfg = |fsync: bool| {
+        config(
+            &dir,
+            "rescan_interval = \"60s\"",
+            &format!(
+                "[[poller]]\nname = \"drain\"\npath = \"src\"\nplugin = \"file\"\nstability = \"0s\"\nmax_transfers = 8\ntarget = {{ kind = \"local\", destination = \"dst\", fsync = {fsync} }}\n"
+            ),
+        )
+    };
+    let runs = 3;
+    let (mut ours, mut ours_nosync, mut cp, mut rsync) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        make(&src);
+        let t = Instant::now();
+        assert!(
+            Command::new("cp")
+                .arg("-r")
+                .arg(&src)
+                .arg(dir.join("cp-dst"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        cp.push(t.elapsed());
+        std::fs::remove_dir_all(dir.join("cp-dst")).unwrap();
+        if has_rsync {
+            let t = Instant::now();
+            let mut from = src.clone().into_os_string();
+            from.push("/");
+            assert!(
+                Command::new("rsync")
+                    .arg("-a")
+                    .arg(&from)
+                    .arg(dir.join("rsync-dst"))
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            rsync.push(t.elapsed());
+            std::fs::remove_dir_all(dir.join("rsync-dst")).unwrap();
+        }
+        for fsync in [true, false] {
+            if !fsync {
+                make(&src);
+            }
+            let t = Instant::now();
+            assert!(agent(&cfg(fsync), true).status().unwrap().success());
+            if fsync {
+                ours.push(t.elapsed())
+            } else {
+                ours_nosync.push(t.elapsed())
+            }
+            assert_eq!(std::fs::read_dir(&src).unwrap().count(), 0, "drained");
+            std::fs::remove_dir_all(dir.join("dst")).unwrap();
+            let _ = std::fs::remove_file(dir.join("dispatch-journal.sqlite"));
+        }
+    }
+    let fps = |d: Duration| n as f64 / d.as_secs_f64();
+    let o = median(ours);
+    println!(
+        "drain 10k x 4 KiB, cp -r                    {:>12}  ({runs})  {:.0} files/s",
+        ms(median(cp.clone())),
+        fps(median(cp))
+    );
+    if has_rsync {
+        println!(
+            "drain 10k x 4 KiB, rsync -a                 {:>12}  ({runs})  {:.0} files/s",
+            ms(median(rsync.clone())),
+            fps(median(rsync))
+        );
+    } else {
+        println!("drain 10k x 4 KiB, rsync -a                 not installed");
+    }
+    println!(
+        "drain 10k x 4 KiB, dispatch-agent (move)    {:>12}  ({runs})  {:.0} files/s; fsync + journal per file, 8 in flight",
+        ms(o),
+        fps(o)
+    );
+    let on = median(ours_nosync);
+    println!(
+        "drain 10k x 4 KiB, dispatch, fsync=false    {:>12}  ({runs})  {:.0} files/s",
+        ms(on),
+        fps(on)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn memory() {
+    let dir = scratch("memory");
+    let mut pollers = String::new();
+    for i in 0..100 {
+        std::fs::create_dir_all(dir.join(format!("src/p{i:03}"))).unwrap();
+        let plugin = ["file", "dir", "subdir", "telus", "pa", "google", "dirtar"][i % 7];
+        pollers.push_str(&format!(
+            "[[poller]]\nname = \"p{i:03}\"\npath = \"src/p{i:03}\"\nplugin = \"{plugin}\"\ntarget = {{ kind = \"local\", destination = \"dst/p{i:03}\" }}\n\n"
+        ));
+    }
+    let cfg = config(&dir, "", &pollers);
+    let runs = 3;
+    let mut rss = Vec::new();
+    for _ in 0..runs {
+        let child = agent(&cfg, false).spawn().unwrap();
+        // Let every poller poll a few times, then sit idle.
+        std::thread::sleep(Duration::from_secs(3));
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        rss.push(kb);
+        stop(child);
+    }
+    rss.sort_unstable();
+    println!(
+        "memory, 100 idle pollers (VmRSS)            {:>9.1} MB  ({runs})  floor: <= 50 MB",
+        rss[runs / 2] as f64 / 1024.0
+    );
+}

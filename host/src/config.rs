@@ -582,6 +582,14 @@ target = { kind = "local", destination = "/srv/remote" }
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agent.toml");
+        let c = AgentConfig::load(&path).unwrap();
+        assert_eq!(c.pollers.len(), 2);
+        assert!(c.pollers[0].path.ends_with("outgoing/dir"));
+    }
+
+    #[test]
     fn aspera_needs_exactly_one_credential_and_a_passphrase_to_encrypt() {
         let base = r#"
 [[poller]]

@@ -405,8 +405,12 @@ fn an_unwritable_destination_trips_the_breaker_and_the_cooldown_re_enables() {
     std::fs::create_dir_all(site.path("dst")).unwrap();
     std::fs::write(site.path("dst/blocked"), "not a directory").unwrap();
     let (url, alerts) = webhook_server();
+    let (smtp_port, smtp) = smtp_server();
     site.config(
-        &format!("failures_before_disable = 5\ndisable_cooldown = \"3s\"\n[agent.alerts]\nwebhook = \"{url}\""),
+        &format!(
+            "failures_before_disable = 5\ndisable_cooldown = \"3s\"\n[agent.alerts]\nwebhook = \"{url}\"\n\
+             smtp = {{ host = \"127.0.0.1\", port = {smtp_port}, from = \"dispatch@example.net\", to = [\"ops@example.net\"] }}"
+        ),
         &poller("blocked", "file", ""),
     );
     let agent = site.spawn();
@@ -431,6 +435,16 @@ fn an_unwritable_destination_trips_the_breaker_and_the_cooldown_re_enables() {
     let out = stop(agent);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(site.path("dst/blocked/a.mpg").exists(), "{log}");
+    // The e-mail went through a real SMTP server.
+    let mail = smtp.stop();
+    assert!(
+        mail.contains("Subject: Dispatch: poller blocked disabled"),
+        "{mail}\n{log}"
+    );
+    assert!(
+        mail.contains("ops@example.net") && mail.contains("5 consecutive failed transfers"),
+        "{mail}"
+    );
     assert!(!site.path("src/blocked/a.mpg").exists());
     assert!(
         log.contains("disabled after 5 consecutive failures"),
@@ -468,6 +482,98 @@ fn an_unwritable_destination_trips_the_breaker_and_the_cooldown_re_enables() {
         starts[2] - starts[1] > starts[1] - starts[0],
         "backoff grows: {starts:?}"
     );
+}
+
+/// aiosmtpd (from the test virtualenv that `cargo xtask test` makes),
+/// printing every message it receives.
+struct Smtp(Child);
+
+impl Smtp {
+    fn stop(mut self) -> String {
+        let _ = self.0.kill();
+        let out = self.0.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn smtp_server() -> (u16, Smtp) {
+    let venv = std::env::var_os("DISPATCH_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `cargo xtask test`",
+        python.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(python)
+        .args([
+            "-u",
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "aiosmtpd.handlers.Debugging",
+            "stdout",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "aiosmtpd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (port, Smtp(child))
+}
+
+#[test]
+fn the_agent_wide_cap_limits_transfers_over_all_pollers() {
+    let site = Site::new();
+    add(&site.path("src/one"), &["a", "b"]);
+    add(&site.path("src/two"), &["c", "d"]);
+    for f in ["one/a", "one/b", "two/c", "two/d"] {
+        std::fs::write(site.path(&format!("src/{f}")), vec![1u8; 250_000]).unwrap();
+    }
+    let slow = |name: &str| {
+        poller(name, "file", "").replace(
+            &format!("destination = \"dst/{name}\" }}"),
+            &format!("destination = \"dst/{name}\", rate_limit_mbps = 8.0 }}"),
+        )
+    };
+    site.config(
+        "max_transfers = 1",
+        &format!("{}{}", slow("one"), slow("two")),
+    );
+    let out = site.run_until_idle(Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut spans: Vec<(i64, i64)> = site
+        .transfers()
+        .iter()
+        .map(|r| {
+            (
+                r["started_at"].as_i64().unwrap(),
+                r["ended_at"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(spans.len(), 4);
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1, "two transfers overlapped: {spans:?}");
+    }
 }
 
 /// (event, at, error) of a transfer, read straight from the SQLite file.

@@ -28,8 +28,9 @@ const TEST_PLUGINS: &[(&str, &str)] = &[
     ("dispatch-test-future-version", "future-version"),
     ("dispatch-test-other-world", "other-world"),
 ];
-/// Pinned so the Python test component is reproducible.
-const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+/// Python tools of the tests, pinned: componentize-py builds the Python
+/// poller, aiosmtpd is the SMTP server alerts are sent to.
+const PYTHON_TOOLS: &[&str] = &["componentize-py==0.25.1", "aiosmtpd==1.4.6"];
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -66,10 +67,7 @@ fn main() -> Result<()> {
             ws.build_python_plugin()?;
             let mut cmd = ws.cargo();
             cmd.args(["test", "--release", "--workspace"]);
-            // Test components are wasm-only; they run through the host's tests.
-            for (krate, _) in TEST_PLUGINS {
-                cmd.args(["--exclude", krate]);
-            }
+            exclude_test_plugins(&mut cmd);
             if !args.is_empty() {
                 cmd.arg("--").args(args);
             }
@@ -128,18 +126,26 @@ impl Workspace {
         self.target.join("test-plugins")
     }
 
-    /// Tells the binaries and tests where the components are.
+    fn venv(&self) -> PathBuf {
+        self.target.join("venv")
+    }
+
+    /// Tells the binaries and tests where the components and tools are.
     fn with_plugin_env(&self, cmd: &mut Command) {
         cmd.env("DISPATCH_PLUGIN_DIR", self.plugin_dir());
         cmd.env("DISPATCH_TEST_PLUGIN_DIR", self.test_plugin_dir());
+        cmd.env("DISPATCH_TEST_VENV", self.venv());
     }
 
     fn build(&self) -> Result<()> {
         ensure_wasm_target()?;
         self.build_components(PLUGINS, &self.plugin_dir())?;
-        run(self
-            .cargo()
-            .args(["build", "--release", "-p", "dispatch-host"]))
+        // The same package set as `test`: features unify the same way, so
+        // the test run reuses this build instead of compiling wasmtime again.
+        let mut cmd = self.cargo();
+        cmd.args(["build", "--release", "--workspace"]);
+        exclude_test_plugins(&mut cmd);
+        run(&mut cmd)
     }
 
     fn build_test_plugins(&self) -> Result<()> {
@@ -172,19 +178,21 @@ impl Workspace {
     /// The Python twin of the Dir poller (testing/python/dir_poller), built
     /// with componentize-py from a private virtualenv under target/.
     fn build_python_plugin(&self) -> Result<()> {
-        let venv = self.target.join("venv");
+        let venv = self.venv();
         let tool = venv.join("bin").join("componentize-py");
-        if !tool.exists() {
-            let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-            run(Command::new(&python).arg("-m").arg("venv").arg(&venv)).context(
-                "creating a Python virtualenv for componentize-py (is python3-venv installed?)",
-            )?;
-            run(Command::new(venv.join("bin").join("pip")).args([
-                "install",
-                "--quiet",
-                COMPONENTIZE_PY,
-            ]))
-            .context("installing componentize-py from PyPI")?;
+        let stamp = venv.join(PYTHON_TOOLS.join(" ").replace(['=', ' '], "_"));
+        if !stamp.exists() {
+            if !venv.join("bin").join("pip").exists() {
+                let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+                run(Command::new(&python).arg("-m").arg("venv").arg(&venv)).context(
+                    "creating a Python virtualenv for the test tools (is python3-venv installed?)",
+                )?;
+            }
+            run(Command::new(venv.join("bin").join("pip"))
+                .args(["install", "--quiet"])
+                .args(PYTHON_TOOLS))
+            .context("installing the Python test tools from PyPI")?;
+            std::fs::write(&stamp, "")?;
         }
         let out = self.test_plugin_dir();
         std::fs::create_dir_all(&out)?;
@@ -201,6 +209,13 @@ impl Workspace {
                 "-o",
             ])
             .arg(out.join("python-dir.wasm")))
+    }
+}
+
+/// Test components are wasm-only; they run through the host's tests.
+fn exclude_test_plugins(cmd: &mut Command) {
+    for (krate, _) in TEST_PLUGINS {
+        cmd.args(["--exclude", krate]);
     }
 }
 

@@ -1,9 +1,9 @@
 //! A plugin's parameter schema, and checking a poller's values against it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The type of a parameter's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ParamType {
     Text,
@@ -24,7 +24,7 @@ impl ParamType {
 }
 
 /// One parameter of a plugin's schema.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParamSpec {
     pub name: String,
     #[serde(rename = "type")]

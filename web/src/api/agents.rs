@@ -1,0 +1,141 @@
+//! Agents as people manage them: create (the token is shown once), list,
+//! delete.
+
+use crate::AppState;
+use crate::auth::{self, User};
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use std::sync::Arc;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgent {
+    pub name: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedAgent {
+    pub id: i64,
+    pub name: String,
+    /// The agent's bearer token. Shown this once; only its hash is kept.
+    pub token: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AgentView {
+    pub id: i64,
+    pub name: String,
+    pub host_name: Option<String>,
+    pub version: Option<String>,
+    pub last_seen: Option<i64>,
+    pub online: bool,
+    pub pollers: Vec<String>,
+}
+
+pub fn valid_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && name.len() <= 64
+}
+
+/// Register an agent; the response holds its token, shown once.
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = NewAgent,
+    responses((status = 201, body = CreatedAgent), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    _user: User,
+    body: Result<Json<NewAgent>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<CreatedAgent>)> {
+    let Json(new) = body?;
+    if !valid_name(&new.name) {
+        return Err(ApiError::bad(
+            "name",
+            "lowercase letters, digits, `_` or `-`, starting with a letter (64 at most)",
+        ));
+    }
+    let token = auth::new_token("dsp_");
+    let id = sqlx::query_scalar(
+        "INSERT INTO agents (name, token_hash, created_at) VALUES (?, ?, ?) RETURNING id",
+    )
+    .bind(&new.name)
+    .bind(auth::sha256_hex(&token))
+    .bind(crate::now_ms())
+    .fetch_one(&state.pool)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => ApiError::conflict(
+            Some("name"),
+            format!("an agent named `{}` exists", new.name),
+        ),
+        other => other.into(),
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedAgent {
+            id,
+            name: new.name,
+            token,
+        }),
+    ))
+}
+
+/// Every agent, with when it was last seen.
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = [AgentView])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    _user: User,
+) -> ApiResult<Json<Vec<AgentView>>> {
+    let rows = sqlx::query("SELECT * FROM agents ORDER BY name")
+        .fetch_all(&state.pool)
+        .await?;
+    let now = crate::now_ms();
+    let mut out = Vec::new();
+    for r in rows {
+        let id: i64 = r.get("id");
+        let pollers = sqlx::query_scalar("SELECT p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id WHERE pa.agent_id = ? ORDER BY p.name")
+            .bind(id)
+            .fetch_all(&state.pool)
+            .await?;
+        let last_seen: Option<i64> = r.get("last_seen");
+        out.push(AgentView {
+            id,
+            name: r.get("name"),
+            host_name: r.get("host_name"),
+            version: r.get("version"),
+            last_seen,
+            online: last_seen.is_some_and(|t| now - t < 120_000),
+            pollers,
+        });
+    }
+    Ok(Json(out))
+}
+
+/// Remove an agent (its token stops working).
+#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    _user: User,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    let mut tx = state.pool.begin().await?;
+    let n = sqlx::query("DELETE FROM agents WHERE id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(ApiError::not_found(&format!("agent {id}")));
+    }
+    let v = AppState::bump_config(&mut tx).await?;
+    tx.commit().await?;
+    state.notify_config(v);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,315 @@
+//! Plugins and their versions: upload, list, history, delete, download.
+
+use crate::AppState;
+use crate::auth::{Agent, User};
+use crate::error::{ApiError, ApiResult};
+use crate::registry::{self, Stored};
+use axum::Json;
+use axum::extract::{Multipart, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sqlx::Row;
+use std::sync::Arc;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PluginSummary {
+    pub name: String,
+    pub latest_version: Option<String>,
+    pub versions: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct VersionView {
+    pub version: String,
+    pub sha256: String,
+    pub size: i64,
+    pub wit_version: String,
+    pub description: String,
+    /// The parameter schema from describe().
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+    pub uploaded_at: i64,
+    pub uploaded_by: String,
+    /// Pollers pinned to this version, or following the latest when this is it.
+    pub used_by: Vec<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PluginView {
+    pub name: String,
+    /// Newest first.
+    pub versions: Vec<VersionView>,
+}
+
+/// Upload a `.wasm` component (multipart field `file`): validated in the
+/// sandbox, then stored as a version of the plugin its describe() names.
+#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins",
+    request_body(content_type = "multipart/form-data", description = "field `file`: the component"),
+    responses((status = 201, body = Stored), (status = 200, body = Stored, description = "the same bytes were already stored"),
+              (status = 422, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)))]
+pub async fn upload(
+    State(state): State<Arc<AppState>>,
+    user: User,
+    mut form: Multipart,
+) -> ApiResult<Response> {
+    let mut bytes = None;
+    while let Some(field) = form.next_field().await.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            format!("bad multipart upload: {}", e.body_text()),
+        )
+    })? {
+        if field.name() == Some("file") {
+            let data = field.bytes().await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::field(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "file",
+                        format!(
+                            "the upload is over the limit of {} bytes",
+                            state.upload_limit
+                        ),
+                    )
+                } else {
+                    ApiError::new(
+                        e.status(),
+                        format!("bad multipart upload: {}", e.body_text()),
+                    )
+                }
+            })?;
+            bytes = Some(data.to_vec());
+        }
+    }
+    let bytes =
+        bytes.ok_or_else(|| ApiError::bad("file", "the multipart form has no `file` field"))?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad("file", "the uploaded file is empty"));
+    }
+    let stored = registry::store(&state, bytes, &user.username).await?;
+    let status = if stored.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(stored)).into_response())
+}
+
+/// Every plugin with its latest version.
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", responses((status = 200, body = [PluginSummary])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    _user: User,
+) -> ApiResult<Json<Vec<PluginSummary>>> {
+    let rows = sqlx::query("SELECT p.id, p.name, COUNT(v.id) AS n FROM plugins p LEFT JOIN plugin_versions v ON v.plugin_id = p.id GROUP BY p.id ORDER BY p.name")
+        .fetch_all(&state.pool)
+        .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let latest = latest_version(&state.pool, r.get("id"))
+            .await?
+            .map(|(_, v, _)| v);
+        out.push(PluginSummary {
+            name: r.get("name"),
+            latest_version: latest,
+            versions: r.get("n"),
+        });
+    }
+    Ok(Json(out))
+}
+
+/// The highest semver version of a plugin: (version id, version, sha256).
+pub async fn latest_version(
+    pool: &sqlx::SqlitePool,
+    plugin_id: i64,
+) -> Result<Option<(i64, String, String)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, version, sha256 FROM plugin_versions WHERE plugin_id = ?")
+        .bind(plugin_id)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.get::<i64, _>("id"),
+                r.get::<String, _>("version"),
+                r.get::<String, _>("sha256"),
+            )
+        })
+        .max_by_key(|(_, v, _)| semver_key(v)))
+}
+
+/// Orders `1.10.0` after `1.9.0`; a pre-release before its release.
+pub fn semver_key(v: &str) -> (u64, u64, u64, bool, String) {
+    let (core, pre) = v.split_once('-').map_or((v, ""), |(c, p)| (c, p));
+    let mut n = core
+        .split('+')
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    (
+        n.next().unwrap_or(0),
+        n.next().unwrap_or(0),
+        n.next().unwrap_or(0),
+        pre.is_empty(),
+        pre.to_string(),
+    )
+}
+
+/// A plugin's version history, each with its schema and users.
+#[utoipa::path(get, path = "/api/v1/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path, description = "plugin name")),
+    responses((status = 200, body = PluginView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    _user: User,
+    Path(name): Path<String>,
+) -> ApiResult<Json<PluginView>> {
+    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = ?")
+        .bind(&name)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("plugin `{name}`")))?;
+    let latest = latest_version(&state.pool, plugin_id)
+        .await?
+        .map(|(id, _, _)| id);
+    let rows = sqlx::query("SELECT * FROM plugin_versions WHERE plugin_id = ?")
+        .bind(plugin_id)
+        .fetch_all(&state.pool)
+        .await?;
+    let mut versions = Vec::new();
+    for r in rows {
+        let id: i64 = r.get("id");
+        let used_by: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM pollers WHERE plugin_id = ? AND (plugin_version_id = ? OR (plugin_version_id IS NULL AND ?)) ORDER BY name",
+        )
+        .bind(plugin_id)
+        .bind(id)
+        .bind(latest == Some(id))
+        .fetch_all(&state.pool)
+        .await?;
+        versions.push(VersionView {
+            version: r.get("version"),
+            sha256: r.get("sha256"),
+            size: r.get("size"),
+            wit_version: r.get("wit_version"),
+            description: r.get("description"),
+            params: serde_json::from_str(r.get("params_json")).unwrap_or_default(),
+            uploaded_at: r.get("uploaded_at"),
+            uploaded_by: r.get("uploaded_by"),
+            used_by,
+        });
+    }
+    versions.sort_by_key(|v| std::cmp::Reverse(semver_key(&v.version)));
+    Ok(Json(PluginView { name, versions }))
+}
+
+/// Delete a version nobody uses.
+#[utoipa::path(delete, path = "/api/v1/plugins/{name}/versions/{version}", tag = "plugins",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn delete_version(
+    State(state): State<Arc<AppState>>,
+    _user: User,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let mut tx = state.pool.begin().await?;
+    let row = sqlx::query("SELECT v.id, v.plugin_id, v.sha256 FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE p.name = ? AND v.version = ?")
+        .bind(&name)
+        .bind(&version)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("version {version} of plugin `{name}`")))?;
+    let (id, plugin_id, sha): (i64, i64, String) =
+        (row.get("id"), row.get("plugin_id"), row.get("sha256"));
+    let is_latest = latest_version(&state.pool, plugin_id)
+        .await?
+        .map(|(i, _, _)| i)
+        == Some(id);
+    let users: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM pollers WHERE plugin_id = ? AND (plugin_version_id = ? OR (plugin_version_id IS NULL AND ?)) ORDER BY name",
+    )
+    .bind(plugin_id)
+    .bind(id)
+    .bind(is_latest)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !users.is_empty() {
+        return Err(ApiError::conflict(
+            None,
+            format!(
+                "version {version} of `{name}` is used by poller(s) {}",
+                users.join(", ")
+            ),
+        ));
+    }
+    sqlx::query("DELETE FROM plugin_versions WHERE id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let v = AppState::bump_config(&mut tx).await?;
+    tx.commit().await?;
+    state.notify_config(v);
+    let _ = std::fs::remove_file(state.module_path(&sha));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A module's bytes, for agents (or people). Immutable: the URL is its hash.
+#[utoipa::path(get, path = "/api/v1/modules/{sha256}", tag = "agent",
+    params(("sha256" = String, Path)),
+    responses((status = 200, content_type = "application/wasm"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn module(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(sha256): Path<String>,
+) -> ApiResult<Response> {
+    authorize_any(&state, &headers).await?;
+    if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "sha256",
+            "not a sha256 (64 hex digits)",
+        ));
+    }
+    let known: Option<i64> = sqlx::query_scalar("SELECT id FROM plugin_versions WHERE sha256 = ?")
+        .bind(sha256.to_ascii_lowercase())
+        .fetch_optional(&state.pool)
+        .await?;
+    if known.is_none() {
+        return Err(ApiError::not_found(&format!("module {sha256}")));
+    }
+    let bytes = tokio::fs::read(state.module_path(&sha256.to_ascii_lowercase()))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("module {sha256} is missing on disk: {e}"),
+            )
+        })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/wasm".to_string()),
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable".to_string(),
+            ),
+            (header::ETAG, format!("\"{sha256}\"")),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Modules may be fetched by an agent (bearer token) or a logged-in person.
+async fn authorize_any(state: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<()> {
+    let mut req = axum::http::Request::new(());
+    *req.headers_mut() = headers.clone();
+    let (mut parts, ()) = req.into_parts();
+    use axum::extract::FromRequestParts;
+    if headers.contains_key(header::AUTHORIZATION) {
+        Agent::from_request_parts(&mut parts, state).await.map(drop)
+    } else {
+        User::from_request_parts(&mut parts, state).await.map(drop)
+    }
+}

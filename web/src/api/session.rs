@@ -1,0 +1,99 @@
+//! Logging in and out; health.
+
+use crate::AppState;
+use crate::auth::{self, User};
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use std::sync::Arc;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub username: String,
+    /// Send it as `X-CSRF-Token` with every request that changes something.
+    pub csrf_token: String,
+}
+
+/// Log in: sets the session cookie and returns the CSRF token.
+#[utoipa::path(post, path = "/api/v1/login", request_body = Login, tag = "session",
+    responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<Login>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(login) = body?;
+    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = ?")
+        .bind(&login.username)
+        .fetch_optional(&state.pool)
+        .await?;
+    let Some(row) = row.filter(|r| auth::verify_password(&login.password, r.get("password_hash")))
+    else {
+        return Err(ApiError::unauthorized("wrong username or password"));
+    };
+    let (token, csrf) = auth::create_session(&state.pool, row.get("id")).await?;
+    Ok((
+        [(
+            header::SET_COOKIE,
+            auth::session_cookie(&token, state.secure_cookies),
+        )],
+        Json(Me {
+            username: login.username,
+            csrf_token: csrf,
+        }),
+    )
+        .into_response())
+}
+
+/// Log out: ends the session.
+#[utoipa::path(post, path = "/api/v1/logout", tag = "session", responses((status = 204)))]
+pub async fn logout(State(state): State<Arc<AppState>>, user: User) -> ApiResult<Response> {
+    sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+        .bind(&user.session_hash)
+        .execute(&state.pool)
+        .await?;
+    Ok((
+        axum::http::StatusCode::NO_CONTENT,
+        [(
+            header::SET_COOKIE,
+            format!("{}=; Path=/; Max-Age=0", auth::SESSION_COOKIE),
+        )],
+    )
+        .into_response())
+}
+
+/// Who is logged in.
+#[utoipa::path(get, path = "/api/v1/me", tag = "session", responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn me(user: User) -> Json<Me> {
+    Json(Me {
+        username: user.username,
+        csrf_token: user.csrf,
+    })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub database: String,
+}
+
+/// Liveness and database check (no login).
+#[utoipa::path(get, path = "/api/v1/health", tag = "session", responses((status = 200, body = Health)))]
+pub async fn health(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
+    sqlx::query("SELECT 1").execute(&state.pool).await?;
+    Ok(Json(Health {
+        status: "ok".into(),
+        database: "ok".into(),
+    }))
+}

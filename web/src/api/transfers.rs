@@ -1,0 +1,301 @@
+//! The central transfer log: search (newest first, paginated), CSV export,
+//! statistics.
+
+use crate::AppState;
+use crate::auth::User;
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use std::sync::Arc;
+
+const STATUSES: &[&str] = &["Queued", "Transferring", "Complete", "Error", "Cancelled"];
+
+#[derive(Deserialize, utoipa::IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// A substring of the file name.
+    pub q: Option<String>,
+    /// Queued, Transferring, Complete, Error or Cancelled.
+    pub status: Option<String>,
+    pub poller: Option<String>,
+    pub agent: Option<String>,
+    /// From this time (ms since the epoch, inclusive).
+    pub from: Option<i64>,
+    /// Until this time (ms since the epoch, exclusive).
+    pub to: Option<i64>,
+    /// 1-based.
+    pub page: Option<i64>,
+    /// 1 to 500 (default 50).
+    pub per_page: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TransferView {
+    pub id: i64,
+    pub agent: String,
+    pub poller: String,
+    pub path: String,
+    pub file_name: String,
+    pub size: Option<i64>,
+    pub bytes_done: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub updated_at: i64,
+    pub error: Option<String>,
+    pub host: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Page {
+    pub items: Vec<TransferView>,
+    pub page: i64,
+    pub per_page: i64,
+    /// Another page follows.
+    pub has_more: bool,
+}
+
+fn push_filters(qb: &mut QueryBuilder<Sqlite>, s: &Search) -> ApiResult<()> {
+    qb.push(" WHERE 1 = 1");
+    if let Some(q) = s.q.as_deref().filter(|q| !q.is_empty()) {
+        if q.chars().count() >= 3 {
+            // The trigram index answers substrings of 3+ characters.
+            qb.push(" AND t.id IN (SELECT rowid FROM transfers_fts WHERE transfers_fts MATCH ")
+                .push_bind(format!("\"{}\"", q.replace('"', "\"\"")))
+                .push(")");
+        } else {
+            let escaped = q
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            qb.push(" AND t.file_name LIKE ")
+                .push_bind(format!("%{escaped}%"))
+                .push(" ESCAPE '\\'");
+        }
+    }
+    if let Some(st) = &s.status {
+        if !STATUSES.contains(&st.as_str()) {
+            return Err(ApiError::bad(
+                "status",
+                format!("`{st}` is not one of {}", STATUSES.join(", ")),
+            ));
+        }
+        qb.push(" AND t.status = ").push_bind(st.clone());
+    }
+    if let Some(p) = &s.poller {
+        qb.push(" AND t.poller = ").push_bind(p.clone());
+    }
+    if let Some(a) = &s.agent {
+        qb.push(" AND t.agent = ").push_bind(a.clone());
+    }
+    if let Some(f) = s.from {
+        qb.push(" AND t.updated_at >= ").push_bind(f);
+    }
+    if let Some(t) = s.to {
+        qb.push(" AND t.updated_at < ").push_bind(t);
+    }
+    Ok(())
+}
+
+fn row_view(r: &sqlx::sqlite::SqliteRow) -> TransferView {
+    TransferView {
+        id: r.get("id"),
+        agent: r.get("agent"),
+        poller: r.get("poller"),
+        path: r.get("path"),
+        file_name: r.get("file_name"),
+        size: r.get("size"),
+        bytes_done: r.get("bytes_done"),
+        status: r.get("status"),
+        attempts: r.get("attempts"),
+        started_at: r.get("started_at"),
+        ended_at: r.get("ended_at"),
+        updated_at: r.get("updated_at"),
+        error: r.get("error"),
+        host: r.get("host"),
+    }
+}
+
+/// Search the log, newest first.
+pub async fn search_page(pool: &sqlx::SqlitePool, s: &Search) -> ApiResult<Page> {
+    let per_page = s.per_page.unwrap_or(50);
+    if !(1..=500).contains(&per_page) {
+        return Err(ApiError::bad("per_page", "must be 1 to 500"));
+    }
+    let page = s.page.unwrap_or(1);
+    if page < 1 {
+        return Err(ApiError::bad("page", "must be 1 or more"));
+    }
+    let mut qb = QueryBuilder::new("SELECT t.* FROM transfers t");
+    push_filters(&mut qb, s)?;
+    qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
+        .push_bind(per_page + 1)
+        .push(" OFFSET ")
+        .push_bind((page - 1) * per_page);
+    let rows = qb.build().fetch_all(pool).await?;
+    let has_more = rows.len() as i64 > per_page;
+    Ok(Page {
+        items: rows.iter().take(per_page as usize).map(row_view).collect(),
+        page,
+        per_page,
+        has_more,
+    })
+}
+
+/// Search the transfer log (file-name substring, status, poller, agent, time range).
+#[utoipa::path(get, path = "/api/v1/transfers", tag = "transfers", params(Search),
+    responses((status = 200, body = Page), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn search(
+    State(state): State<Arc<AppState>>,
+    _user: User,
+    q: Result<Query<Search>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Page>> {
+    let Query(s) =
+        q.map_err(|e| ApiError::new(axum::http::StatusCode::BAD_REQUEST, e.body_text()))?;
+    Ok(Json(search_page(&state.pool, &s).await?))
+}
+
+/// The same search as CSV (every match, up to 100,000 rows).
+#[utoipa::path(get, path = "/api/v1/transfers.csv", tag = "transfers", params(Search),
+    responses((status = 200, content_type = "text/csv")))]
+pub async fn csv(
+    State(state): State<Arc<AppState>>,
+    _user: User,
+    q: Result<Query<Search>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(s) =
+        q.map_err(|e| ApiError::new(axum::http::StatusCode::BAD_REQUEST, e.body_text()))?;
+    let mut qb = QueryBuilder::new("SELECT t.* FROM transfers t");
+    push_filters(&mut qb, &s)?;
+    qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT 100000");
+    let rows = qb.build().fetch_all(&state.pool).await?;
+    let mut out = String::from(
+        "id,agent,poller,path,status,size,bytes_done,attempts,started_at,ended_at,error,host\n",
+    );
+    for r in rows.iter().map(row_view) {
+        let fields = [
+            r.id.to_string(),
+            r.agent,
+            r.poller,
+            r.path,
+            r.status,
+            r.size.map(|v| v.to_string()).unwrap_or_default(),
+            r.bytes_done.to_string(),
+            r.attempts.to_string(),
+            r.started_at.map(|v| v.to_string()).unwrap_or_default(),
+            r.ended_at.map(|v| v.to_string()).unwrap_or_default(),
+            r.error.unwrap_or_default(),
+            r.host.unwrap_or_default(),
+        ];
+        out.push_str(
+            &fields
+                .iter()
+                .map(|f| csv_field(f))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        out.push('\n');
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"transfers.csv\"",
+            ),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+/// Quotes a field when it holds a comma, quote or newline; neutralizes
+/// spreadsheet formulas.
+fn csv_field(f: &str) -> String {
+    let f = if f.starts_with(['=', '+', '-', '@']) {
+        format!("'{f}")
+    } else {
+        f.to_string()
+    };
+    if f.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PollerStats {
+    pub poller: String,
+    pub transfers: i64,
+    pub complete: i64,
+    pub errors: i64,
+    pub bytes_sent: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    pub transfers: i64,
+    pub complete: i64,
+    pub errors: i64,
+    pub bytes_sent: i64,
+    pub pollers_enabled: i64,
+    pub pollers_disabled: i64,
+    pub per_poller: Vec<PollerStats>,
+}
+
+/// Totals, bytes sent, successes and errors, overall and per poller.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "transfers", params(Range), responses((status = 200, body = Stats)))]
+pub async fn stats(
+    State(state): State<Arc<AppState>>,
+    _user: User,
+    Query(r): Query<Range>,
+) -> ApiResult<Json<Stats>> {
+    let (from, to) = (r.from.unwrap_or(i64::MIN), r.to.unwrap_or(i64::MAX));
+    let rows = sqlx::query(
+        "SELECT poller, COUNT(*) AS n, SUM(status = 'Complete') AS ok, SUM(status = 'Error') AS err,
+                COALESCE(SUM(CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END), 0) AS bytes
+         FROM transfers WHERE updated_at >= ? AND updated_at < ? GROUP BY poller ORDER BY poller",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(&state.pool)
+    .await?;
+    let per_poller: Vec<PollerStats> = rows
+        .iter()
+        .map(|r| PollerStats {
+            poller: r.get("poller"),
+            transfers: r.get("n"),
+            complete: r.get("ok"),
+            errors: r.get("err"),
+            bytes_sent: r.get("bytes"),
+        })
+        .collect();
+    let enabled: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pollers WHERE enabled")
+        .fetch_one(&state.pool)
+        .await?;
+    let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pollers")
+        .fetch_one(&state.pool)
+        .await?;
+    Ok(Json(Stats {
+        transfers: per_poller.iter().map(|p| p.transfers).sum(),
+        complete: per_poller.iter().map(|p| p.complete).sum(),
+        errors: per_poller.iter().map(|p| p.errors).sum(),
+        bytes_sent: per_poller.iter().map(|p| p.bytes_sent).sum(),
+        pollers_enabled: enabled,
+        pollers_disabled: all - enabled,
+        per_poller,
+    }))
+}

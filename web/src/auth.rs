@@ -1,0 +1,182 @@
+//! People (argon2 passwords, session cookies, CSRF tokens) and agents
+//! (bearer tokens stored as sha256).
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use std::sync::Arc;
+
+pub const SESSION_COOKIE: &str = "dispatch_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
+
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// A random token: `prefix` + 64 hex characters.
+pub fn new_token(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(crate::crypto::random_bytes(32)))
+}
+
+/// Creates the first admin when there is no user: with `password` when
+/// given, else a random one, returned so the caller can print it once.
+pub async fn ensure_admin(
+    pool: &sqlx::SqlitePool,
+    username: &str,
+    password: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(pool)
+        .await?;
+    if users > 0 {
+        return Ok(None);
+    }
+    let generated = password.is_none();
+    let password =
+        password.map_or_else(|| new_token("").chars().take(20).collect(), str::to_string);
+    sqlx::query("INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)")
+        .bind(username)
+        .bind(hash_password(&password)?)
+        .bind(crate::now_ms())
+        .execute(pool)
+        .await?;
+    Ok(generated.then_some(password))
+}
+
+/// A new session for `user_id`: (cookie value, csrf token).
+pub async fn create_session(pool: &sqlx::SqlitePool, user_id: i64) -> ApiResult<(String, String)> {
+    let token = new_token("");
+    let csrf = new_token("");
+    sqlx::query("INSERT INTO sessions (token_hash, user_id, csrf, expires_at) VALUES (?, ?, ?, ?)")
+        .bind(sha256_hex(&token))
+        .bind(user_id)
+        .bind(&csrf)
+        .bind(crate::now_ms() + SESSION_TTL_MS)
+        .execute(pool)
+        .await?;
+    Ok((token, csrf))
+}
+
+pub fn session_cookie(token: &str, secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL_MS / 1000,
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A logged-in person. Requests other than GET/HEAD must carry the session's
+/// CSRF token in `X-CSRF-Token`.
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub csrf: String,
+    pub session_hash: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for User {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = cookie_value(parts, SESSION_COOKIE)
+            .ok_or_else(|| ApiError::unauthorized("log in first"))?;
+        let hash = sha256_hex(token);
+        let row = sqlx::query(
+            "SELECT s.user_id, s.csrf, u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_at > ?",
+        )
+        .bind(&hash)
+        .bind(crate::now_ms())
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the session expired or is unknown: log in again"))?;
+        let user = User {
+            id: row.get("user_id"),
+            username: row.get("username"),
+            csrf: row.get("csrf"),
+            session_hash: hash,
+        };
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if sent != Some(user.csrf.as_str()) {
+                return Err(ApiError::forbidden(
+                    "missing or wrong CSRF token (X-CSRF-Token)",
+                ));
+            }
+        }
+        Ok(user)
+    }
+}
+
+/// An agent, from `Authorization: Bearer <token>`.
+pub struct Agent {
+    pub id: i64,
+    pub name: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for Agent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("an agent token is required (Authorization: Bearer ...)")
+            })?;
+        let row = sqlx::query("SELECT id, name FROM agents WHERE token_hash = ?")
+            .bind(sha256_hex(token.trim()))
+            .fetch_optional(&state.pool)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown agent token"))?;
+        Ok(Agent {
+            id: row.get("id"),
+            name: row.get("name"),
+        })
+    }
+}

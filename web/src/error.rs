@@ -1,0 +1,110 @@
+//! API errors: a status and a JSON body naming the field or the reason.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// `{"error": "...", "field": "..."}` with a 4xx or 5xx status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong, in one line.
+    pub error: String,
+    /// The field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            field: Some(field.to_string()),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad(field: &str, message: impl Into<String>) -> Self {
+        Self::field(StatusCode::UNPROCESSABLE_ENTITY, field, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+
+    pub fn conflict(field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            field: field.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!("{}", self.message);
+        }
+        let body = ErrorBody {
+            error: self.message,
+            field: self.field,
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("database error: {e}"),
+        )
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        // serde's message names the field ("unknown field `x`", "missing field `y`").
+        let text = r.body_text();
+        let field = text
+            .split('`')
+            .nth(1)
+            .filter(|_| text.contains("field `"))
+            .map(str::to_string);
+        Self {
+            status: if matches!(r, JsonRejection::JsonSyntaxError(_)) {
+                StatusCode::BAD_REQUEST
+            } else {
+                r.status()
+            },
+            field,
+            message: text,
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

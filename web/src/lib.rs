@@ -1,0 +1,114 @@
+//! `dispatch-web`: the control plane. It holds the configuration (pollers,
+//! agents, users), stores and versions poller modules, hands agents their
+//! config and modules, and keeps the central transfer log.
+
+pub mod api;
+mod auth;
+pub mod config;
+mod crypto;
+mod error;
+mod metrics;
+mod registry;
+
+use dispatch_host::{Runtime, RuntimeConfig};
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+pub use auth::{CSRF_HEADER, SESSION_COOKIE, ensure_admin};
+pub use registry::register_file;
+
+/// Everything a handler needs.
+pub struct AppState {
+    pub pool: SqlitePool,
+    pub data_dir: PathBuf,
+    crypto: crypto::Crypto,
+    /// Validates uploads: they run `describe()` in the same sandbox as agents.
+    runtime: Arc<Runtime>,
+    upload_limit: usize,
+    secure_cookies: bool,
+    /// The config version; agents long-polling `/agent/config` wait on it.
+    config_version: tokio::sync::watch::Sender<i64>,
+    metrics: metrics::Metrics,
+}
+
+/// How the app is set up (see `config::WebConfig` for the CLI side).
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// `sqlite://...`; default: `<data_dir>/dispatch.sqlite`.
+    pub database_url: Option<String>,
+    /// Base64 secret key; default: the key file in the data dir.
+    pub secret_key: Option<String>,
+    pub upload_limit: usize,
+    pub secure_cookies: bool,
+}
+
+pub fn now_ms() -> i64 {
+    dispatch_host::journal::now_ms()
+}
+
+impl AppState {
+    /// Opens (creating) the data dir and database, applies migrations.
+    pub async fn open(s: Settings) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(s.data_dir.join("modules"))?;
+        let url = s.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", s.data_dir.join("dispatch.sqlite").display())
+        });
+        if !url.starts_with("sqlite:") {
+            anyhow::bail!("DATABASE_URL {url}: only sqlite: URLs are supported so far");
+        }
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations").run(&pool).await?;
+        let crypto = crypto::Crypto::load(s.secret_key.as_deref(), &s.data_dir.join("secret.key"))?;
+        let runtime = Arc::new(Runtime::new(RuntimeConfig {
+            cache_dir: Some(s.data_dir.join("compiled")),
+            ..RuntimeConfig::default()
+        })?);
+        let version: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+            .fetch_one(&pool)
+            .await?;
+        Ok(Arc::new(Self {
+            pool,
+            data_dir: s.data_dir,
+            crypto,
+            runtime,
+            upload_limit: s.upload_limit,
+            secure_cookies: s.secure_cookies,
+            config_version: tokio::sync::watch::channel(version).0,
+            metrics: metrics::Metrics::default(),
+        }))
+    }
+
+    /// Marks agents' configuration as changed (inside the caller's
+    /// transaction), waking long polls once committed via [`Self::notify_config`].
+    async fn bump_config(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "UPDATE config_version SET version = version + 1 WHERE id = 1 RETURNING version",
+        )
+        .fetch_one(&mut **tx)
+        .await
+    }
+
+    fn notify_config(&self, version: i64) {
+        self.config_version.send_replace(version);
+    }
+
+    fn module_path(&self, sha256: &str) -> PathBuf {
+        self.data_dir.join("modules").join(format!("{sha256}.wasm"))
+    }
+}
+
+/// The whole HTTP app.
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    api::router(state)
+}

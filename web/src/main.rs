@@ -1,0 +1,80 @@
+//! `dispatch-web`: serves the API (and, later, the pages).
+
+use clap::Parser;
+use dispatch_web::config::{Cli, WebConfig};
+use dispatch_web::{AppState, Settings};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,dispatch_web=info,dispatch_host=info")
+            }),
+        )
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = WebConfig::resolve(cli)?;
+    let state = AppState::open(Settings {
+        data_dir: cfg.data_dir.clone(),
+        database_url: cfg.database_url.clone(),
+        secret_key: std::env::var("DISPATCH_SECRET_KEY").ok(),
+        upload_limit: cfg.upload_limit,
+        secure_cookies: cfg.secure_cookies,
+    })
+    .await?;
+    let admin = std::env::var("DISPATCH_ADMIN_USER").unwrap_or_else(|_| "admin".into());
+    let given = std::env::var("DISPATCH_ADMIN_PASSWORD").ok();
+    if let Some(password) =
+        dispatch_web::ensure_admin(&state.pool, &admin, given.as_deref()).await?
+    {
+        // Printed once, on the terminal only (not through the log).
+        println!(
+            "First start: created user `{admin}` with password {password}  (shown once; change it after logging in)"
+        );
+    }
+    if let Some(dir) = &cfg.register_plugins {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("--register-plugins {}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = dispatch_web::register_file(&state, &path).await?;
+            tracing::info!("plugin {name} registered from {}", path.display());
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    println!(
+        "dispatch-web listening on http://{}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, dispatch_web::router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

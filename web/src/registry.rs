@@ -1,0 +1,174 @@
+//! The plugin registry: validate an uploaded component in the sandbox,
+//! store it content-addressed, record it as a version of the plugin its
+//! `describe()` names.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use axum::http::StatusCode;
+use dispatch_host::runtime::cache::sha256_hex;
+use sqlx::Row;
+
+/// What an upload became.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Stored {
+    pub plugin: String,
+    pub version: String,
+    pub sha256: String,
+    pub size: i64,
+    pub wit_version: String,
+    /// False when the same bytes were already stored (one version).
+    pub created: bool,
+}
+
+fn semver_ok(v: &str) -> bool {
+    let core = v.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Validates `bytes` and stores them as a plugin version.
+pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiResult<Stored> {
+    let sha256 = sha256_hex(&bytes);
+    // Compiling and describe() are CPU work: off the async threads.
+    let bytes = std::sync::Arc::new(bytes);
+    let plugin = {
+        let (bytes, runtime) = (bytes.clone(), state.runtime.clone());
+        tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes, "upload"))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    }
+    .map_err(|e| {
+        ApiError::bad(
+            "file",
+            e.to_string().replacen("plugin upload", "the upload", 1),
+        )
+    })?;
+    let info = plugin.info().clone();
+    if !semver_ok(&info.version) {
+        return Err(ApiError::bad(
+            "file",
+            format!(
+                "describe() gives version `{}`, which is not semver (e.g. 1.2.0)",
+                info.version
+            ),
+        ));
+    }
+    if info.name.is_empty()
+        || !info
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(ApiError::bad(
+            "file",
+            format!(
+                "describe() gives the name `{}`: use letters, digits, `_` or `-`",
+                info.name
+            ),
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    if let Some(row) = sqlx::query(
+        "SELECT p.name, v.version, v.size, v.wit_version FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE v.sha256 = ?",
+    )
+    .bind(&sha256)
+    .fetch_optional(&mut *tx)
+    .await?
+    {
+        return Ok(Stored {
+            plugin: row.get("name"),
+            version: row.get("version"),
+            sha256,
+            size: row.get("size"),
+            wit_version: row.get("wit_version"),
+            created: false,
+        });
+    }
+    sqlx::query(
+        "INSERT INTO plugins (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+    )
+    .bind(&info.name)
+    .bind(crate::now_ms())
+    .execute(&mut *tx)
+    .await?;
+    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = ?")
+        .bind(&info.name)
+        .fetch_one(&mut *tx)
+        .await?;
+    let taken: Option<String> = sqlx::query_scalar(
+        "SELECT sha256 FROM plugin_versions WHERE plugin_id = ? AND version = ?",
+    )
+    .bind(plugin_id)
+    .bind(&info.version)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if taken.is_some() {
+        return Err(ApiError::conflict(
+            Some("file"),
+            format!(
+                "plugin `{}` already has a version {} with other content: raise the version in describe()",
+                info.name, info.version
+            ),
+        ));
+    }
+    let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+    let params = serde_json::to_string(&info.params)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO plugin_versions (plugin_id, version, sha256, size, wit_version, description, params_json, uploaded_at, uploaded_by)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(plugin_id)
+    .bind(&info.version)
+    .bind(&sha256)
+    .bind(size)
+    .bind(plugin.wit_version())
+    .bind(&info.description)
+    .bind(params)
+    .bind(crate::now_ms())
+    .bind(uploaded_by)
+    .execute(&mut *tx)
+    .await?;
+    // The module on disk first (temp + rename), then the row: a crash leaves
+    // at most an unreferenced file.
+    let path = state.module_path(&sha256);
+    let dir = state.data_dir.join("modules");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        tmp.write_all(&bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    write().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot store the module: {e}"),
+        )
+    })?;
+    let version = AppState::bump_config(&mut tx).await?;
+    tx.commit().await?;
+    state.notify_config(version);
+    tracing::info!(plugin = %info.name, version = %info.version, %sha256, "plugin version stored");
+    Ok(Stored {
+        plugin: info.name,
+        version: info.version,
+        sha256,
+        size,
+        wit_version: plugin.wit_version().to_string(),
+        created: true,
+    })
+}
+
+/// Registers a `.wasm` file (the built-in pollers at start-up).
+pub async fn register_file(state: &AppState, path: &std::path::Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path)?;
+    let stored = store(state, bytes, "dispatch")
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message))?;
+    Ok(format!("{} {}", stored.plugin, stored.version))
+}

@@ -12,6 +12,8 @@ fn main() -> ExitCode {
                 tracing_subscriber::EnvFilter::new("warn,dispatch_web=info,dispatch_host=info")
             }),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {

@@ -728,6 +728,21 @@ async fn agents_see_only_their_config_and_the_long_poll_wakes_on_change() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A deleted agent's token stops working.
+    let id = a["id"].as_i64().unwrap();
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/api/v1/agents/{id}"), None)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let res = app
+        .agent(Method::GET, "/api/v1/agent/config", &edge1, None)
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/api/v1/agents/{id}"), None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
 }
 
 fn event(id: &str, transfer: &str, path: &str, kind: &str, at: i64) -> Value {

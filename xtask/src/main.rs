@@ -4,6 +4,8 @@
 //!   built-in pollers to `target/plugins/<name>.wasm` and the release binaries.
 //! - `test`: `build`, plus the test components (hostile plugins, a Python
 //!   poller built with componentize-py), then every test of the workspace.
+//! - `up`: `build`, then run dispatch-web on 127.0.0.1:8080 with the
+//!   built-in pollers registered.
 //! - `bench`: `build`, then the benchmarks of BENCHMARKS.md.
 
 use anyhow::{Context, Result, bail};
@@ -49,6 +51,13 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build, then run dispatch-web on http://127.0.0.1:8080 (data in
+    /// ./data, the seven built-in pollers registered).
+    Up {
+        /// Extra arguments for dispatch-web (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Build, then run the benchmarks (see BENCHMARKS.md).
     Bench {
         /// Extra arguments for `cargo bench` (after `--`).
@@ -72,6 +81,21 @@ fn main() -> Result<()> {
                 cmd.arg("--").args(args);
             }
             ws.with_plugin_env(&mut cmd);
+            run(&mut cmd)
+        }
+        Cmd::Up { args } => {
+            ws.build()?;
+            let mut cmd = Command::new(ws.target.join("release").join("dispatch-web"));
+            cmd.current_dir(&ws.root)
+                .args([
+                    "--listen",
+                    "127.0.0.1:8080",
+                    "--data-dir",
+                    "data",
+                    "--register-plugins",
+                ])
+                .arg(ws.plugin_dir())
+                .args(args);
             run(&mut cmd)
         }
         Cmd::Bench { args } => {

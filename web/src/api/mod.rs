@@ -130,7 +130,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/plugins",
             get(plugins::list)
                 .post(plugins::upload)
-                .layer(DefaultBodyLimit::max(limit)),
+                .layer(DefaultBodyLimit::max(
+                    limit.saturating_mul(4).saturating_add(1 << 20),
+                )),
         )
         .route("/plugins/{key}", get(plugin_or_module))
         .route(

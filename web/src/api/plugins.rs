@@ -61,24 +61,35 @@ pub async fn upload(
         )
     })? {
         if field.name() == Some("file") {
-            let data = field.bytes().await.map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::field(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "file",
-                        format!(
-                            "the upload is over the limit of {} bytes",
-                            state.upload_limit
-                        ),
-                    )
-                } else {
-                    ApiError::new(
-                        e.status(),
-                        format!("bad multipart upload: {}", e.body_text()),
-                    )
+            // Read to the end even past the limit (up to the transport cap),
+            // so the client gets a clean 413 rather than a reset connection.
+            let mut data = Vec::new();
+            let mut over = false;
+            let mut field = field;
+            while let Some(chunk) = field.chunk().await.map_err(|e| {
+                ApiError::new(
+                    e.status(),
+                    format!("bad multipart upload: {}", e.body_text()),
+                )
+            })? {
+                if data.len() + chunk.len() > state.upload_limit {
+                    over = true;
+                    data.clear();
+                } else if !over {
+                    data.extend_from_slice(&chunk);
                 }
-            })?;
-            bytes = Some(data.to_vec());
+            }
+            if over {
+                return Err(ApiError::field(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "file",
+                    format!(
+                        "the upload is over the limit of {} bytes",
+                        state.upload_limit
+                    ),
+                ));
+            }
+            bytes = Some(data);
         }
     }
     let bytes =

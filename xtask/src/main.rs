@@ -85,6 +85,21 @@ fn main() -> Result<()> {
         }
         Cmd::Up { args } => {
             ws.build()?;
+            // The example agent, standalone beside the web app (agents do not
+            // fetch their config from the web app yet).
+            for d in [
+                "data/outgoing/dir",
+                "data/outgoing/google",
+                "data/delivered",
+            ] {
+                std::fs::create_dir_all(ws.root.join(d))?;
+            }
+            let mut agent = Command::new(ws.target.join("release").join("dispatch-agent"))
+                .current_dir(&ws.root)
+                .args(["run", "--config", "examples/agent.toml"])
+                .env("DISPATCH_PLUGIN_DIR", ws.plugin_dir())
+                .spawn()
+                .context("starting the example agent")?;
             let mut cmd = Command::new(ws.target.join("release").join("dispatch-web"));
             cmd.current_dir(&ws.root)
                 .args([
@@ -96,7 +111,10 @@ fn main() -> Result<()> {
                 ])
                 .arg(ws.plugin_dir())
                 .args(args);
-            run(&mut cmd)
+            let result = run(&mut cmd);
+            let _ = agent.kill();
+            let _ = agent.wait();
+            result
         }
         Cmd::Bench { args } => {
             ws.build()?;

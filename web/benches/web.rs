@@ -1,0 +1,307 @@
+//! Benchmarks of the web app (results and method in BENCHMARKS.md).
+//!
+//! 1. `search`: transfer search over 1,000,000 log rows (file-name substring
+//!    + status + poller, newest first, page of 50) through the HTTP API;
+//!    baseline: the same query with a plain `LIKE '%…%'` scan, same run.
+//! 2. `ingest`: agent events in batches of 500 through the HTTP API;
+//!    baseline: the same rows inserted by plain SQL, same run.
+//!
+//! Run: `cargo xtask bench -- search` (or `ingest`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that fails panics
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ROWS: i64 = 1_000_000;
+
+fn main() {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wants = |name: &str| {
+        filter
+            .as_deref()
+            .is_none_or(|f| name.contains(f) || f == "web")
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("benchmark                                   median        (runs)  notes");
+    if wants("search") {
+        rt.block_on(search());
+    }
+    if wants("ingest") {
+        rt.block_on(ingest());
+    }
+}
+
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    state: Arc<dispatch_web::AppState>,
+    cookie: String,
+}
+
+async fn serve(data: &Path) -> Server {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let state = dispatch_web::AppState::open(dispatch_web::Settings {
+        data_dir: data.to_path_buf(),
+        database_url: None,
+        secret_key: None,
+        upload_limit: 50 << 20,
+        secure_cookies: false,
+    })
+    .await
+    .unwrap();
+    dispatch_web::ensure_admin(&state.pool, "admin", Some("pw"))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = dispatch_web::router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{base}/api/v1/login"))
+        .json(&json!({"username": "admin", "password": "pw"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    Server {
+        base,
+        http,
+        state,
+        cookie,
+    }
+}
+
+/// Show names: 2,000 shows × episodes; a show's name is a 6-letter word.
+fn show(i: i64) -> String {
+    let mut x = (i % 2000) as u64 * 2_654_435_761 + 12345;
+    (0..6)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (b'a' + ((x >> 33) % 26) as u8) as char
+        })
+        .collect()
+}
+
+const STATUSES: [&str; 4] = ["Complete", "Complete", "Complete", "Error"];
+
+async fn fill(pool: &sqlx::SqlitePool) {
+    let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transfers")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    if have >= ROWS {
+        return;
+    }
+    sqlx::query("INSERT INTO agents (name, token_hash, created_at) VALUES ('edge1', 'x', 0)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let t0 = 1_700_000_000_000i64;
+    let mut tx = pool.begin().await.unwrap();
+    for i in 0..ROWS {
+        let name = format!("{}_S{:02}E{:03}_{:07}.mxf", show(i), i % 7, i % 997, i);
+        sqlx::query(
+            "INSERT INTO transfers (agent_id, agent, transfer_id, poller, path, file_name, size, bytes_done, status, attempts, started_at, ended_at, host, updated_at)
+             VALUES (1, 'edge1', ?, ?, ?, ?, 1000000, 1000000, ?, 1, ?, ?, 'media-01', ?)",
+        )
+        .bind(format!("t{i}"))
+        .bind(format!("p{:02}", i % 34))
+        .bind(format!("{}/{name}", show(i)))
+        .bind(&name)
+        .bind(STATUSES[(i % 4) as usize])
+        .bind(t0 + i * 1000)
+        .bind(t0 + i * 1000 + 500)
+        .bind(t0 + i * 1000 + 500)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        if i % 100_000 == 99_999 {
+            tx.commit().await.unwrap();
+            tx = pool.begin().await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    sqlx::query("ANALYZE").execute(pool).await.unwrap();
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+async fn search() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-web/search");
+    std::fs::create_dir_all(&data).unwrap();
+    let s = serve(&data).await;
+    let t = Instant::now();
+    fill(&s.state.pool).await;
+    let filled = t.elapsed();
+    let runs = 200;
+    let (mut api, mut like) = (Vec::new(), Vec::new());
+    let mut hits = 0usize;
+    for k in 0..runs {
+        let i = (k * 7919) as i64;
+        let q = show(i)[..5].to_string();
+        let poller = format!("p{:02}", (i % 34));
+        let t = Instant::now();
+        let page: Value = s
+            .http
+            .get(format!(
+                "{}/api/v1/transfers?q={q}&status=Complete&poller={poller}&per_page=50",
+                s.base
+            ))
+            .header("cookie", &s.cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        api.push(t.elapsed());
+        hits += page["items"].as_array().unwrap().len();
+        // Baseline: the same filter with a plain LIKE scan, no trigram index.
+        let t = Instant::now();
+        let rows = sqlx::query(
+            "SELECT * FROM transfers WHERE file_name LIKE ? AND status = 'Complete' AND poller = ? ORDER BY updated_at DESC, id DESC LIMIT 51",
+        )
+        .bind(format!("%{q}%"))
+        .bind(&poller)
+        .fetch_all(&s.state.pool)
+        .await
+        .unwrap();
+        like.push(t.elapsed());
+        assert!(rows.len() <= 51);
+    }
+    println!(
+        "search: 1,000,000 rows (filled in {:.0} s or reused), {} queries, {:.1} rows/page avg",
+        filled.as_secs_f64(),
+        runs,
+        hits as f64 / runs as f64
+    );
+    println!(
+        "search API (trigram), p50                   {:>12}  ({runs})",
+        ms(percentile(api.clone(), 0.5))
+    );
+    println!(
+        "search API (trigram), p95                   {:>12}  ({runs})  floor: < 50 ms",
+        ms(percentile(api, 0.95))
+    );
+    println!(
+        "search LIKE scan in-process, p50 (baseline) {:>12}  ({runs})",
+        ms(percentile(like.clone(), 0.5))
+    );
+    println!(
+        "search LIKE scan in-process, p95 (baseline) {:>12}  ({runs})",
+        ms(percentile(like, 0.95))
+    );
+}
+
+async fn ingest() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-web/ingest");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let s = serve(&data).await;
+    let res = s
+        .http
+        .get(format!("{}/api/v1/me", s.base))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .unwrap();
+    let csrf = res.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let agent: Value = s
+        .http
+        .post(format!("{}/api/v1/agents", s.base))
+        .header("cookie", &s.cookie)
+        .header("x-csrf-token", csrf)
+        .json(&json!({"name": "edge1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = agent["token"].as_str().unwrap().to_string();
+    let kinds = ["queued", "started", "progress", "complete"];
+    let runs = 5;
+    let batches = 40;
+    let (mut api_rates, mut sql_rates) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let mut bodies = Vec::new();
+        for b in 0..batches {
+            let events: Vec<Value> = (0..500)
+                .map(|e| {
+                    let n = (run * batches + b) * 500 + e;
+                    json!({"id": format!("e{n}"), "transfer_id": format!("t{}", n / 4), "poller": "p01",
+                           "path": format!("A/clip_{}.mxf", n / 4), "event": kinds[n % 4], "size": 1000,
+                           "bytes_done": 1000, "attempt": 1, "at": 1_700_000_000_000i64 + n as i64, "host": "media-01"})
+                })
+                .collect();
+            bodies.push(json!({ "events": events }));
+        }
+        let t = Instant::now();
+        for body in &bodies {
+            let res = s
+                .http
+                .post(format!("{}/api/v1/agent/events", s.base))
+                .bearer_auth(&token)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        }
+        api_rates.push((batches * 500) as f64 / t.elapsed().as_secs_f64());
+
+        // Baseline: the same number of rows by plain SQL in batches of 500.
+        let t = Instant::now();
+        for b in 0..batches {
+            let mut tx = s.state.pool.begin().await.unwrap();
+            for e in 0..500 {
+                let n = (run * batches + b) * 500 + e;
+                sqlx::query("INSERT INTO ingested_events (agent_id, event_id) VALUES (99, ?)")
+                    .bind(format!("b{n}"))
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+        sql_rates.push((batches * 500) as f64 / t.elapsed().as_secs_f64());
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "ingest API, batches of 500 (20k events/run) {:>9.0} ev/s  ({runs})  floor: >= 10,000",
+        med(api_rates)
+    );
+    println!(
+        "ingest plain SQL inserts, same batches      {:>9.0} ev/s  ({runs})  baseline (id rows only)",
+        med(sql_rates)
+    );
+}

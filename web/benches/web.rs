@@ -1,7 +1,7 @@
 //! Benchmarks of the web app (results and method in BENCHMARKS.md).
 //!
-//! 1. `search`: transfer search over 1,000,000 log rows (file-name substring
-//!    + status + poller, newest first, page of 50) through the HTTP API;
+//! 1. `search`: transfer search over 1,000,000 log rows (file-name substring,
+//!    status and poller; newest first, page of 50) through the HTTP API;
 //!    baseline: the same query with a plain `LIKE '%…%'` scan, same run.
 //! 2. `ingest`: agent events in batches of 500 through the HTTP API;
 //!    baseline: the same rows inserted by plain SQL, same run.

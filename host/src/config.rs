@@ -396,14 +396,7 @@ impl AgentConfig {
         let mut seen = std::collections::HashSet::new();
         for p in &self.pollers {
             let name = Some(p.name.as_str());
-            let valid_name = p
-                .name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase())
-                && p.name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            let valid_name = valid_poller_name(&p.name);
             if !valid_name {
                 return err(
                     name,
@@ -487,6 +480,15 @@ impl AgentConfig {
         }
         Ok(())
     }
+}
+
+/// The rule for poller names (the original form's): lowercase letters,
+/// digits and underscores, starting with a letter.
+pub fn valid_poller_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// A TOML parameter value as the string a plugin gets: lists become

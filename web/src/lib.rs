@@ -89,18 +89,20 @@ impl AppState {
         }))
     }
 
-    /// Marks agents' configuration as changed (inside the caller's
-    /// transaction), waking long polls once committed via [`Self::notify_config`].
-    async fn bump_config(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
+    /// Commits a change that agents' configuration depends on: bumps the
+    /// config version in the same transaction, then wakes long polls.
+    async fn commit_config_change(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+    ) -> Result<(), sqlx::Error> {
+        let version: i64 = sqlx::query_scalar(
             "UPDATE config_version SET version = version + 1 WHERE id = 1 RETURNING version",
         )
-        .fetch_one(&mut **tx)
-        .await
-    }
-
-    fn notify_config(&self, version: i64) {
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
         self.config_version.send_replace(version);
+        Ok(())
     }
 
     fn module_path(&self, sha256: &str) -> PathBuf {

@@ -150,9 +150,7 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
             format!("cannot store the module: {e}"),
         )
     })?;
-    let version = AppState::bump_config(&mut tx).await?;
-    tx.commit().await?;
-    state.notify_config(version);
+    state.commit_config_change(tx).await?;
     tracing::info!(plugin = %info.name, version = %info.version, %sha256, "plugin version stored");
     Ok(Stored {
         plugin: info.name,

@@ -82,11 +82,7 @@ impl Copier<'_> {
     fn file_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
         let src = job.source();
         let dst = dest_root.join(&job.path);
-        let parent = dst
-            .parent()
-            .ok_or_else(|| TransferError::permanent(format!("no parent for {}", dst.display())))?;
-        std::fs::create_dir_all(parent)
-            .map_err(|e| TransferError::io(&format!("cannot create {}", parent.display()), &e))?;
+        let parent = create_parent(&dst)?;
         let tmp = part_name(&dst);
         let bytes = self.copy_file(&src, &tmp)?;
         std::fs::rename(&tmp, &dst).map_err(|e| {
@@ -101,11 +97,7 @@ impl Copier<'_> {
     fn dir_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
         let src = job.source();
         let dst = dest_root.join(&job.path);
-        let parent = dst
-            .parent()
-            .ok_or_else(|| TransferError::permanent(format!("no parent for {}", dst.display())))?;
-        std::fs::create_dir_all(parent)
-            .map_err(|e| TransferError::io(&format!("cannot create {}", parent.display()), &e))?;
+        let parent = create_parent(&dst)?;
         let tmp = part_name(&dst);
         if tmp.exists() {
             // Left by an interrupted attempt.
@@ -267,6 +259,16 @@ impl Copier<'_> {
         }
         Ok(copied)
     }
+}
+
+/// Creates the directory `dst` goes into, and returns it.
+fn create_parent(dst: &Path) -> Result<&Path, TransferError> {
+    let parent = dst
+        .parent()
+        .ok_or_else(|| TransferError::permanent(format!("no parent for {}", dst.display())))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| TransferError::io(&format!("cannot create {}", parent.display()), &e))?;
+    Ok(parent)
 }
 
 fn part_name(dst: &Path) -> PathBuf {

@@ -134,8 +134,6 @@ pub async fn delete(
     if n == 0 {
         return Err(ApiError::not_found(&format!("agent {id}")));
     }
-    let v = AppState::bump_config(&mut tx).await?;
-    tx.commit().await?;
-    state.notify_config(v);
+    state.commit_config_change(tx).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -259,9 +259,7 @@ pub async fn delete_version(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let v = AppState::bump_config(&mut tx).await?;
-    tx.commit().await?;
-    state.notify_config(v);
+    state.commit_config_change(tx).await?;
     let _ = std::fs::remove_file(state.module_path(&sha));
     Ok(StatusCode::NO_CONTENT)
 }

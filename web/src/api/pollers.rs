@@ -129,14 +129,7 @@ async fn validate(
     p: &PollerInput,
     has: Secrets,
 ) -> ApiResult<(i64, Option<i64>)> {
-    let name_ok = p
-        .name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase())
-        && p.name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let name_ok = dispatch_host::config::valid_poller_name(&p.name);
     if !name_ok {
         return Err(ApiError::bad(
             "name",
@@ -324,9 +317,7 @@ pub async fn create(
         other => other.into(),
     })?;
     set_agents(&mut tx, id, &p.agents).await?;
-    let v = AppState::bump_config(&mut tx).await?;
-    tx.commit().await?;
-    state.notify_config(v);
+    state.commit_config_change(tx).await?;
     Ok((StatusCode::CREATED, Json(view(&state.pool, id).await?)))
 }
 
@@ -417,9 +408,7 @@ pub async fn update(
         }
     }
     set_agents(&mut tx, id, &p.agents).await?;
-    let v = AppState::bump_config(&mut tx).await?;
-    tx.commit().await?;
-    state.notify_config(v);
+    state.commit_config_change(tx).await?;
     Ok(Json(view(&state.pool, id).await?))
 }
 
@@ -495,9 +484,7 @@ async fn set_enabled(
     if n == 0 {
         return Err(ApiError::not_found(&format!("poller {id}")));
     }
-    let v = AppState::bump_config(&mut tx).await?;
-    tx.commit().await?;
-    state.notify_config(v);
+    state.commit_config_change(tx).await?;
     Ok(Json(view(&state.pool, id).await?))
 }
 
@@ -525,9 +512,7 @@ pub async fn delete(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let v = AppState::bump_config(&mut tx).await?;
-    tx.commit().await?;
-    state.notify_config(v);
+    state.commit_config_change(tx).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -64,12 +64,14 @@ impl Site {
         wait_limited(child, limit)
     }
 
-    fn spawn(&self) -> Child {
-        self.agent(&["run", "--config", "agent.toml"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+    fn spawn(&self) -> Running {
+        Running(Some(
+            self.agent(&["run", "--config", "agent.toml"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ))
     }
 
     /// The journal, newest first.
@@ -95,6 +97,28 @@ impl Site {
             .as_array()
             .unwrap()
             .clone()
+    }
+}
+
+/// A running agent, killed if the test ends early (a failed assertion).
+struct Running(Option<Child>);
+
+impl Running {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    fn take(mut self) -> Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -348,7 +372,8 @@ fn a_growing_file_is_sent_once_it_stops_growing() {
 }
 
 /// SIGTERM, then the agent's output.
-fn stop(child: Child) -> Output {
+fn stop(running: Running) -> Output {
+    let child = running.take();
     // SAFETY-free: kill(1) by pid through the shell-less `kill` program.
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
@@ -622,7 +647,7 @@ fn kill_9_mid_transfer_then_restart_delivers_exactly_once() {
         .args(["-KILL", &agent.id().to_string()])
         .status()
         .unwrap();
-    let _ = wait_limited(agent, Duration::from_secs(10));
+    let _ = wait_limited(agent.take(), Duration::from_secs(10));
     assert!(
         !site.path("dst/big/big.mxf").exists(),
         "no partial file under the final name"
@@ -776,7 +801,7 @@ fn aspera_case(site: &Site, target: &str, fail: Option<&str>) -> (Vec<Vec<String
     if let Some(f) = fail {
         cmd.env("ASCP_STANDIN_FAIL", f);
     }
-    let child = cmd.spawn().unwrap();
+    let child = Running(Some(cmd.spawn().unwrap()));
     let out = if fail.is_some() {
         // A failing poller never gets idle: stop it once it is disabled.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -788,7 +813,7 @@ fn aspera_case(site: &Site, target: &str, fail: Option<&str>) -> (Vec<Vec<String
         std::thread::sleep(Duration::from_millis(300));
         stop(child)
     } else {
-        wait_limited(child, Duration::from_secs(30))
+        wait_limited(child.take(), Duration::from_secs(30))
     };
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     let text = std::fs::read_to_string(&record).unwrap_or_default();

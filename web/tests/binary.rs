@@ -13,9 +13,19 @@ fn plugin_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
 }
 
+/// The server process, killed when the test ends (also on a failure).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the server; returns it, its base URL and the lines it printed
 /// before listening.
-fn start(data: &std::path::Path, config: &std::path::Path) -> (Child, String, Vec<String>) {
+fn start(data: &std::path::Path, config: &std::path::Path) -> (Server, String, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch-web"))
         .args(["--config"])
         .arg(config)
@@ -36,7 +46,7 @@ fn start(data: &std::path::Path, config: &std::path::Path) -> (Child, String, Ve
             "exited early: {lines:?}"
         );
         if let Some(addr) = line.trim().strip_prefix("dispatch-web listening on ") {
-            return (child, addr.to_string(), lines);
+            return (Server(child), addr.to_string(), lines);
         }
         lines.push(line.trim().to_string());
     }
@@ -53,7 +63,7 @@ async fn first_start_prints_the_admin_password_once_and_registers_the_builtins()
     )
     .unwrap();
     let data = dir.path().join("data");
-    let (mut child, base, said) = start(&data, &config);
+    let (child, base, said) = start(&data, &config);
     assert_eq!(said.len(), 1, "{said:?}");
     let password = said[0]
         .strip_prefix("First start: created user `admin` with password ")
@@ -99,11 +109,10 @@ async fn first_start_prints_the_admin_password_once_and_registers_the_builtins()
         ["dir", "dirtar", "file", "google", "pa", "subdir", "telus"]
     );
     assert!(data.join("dispatch.sqlite").exists());
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 
     // A restart: no new password, the same seven plugins (one version each).
-    let (mut child, base, said) = start(&data, &config);
+    let (child, base, said) = start(&data, &config);
     assert!(said.is_empty(), "{said:?}");
     let res = http
         .post(format!("{base}/api/v1/login"))
@@ -135,8 +144,7 @@ async fn first_start_prints_the_admin_password_once_and_registers_the_builtins()
             .all(|p| p["versions"] == 1),
         "{plugins}"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 }
 
 #[test]

@@ -77,6 +77,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A database error, with a unique-constraint violation reported as a 409
+/// on `field` saying `taken`.
+pub fn unique(field: &'static str, taken: String) -> impl FnOnce(sqlx::Error) -> ApiError {
+    move |e| match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            ApiError::conflict(Some(field), taken)
+        }
+        other => other.into(),
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         Self::new(

@@ -381,7 +381,7 @@ impl Poller {
                     Work::Transfer(kind) => {
                         let q = Queued {
                             id: new_id(),
-                            size: item_size(&self.root.join(&path)),
+                            size: crate::transfer::item_size(&self.root.join(&path)),
                             path,
                             kind,
                             sig,
@@ -645,17 +645,4 @@ impl Poller {
             tokio::spawn(async move { alert::send(&shared.alerts, alert).await });
         }
     }
-}
-
-/// Bytes in a file or tree (for the journal).
-fn item_size(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    std::fs::read_dir(path)
-        .map(|rd| rd.flatten().map(|e| item_size(&e.path())).sum())
-        .unwrap_or(0)
 }

@@ -111,7 +111,8 @@ fn is_permanent(stderr: &str) -> bool {
 #[async_trait::async_trait]
 impl Backend for AsperaBackend {
     async fn send(&self, job: &Job, progress: Arc<Progress>) -> Result<Sent, TransferError> {
-        let size = item_size(&job.source());
+        // `ascp` reports no progress here: the item's size once it succeeded.
+        let size = super::item_size(&job.source());
         // An inline key lives only for this run, in a 0700 directory.
         let key_dir = match &self.cfg.ssh_key {
             Some(key) => Some(write_key(key.expose())?),
@@ -202,19 +203,6 @@ fn write_key(key: &str) -> Result<tempfile::TempDir, TransferError> {
         })
         .map_err(|e| TransferError::io("cannot write the SSH key file", &e))?;
     Ok(dir)
-}
-
-/// Bytes in a file or a tree (for the log; `ascp` reports no progress here).
-fn item_size(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    std::fs::read_dir(path)
-        .map(|rd| rd.flatten().map(|e| item_size(&e.path())).sum())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -117,3 +117,16 @@ pub trait Backend: Send + Sync {
     /// Where items go, for logs (never contains a secret).
     fn describe(&self) -> String;
 }
+
+/// Bytes in a file, or in every file of a tree (symlinks not followed).
+pub fn item_size(path: &std::path::Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|rd| rd.flatten().map(|e| item_size(&e.path())).sum())
+        .unwrap_or(0)
+}

@@ -69,13 +69,10 @@ pub async fn create(
     .bind(crate::now_ms())
     .fetch_one(&state.pool)
     .await
-    .map_err(|e| match e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => ApiError::conflict(
-            Some("name"),
-            format!("an agent named `{}` exists", new.name),
-        ),
-        other => other.into(),
-    })?;
+    .map_err(crate::error::unique(
+        "name",
+        format!("an agent named `{}` exists", new.name),
+    ))?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedAgent {

@@ -312,10 +312,7 @@ pub async fn create(
     .bind(now)
     .fetch_one(&mut *tx)
     .await
-    .map_err(|e| match e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => ApiError::conflict(Some("name"), format!("a poller named `{}` exists", p.name)),
-        other => other.into(),
-    })?;
+    .map_err(crate::error::unique("name", format!("a poller named `{}` exists", p.name)))?;
     set_agents(&mut tx, id, &p.agents).await?;
     state.commit_config_change(tx).await?;
     Ok((StatusCode::CREATED, Json(view(&state.pool, id).await?)))
@@ -388,10 +385,7 @@ pub async fn update(
     .bind(id)
     .execute(&mut *tx)
     .await
-    .map_err(|e| match e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => ApiError::conflict(Some("name"), format!("a poller named `{}` exists", p.name)),
-        other => other.into(),
-    })?;
+    .map_err(crate::error::unique("name", format!("a poller named `{}` exists", p.name)))?;
     for (field, given) in [
         ("password", &p.password),
         ("ssh_key", &p.ssh_key),

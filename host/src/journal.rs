@@ -45,6 +45,8 @@ pub enum EventKind {
     Complete,
     Error,
     Cancelled,
+    /// The source of a complete transfer was removed.
+    SourceRemoved,
 }
 
 impl EventKind {
@@ -56,6 +58,7 @@ impl EventKind {
             EventKind::Complete => "complete",
             EventKind::Error => "error",
             EventKind::Cancelled => "cancelled",
+            EventKind::SourceRemoved => "source_removed",
         }
     }
 }
@@ -129,9 +132,10 @@ const SCHEMA: &[&str] = &[
         queued_at INTEGER,
         started_at INTEGER,
         ended_at INTEGER,
-        signature TEXT
+        signature TEXT,
+        source_removed INTEGER NOT NULL DEFAULT 0
     )",
-    "CREATE INDEX IF NOT EXISTS transfers_status ON transfers(status)",
+    "CREATE INDEX IF NOT EXISTS transfers_status ON transfers(status, source_removed)",
     "CREATE TABLE IF NOT EXISTS events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         event_id TEXT NOT NULL UNIQUE,
@@ -235,6 +239,15 @@ impl Journal {
     }
 
     /// Transfers left queued or in flight (by a crash), oldest first.
+    /// Complete transfers whose source was not (yet) recorded as removed: a
+    /// crash between the Complete commit and the unlink leaves these.
+    pub async fn complete_not_removed(&self) -> Result<Vec<TransferRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM transfers WHERE status = 'Complete' AND source_removed = 0 ORDER BY rowid")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(row).collect())
+    }
+
     pub async fn unfinished(&self) -> Result<Vec<TransferRow>, sqlx::Error> {
         let rows = sqlx::query("SELECT * FROM transfers WHERE status IN ('Queued', 'Transferring') ORDER BY queued_at, rowid")
             .fetch_all(&self.pool)
@@ -382,6 +395,12 @@ async fn apply(
         EventKind::Progress => {
             sqlx::query("UPDATE transfers SET bytes_done = ? WHERE id = ?")
                 .bind(done)
+                .bind(&e.transfer_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventKind::SourceRemoved => {
+            sqlx::query("UPDATE transfers SET source_removed = 1 WHERE id = ?")
                 .bind(&e.transfer_id)
                 .execute(&mut **tx)
                 .await?;

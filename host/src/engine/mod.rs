@@ -252,6 +252,50 @@ async fn drain(pollers: &[Arc<Poller>], grace: Duration) {
 /// (same transfer id; the attempt count goes on). One whose source is gone
 /// is recorded as an error.
 async fn recover(journal: &Journal, pollers: &[Arc<Poller>]) -> Result<(), sqlx::Error> {
+    // Sent and recorded Complete, but the agent died before removing the
+    // source: remove it now if it is still the content that was sent, so it
+    // is not sent twice.
+    for row in journal.complete_not_removed().await? {
+        let Some(p) = pollers.iter().find(|p| p.name == row.poller) else {
+            continue;
+        };
+        let source = p.root().join(&row.path);
+        let sig = stability::signature(&source);
+        if sig.is_some() && sig == row.signature {
+            let removed = if row.item_kind == "dir" {
+                std::fs::remove_dir_all(&source)
+            } else {
+                std::fs::remove_file(&source)
+            };
+            match removed {
+                Ok(()) => {
+                    tracing::warn!(poller = %row.poller, path = %row.path, "removed a source sent before the last shutdown")
+                }
+                Err(e) => {
+                    tracing::error!(poller = %row.poller, path = %row.path, "sent before the last shutdown, but cannot be removed: {e}");
+                    continue;
+                }
+            }
+        }
+        // Removed now, gone already, or replaced by other content (a new item).
+        journal.record(Event {
+            transfer_id: row.id.clone(),
+            poller: row.poller.clone(),
+            path: row.path.clone(),
+            item_kind: if row.item_kind == "dir" {
+                "dir"
+            } else {
+                "file"
+            },
+            kind: EventKind::SourceRemoved,
+            size: row.size.and_then(|s| u64::try_from(s).ok()),
+            bytes_done: 0,
+            attempt: u32::try_from(row.attempts).unwrap_or(0),
+            error: None,
+            signature: row.signature.clone(),
+        });
+    }
+    journal.flush().await;
     for row in journal.unfinished().await? {
         let Some(p) = pollers.iter().find(|p| p.name == row.poller) else {
             continue;

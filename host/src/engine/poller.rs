@@ -564,6 +564,11 @@ impl Poller {
             ItemKind::File => std::fs::remove_file(&source),
             ItemKind::Dir => std::fs::remove_dir_all(&source),
         };
+        if removed.is_ok() {
+            self.shared
+                .journal
+                .record(self.event(&q, EventKind::SourceRemoved, bytes, None));
+        }
         tracing::info!(poller = %self.name, path = %q.path, bytes, "transfer complete");
         let mut follow_ups = Vec::new();
         {

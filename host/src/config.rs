@@ -207,6 +207,23 @@ pub enum TargetConfig {
     },
     /// IBM Aspera through the `ascp` program.
     Aspera(AsperaConfig),
+    /// A WebDAV server (HTTP or HTTPS, Basic auth).
+    Webdav(WebdavConfig),
+}
+
+/// A WebDAV target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebdavConfig {
+    /// The server's base URL, e.g. `https://dav.example.net/remote.php/dav`.
+    pub url: String,
+    #[serde(default)]
+    pub username: String,
+    pub password: Option<Secret>,
+    /// Folder under the URL; every item keeps its path under it.
+    #[serde(default)]
+    pub destination: String,
+    pub rate_limit_mbps: Option<f64>,
 }
 
 /// The original agent's Aspera settings.
@@ -321,6 +338,7 @@ impl AgentConfig {
             p.path = base.join(&p.path);
             match &mut p.target {
                 TargetConfig::Local { destination, .. } => *destination = base.join(&*destination),
+                TargetConfig::Webdav(_) => {}
                 TargetConfig::Aspera(a) => {
                     if let Some(k) = &a.ssh_key_file {
                         a.ssh_key_file = Some(base.join(k));
@@ -438,6 +456,28 @@ impl AgentConfig {
                         return err(name, "target.destination", "is empty".into());
                     }
                     if rate_limit_mbps.is_some_and(|r| r <= 0.0 || !r.is_finite()) {
+                        return err(name, "target.rate_limit_mbps", "must be more than 0".into());
+                    }
+                }
+                TargetConfig::Webdav(dav) => {
+                    if !(dav.url.starts_with("http://") || dav.url.starts_with("https://")) {
+                        return err(
+                            name,
+                            "target.url",
+                            format!("`{}` is not an http:// or https:// URL", dav.url),
+                        );
+                    }
+                    if dav.password.is_some() && dav.username.is_empty() {
+                        return err(
+                            name,
+                            "target.username",
+                            "is required with a password".into(),
+                        );
+                    }
+                    if dav
+                        .rate_limit_mbps
+                        .is_some_and(|r| r <= 0.0 || !r.is_finite())
+                    {
                         return err(name, "target.rate_limit_mbps", "must be more than 0".into());
                     }
                 }

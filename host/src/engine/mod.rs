@@ -10,7 +10,9 @@ use crate::builtin;
 use crate::config::{AgentConfig, AlertSettings, RetrySettings, TargetConfig, param_value};
 use crate::journal::{Event, EventKind, Journal};
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeConfig};
-use crate::transfer::{Backend, RateLimiter, aspera::AsperaBackend, local::LocalBackend};
+use crate::transfer::{
+    Backend, RateLimiter, aspera::AsperaBackend, local::LocalBackend, webdav::WebdavBackend,
+};
 use anyhow::Context as _;
 use poller::{Poller, Queued, Setup};
 use std::collections::HashMap;
@@ -120,6 +122,12 @@ pub async fn run(
                 rate_limit_mbps.map(|r| Arc::new(RateLimiter::mbps(r))),
             )),
             TargetConfig::Aspera(a) => Arc::new(AsperaBackend::new(a.clone())),
+            TargetConfig::Webdav(w) => Arc::new(
+                WebdavBackend::new(w, w.rate_limit_mbps.map(|r| Arc::new(RateLimiter::mbps(r))))
+                    .map_err(|e| {
+                        anyhow::anyhow!("{file}: poller `{}`, field `target.url`: {e}", p.name)
+                    })?,
+            ),
         };
         setups.push(Setup {
             name: p.name.clone(),

@@ -1,0 +1,326 @@
+//! `webdav`: streamed PUT (with Content-Length, Basic auth) to a temporary
+//! name, size check, then MOVE to the final name; MKCOL creates missing
+//! folders. WebDAV has no standard partial PUT, so a failed upload starts
+//! again from zero; the final name never holds a partial file.
+
+use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
+use crate::actions::ItemKind;
+use crate::config::WebdavConfig;
+use crate::secret::Secret;
+use bytes::Bytes;
+use reqwest::{Method, StatusCode, Url};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes per read of the source: progress, cancellation and the rate limit
+/// are checked between them.
+const CHUNK: usize = 256 * 1024;
+
+pub struct WebdavBackend {
+    client: reqwest::Client,
+    base: Url,
+    username: String,
+    password: Option<Secret>,
+    destination: Vec<String>,
+    rate: Option<Arc<RateLimiter>>,
+}
+
+impl WebdavBackend {
+    pub fn new(cfg: &WebdavConfig, rate: Option<Arc<RateLimiter>>) -> Result<Self, String> {
+        let base = Url::parse(cfg.url.trim_end_matches('/'))
+            .map_err(|e| format!("`{}` is not a URL: {e}", cfg.url))?;
+        if base.cannot_be_a_base() {
+            return Err(format!("`{}` cannot have paths under it", cfg.url));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            base,
+            username: cfg.username.clone(),
+            password: cfg.password.clone(),
+            destination: segments(&cfg.destination),
+            rate,
+        })
+    }
+
+    /// The server, for error texts (never with credentials).
+    fn server(&self) -> String {
+        format!(
+            "{}://{}",
+            self.base.scheme(),
+            self.base.host_str().unwrap_or("?")
+        ) + &self.base.port().map_or(String::new(), |p| format!(":{p}"))
+    }
+
+    /// The URL of `segments` under the destination folder.
+    fn url(&self, segments: &[String]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty();
+            path.extend(self.destination.iter().chain(segments));
+        }
+        url
+    }
+
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, url);
+        match &self.password {
+            Some(p) => req.basic_auth(&self.username, Some(p.expose())),
+            None => req,
+        }
+    }
+
+    fn failed(&self, what: &str, status: StatusCode) -> TransferError {
+        let message = format!("WebDAV {what} on {} failed: {status}", self.server());
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+            || (status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT)
+        {
+            TransferError::permanent(message)
+        } else {
+            TransferError::transient(message)
+        }
+    }
+
+    fn network(&self, what: &str, e: &reqwest::Error) -> TransferError {
+        // reqwest's text names the URL, which holds no credentials here.
+        TransferError::transient(format!(
+            "WebDAV {what} on {}: {}",
+            self.server(),
+            error_chain(e)
+        ))
+    }
+
+    /// MKCOL every folder of `dirs` from the top (existing ones answer 405).
+    async fn make_collections(&self, dirs: &[String]) -> Result<(), TransferError> {
+        let mut all: Vec<String> = Vec::new();
+        for d in self.destination.iter().chain(dirs) {
+            all.push(d.clone());
+            let mut url = self.base.clone();
+            if let Ok(mut path) = url.path_segments_mut() {
+                path.pop_if_empty();
+                path.extend(&all);
+                path.push("");
+            }
+            let method = Method::from_bytes(b"MKCOL")
+                .map_err(|e| TransferError::permanent(e.to_string()))?;
+            let res = self
+                .request(method, url)
+                .send()
+                .await
+                .map_err(|e| self.network("MKCOL", &e))?;
+            match res.status() {
+                s if s.is_success() => {}
+                StatusCode::METHOD_NOT_ALLOWED => {} // exists
+                s => return Err(self.failed("MKCOL", s)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads one file to `remote` (segments), through a temporary name.
+    async fn put_file(
+        &self,
+        local: &Path,
+        remote: &[String],
+        progress: &Arc<Progress>,
+    ) -> Result<u64, TransferError> {
+        let (name, dirs) = remote
+            .split_last()
+            .ok_or_else(|| TransferError::permanent("empty remote path"))?;
+        let file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| TransferError::io(&format!("cannot open {}", local.display()), &e))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| TransferError::io(&format!("cannot stat {}", local.display()), &e))?
+            .len();
+        let mut tmp = dirs.to_vec();
+        tmp.push(format!(".{name}.dispatch-part"));
+        let tmp_url = self.url(&tmp);
+        let body =
+            reqwest::Body::wrap_stream(read_stream(file, self.rate.clone(), progress.clone()));
+        let res = self
+            .request(Method::PUT, tmp_url.clone())
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if progress.is_cancelled() {
+                    TransferError::cancelled()
+                } else {
+                    self.network("PUT", &e)
+                }
+            })?;
+        if !res.status().is_success() {
+            return Err(self.failed("PUT", res.status()));
+        }
+        // The size the server has, before the name becomes final.
+        let head = self
+            .request(Method::HEAD, tmp_url.clone())
+            .send()
+            .await
+            .map_err(|e| self.network("HEAD", &e))?;
+        if !head.status().is_success() {
+            return Err(self.failed("HEAD", head.status()));
+        }
+        let remote_len = head
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if remote_len != Some(len) {
+            return Err(TransferError::transient(format!(
+                "size check failed on {}: sent {len} bytes, the server has {remote_len:?}",
+                self.server()
+            )));
+        }
+        let method =
+            Method::from_bytes(b"MOVE").map_err(|e| TransferError::permanent(e.to_string()))?;
+        let res = self
+            .request(method, tmp_url)
+            .header("Destination", self.url(remote).as_str())
+            .header("Overwrite", "T")
+            .send()
+            .await
+            .map_err(|e| self.network("MOVE", &e))?;
+        if !res.status().is_success() {
+            return Err(self.failed("MOVE", res.status()));
+        }
+        Ok(len)
+    }
+}
+
+/// The source file as a stream of chunks, paced by the rate limit, counted
+/// in `progress`, and ended by cancellation.
+fn read_stream(
+    file: tokio::fs::File,
+    rate: Option<Arc<RateLimiter>>,
+    progress: Arc<Progress>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures_util::stream::unfold(
+        (file, rate, progress),
+        |(mut file, rate, progress)| async move {
+            use tokio::io::AsyncReadExt;
+            if progress.is_cancelled() {
+                return Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "cancelled",
+                    )),
+                    (file, rate, progress),
+                ));
+            }
+            let chunk = rate.as_ref().map_or(CHUNK, |r| r.chunk(CHUNK));
+            let mut buf = vec![0u8; chunk];
+            let n = match file.read(&mut buf).await {
+                Ok(0) => return None,
+                Ok(n) => n,
+                Err(e) => return Some((Err(e), (file, rate, progress))),
+            };
+            if let Some(r) = &rate {
+                tokio::time::sleep(r.reserve(n as u64)).await;
+            }
+            buf.truncate(n);
+            progress.add(n as u64);
+            Some((Ok(Bytes::from(buf)), (file, rate, progress)))
+        },
+    )
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
+}
+
+#[async_trait::async_trait]
+impl Backend for WebdavBackend {
+    async fn send(&self, job: &Job, progress: Arc<Progress>) -> Result<Sent, TransferError> {
+        let item = segments(&job.path);
+        match job.kind {
+            ItemKind::File => {
+                self.make_collections(&item[..item.len().saturating_sub(1)])
+                    .await?;
+                let bytes = self.put_file(&job.source(), &item, &progress).await?;
+                Ok(Sent { bytes })
+            }
+            ItemKind::Dir => {
+                // The tree: every folder, then every file (each through its
+                // own temporary name).
+                let src = job.source();
+                let (dirs, files) = walk(&src, &job.excludes)?;
+                self.make_collections(&item).await?;
+                for d in &dirs {
+                    let mut full = item.clone();
+                    full.extend(d.iter().cloned());
+                    self.make_collections(&full).await?;
+                }
+                let mut bytes = 0;
+                for (rel, local) in files {
+                    let mut full = item.clone();
+                    full.extend(rel);
+                    bytes += self.put_file(&local, &full, &progress).await?;
+                }
+                Ok(Sent { bytes })
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("webdav:{}/{}", self.server(), self.destination.join("/"))
+    }
+}
+
+type Tree = (Vec<Vec<String>>, Vec<(Vec<String>, PathBuf)>);
+
+/// Folders (parents first) and files of a tree, as segment lists; excluded
+/// names and symlinks are left out.
+fn walk(root: &Path, excludes: &globset::GlobSet) -> Result<Tree, TransferError> {
+    let (mut dirs, mut files) = (Vec::new(), Vec::new());
+    let mut stack = vec![Vec::<String>::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = rel.iter().fold(root.to_path_buf(), |p, s| p.join(s));
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| TransferError::io(&format!("cannot list {}", dir.display()), &e))?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if excludes.is_match(&name) {
+                continue;
+            }
+            let Ok(ft) = e.file_type() else { continue };
+            let mut child = rel.clone();
+            child.push(name);
+            if ft.is_dir() {
+                dirs.push(child.clone());
+                stack.push(child);
+            } else if ft.is_file() {
+                files.push((child, e.path()));
+            }
+        }
+    }
+    dirs.sort_by_key(Vec::len);
+    Ok((dirs, files))
+}

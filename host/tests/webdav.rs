@@ -1,0 +1,297 @@
+//! The WebDAV backend against a real server on loopback (`rclone serve
+//! webdav`, installed by .ci/run), through real `dispatch-agent` processes.
+#![allow(clippy::unwrap_used)] // a test helper that fails panics
+
+mod common;
+use common::{add, component};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const USER: &str = "dav_user";
+const PASS: &str = "dav-Pa55-secret";
+
+/// `rclone serve webdav` on a free loopback port, stopped on drop.
+struct Dav {
+    child: Option<Child>,
+    port: u16,
+    root: PathBuf,
+    conf: PathBuf,
+}
+
+impl Dav {
+    fn start(root: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = root.with_extension("rclone.conf");
+        std::fs::write(&conf, "").unwrap();
+        std::fs::create_dir_all(root).unwrap();
+        let mut d = Dav {
+            child: None,
+            port,
+            root: root.to_path_buf(),
+            conf,
+        };
+        d.restart();
+        d
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("rclone")
+            .args(["serve", "webdav"])
+            .arg(&self.root)
+            .args([
+                "--addr",
+                &format!("127.0.0.1:{}", self.port),
+                "--user",
+                USER,
+                "--pass",
+                PASS,
+                "--config",
+            ])
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rclone is not installed: .ci/run installs it (apt install rclone)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "rclone serve webdav did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Dav {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn config(&self, port: u16, password: &str, extra_target: &str) {
+        let cache = std::env::temp_dir().join("dispatch-test-cache");
+        let text = format!(
+            "[agent]\ncache_dir = {:?}\nrescan_interval = \"1s\"\n[agent.retry]\ninitial = \"200ms\"\nmax = \"2s\"\n\n\
+             [[poller]]\nname = \"dav\"\npath = \"src\"\nplugin = \"subdir\"\nstability = \"0s\"\n\
+             [poller.target]\nkind = \"webdav\"\nurl = \"http://127.0.0.1:{port}\"\nusername = \"{USER}\"\npassword = \"{password}\"\ndestination = \"incoming/dispatch\"\n{extra_target}\n",
+            cache.display().to_string()
+        );
+        std::fs::write(self.path("agent.toml"), text).unwrap();
+    }
+
+    fn agent(&self, until_idle: bool) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
+        cmd.args(["run", "--config", "agent.toml"]);
+        if until_idle {
+            cmd.arg("--until-idle");
+        }
+        cmd.current_dir(self.dir.path())
+            .env(
+                "DISPATCH_PLUGIN_DIR",
+                component("plugin", "dir").parent().unwrap(),
+            )
+            .env("RUST_LOG", "warn,dispatch_host=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn transfers(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"))
+            .args([
+                "transfers",
+                "--config",
+                "agent.toml",
+                "--json",
+                "--limit",
+                "1000",
+            ])
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn site() -> Site {
+    Site {
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// Waits for the agent, killing it after `limit`.
+fn finish(mut child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut s).unwrap();
+        s
+    });
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Output {
+                status,
+                stdout: Vec::new(),
+                stderr: reader.join().unwrap(),
+            };
+        }
+        if started.elapsed() > limit {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            let status = child.wait().unwrap();
+            return Output {
+                status,
+                stdout: Vec::new(),
+                stderr: reader.join().unwrap(),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
+    let s = site();
+    let dav = Dav::start(&s.path("server"));
+    let big = pattern(100_000_000, 7);
+    std::fs::create_dir_all(s.path("src/big")).unwrap();
+    std::fs::write(s.path("src/big/feature.mxf"), &big).unwrap();
+    let mut names = Vec::new();
+    for i in 0..200 {
+        names.push(format!("tree/part{i:03}.ts"));
+    }
+    add(
+        &s.path("src"),
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    s.config(dav.port, PASS, "");
+    let out = finish(s.agent(true), Duration::from_secs(120));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let remote = s.path("server/incoming/dispatch");
+    assert_eq!(std::fs::read(remote.join("big/feature.mxf")).unwrap(), big);
+    for n in &names {
+        assert_eq!(std::fs::read_to_string(remote.join(n)).unwrap(), *n, "{n}");
+    }
+    assert!(
+        !s.path("src/big/feature.mxf").exists()
+            && std::fs::read_dir(s.path("src/tree")).unwrap().count() == 0
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(remote.join("tree"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary names left: {leftovers:?}");
+    assert!(!log.contains(PASS));
+}
+
+#[test]
+fn a_wrong_password_is_a_clear_permanent_error_and_keeps_the_source() {
+    let s = site();
+    let dav = Dav::start(&s.path("server"));
+    add(&s.path("src"), &["show/ep1.mxf"]);
+    s.config(dav.port, "wrong-Pa55word", "");
+    let out = finish(s.agent(false), Duration::from_secs(4));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(s.path("src/show/ep1.mxf").exists(), "source kept");
+    let rows = s.transfers();
+    let row = &rows[0];
+    assert_eq!(row["status"], "Error");
+    let error = row["error"].as_str().unwrap();
+    assert!(
+        error.contains("http://127.0.0.1") && error.contains("401"),
+        "{error}"
+    );
+    assert!(
+        log.contains("poller=dav") && log.contains("permanent=true"),
+        "{log}"
+    );
+    // Permanent: retried only after the longest backoff (2 s here), not in a loop.
+    assert!(row["attempts"].as_i64().unwrap() <= 3, "{row}");
+    assert!(!log.contains("wrong-Pa55word") && !error.contains("wrong-Pa55word"));
+}
+
+#[test]
+fn a_server_stopped_mid_upload_is_retried_and_never_shows_a_partial_final_file() {
+    let s = site();
+    let mut dav = Dav::start(&s.path("server"));
+    let data = pattern(30_000_000, 3);
+    std::fs::create_dir_all(s.path("src/show")).unwrap();
+    std::fs::write(s.path("src/show/ep2.mxf"), &data).unwrap();
+    // 40 Mbps: ~6 s for 30 MB.
+    s.config(dav.port, PASS, "rate_limit_mbps = 40");
+    let agent = s.agent(true);
+    let final_path = s.path("server/incoming/dispatch/show/ep2.mxf");
+    std::thread::sleep(Duration::from_secs(2));
+    dav.stop();
+    assert!(
+        !final_path.exists(),
+        "no file under the final name while uploading"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    dav.restart();
+    let out = finish(agent, Duration::from_secs(60));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(std::fs::read(&final_path).unwrap(), data);
+    let rows = s.transfers();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["status"], "Complete");
+    assert!(rows[0]["attempts"].as_i64().unwrap() >= 2, "{}", rows[0]);
+}
+
+#[test]
+fn the_rate_limit_holds_within_ten_percent_over_ten_seconds() {
+    let s = site();
+    let dav = Dav::start(&s.path("server"));
+    std::fs::create_dir_all(s.path("src/show")).unwrap();
+    // 20 MB at 16 Mbps (2 MB/s): 10 s.
+    std::fs::write(s.path("src/show/ep3.mxf"), pattern(20_000_000, 9)).unwrap();
+    s.config(dav.port, PASS, "rate_limit_mbps = 16");
+    let out = finish(s.agent(true), Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = s.transfers();
+    let took = rows[0]["ended_at"].as_i64().unwrap() - rows[0]["started_at"].as_i64().unwrap();
+    assert!(
+        (9_000..=11_000).contains(&took),
+        "20 MB at 16 Mbps took {took} ms"
+    );
+}

@@ -100,7 +100,10 @@ pub struct TransferRow {
 }
 
 enum Msg {
+    /// An event, its time, and who waits for its commit.
     Event(Event, i64, Option<oneshot::Sender<()>>),
+    /// Answered once everything sent before it is committed.
+    Flush(oneshot::Sender<()>),
 }
 
 /// Handle to the journal; cheap to clone.
@@ -212,19 +215,7 @@ impl Journal {
     /// Waits until everything recorded so far is committed.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        let marker = Event {
-            transfer_id: String::new(),
-            poller: String::new(),
-            path: String::new(),
-            item_kind: "",
-            kind: EventKind::Progress,
-            size: None,
-            bytes_done: 0,
-            attempt: 0,
-            error: None,
-            signature: None,
-        };
-        if self.tx.send(Msg::Event(marker, 0, Some(done))).is_ok() {
+        if self.tx.send(Msg::Flush(done)).is_ok() {
             let _ = wait.await;
         }
     }
@@ -253,23 +244,6 @@ impl Journal {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(row).collect())
-    }
-
-    /// Every event of one transfer, in order: (event, attempt, error).
-    pub async fn events_of(
-        &self,
-        transfer_id: &str,
-    ) -> Result<Vec<(String, i64, Option<String>)>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT event, attempt, error FROM events WHERE transfer_id = ? ORDER BY seq",
-        )
-        .bind(transfer_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get("event"), r.get("attempt"), r.get("error")))
-            .collect())
     }
 }
 
@@ -307,13 +281,17 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Msg>, host: St
         let mut acks = Vec::new();
         let result: Result<(), sqlx::Error> = async {
             let mut tx = pool.begin().await?;
-            for Msg::Event(e, at, ack) in batch {
-                if let Some(a) = ack {
-                    acks.push(a);
-                }
-                if e.transfer_id.is_empty() {
-                    continue; // a flush marker
-                }
+            for msg in batch {
+                let (e, at) = match msg {
+                    Msg::Flush(ack) => {
+                        acks.push(ack);
+                        continue;
+                    }
+                    Msg::Event(e, at, ack) => {
+                        acks.extend(ack);
+                        (e, at)
+                    }
+                };
                 let seq = EVENT_SEQ.fetch_add(1, Ordering::Relaxed);
                 apply(
                     &mut tx,

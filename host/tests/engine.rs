@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{add, component};
+use common::{add, component, terminate, wait_limited};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -119,36 +119,6 @@ impl Drop for Running {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-fn wait_limited(mut child: Child, limit: Duration) -> Output {
-    let started = Instant::now();
-    // Drain stderr on a thread so a chatty agent never blocks on a full pipe.
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stdout = Vec::new();
-            if let Some(mut o) = child.stdout.take() {
-                o.read_to_end(&mut stdout).unwrap();
-            }
-            return Output {
-                status,
-                stdout,
-                stderr: reader.join().unwrap(),
-            };
-        }
-        if started.elapsed() > limit {
-            child.kill().unwrap();
-            let log = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
-            panic!("agent still running after {limit:?}; log:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -373,11 +343,7 @@ fn a_growing_file_is_sent_once_it_stops_growing() {
 
 /// SIGTERM, then the agent's output.
 fn stop(running: Running) -> Output {
-    let child = running.take();
-    // SAFETY-free: kill(1) by pid through the shell-less `kill` program.
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    wait_limited(child, Duration::from_secs(30))
+    terminate(running.take())
 }
 
 /// A one-request HTTP server on loopback; returns its URL and the body it got.

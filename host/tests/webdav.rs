@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{add, component};
+use common::{add, component, terminate, wait_limited};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const USER: &str = "dav_user";
@@ -143,39 +143,6 @@ fn site() -> Site {
     }
 }
 
-/// Waits for the agent, killing it after `limit`.
-fn finish(mut child: Child, limit: Duration) -> Output {
-    let started = Instant::now();
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut s).unwrap();
-        s
-    });
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Output {
-                status,
-                stdout: Vec::new(),
-                stderr: reader.join().unwrap(),
-            };
-        }
-        if started.elapsed() > limit {
-            Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap();
-            let status = child.wait().unwrap();
-            return Output {
-                status,
-                stdout: Vec::new(),
-                stderr: reader.join().unwrap(),
-            };
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -198,7 +165,7 @@ fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
         &names.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     s.config(dav.port, PASS, "");
-    let out = finish(s.agent(true), Duration::from_secs(120));
+    let out = wait_limited(s.agent(true), Duration::from_secs(120));
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     let remote = s.path("server/incoming/dispatch");
@@ -225,7 +192,9 @@ fn a_wrong_password_is_a_clear_permanent_error_and_keeps_the_source() {
     let dav = Dav::start(&s.path("server"));
     add(&s.path("src"), &["show/ep1.mxf"]);
     s.config(dav.port, "wrong-Pa55word", "");
-    let out = finish(s.agent(false), Duration::from_secs(4));
+    let agent = s.agent(false);
+    std::thread::sleep(Duration::from_secs(4));
+    let out = terminate(agent);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(s.path("src/show/ep1.mxf").exists(), "source kept");
     let rows = s.transfers();
@@ -264,7 +233,7 @@ fn a_server_stopped_mid_upload_is_retried_and_never_shows_a_partial_final_file()
     );
     std::thread::sleep(Duration::from_secs(1));
     dav.restart();
-    let out = finish(agent, Duration::from_secs(60));
+    let out = wait_limited(agent, Duration::from_secs(60));
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert_eq!(std::fs::read(&final_path).unwrap(), data);
@@ -282,7 +251,7 @@ fn the_rate_limit_holds_within_ten_percent_over_ten_seconds() {
     // 20 MB at 16 Mbps (2 MB/s): 10 s.
     std::fs::write(s.path("src/show/ep3.mxf"), pattern(20_000_000, 9)).unwrap();
     s.config(dav.port, PASS, "rate_limit_mbps = 16");
-    let out = finish(s.agent(true), Duration::from_secs(60));
+    let out = wait_limited(s.agent(true), Duration::from_secs(60));
     assert!(
         out.status.success(),
         "{}",

@@ -20,10 +20,6 @@ impl RateLimiter {
         }
     }
 
-    pub fn bytes_per_sec(&self) -> f64 {
-        self.bytes_per_sec
-    }
-
     /// A chunk size that keeps the rate smooth: a tenth of a second's worth,
     /// between 4 KiB and `max`.
     pub fn chunk(&self, max: usize) -> usize {

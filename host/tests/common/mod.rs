@@ -3,8 +3,11 @@
 #![allow(dead_code)]
 
 use dispatch_host::{Action, Plugin, Runtime, RuntimeConfig};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 fn dir_from_env(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
@@ -106,4 +109,45 @@ pub fn show(a: &Action) -> String {
                 .join(", ")
         ),
     }
+}
+
+/// Waits for a process (an agent), reading its stderr meanwhile so a chatty
+/// one never blocks on a full pipe; panics with its log after `limit`.
+pub fn wait_limited(mut child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    // Drain stderr on a thread so a chatty agent never blocks on a full pipe.
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stdout = Vec::new();
+            if let Some(mut o) = child.stdout.take() {
+                o.read_to_end(&mut stdout).unwrap();
+            }
+            return Output {
+                status,
+                stdout,
+                stderr: reader.join().unwrap(),
+            };
+        }
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            let log = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+            panic!("agent still running after {limit:?}; log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM (through the `kill` program), then [`wait_limited`] 30 s.
+pub fn terminate(child: Child) -> Output {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_limited(child, Duration::from_secs(30))
 }

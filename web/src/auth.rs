@@ -105,6 +105,7 @@ fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 
 /// A logged-in person. Requests other than GET/HEAD must carry the session's
 /// CSRF token in `X-CSRF-Token`.
+#[derive(Clone)]
 pub struct User {
     pub id: i64,
     pub username: String,
@@ -119,6 +120,23 @@ impl FromRequestParts<Arc<AppState>> for User {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        let user = User::from_session(parts, state).await?;
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if sent != Some(user.csrf.as_str()) {
+                return Err(ApiError::forbidden(
+                    "missing or wrong CSRF token (X-CSRF-Token)",
+                ));
+            }
+        }
+        Ok(user)
+    }
+}
+
+impl User {
+    /// The session's person, without the CSRF check (pages check the
+    /// token their forms carry instead).
+    pub async fn from_session(parts: &Parts, state: &AppState) -> ApiResult<Self> {
         let token = cookie_value(parts, SESSION_COOKIE)
             .ok_or_else(|| ApiError::unauthorized("log in first"))?;
         let hash = sha256_hex(token);
@@ -130,21 +148,24 @@ impl FromRequestParts<Arc<AppState>> for User {
         .fetch_optional(&state.pool)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the session expired or is unknown: log in again"))?;
-        let user = User {
+        Ok(User {
             id: row.get("user_id"),
             username: row.get("username"),
             csrf: row.get("csrf"),
             session_hash: hash,
-        };
-        if !matches!(parts.method, Method::GET | Method::HEAD) {
-            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-            if sent != Some(user.csrf.as_str()) {
-                return Err(ApiError::forbidden(
-                    "missing or wrong CSRF token (X-CSRF-Token)",
-                ));
-            }
+        })
+    }
+
+    /// Checks a form's CSRF token (constant time: it is a secret).
+    pub fn check_csrf(&self, sent: &str) -> ApiResult<()> {
+        use subtle::ConstantTimeEq;
+        if bool::from(sent.as_bytes().ct_eq(self.csrf.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "this form is out of date (missing or wrong CSRF token): reload the page and try again",
+            ))
         }
-        Ok(user)
     }
 }
 

@@ -9,6 +9,7 @@ mod crypto;
 mod error;
 mod metrics;
 mod registry;
+mod ui;
 
 use dispatch_host::{Runtime, RuntimeConfig};
 use sqlx::SqlitePool;
@@ -112,5 +113,6 @@ impl AppState {
 
 /// The whole HTTP app.
 pub fn router(state: Arc<AppState>) -> axum::Router {
-    api::router(state)
+    let pages = ui::router(state.upload_limit).with_state(state.clone());
+    api::router(state).merge(pages).fallback(ui::not_found)
 }

@@ -21,6 +21,8 @@ use std::time::Duration;
 pub struct AgentConfig {
     pub agent: String,
     pub pollers: Vec<AgentPoller>,
+    /// Failed transfers (their `transfer_id`) a person asked to retry now.
+    pub retry_now: Vec<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -124,9 +126,16 @@ async fn build_config(state: &AppState, agent: &Agent) -> ApiResult<AgentConfig>
             },
         });
     }
+    let retry_now = sqlx::query_scalar(
+        "SELECT transfer_id FROM transfers WHERE agent_id = ? AND status = 'Error' AND retry_requested_at IS NOT NULL ORDER BY id",
+    )
+    .bind(agent.id)
+    .fetch_all(&state.pool)
+    .await?;
     Ok(AgentConfig {
         agent: agent.name.clone(),
         pollers,
+        retry_now,
     })
 }
 
@@ -261,6 +270,12 @@ pub async fn events(
         accepted += 1;
         apply(&mut tx, &agent, e).await?;
     }
+    // An agent that reports is alive, heartbeat or not.
+    sqlx::query("UPDATE agents SET last_seen = ? WHERE id = ?")
+        .bind(crate::now_ms())
+        .bind(agent.id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     state
         .metrics
@@ -303,6 +318,7 @@ async fn apply(
             ended_at = CASE WHEN excluded.status IN ('Queued', 'Transferring') AND excluded.updated_at >= updated_at THEN NULL ELSE COALESCE(excluded.ended_at, ended_at) END,
             error = CASE WHEN excluded.error IS NOT NULL THEN excluded.error WHEN excluded.status = 'Complete' THEN NULL ELSE error END,
             host = COALESCE(excluded.host, host),
+            retry_requested_at = CASE WHEN excluded.updated_at >= updated_at THEN NULL ELSE retry_requested_at END,
             updated_at = MAX(updated_at, excluded.updated_at)",
     )
     .bind(agent.id)

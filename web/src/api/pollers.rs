@@ -560,3 +560,70 @@ pub async fn view(pool: &sqlx::SqlitePool, id: i64) -> ApiResult<PollerView> {
         disabled_by_agent: r.get("disabled_by_agent"),
     })
 }
+
+/// Moves a poller of `plugin` to another of its versions (`latest` to
+/// follow new uploads); its parameters must fit that version's schema.
+pub async fn move_to_version(
+    state: &AppState,
+    poller: &str,
+    plugin: &str,
+    version: &str,
+) -> ApiResult<()> {
+    let row = sqlx::query(
+        "SELECT p.id, p.params_json FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE p.name = ? AND pl.name = ?",
+    )
+    .bind(poller)
+    .bind(plugin)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or_else(|| ApiError::bad("poller", format!("`{poller}` is not a poller of plugin `{plugin}`")))?;
+    let id: i64 = row.get("id");
+    let params: BTreeMap<String, String> =
+        serde_json::from_str(row.get("params_json")).unwrap_or_default();
+    let (version_id, schema_json): (Option<i64>, String) = if version == "latest" {
+        let plugin_id: i64 = sqlx::query_scalar("SELECT plugin_id FROM pollers WHERE id = ?")
+            .bind(id)
+            .fetch_one(&state.pool)
+            .await?;
+        let (vid, _, _) = super::plugins::latest_version(&state.pool, plugin_id)
+            .await?
+            .ok_or_else(|| ApiError::bad("version", format!("plugin `{plugin}` has no version")))?;
+        let json = sqlx::query_scalar("SELECT params_json FROM plugin_versions WHERE id = ?")
+            .bind(vid)
+            .fetch_one(&state.pool)
+            .await?;
+        (None, json)
+    } else {
+        let r = sqlx::query(
+            "SELECT v.id, v.params_json FROM plugin_versions v JOIN plugins pl ON pl.id = v.plugin_id WHERE pl.name = ? AND v.version = ?",
+        )
+        .bind(plugin)
+        .bind(version)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(|| ApiError::bad("version", format!("plugin `{plugin}` has no version {version}")))?;
+        (Some(r.get("id")), r.get("params_json"))
+    };
+    let info = PluginInfo {
+        name: plugin.to_string(),
+        version: version.to_string(),
+        description: String::new(),
+        params: serde_json::from_str(&schema_json).unwrap_or_default(),
+    };
+    let given: Vec<(String, String)> = params.into_iter().collect();
+    info.resolve_params(&given).map_err(|e| {
+        ApiError::bad(
+            "version",
+            format!("{poller}'s settings do not fit version {version}: {e}"),
+        )
+    })?;
+    let mut tx = state.pool.begin().await?;
+    sqlx::query("UPDATE pollers SET plugin_version_id = ?, updated_at = ? WHERE id = ?")
+        .bind(version_id)
+        .bind(crate::now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    state.commit_config_change(tx).await?;
+    Ok(())
+}

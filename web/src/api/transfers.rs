@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 const STATUSES: &[&str] = &["Queued", "Transferring", "Complete", "Error", "Cancelled"];
 
-#[derive(Deserialize, utoipa::IntoParams, Default)]
+#[derive(Deserialize, Serialize, utoipa::IntoParams, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Search {
     /// A substring of the file name.
@@ -49,6 +49,8 @@ pub struct TransferView {
     pub updated_at: i64,
     pub error: Option<String>,
     pub host: Option<String>,
+    /// A person asked for another try now (see `/agent/config`).
+    pub retry_requested_at: Option<i64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -102,7 +104,7 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, s: &Search) -> ApiResult<()> {
     Ok(())
 }
 
-fn row_view(r: &sqlx::sqlite::SqliteRow) -> TransferView {
+pub fn row_view(r: &sqlx::sqlite::SqliteRow) -> TransferView {
     TransferView {
         id: r.get("id"),
         agent: r.get("agent"),
@@ -118,6 +120,7 @@ fn row_view(r: &sqlx::sqlite::SqliteRow) -> TransferView {
         updated_at: r.get("updated_at"),
         error: r.get("error"),
         host: r.get("host"),
+        retry_requested_at: r.get("retry_requested_at"),
     }
 }
 

@@ -1,0 +1,171 @@
+//! The dashboard: what is moving now, what just finished, which agents are
+//! online, which pollers need a person, and traffic over a day and a week.
+
+use super::chart::{self, Bar};
+use super::transfers::{TransferRow, active};
+use super::{Chrome, PageResult, PageUser, fmt, fragment, html};
+use crate::AppState;
+use crate::api::transfers::row_view;
+use askama::Template;
+use axum::extract::State;
+use sqlx::Row;
+use std::sync::Arc;
+
+pub struct AgentRow {
+    pub name: String,
+    pub online: bool,
+    pub seen: String,
+    pub host: String,
+}
+
+pub struct ProblemRow {
+    pub id: i64,
+    pub name: String,
+    pub state: &'static str,
+    pub reason: String,
+}
+
+#[derive(Template)]
+#[template(path = "_dashboard_live.html")]
+struct Live {
+    active: Vec<TransferRow>,
+    recent: Vec<TransferRow>,
+    agents: Vec<AgentRow>,
+    problems: Vec<ProblemRow>,
+}
+
+async fn live_parts(state: &AppState) -> Result<Live, sqlx::Error> {
+    let recent = sqlx::query(
+        "SELECT * FROM transfers WHERE status IN ('Complete', 'Error', 'Cancelled') ORDER BY updated_at DESC, id DESC LIMIT 25",
+    )
+    .fetch_all(&state.pool)
+    .await?
+    .iter()
+    .map(|r| TransferRow::new(&row_view(r)))
+    .collect();
+    let now = crate::now_ms();
+    let agents = sqlx::query("SELECT name, last_seen, host_name FROM agents ORDER BY name")
+        .fetch_all(&state.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let seen: Option<i64> = r.get("last_seen");
+            AgentRow {
+                name: r.get("name"),
+                online: seen.is_some_and(|t| now - t < 120_000),
+                seen: seen.map_or_else(|| "never".into(), |t| fmt::ago(t, now)),
+                host: r.get::<Option<String>, _>("host_name").unwrap_or_default(),
+            }
+        })
+        .collect();
+    let problems = sqlx::query(
+        "SELECT id, name, enabled, disabled_reason, consecutive_errors, disabled_by_agent FROM pollers
+         WHERE NOT enabled OR consecutive_errors > 0 OR disabled_by_agent IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(&state.pool)
+    .await?
+    .iter()
+    .map(|r| {
+        let enabled: bool = r.get("enabled");
+        let by_agent: Option<String> = r.get("disabled_by_agent");
+        let errors: i64 = r.get("consecutive_errors");
+        let reason: Option<String> = r.get("disabled_reason");
+        let (state, reason) = match (enabled, by_agent) {
+            (false, _) => ("Disabled", reason.unwrap_or_default()),
+            (true, Some(agent)) => (
+                "Disabled by agent",
+                format!("{} (on {agent})", reason.unwrap_or_default()),
+            ),
+            (true, None) => (
+                "Failing",
+                format!(
+                    "{errors} failures in a row{}",
+                    reason.map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+            ),
+        };
+        ProblemRow {
+            id: r.get("id"),
+            name: r.get("name"),
+            state,
+            reason,
+        }
+    })
+    .collect();
+    Ok(Live {
+        active: active(&state.pool).await?,
+        recent,
+        agents,
+        problems,
+    })
+}
+
+/// Bytes sent and transfers finished per bucket over the last `buckets`.
+async fn traffic(
+    pool: &sqlx::SqlitePool,
+    bucket_ms: i64,
+    buckets: i64,
+    label: impl Fn(i64) -> String,
+) -> Result<(Vec<Bar>, Vec<Bar>), sqlx::Error> {
+    let now = crate::now_ms();
+    let first = (now / bucket_ms - buckets + 1) * bucket_ms;
+    let rows = sqlx::query(
+        "SELECT (COALESCE(ended_at, updated_at) / ?) AS b, COUNT(*) AS n,
+                COALESCE(SUM(CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END), 0) AS bytes
+         FROM transfers WHERE status IN ('Complete', 'Error', 'Cancelled') AND COALESCE(ended_at, updated_at) >= ?
+         GROUP BY b",
+    )
+    .bind(bucket_ms)
+    .bind(first)
+    .fetch_all(pool)
+    .await?;
+    let mut bytes = Vec::new();
+    let mut count = Vec::new();
+    for i in 0..buckets {
+        let b = first / bucket_ms + i;
+        let row = rows.iter().find(|r| r.get::<i64, _>("b") == b);
+        let at = label(b * bucket_ms);
+        bytes.push(Bar {
+            label: at.clone(),
+            value: row.map_or(0.0, |r| r.get::<i64, _>("bytes") as f64),
+        });
+        count.push(Bar {
+            label: at,
+            value: row.map_or(0.0, |r| r.get::<i64, _>("n") as f64),
+        });
+    }
+    Ok((bytes, count))
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct Dashboard {
+    chrome: Chrome,
+    live_html: String,
+    charts: Vec<String>,
+}
+
+pub async fn page(State(state): State<Arc<AppState>>, user: PageUser) -> PageResult {
+    let live_html = live_parts(&state).await?.render()?;
+    const HOUR: i64 = 3_600_000;
+    let hour = |ms: i64| fmt::time(ms).get(11..13).unwrap_or("").to_string() + "h";
+    let day = |ms: i64| fmt::time(ms).get(5..10).unwrap_or("").to_string();
+    let (bytes_day, count_day) = traffic(&state.pool, HOUR, 24, hour).await?;
+    let (bytes_week, count_week) = traffic(&state.pool, 24 * HOUR, 7, day).await?;
+    let show_bytes = |v: f64| fmt::bytes(v as i64);
+    let show_count = |v: f64| format!("{v:.0}");
+    html(&Dashboard {
+        chrome: user.chrome("dashboard"),
+        live_html,
+        charts: vec![
+            chart::bars("Bytes sent, last 24 hours (UTC)", &bytes_day, show_bytes),
+            chart::bars("Transfers, last 24 hours (UTC)", &count_day, show_count),
+            chart::bars("Bytes sent, last 7 days", &bytes_week, show_bytes),
+            chart::bars("Transfers, last 7 days", &count_week, show_count),
+        ],
+    })
+}
+
+pub async fn live(State(state): State<Arc<AppState>>, _user: PageUser) -> PageResult {
+    fragment(&live_parts(&state).await?)
+}

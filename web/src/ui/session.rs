@@ -1,0 +1,125 @@
+//! The login page and logging out.
+
+use super::{PageError, PageResult, PageUser, html_status, see_other};
+use crate::AppState;
+use crate::auth::{self, User};
+use askama::Template;
+use axum::Form;
+use axum::extract::{Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect};
+use serde::Deserialize;
+use sqlx::Row;
+use std::sync::Arc;
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    next: String,
+    username: String,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct Next {
+    next: Option<String>,
+}
+
+/// Only a path of this site: an open redirect would help phishing.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        _ => "/".into(),
+    }
+}
+
+pub async fn form(
+    State(state): State<Arc<AppState>>,
+    parts: Parts,
+    Query(q): Query<Next>,
+) -> PageResult {
+    let next = safe_next(q.next.as_deref());
+    if User::from_session(&parts, &state).await.is_ok() {
+        return see_other(&next);
+    }
+    html_status(
+        StatusCode::OK,
+        &LoginPage {
+            next,
+            username: String::new(),
+            error: None,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    next: Option<String>,
+}
+
+pub async fn submit(State(state): State<Arc<AppState>>, Form(f): Form<LoginForm>) -> PageResult {
+    let next = safe_next(f.next.as_deref());
+    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = ?")
+        .bind(&f.username)
+        .fetch_optional(&state.pool)
+        .await?;
+    let Some(row) = row.filter(|r| auth::verify_password(&f.password, r.get("password_hash")))
+    else {
+        return html_status(
+            StatusCode::UNAUTHORIZED,
+            &LoginPage {
+                next,
+                username: f.username,
+                error: Some("Wrong username or password.".into()),
+            },
+        );
+    };
+    let (token, _csrf) = auth::create_session(&state.pool, row.get("id")).await?;
+    Ok((
+        [(
+            header::SET_COOKIE,
+            auth::session_cookie(&token, state.secure_cookies),
+        )],
+        Redirect::to(&next),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    pub csrf: String,
+}
+
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    PageUser(user): PageUser,
+    Form(f): Form<CsrfForm>,
+) -> PageResult {
+    user.check_csrf(&f.csrf).map_err(PageError::from)?;
+    sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+        .bind(&user.session_hash)
+        .execute(&state.pool)
+        .await?;
+    Ok((
+        [(
+            header::SET_COOKIE,
+            format!("{}=; Path=/; Max-Age=0", auth::SESSION_COOKIE),
+        )],
+        Redirect::to("/login"),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(super::safe_next(Some("/pollers?x=1")), "/pollers?x=1");
+        assert_eq!(super::safe_next(Some("//evil.example")), "/");
+        assert_eq!(super::safe_next(Some("https://evil.example")), "/");
+        assert_eq!(super::safe_next(None), "/");
+    }
+}

@@ -1,0 +1,181 @@
+//! Statistics over a chosen range: totals, bytes, successes and errors,
+//! per poller, with charts.
+
+use super::chart::{self, Bar};
+use super::{Chrome, PageError, PageResult, PageUser, fmt, html};
+use crate::AppState;
+use crate::api::transfers::{self as api, Range};
+use crate::error::ApiError;
+use askama::Template;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+use sqlx::Row;
+use std::sync::Arc;
+
+#[derive(Deserialize, Default)]
+pub struct RangeForm {
+    /// `24h`, `7d`, `30d`, `all`, or empty for from/to.
+    #[serde(default)]
+    last: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+}
+
+pub struct PollerRow {
+    pub poller: String,
+    pub transfers: i64,
+    pub complete: i64,
+    pub errors: i64,
+    pub bytes: String,
+}
+
+#[derive(Template)]
+#[template(path = "stats.html")]
+struct StatsPage {
+    chrome: Chrome,
+    last: String,
+    from: String,
+    to: String,
+    range_text: String,
+    transfers: i64,
+    complete: i64,
+    errors: i64,
+    bytes: String,
+    pollers_enabled: i64,
+    pollers_disabled: i64,
+    per_poller: Vec<PollerRow>,
+    charts: Vec<String>,
+}
+
+pub async fn page(
+    State(state): State<Arc<AppState>>,
+    user: PageUser,
+    Query(f): Query<RangeForm>,
+) -> PageResult {
+    const DAY: i64 = 86_400_000;
+    let now = crate::now_ms();
+    let custom = |field: &str, v: &str| -> Result<Option<i64>, PageError> {
+        if v.trim().is_empty() {
+            return Ok(None);
+        }
+        fmt::parse_local(v)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad(field, format!("`{v}` is not a date and time")).into())
+    };
+    let last = if f.last.is_empty() && f.from.is_empty() && f.to.is_empty() {
+        "7d".to_string()
+    } else {
+        f.last.clone()
+    };
+    let (from, to) = match last.as_str() {
+        "24h" => (Some(now - DAY), None),
+        "7d" => (Some(now - 7 * DAY), None),
+        "30d" => (Some(now - 30 * DAY), None),
+        "all" => (None, None),
+        _ => (custom("from", &f.from)?, custom("to", &f.to)?),
+    };
+    let s = api::stats(
+        State(state.clone()),
+        user.0.clone(),
+        Query(Range { from, to }),
+    )
+    .await?
+    .0;
+    // Over time: up to 30 buckets across the range (or the data's span).
+    let start = match from {
+        Some(f) => f,
+        None => sqlx::query_scalar::<_, Option<i64>>("SELECT MIN(updated_at) FROM transfers")
+            .fetch_one(&state.pool)
+            .await?
+            .unwrap_or(now - 7 * DAY),
+    };
+    let end = to.unwrap_or(now).max(start + 1);
+    let bucket = ((end - start) / 30).max(60_000);
+    let rows = sqlx::query(
+        "SELECT (updated_at - ?) / ? AS b,
+                COALESCE(SUM(CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END), 0) AS bytes
+         FROM transfers WHERE updated_at >= ? AND updated_at < ? GROUP BY b",
+    )
+    .bind(start)
+    .bind(bucket)
+    .bind(start)
+    .bind(end)
+    .fetch_all(&state.pool)
+    .await?;
+    let n = (end - start + bucket - 1) / bucket;
+    let over_time: Vec<Bar> = (0..n)
+        .map(|i| Bar {
+            label: fmt::time(start + i * bucket)
+                .get(5..16)
+                .unwrap_or("")
+                .to_string(),
+            value: rows
+                .iter()
+                .find(|r| r.get::<i64, _>("b") == i)
+                .map_or(0.0, |r| r.get::<i64, _>("bytes") as f64),
+        })
+        .collect();
+    let per_poller_bars: Vec<Bar> = s
+        .per_poller
+        .iter()
+        .map(|p| Bar {
+            label: p.poller.clone(),
+            value: p.bytes_sent as f64,
+        })
+        .collect();
+    let outcome: Vec<Bar> = vec![
+        Bar {
+            label: "complete".into(),
+            value: s.complete as f64,
+        },
+        Bar {
+            label: "errors".into(),
+            value: s.errors as f64,
+        },
+        Bar {
+            label: "other".into(),
+            value: (s.transfers - s.complete - s.errors) as f64,
+        },
+    ];
+    let show_bytes = |v: f64| fmt::bytes(v as i64);
+    let range_text = match (from, to) {
+        (None, None) => "all time".to_string(),
+        (Some(f), None) => format!("since {}", fmt::time(f)),
+        (None, Some(t)) => format!("until {}", fmt::time(t)),
+        (Some(f), Some(t)) => format!("{} to {}", fmt::time(f), fmt::time(t)),
+    };
+    html(&StatsPage {
+        chrome: user.chrome("stats"),
+        from: from
+            .filter(|_| last.is_empty())
+            .map(fmt::to_local)
+            .unwrap_or_default(),
+        to: to.map(fmt::to_local).unwrap_or_default(),
+        last,
+        range_text,
+        transfers: s.transfers,
+        complete: s.complete,
+        errors: s.errors,
+        bytes: fmt::bytes(s.bytes_sent),
+        pollers_enabled: s.pollers_enabled,
+        pollers_disabled: s.pollers_disabled,
+        charts: vec![
+            chart::bars("Bytes sent over time", &over_time, show_bytes),
+            chart::bars("Bytes sent per poller", &per_poller_bars, show_bytes),
+            chart::bars("Transfers by outcome", &outcome, |v| format!("{v:.0}")),
+        ],
+        per_poller: s
+            .per_poller
+            .into_iter()
+            .map(|p| PollerRow {
+                poller: p.poller,
+                transfers: p.transfers,
+                complete: p.complete,
+                errors: p.errors,
+                bytes: fmt::bytes(p.bytes_sent),
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,519 @@
+//! The web pages in a real headless Chromium (driven over chromedriver):
+//! what a person does and sees, asserted on the page. A PNG of each page is
+//! saved under `target/screenshots/`.
+//!
+//! Agents do not report to the web app by themselves yet, so the transfer
+//! steps post the agent's events through the real agent API with the token
+//! the Agents page showed, as an agent would.
+#![allow(clippy::unwrap_used)] // a test helper that fails panics
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ADMIN_PW: &str = "browser-Pw-1";
+
+fn plugin_file(name: &str) -> PathBuf {
+    let dir = std::env::var_os("DISPATCH_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+    let p = dir.join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask test`",
+        p.display()
+    );
+    p
+}
+
+fn screenshots() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// chromedriver, killed when the test ends (even by a panic).
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+async fn browser() -> (Driver, Client) {
+    let driver_bin = which("chromedriver").expect(
+        "chromedriver is not installed: apt-get install chromium chromium-driver (.ci/run does)",
+    );
+    let chromium = which("chromium")
+        .or_else(|| which("chromium-browser"))
+        .expect("chromium is not installed: apt-get install chromium (.ci/run does)");
+    let port = free_port();
+    let child = Command::new(driver_bin)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let driver = Driver { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", driver.port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1000", "--lang=en-US"],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .unwrap();
+    (driver, client)
+}
+
+struct App {
+    base: String,
+    _data: tempfile::TempDir,
+    _state: Arc<dispatch_web::AppState>,
+}
+
+async fn app() -> App {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let data = tempfile::tempdir().unwrap();
+    let state = dispatch_web::AppState::open(dispatch_web::Settings {
+        data_dir: data.path().join("data"),
+        database_url: None,
+        secret_key: None,
+        upload_limit: 8 << 20,
+        secure_cookies: false,
+    })
+    .await
+    .unwrap();
+    dispatch_web::ensure_admin(&state.pool, "admin", Some(ADMIN_PW))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = dispatch_web::router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    App {
+        base,
+        _data: data,
+        _state: state,
+    }
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits (without reloading) until `css` exists and its text contains
+/// `needle`; returns the text.
+async fn wait_text(c: &Client, css: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            last = e.text().await.unwrap_or_default();
+            if last.contains(needle) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("`{css}` never showed `{needle}`; last text: {last:?}");
+}
+
+async fn fill(c: &Client, css: &str, value: &str) {
+    let e = c.find(Locator::Css(css)).await.unwrap();
+    e.clear().await.unwrap();
+    e.send_keys(value).await.unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn login(c: &Client, base: &str) {
+    c.goto(&format!("{base}/")).await.unwrap();
+    // Not logged in: the login page, which then brings us back.
+    assert!(c.current_url().await.unwrap().path().starts_with("/login"));
+    fill(c, "#username", "admin").await;
+    fill(c, "#password", ADMIN_PW).await;
+    shot(c, "login").await;
+    click(c, "button[type=submit]").await;
+    wait_text(c, "h1", "Dashboard").await;
+}
+
+/// Posts agent events through the agent API, as an agent would.
+async fn agent_events(base: &str, token: &str, events: Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{base}/api/v1/agent/events"))
+        .bearer_auth(token)
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+}
+
+fn event(id: &str, transfer: &str, kind: &str, done: i64, extra: Value) -> Value {
+    let mut e = json!({
+        "id": id, "transfer_id": transfer, "poller": "news", "path": "show/EP101.mxf",
+        "event": kind, "size": 1_000_000_000i64, "bytes_done": done, "attempt": 1,
+        "at": dispatch_web::now_ms(), "host": "edge1.example",
+    });
+    if let (Some(e), Some(x)) = (e.as_object_mut(), extra.as_object()) {
+        e.extend(x.clone());
+    }
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_runs_dispatch_from_the_browser() {
+    let app = app().await;
+    let (_driver, c) = browser().await;
+    let base = app.base.as_str();
+    login(&c, base).await;
+    shot(&c, "dashboard-empty").await;
+
+    // Plugins: a bad upload is refused with the reason; a good one is listed.
+    c.goto(&format!("{base}/plugins")).await.unwrap();
+    let bad = tempfile::Builder::new().suffix(".wasm").tempfile().unwrap();
+    std::fs::write(bad.path(), b"this is not a component").unwrap();
+    c.find(Locator::Css("#file"))
+        .await
+        .unwrap()
+        .send_keys(&bad.path().display().to_string())
+        .await
+        .unwrap();
+    click(&c, "#upload").await;
+    let refused = wait_text(&c, "#file-error", "Upload refused").await;
+    assert!(
+        refused.contains("WebAssembly") || refused.contains("wasm"),
+        "{refused}"
+    );
+    shot(&c, "plugins-upload-refused").await;
+    c.find(Locator::Css("#file"))
+        .await
+        .unwrap()
+        .send_keys(&plugin_file("dir").display().to_string())
+        .await
+        .unwrap();
+    click(&c, "#upload").await;
+    let ok = wait_text(&c, "#upload-ok", "Stored dir 0.1.0").await;
+    assert!(ok.contains("sha256"), "{ok}");
+    let row = text(&c, "tr[data-plugin=dir]").await;
+    assert!(row.contains("0.1.0"), "{row}");
+    shot(&c, "plugins").await;
+    click(&c, "tr[data-plugin=dir] a").await;
+    wait_text(&c, "h1", "Plugin dir").await;
+    let version = text(&c, "section.version").await;
+    assert!(version.contains("markers") && version.contains("include_hidden"));
+    assert!(version.contains("sha256") && version.contains("by admin"));
+    shot(&c, "plugin-detail").await;
+
+    // Agents: the token is shown once.
+    c.goto(&format!("{base}/agents")).await.unwrap();
+    fill(&c, "#agent-name", "edge1").await;
+    click(&c, "#create-agent").await;
+    let token = wait_text(&c, "#token", "dsp_").await.trim().to_string();
+    shot(&c, "agents-token-once").await;
+    c.goto(&format!("{base}/agents")).await.unwrap();
+    let page = c.source().await.unwrap();
+    assert!(!page.contains(&token), "the token is shown only once");
+    // It has not reported yet.
+    let row = text(&c, "tr[data-agent=edge1]").await;
+    assert!(row.contains("Offline") && row.contains("never"), "{row}");
+
+    // Pollers: the plugin's fields come from its schema; errors sit beside
+    // their field; secrets are never shown back.
+    c.goto(&format!("{base}/pollers/new")).await.unwrap();
+    let params = text(&c, "#plugin-params").await;
+    assert!(params.contains("dir settings") && params.contains("markers"));
+    assert!(
+        c.find(Locator::Css("#param-include_hidden[type=checkbox]"))
+            .await
+            .is_ok()
+    );
+    fill(&c, "#name", "news").await;
+    fill(&c, "#path", "/srv/news").await;
+    fill(&c, "#host", "aspera.example").await;
+    fill(&c, "#username", "newsroom").await;
+    click(&c, "input[name=agents][value=edge1]").await;
+    click(&c, "#save").await;
+    let err = wait_text(&c, "#password-error", "exactly one").await;
+    assert!(err.contains("password or an SSH key"), "{err}");
+    assert!(text(&c, "#form-error").await.contains("Not saved"));
+    // What was typed is kept, apart from secrets.
+    let name = c.find(Locator::Css("#name")).await.unwrap();
+    assert_eq!(name.prop("value").await.unwrap().as_deref(), Some("news"));
+    shot(&c, "poller-form-error").await;
+    fill(&c, "#password", "S3cret-Word").await;
+    click(&c, "#save").await;
+    wait_text(&c, "#notice", "Poller created").await;
+    assert_eq!(text(&c, "#poller-state").await, "Disabled");
+    assert!(text(&c, "dl.facts").await.contains("Password\nset"));
+    assert!(!c.source().await.unwrap().contains("S3cret-Word"));
+    click(&c, "#enable").await;
+    wait_text(&c, "#notice", "Poller enabled").await;
+    assert_eq!(text(&c, "#poller-state").await, "Enabled");
+    // An enabled poller cannot be deleted.
+    click(&c, "#delete").await;
+    let refusal = wait_text(&c, "#page-error", "Cannot delete").await;
+    assert!(refusal.contains("disable the poller"), "{refusal}");
+    shot(&c, "poller-delete-refused").await;
+    fill(&c, "#reason", "maintenance window").await;
+    click(&c, "#disable").await;
+    wait_text(&c, "#notice", "Poller disabled").await;
+    assert_eq!(text(&c, "#poller-state").await, "Disabled");
+    assert!(c.source().await.unwrap().contains("maintenance window"));
+    click(&c, "#edit").await;
+    let pw = c.find(Locator::Css("#password")).await.unwrap();
+    assert_eq!(pw.prop("value").await.unwrap().as_deref(), Some(""));
+    assert!(!c.source().await.unwrap().contains("S3cret-Word"));
+    shot(&c, "poller-edit").await;
+    c.goto(&format!("{base}/pollers")).await.unwrap();
+    let row = text(&c, "tr[data-poller=news]").await;
+    assert!(row.contains("Disabled") && row.contains("dir") && row.contains("edge1"));
+    shot(&c, "pollers").await;
+
+    // A transfer appears on the dashboard with its progress and finishes,
+    // without the page being reloaded.
+    c.goto(&format!("{base}/")).await.unwrap();
+    c.execute("window.stillTheSamePage = true;", vec![])
+        .await
+        .unwrap();
+    agent_events(
+        base,
+        &token,
+        json!([
+            event("e1", "t1", "queued", 0, json!({})),
+            event("e2", "t1", "started", 0, json!({})),
+        ]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent_events(
+        base,
+        &token,
+        json!([event("e3", "t1", "progress", 400_000_000, json!({}))]),
+    )
+    .await;
+    let active = wait_text(&c, "#active-transfers", "EP101.mxf").await;
+    assert!(
+        active.contains("40%") && active.contains("400 MB of 1.0 GB"),
+        "{active}"
+    );
+    assert!(active.contains("/s"), "a rate is shown: {active}");
+    shot(&c, "dashboard-progress").await;
+    agent_events(
+        base,
+        &token,
+        json!([event("e4", "t1", "complete", 1_000_000_000, json!({}))]),
+    )
+    .await;
+    let recent = wait_text(&c, "#recent-transfers", "Complete").await;
+    assert!(recent.contains("EP101.mxf") && recent.contains("1.0 GB"));
+    wait_text(&c, "#no-active", "Nothing is being sent").await;
+    let same = c
+        .execute("return window.stillTheSamePage === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(same, json!(true), "the dashboard was reloaded");
+    // Its agent reported, so it shows as online.
+    assert!(text(&c, "#agents").await.contains("Online"));
+    shot(&c, "dashboard-finished").await;
+
+    // A failed transfer, retried from the Transfers page.
+    agent_events(
+        base,
+        &token,
+        json!([event(
+            "e5",
+            "t2",
+            "error",
+            10,
+            json!({"path": "show/EP102.mxf", "error": "connection reset by peer"})
+        )]),
+    )
+    .await;
+    // Search by a piece of the name.
+    c.goto(&format!("{base}/transfers")).await.unwrap();
+    fill(&c, "#q", "EP10").await;
+    click(&c, "#search-form button[type=submit]").await;
+    let results = wait_text(&c, "#results", "EP101.mxf").await;
+    assert!(results.contains("EP102.mxf") && results.contains("connection reset"));
+    fill(&c, "#q", "P101").await;
+    click(&c, "#search-form button[type=submit]").await;
+    let results = wait_text(&c, "#results", "EP101.mxf").await;
+    assert!(!results.contains("EP102"), "{results}");
+    shot(&c, "transfers-search").await;
+    // The CSV export of that search, with this browser's session.
+    let href = c
+        .find(Locator::Css("#csv-link"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(href.contains("q=P101"), "{href}");
+    let cookie = c
+        .get_all_cookies()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name() == dispatch_web::SESSION_COOKIE)
+        .unwrap();
+    let csv = reqwest::Client::new()
+        .get(format!("{base}{href}"))
+        .header("cookie", format!("{}={}", cookie.name(), cookie.value()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("id,agent,poller,path,status"), "{csv}");
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[1].contains("show/EP101.mxf") && lines[1].contains("Complete"));
+    // Retry the failed one.
+    c.goto(&format!("{base}/transfers?status=Error"))
+        .await
+        .unwrap();
+    let row = text(&c, "#results").await;
+    assert!(row.contains("EP102.mxf") && row.contains("Retry now"));
+    click(&c, "#results button[type=submit]").await;
+    wait_text(&c, "#results", "retry requested").await;
+    let cfg: Value = reqwest::Client::new()
+        .get(format!("{base}/api/v1/agent/config"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cfg["retry_now"], json!(["t2"]), "{cfg}");
+    shot(&c, "transfers-retry").await;
+
+    // Statistics over the range.
+    c.goto(&format!("{base}/stats?last=24h")).await.unwrap();
+    let totals = text(&c, "#totals").await;
+    assert!(totals.contains("2\ntransfers") && totals.contains("1\ncomplete"));
+    assert!(totals.contains("1\nerrors") && totals.contains("1.0 GB"));
+    let per = text(&c, "#per-poller").await;
+    assert!(per.contains("news"), "{per}");
+    assert!(c.source().await.unwrap().contains("<svg class=\"chart\""));
+    shot(&c, "stats").await;
+
+    // On a phone: the same dashboard, nothing cut off sideways.
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{base}/")).await.unwrap();
+    let overflow = c
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        overflow,
+        json!(true),
+        "the dashboard scrolls sideways on a phone"
+    );
+    shot(&c, "dashboard-phone").await;
+    c.set_window_size(1280, 1000).await.unwrap();
+
+    // Logging out ends the session.
+    click(&c, "form.logout button").await;
+    wait_text(&c, "h1", "Dispatch").await;
+    c.goto(&format!("{base}/pollers")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().starts_with("/login"));
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_pages_and_stale_forms_get_a_clear_page() {
+    let app = app().await;
+    let (_driver, c) = browser().await;
+    let base = app.base.as_str();
+    login(&c, base).await;
+    c.goto(&format!("{base}/no/such/page")).await.unwrap();
+    assert!(text(&c, "h1").await.contains("404"));
+    assert!(text(&c, "#error-message").await.contains("/no/such/page"));
+    shot(&c, "not-found").await;
+    // A form whose CSRF token is wrong is refused, and says what to do.
+    c.goto(&format!("{base}/agents")).await.unwrap();
+    c.execute(
+        "document.querySelector('#agent-form input[name=csrf]').value = 'forged';",
+        vec![],
+    )
+    .await
+    .unwrap();
+    fill(&c, "#agent-name", "sneaky").await;
+    click(&c, "#create-agent").await;
+    let msg = wait_text(&c, "#error-message", "CSRF").await;
+    assert!(msg.contains("reload the page"), "{msg}");
+    shot(&c, "error-csrf").await;
+    c.goto(&format!("{base}/agents")).await.unwrap();
+    assert!(!c.source().await.unwrap().contains("sneaky"));
+    // A bad search field names itself.
+    c.goto(&format!("{base}/transfers?from=yesterday"))
+        .await
+        .unwrap();
+    assert!(text(&c, "#error-message").await.contains("from"));
+    c.close().await.unwrap();
+}

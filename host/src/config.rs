@@ -40,6 +40,46 @@ pub struct AgentConfig {
     pub agent: AgentSettings,
     #[serde(default, rename = "poller")]
     pub pollers: Vec<PollerConfig>,
+    /// `[report]`: send the journal and heartbeats to the web app.
+    #[serde(default)]
+    pub report: Option<ReportConfig>,
+}
+
+/// Where the agent reports its transfers (the web app's agent API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// The web app, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    /// The agent's token as the web app showed it, inline or in a file.
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    /// How often events (and progress) are sent.
+    #[serde(default = "report_interval", deserialize_with = "duration")]
+    pub interval: Duration,
+    #[serde(default = "heartbeat_interval", deserialize_with = "duration")]
+    pub heartbeat: Duration,
+}
+
+fn report_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn heartbeat_interval() -> Duration {
+    Duration::from_secs(15)
+}
+
+impl ReportConfig {
+    /// The token: inline, else read from `token_file`.
+    pub fn token(&self) -> Result<Secret, String> {
+        match (&self.token, &self.token_file) {
+            (Some(t), None) => Ok(t.clone()),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map(|t| Secret::new(t.trim()))
+                .map_err(|e| format!("cannot read {}: {e}", f.display())),
+            _ => Err("give exactly one of `token` and `token_file`".into()),
+        }
+    }
 }
 
 /// `[agent]`: settings of the whole agent.
@@ -334,6 +374,26 @@ impl AgentConfig {
         if let Some(c) = &config.agent.cache_dir {
             config.agent.cache_dir = Some(base.join(c));
         }
+        if let Some(r) = &mut config.report {
+            if let Some(f) = &r.token_file {
+                r.token_file = Some(base.join(f));
+            }
+            let bad = |field: &str, m: String| ConfigError::new(path, None, field, m);
+            if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+                return Err(bad(
+                    "report.url",
+                    format!("`{}` is not an http:// or https:// URL", r.url),
+                ));
+            }
+            // The file is read when the agent starts (the web app may write
+            // it after this config is written).
+            if r.token.is_some() == r.token_file.is_some() {
+                return Err(bad(
+                    "report.token",
+                    "give exactly one of `token` and `token_file`".into(),
+                ));
+            }
+        }
         for p in &mut config.pollers {
             p.path = base.join(&p.path);
             match &mut p.target {
@@ -621,6 +681,30 @@ target = { kind = "local", destination = "/srv/remote" }
         let e = parse(&LOCAL.replace("plugin = \"google\"", "plugin = \"google\"\ncolour = 1"))
             .unwrap_err();
         assert!(e.contains("unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn report_needs_a_url_and_one_token() {
+        let ok = parse(&format!(
+            "[report]\nurl = \"http://127.0.0.1:8080\"\ntoken = \"dsp_secret\"\n{LOCAL}"
+        ))
+        .unwrap();
+        let r = ok.report.unwrap();
+        assert_eq!(r.interval, Duration::from_secs(1));
+        assert!(!format!("{r:?}").contains("dsp_secret"));
+        let e = parse(&format!(
+            "[report]\nurl = \"127.0.0.1:8080\"\ntoken = \"t\"\n{LOCAL}"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("field `report.url`: `127.0.0.1:8080` is not an http"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "[report]\nurl = \"http://h\"\ntoken = \"t\"\ntoken_file = \"f\"\n{LOCAL}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("field `report.token`: give exactly one"), "{e}");
     }
 
     #[test]

@@ -401,3 +401,83 @@ async fn apply(
     }
     Ok(())
 }
+
+/// A journal event as the web app's agent API takes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReportEvent {
+    pub id: String,
+    pub transfer_id: String,
+    pub poller: String,
+    pub path: String,
+    pub event: String,
+    pub size: Option<i64>,
+    pub bytes_done: i64,
+    pub attempt: i64,
+    pub error: Option<String>,
+    pub at: i64,
+    pub host: Option<String>,
+}
+
+impl Journal {
+    /// Events after `seq` (oldest first, at most `limit`), with their seq.
+    /// Source removals are the agent's own bookkeeping and are left out.
+    pub async fn events_after(
+        &self,
+        seq: i64,
+        limit: i64,
+    ) -> Result<(Vec<ReportEvent>, Option<i64>), sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let last = rows.last().map(|r| r.get::<i64, _>("seq"));
+        let events = rows
+            .iter()
+            .filter(|r| r.get::<String, _>("event") != EventKind::SourceRemoved.as_str())
+            .map(|r| ReportEvent {
+                id: r.get("event_id"),
+                transfer_id: r.get("transfer_id"),
+                poller: r.get("poller"),
+                path: r.get("path"),
+                event: r.get("event"),
+                size: r.get("size"),
+                bytes_done: r.get("bytes_done"),
+                attempt: r.get("attempt"),
+                error: r.get("error"),
+                at: r.get("at"),
+                host: Some(r.get("host")),
+            })
+            .collect();
+        Ok((events, last))
+    }
+
+    /// Transfers in flight now, with their bytes so far (progress).
+    pub async fn transferring(&self) -> Result<Vec<TransferRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM transfers WHERE status = 'Transferring'")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(row).collect())
+    }
+
+    /// How far the web app has been told (0: nothing yet).
+    pub async fn report_cursor(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS report_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT seq FROM report_cursor WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(0),
+        )
+    }
+
+    pub async fn set_report_cursor(&self, seq: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO report_cursor (id, seq) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq")
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -69,6 +69,53 @@ pub async fn ensure_admin(
     Ok(generated.then_some(password))
 }
 
+/// The agent running beside the web app (`cargo xtask up`): created if
+/// missing; when its token file is missing, a new token is made and written
+/// there (0600), the old one stops working.
+pub async fn ensure_local_agent(
+    pool: &sqlx::SqlitePool,
+    name: &str,
+    token_file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE name = ?")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    if exists.is_some() && token_file.exists() {
+        return Ok(());
+    }
+    let token = new_token("dsp_");
+    match exists {
+        Some(id) => {
+            sqlx::query("UPDATE agents SET token_hash = ? WHERE id = ?")
+                .bind(sha256_hex(&token))
+                .bind(id)
+                .execute(pool)
+                .await?;
+        }
+        None => {
+            sqlx::query("INSERT INTO agents (name, token_hash, created_at) VALUES (?, ?, ?)")
+                .bind(name)
+                .bind(sha256_hex(&token))
+                .bind(crate::now_ms())
+                .execute(pool)
+                .await?;
+        }
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(token_file)
+        .map_err(|e| anyhow::anyhow!("--local-agent-token-file {}: {e}", token_file.display()))?;
+    writeln!(f, "{token}")?;
+    tracing::info!(agent = name, file = %token_file.display(), "local agent token written");
+    Ok(())
+}
+
 /// A new session for `user_id`: (cookie value, csrf token).
 pub async fn create_session(pool: &sqlx::SqlitePool, user_id: i64) -> ApiResult<(String, String)> {
     let token = new_token("");

@@ -30,6 +30,20 @@ pub struct Cli {
     /// Send session cookies without `Secure` (plain HTTP away from localhost).
     #[arg(long)]
     pub insecure_cookies: bool,
+    /// An agent on this machine: created at start if missing, its token
+    /// written (0600) to `--local-agent-token-file` for its `[report]`.
+    #[arg(
+        long,
+        env = "DISPATCH_LOCAL_AGENT",
+        requires = "local_agent_token_file"
+    )]
+    pub local_agent: Option<String>,
+    #[arg(
+        long,
+        env = "DISPATCH_LOCAL_AGENT_TOKEN_FILE",
+        requires = "local_agent"
+    )]
+    pub local_agent_token_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -52,6 +66,8 @@ pub struct WebConfig {
     pub upload_limit: usize,
     pub register_plugins: Option<PathBuf>,
     pub secure_cookies: bool,
+    /// (agent name, token file).
+    pub local_agent: Option<(String, PathBuf)>,
 }
 
 impl WebConfig {
@@ -78,6 +94,7 @@ impl WebConfig {
             upload_limit: cli.upload_limit_mib.or(file.upload_limit_mib).unwrap_or(50) << 20,
             register_plugins: cli.register_plugins.or(file.register_plugins),
             secure_cookies: !(cli.insecure_cookies || file.insecure_cookies.unwrap_or(false)),
+            local_agent: cli.local_agent.zip(cli.local_agent_token_file),
         })
     }
 }

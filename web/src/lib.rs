@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-pub use auth::{CSRF_HEADER, SESSION_COOKIE, ensure_admin};
+pub use auth::{CSRF_HEADER, SESSION_COOKIE, ensure_admin, ensure_local_agent};
 pub use registry::register_file;
 
 /// Everything a handler needs.

@@ -1,4 +1,4 @@
-//! `dispatch-web`: serves the API (and, later, the pages).
+//! `dispatch-web`: serves the pages and the API.
 
 use clap::Parser;
 use dispatch_web::config::{Cli, WebConfig};
@@ -65,6 +65,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let name = dispatch_web::register_file(&state, &path).await?;
             tracing::info!("plugin {name} registered from {}", path.display());
         }
+    }
+    if let Some((name, token_file)) = &cfg.local_agent {
+        dispatch_web::ensure_local_agent(&state.pool, name, token_file).await?;
     }
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await

@@ -326,7 +326,22 @@ async fn a_person_runs_dispatch_from_the_browser() {
     c.goto(&format!("{base}/pollers")).await.unwrap();
     let row = text(&c, "tr[data-poller=news]").await;
     assert!(row.contains("Disabled") && row.contains("dir") && row.contains("edge1"));
+    assert!(row.contains("latest (0.1.0)"), "{row}");
     shot(&c, "pollers").await;
+    // Pin it to a version from the plugin's page.
+    c.goto(&format!("{base}/plugins/dir")).await.unwrap();
+    assert!(text(&c, "section.version").await.contains("Used by\nnews"));
+    c.find(Locator::Css("#move-version"))
+        .await
+        .unwrap()
+        .select_by_value("0.1.0")
+        .await
+        .unwrap();
+    click(&c, "#move").await;
+    wait_text(&c, "#notice", "news moved").await;
+    c.goto(&format!("{base}/pollers")).await.unwrap();
+    let row = text(&c, "tr[data-poller=news]").await;
+    assert!(row.contains("0.1.0") && !row.contains("latest"), "{row}");
 
     // A transfer appears on the dashboard with its progress and finishes,
     // without the page being reloaded.
@@ -482,6 +497,140 @@ async fn a_person_runs_dispatch_from_the_browser() {
     wait_text(&c, "h1", "Dispatch").await;
     c.goto(&format!("{base}/pollers")).await.unwrap();
     assert!(c.current_url().await.unwrap().path().starts_with("/login"));
+    c.close().await.unwrap();
+}
+
+/// The agent binary, built beside this test by the workspace build.
+fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/browser-<hash> -> target/<profile>/dispatch-agent
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("dispatch-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo xtask test` (it builds the whole workspace)",
+        bin.display()
+    );
+    bin
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real agent, reporting to the web app with the token the Agents page
+/// showed: the dashboard shows its transfer moving and then finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_agents_transfer_shows_live_on_the_dashboard() {
+    let app = app().await;
+    let (_driver, c) = browser().await;
+    let base = app.base.as_str();
+    login(&c, base).await;
+    c.goto(&format!("{base}/agents")).await.unwrap();
+    fill(&c, "#agent-name", "edge2").await;
+    click(&c, "#create-agent").await;
+    let token = wait_text(&c, "#token", "dsp_").await.trim().to_string();
+
+    let site = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(site.path().join("src")).unwrap();
+    let data: Vec<u8> = (0..24_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(site.path().join("src/EP200.mxf"), &data).unwrap();
+    std::fs::write(site.path().join("token"), format!("{token}\n")).unwrap();
+    std::fs::write(
+        site.path().join("agent.toml"),
+        format!(
+            "[agent]\nhost_name = \"edge2.example\"\njournal = \"journal.sqlite\"\ncache_dir = \"cache\"\n\n\
+             [report]\nurl = \"{base}\"\ntoken_file = \"token\"\ninterval = \"200ms\"\nheartbeat = \"1s\"\n\n\
+             [[poller]]\nname = \"news\"\npath = \"src\"\nplugin = \"file\"\nstability = \"0s\"\n\
+             target = {{ kind = \"local\", destination = \"out\", rate_limit_mbps = 40 }}\n"
+        ),
+    )
+    .unwrap();
+    c.goto(&format!("{base}/")).await.unwrap();
+    c.execute("window.stillTheSamePage = true;", vec![])
+        .await
+        .unwrap();
+    let mut cmd = Command::new(agent_bin());
+    cmd.arg("run")
+        .arg("--config")
+        .arg(site.path().join("agent.toml"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(site.path().join("agent.log")).unwrap());
+    if let Some(dir) = std::env::var_os("DISPATCH_PLUGIN_DIR") {
+        cmd.env("DISPATCH_PLUGIN_DIR", dir);
+    } else {
+        cmd.env(
+            "DISPATCH_PLUGIN_DIR",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"),
+        );
+    }
+    let _agent = Agent(cmd.spawn().unwrap());
+    // 24 MB at 40 Mbps: about 5 s, long enough to be seen moving.
+    let active = wait_text(&c, "#active-transfers", "EP200.mxf").await;
+    assert!(
+        active.contains("edge2") && active.contains("of 24.0 MB"),
+        "{active}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let bar = c
+            .find(Locator::Css("#active-transfers [role=progressbar]"))
+            .await;
+        if let Ok(bar) = bar
+            && let Ok(Some(v)) = bar.attr("aria-valuenow").await
+        {
+            let v: u32 = v.parse().unwrap();
+            if seen.last() != Some(&v) {
+                seen.push(v);
+            }
+            if v > 0 && v < 100 && seen.len() >= 2 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        seen.iter().any(|v| *v > 0 && *v < 100) && seen.len() >= 2,
+        "the progress bar did not move: {seen:?}"
+    );
+    shot(&c, "dashboard-real-agent-progress").await;
+    let recent = wait_text(&c, "#recent-transfers", "Complete").await;
+    assert!(
+        recent.contains("EP200.mxf") && recent.contains("24.0 MB"),
+        "{recent}"
+    );
+    assert_eq!(
+        std::fs::read(site.path().join("out/EP200.mxf")).unwrap(),
+        data
+    );
+    assert!(!site.path().join("src/EP200.mxf").exists());
+    // The heartbeat's host name and version reach the Agents page.
+    let agents = wait_text(&c, "#agents", "Online").await;
+    assert!(agents.contains("edge2"), "{agents}");
+    let same = c
+        .execute("return window.stillTheSamePage === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(same, json!(true), "the dashboard was reloaded");
+    c.goto(&format!("{base}/agents")).await.unwrap();
+    let row = text(&c, "tr[data-agent=edge2]").await;
+    assert!(
+        row.contains("edge2.example") && row.contains(env!("CARGO_PKG_VERSION")),
+        "{row}"
+    );
+    // The agent's log never shows its token.
+    let log = std::fs::read_to_string(site.path().join("agent.log")).unwrap();
+    assert!(log.contains("reporting transfers to the web app"), "{log}");
+    assert!(!log.contains(&token));
     c.close().await.unwrap();
 }
 

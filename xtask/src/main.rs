@@ -85,8 +85,6 @@ fn main() -> Result<()> {
         }
         Cmd::Up { args } => {
             ws.build()?;
-            // The example agent, standalone beside the web app (agents do not
-            // fetch their config from the web app yet).
             for d in [
                 "data/outgoing/dir",
                 "data/outgoing/google",
@@ -94,12 +92,9 @@ fn main() -> Result<()> {
             ] {
                 std::fs::create_dir_all(ws.root.join(d))?;
             }
-            let mut agent = Command::new(ws.target.join("release").join("dispatch-agent"))
-                .current_dir(&ws.root)
-                .args(["run", "--config", "examples/agent.toml"])
-                .env("DISPATCH_PLUGIN_DIR", ws.plugin_dir())
-                .spawn()
-                .context("starting the example agent")?;
+            // The web app creates the local agent and writes its token; the
+            // example agent reports to it with that token.
+            let token_file = ws.root.join("data/local-agent.token");
             let mut cmd = Command::new(ws.target.join("release").join("dispatch-web"));
             cmd.current_dir(&ws.root)
                 .args([
@@ -107,14 +102,41 @@ fn main() -> Result<()> {
                     "127.0.0.1:8080",
                     "--data-dir",
                     "data",
-                    "--register-plugins",
+                    "--local-agent",
+                    "local",
+                    "--local-agent-token-file",
                 ])
+                .arg(&token_file)
+                .arg("--register-plugins")
                 .arg(ws.plugin_dir())
                 .args(args);
-            let result = run(&mut cmd);
+            let mut web = cmd.spawn().context("starting dispatch-web")?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !token_file.exists() {
+                if let Some(status) = web.try_wait()? {
+                    anyhow::bail!("dispatch-web exited ({status})");
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = web.kill();
+                    anyhow::bail!("dispatch-web did not write {}", token_file.display());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let mut agent = Command::new(ws.target.join("release").join("dispatch-agent"))
+                .current_dir(&ws.root)
+                .args(["run", "--config", "examples/agent.toml"])
+                .env("DISPATCH_PLUGIN_DIR", ws.plugin_dir())
+                .spawn()
+                .context("starting the example agent")?;
+            let status = web.wait();
             let _ = agent.kill();
             let _ = agent.wait();
-            result
+            let status = status?;
+            if status.success() {
+                Ok(())
+            } else {
+                anyhow::bail!("dispatch-web exited ({status})")
+            }
         }
         Cmd::Bench { args } => {
             ws.build()?;

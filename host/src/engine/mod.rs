@@ -4,6 +4,7 @@
 
 mod alert;
 mod poller;
+mod report;
 pub mod stability;
 
 use crate::builtin;
@@ -166,19 +167,33 @@ pub async fn run(
         .context("reading the journal")?;
     let _watcher = watch(&pollers);
 
-    let stop = CancellationToken::new();
+    let stop_reporter = CancellationToken::new();
+    let reporter = match &config.report {
+        Some(cfg) => {
+            let token = cfg
+                .token()
+                .map_err(|e| anyhow::anyhow!("{file}: field `report.token`: {e}"))?;
+            let r =
+                report::Reporter::new(cfg, token, journal.clone(), host.clone(), pollers.clone())?;
+            tracing::info!(to = %cfg.url, "reporting transfers to the web app");
+            Some(tokio::spawn(r.run(stop_reporter.child_token())))
+        }
+        None => None,
+    };
+    let stop_pollers = CancellationToken::new();
     let mut tasks = Vec::new();
     for p in &pollers {
-        tasks.push(tokio::spawn(p.clone().run(stop.child_token())));
+        tasks.push(tokio::spawn(p.clone().run(stop_pollers.child_token())));
     }
     // A freed agent-wide slot lets every poller try again.
     if shared.agent_slots.is_some() {
-        let (pollers, shared, stop) = (pollers.clone(), shared.clone(), stop.clone());
+        let (pollers, shared, stop_pollers) =
+            (pollers.clone(), shared.clone(), stop_pollers.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = shared.slot_freed.notified() => pollers.iter().for_each(|p| p.request_poll()),
-                    () = stop.cancelled() => break,
+                    () = stop_pollers.cancelled() => break,
                 }
             }
         });
@@ -186,12 +201,17 @@ pub async fn run(
 
     let reason = wait_for_end(&pollers, options).await;
     tracing::info!("{reason}: stopping");
-    stop.cancel();
+    stop_pollers.cancel();
     for t in tasks {
         let _ = t.await;
     }
     drain(&pollers, agent.shutdown_grace).await;
     journal.flush().await;
+    // The reporter goes last, so the final events reach the web app.
+    stop_reporter.cancel();
+    if let Some(r) = reporter {
+        let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
+    }
     for p in &pollers {
         if let Some(why) = p.failing() {
             tracing::error!(poller = %p.name, "poller is failing: {why}");

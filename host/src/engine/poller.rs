@@ -75,11 +75,20 @@ struct State {
     disabled_until: Option<Instant>,
     /// Why the last poll failed (root missing, plugin crashed…).
     failing: Option<String>,
+    /// The last transfer error since the last success.
+    last_error: Option<String>,
     poll_requested: bool,
     last_poll: Option<Instant>,
     /// The last poll changed nothing (nothing new pending, queued, touched
     /// or removed).
     quiet: bool,
+}
+
+/// A poller's health as the web app shows it.
+pub(super) struct Health {
+    pub failures: u32,
+    pub disabled: bool,
+    pub reason: Option<String>,
 }
 
 pub(super) struct Poller {
@@ -164,6 +173,16 @@ impl Poller {
     /// Why the poller is failing, if it is.
     pub fn failing(&self) -> Option<String> {
         self.state().failing.clone()
+    }
+
+    /// How the poller is doing, for heartbeats.
+    pub fn health(&self) -> Health {
+        let s = self.state();
+        Health {
+            failures: s.failures,
+            disabled: s.disabled_until.is_some(),
+            reason: s.failing.clone().or_else(|| s.last_error.clone()),
+        }
     }
 
     /// Cancels every running transfer (shutdown after the grace period).
@@ -575,6 +594,7 @@ impl Poller {
             let mut s = self.state();
             s.in_flight.remove(&q.path);
             s.failures = 0;
+            s.last_error = None;
             if let Err(e) = removed {
                 tracing::error!(poller = %self.name, path = %q.path, "sent, but the source cannot be removed: {e}");
                 s.sent.insert(q.path.clone(), q.sig.clone());
@@ -622,6 +642,7 @@ impl Poller {
         let mut s = self.state();
         s.in_flight.remove(&q.path);
         s.failures += 1;
+        s.last_error = Some(e.message.clone());
         tracing::warn!(
             poller = %self.name, path = %q.path, attempt = q.attempt, retry_in = ?wait,
             permanent = e.permanent, "transfer failed: {}", e.message

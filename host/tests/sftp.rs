@@ -441,7 +441,7 @@ fn a_wrong_password_is_a_clear_permanent_error_and_keeps_the_source() {
     let wrong = "wrong-Pa55word";
     s.password_config(&sshd, wrong);
     let agent = s.agent(false);
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(4));
     let out = terminate(agent);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(s.path("src/show/ep1.mxf").exists(), "source kept");

@@ -67,17 +67,24 @@ impl SftpBackend {
     /// a configuration error at start, not a failure per transfer.
     pub fn new(cfg: &SftpConfig, rate: Option<Arc<RateLimiter>>) -> Result<Self, String> {
         let passphrase = cfg.passphrase.as_ref().map(Secret::expose);
+        let hint = match passphrase {
+            Some(_) => " (wrong passphrase?)",
+            None => " (encrypted keys need `passphrase`)",
+        };
         let auth = if let Some(p) = &cfg.password {
             Auth::Password(p.clone())
         } else if let Some(k) = &cfg.private_key {
             let key = russh::keys::decode_secret_key(k.expose(), passphrase)
-                .map_err(|e| format!("the private key cannot be read: {e}"))?;
+                .map_err(|e| format!("the private key cannot be read: {e}{hint}"))?;
             Auth::Key(Arc::new(key))
         } else if let Some(path) = &cfg.private_key_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let key = russh::keys::decode_secret_key(&text, passphrase).map_err(|e| {
-                format!("the private key in {} cannot be read: {e}", path.display())
+                format!(
+                    "the private key in {} cannot be read: {e}{hint}",
+                    path.display()
+                )
             })?;
             Auth::Key(Arc::new(key))
         } else {
@@ -384,7 +391,7 @@ impl SftpBackend {
         // Bytes of a resumed part count as done.
         progress.add(offset);
         let written = self
-            .write_all(conn, &handle, &mut file, offset, len, progress)
+            .write_all(conn, (&handle, &part), &mut file, (offset, len), progress)
             .await;
         let closed = conn.sftp.close(handle.as_str()).await;
         written?;
@@ -461,10 +468,9 @@ impl SftpBackend {
     async fn write_all(
         &self,
         conn: &Connection,
-        handle: &str,
+        (handle, part): (&str, &str),
         file: &mut tokio::fs::File,
-        offset: u64,
-        len: u64,
+        (offset, len): (u64, u64),
         progress: &Arc<Progress>,
     ) -> Result<(), TransferError> {
         file.seek(std::io::SeekFrom::Start(offset))
@@ -519,7 +525,7 @@ impl SftpBackend {
                 None => return Ok(()),
                 Some(Ok(n)) => progress.add(n),
                 Some(Err((at, e))) => {
-                    return Err(self.sftp_failed(&format!("write at byte {at} of"), "", &e));
+                    return Err(self.sftp_failed(&format!("write at byte {at} of"), part, &e));
                 }
             }
         }
@@ -676,8 +682,10 @@ impl Backend for SftpBackend {
     }
 
     fn describe(&self) -> String {
+        // sftp://user@host:port/abs/path, or /~/rel/path under the login folder.
+        let home = if self.anchor.is_empty() { "/~/" } else { "" };
         format!(
-            "sftp:{}@{}/{}",
+            "sftp://{}@{}{home}{}",
             self.username,
             self.server(),
             self.remote(&[])

@@ -508,7 +508,13 @@ fn a_server_killed_mid_upload_is_resumed_and_never_shows_a_partial_final_file() 
     let agent = s.agent(true);
     let final_path = s.remote().join("show/ep2.mxf");
     let part = s.remote().join("show/.ep2.mxf.dispatch-part");
-    std::thread::sleep(Duration::from_secs(3));
+    // Kill the server once a quarter of the file is up (~1.5 s in).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) < 15_000_000 {
+        assert!(!final_path.exists(), "a final name while uploading");
+        assert!(Instant::now() < deadline, "the upload did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     sshd.stop();
     let partial = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     assert!(

@@ -578,3 +578,91 @@ fn the_rate_limit_holds_within_ten_percent_over_ten_seconds() {
         "20 MB at 16 Mbps took {took} ms"
     );
 }
+
+#[test]
+fn a_key_the_server_does_not_accept_is_a_clear_permanent_error() {
+    let s = site();
+    let sshd = Sshd::start(&s.path("sshd"));
+    add(&s.path("src"), &["show/ep1.mxf"]);
+    // An encrypted key the server never saw.
+    let other = s.path("other_ed25519");
+    let passphrase = "key-Pa55phrase";
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", passphrase, "-f"])
+            .arg(&other)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let auth = format!(
+        "private_key_file = {:?}\npassphrase = \"{passphrase}\"\nhost_key_fingerprint = \"{}\"",
+        other.display().to_string(),
+        sshd.fingerprint()
+    );
+    s.config(&sshd, "root", &auth, "");
+    let agent = s.agent(false);
+    std::thread::sleep(Duration::from_secs(4));
+    let out = terminate(agent);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(s.path("src/show/ep1.mxf").exists(), "source kept");
+    let rows = s.transfers();
+    let row = &rows[0];
+    assert_eq!(row["status"], "Error");
+    let error = row["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("127.0.0.1:{}", sshd.port))
+            && error.contains("authentication refused (wrong private key?)"),
+        "{error}"
+    );
+    assert!(log.contains("permanent=true"), "{log}");
+    assert!(row["attempts"].as_i64().unwrap() <= 3, "{row}");
+    assert_eq!(s.leaks(passphrase), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_changed_host_key_in_known_hosts_is_refused() {
+    let s = site();
+    let sshd = Sshd::start(&s.path("sshd"));
+    add(&s.path("src"), &["show/ep1.mxf"]);
+    // known_hosts holds another key of the same type for this host:port.
+    let known = sshd.known_hosts();
+    let other = s.path("other_host");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&other)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let public = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let mut fields = public.split_whitespace();
+    std::fs::write(
+        &known,
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            sshd.port,
+            fields.next().unwrap(),
+            fields.next().unwrap()
+        ),
+    )
+    .unwrap();
+    let auth = format!(
+        "private_key_file = {:?}\nknown_hosts = {:?}",
+        sshd.client_key().display().to_string(),
+        known.display().to_string()
+    );
+    s.config(&sshd, "root", &auth, "");
+    let agent = s.agent(false);
+    std::thread::sleep(Duration::from_secs(3));
+    terminate(agent);
+    assert!(s.path("src/show/ep1.mxf").exists(), "source kept");
+    assert!(!s.remote().exists(), "nothing uploaded");
+    let rows = s.transfers();
+    let error = rows[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("host key mismatch") && error.contains("line 1 of"),
+        "{error}"
+    );
+}

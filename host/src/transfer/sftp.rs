@@ -209,7 +209,7 @@ impl SftpBackend {
                     self.username
                 )));
             }
-            let channel = handle
+            let mut channel = handle
                 .channel_open_session()
                 .await
                 .map_err(|e| self.ssh_failed("opening a session on", &e))?;
@@ -217,6 +217,23 @@ impl SftpBackend {
                 .request_subsystem(true, "sftp")
                 .await
                 .map_err(|e| self.ssh_failed("starting SFTP on", &e))?;
+            // The server's answer: a server without SFTP says so here.
+            loop {
+                match channel.wait().await {
+                    Some(russh::ChannelMsg::Success) => break,
+                    Some(russh::ChannelMsg::Failure) => {
+                        return Err(TransferError::permanent(format!(
+                            "SFTP: {server} refused the sftp subsystem (is SFTP enabled?)"
+                        )));
+                    }
+                    Some(russh::ChannelMsg::Close | russh::ChannelMsg::Eof) | None => {
+                        return Err(TransferError::transient(format!(
+                            "SFTP: {server} closed the session before SFTP started"
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
             let sftp_config = russh_sftp::client::Config {
                 request_timeout_secs: REQUEST_TIMEOUT_SECS,
                 ..Default::default()

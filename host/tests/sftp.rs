@@ -93,13 +93,26 @@ impl Sshd {
     /// as a crash of the server would.
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            for pid in descendants(c.id()) {
+            let pids = descendants(c.id());
+            for pid in &pids {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
                     .status();
             }
             let _ = c.kill();
             let _ = c.wait();
+            // Dead (gone or a zombie), so no write lands after this returns.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            for pid in pids {
+                while Instant::now() < deadline
+                    && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                        s.rsplit_once(')')
+                            .is_some_and(|(_, r)| !r.starts_with(" Z"))
+                    })
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
         }
     }
 

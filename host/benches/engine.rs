@@ -6,6 +6,7 @@
 //! 3. `drain`: 10,000 small files moved vs `cp -r` and `rsync -a`.
 //! 4. `memory`: resident memory of an agent with 100 idle pollers.
 //! 5. `webdav`: a 1 GiB file over WebDAV vs `curl -T` and `rclone copyto`.
+//! 6. `sftp`: a 1 GiB file over SFTP (OpenSSH sshd) vs `sftp` and `rclone copyto`.
 //!
 //! Run: `cargo xtask bench -- engine` or `cargo bench -p dispatch-host --bench engine [-- NAME]`.
 
@@ -37,6 +38,9 @@ fn main() {
     }
     if wants("webdav") {
         webdav_1gib();
+    }
+    if wants("sftp") {
+        sftp_1gib();
     }
 }
 
@@ -575,4 +579,185 @@ fn obscure(p: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `sftp`: a 1 GiB file to OpenSSH's sshd (internal-sftp) on loopback,
+/// against OpenSSH's `sftp` (batch `put`) and `rclone copyto -I` (its sftp
+/// backend) of the same file in the same run, alternately.
+fn sftp_1gib() {
+    let dir = scratch("sftp");
+    let server_root = dir.join("server");
+    std::fs::create_dir_all(&server_root).unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    for key in ["host_ed25519", "client_ed25519"] {
+        assert!(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(key))
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    std::fs::copy(dir.join("client_ed25519.pub"), dir.join("authorized_keys")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\n\
+             PidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\nUsePAM no\n\
+             StrictModes no\nSubsystem sftp internal-sftp\n"
+        ),
+    )
+    .unwrap();
+    let public = std::fs::read_to_string(dir.join("host_ed25519.pub")).unwrap();
+    let mut fields = public.split_whitespace();
+    let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
+    std::fs::write(
+        dir.join("known_hosts"),
+        format!("[127.0.0.1]:{port} {kind} {key}\n"),
+    )
+    .unwrap();
+    let mut server = Command::new("/usr/sbin/sshd")
+        .arg("-D")
+        .arg("-f")
+        .arg(dir.join("sshd_config"))
+        .arg("-E")
+        .arg(dir.join("sshd.log"))
+        .spawn()
+        .expect("sshd (apt install openssh-server)");
+    std::thread::sleep(Duration::from_secs(1));
+    let src = dir.join("src/big");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("big.mxf");
+    Command::new("head")
+        .args(["-c", "1073741824", "/dev/urandom"])
+        .stdout(std::fs::File::create(&file).unwrap())
+        .status()
+        .unwrap();
+    let kept = dir.join("kept.mxf");
+    std::fs::hard_link(&file, &kept).unwrap();
+    let key_file = dir.join("client_ed25519");
+    let cfg = config(
+        &dir,
+        "",
+        &format!(
+            "[[poller]]\nname = \"sftp\"\npath = \"src\"\nplugin = \"subdir\"\nstability = \"0s\"\n[poller.target]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"root\"\nprivate_key_file = {:?}\nknown_hosts = {:?}\ndestination = {:?}\n",
+            key_file.display().to_string(),
+            dir.join("known_hosts").display().to_string(),
+            server_root.join("ours").display().to_string(),
+        ),
+    );
+    std::fs::write(dir.join("rclone.conf"), "").unwrap();
+    let rclone_remote = format!(
+        ":sftp,host=127.0.0.1,port={port},user=root,key_file='{}',known_hosts_file='{}':",
+        key_file.display(),
+        dir.join("known_hosts").display()
+    );
+    let (mut ours, mut sftp, mut rclone) = (Vec::new(), Vec::new(), Vec::new());
+    let runs = 5;
+    for run in 0..runs {
+        // Each run starts with another of the three, so none always writes
+        // right after the others (the server's disk flushes dirty pages).
+        for k in 0..3 {
+            match (run + k) % 3 {
+                0 => {
+                    let batch = dir.join("batch");
+                    std::fs::write(
+                        &batch,
+                        format!(
+                            "put {} {}\n",
+                            file.display(),
+                            server_root.join(format!("sftp{run}.mxf")).display()
+                        ),
+                    )
+                    .unwrap();
+                    let t = Instant::now();
+                    assert!(
+                        Command::new("sftp")
+                            .arg("-q")
+                            .arg("-b")
+                            .arg(&batch)
+                            .arg("-i")
+                            .arg(&key_file)
+                            .arg("-o")
+                            .arg(format!(
+                                "UserKnownHostsFile={}",
+                                dir.join("known_hosts").display()
+                            ))
+                            .args(["-P", &port.to_string(), "root@127.0.0.1"])
+                            .stdout(Stdio::null())
+                            .status()
+                            .unwrap()
+                            .success()
+                    );
+                    sftp.push(t.elapsed());
+                    remove_sent(&server_root.join(format!("sftp{run}.mxf")));
+                }
+                1 => {
+                    let t = Instant::now();
+                    assert!(
+                        Command::new("rclone")
+                            .args(["copyto", "-I", "-q", "--config"])
+                            .arg(dir.join("rclone.conf"))
+                            .arg(&file)
+                            .arg(format!(
+                                "{rclone_remote}{}",
+                                server_root.join(format!("rclone{run}.mxf")).display()
+                            ))
+                            .status()
+                            .unwrap()
+                            .success()
+                    );
+                    rclone.push(t.elapsed());
+                    remove_sent(&server_root.join(format!("rclone{run}.mxf")));
+                }
+                _ => {
+                    assert!(agent(&cfg, true).status().unwrap().success());
+                    let (start, end) = transfer_times(&dir.join("dispatch-journal.sqlite"));
+                    ours.push(Duration::from_millis(u64::try_from(end - start).unwrap()));
+                    remove_sent(&server_root.join("ours/big/big.mxf"));
+                    std::fs::hard_link(&kept, &file).unwrap();
+                    std::fs::remove_file(dir.join("dispatch-journal.sqlite")).unwrap();
+                }
+            }
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let gib = 1024.0 * 1024.0 * 1024.0;
+    let rate = |d: Duration| gib / d.as_secs_f64() / 1e6;
+    let (o, c, r) = (median(ours), median(sftp), median(rclone));
+    println!(
+        "sftp 1 GiB, OpenSSH sftp put                {:>12}  ({runs})  {:.0} MB/s",
+        ms(c),
+        rate(c)
+    );
+    println!(
+        "sftp 1 GiB, rclone copyto -I                {:>12}  ({runs})  {:.0} MB/s",
+        ms(r),
+        rate(r)
+    );
+    println!(
+        "sftp 1 GiB, dispatch transfer (journal)     {:>12}  ({runs})  {:.0} MB/s",
+        ms(o),
+        rate(o)
+    );
+    println!(
+        "sftp ratio dispatch / faster client        {:>9.2} x   ({runs})  floor: >= 0.9",
+        c.min(r).as_secs_f64() / o.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Checks a 1 GiB upload arrived whole, then removes it at once: its dirty
+/// pages are dropped instead of being flushed while the next one writes.
+fn remove_sent(path: &Path) {
+    assert_eq!(std::fs::metadata(path).unwrap().len(), 1 << 30);
+    std::fs::remove_file(path).unwrap();
 }

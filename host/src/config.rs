@@ -249,6 +249,37 @@ pub enum TargetConfig {
     Aspera(AsperaConfig),
     /// A WebDAV server (HTTP or HTTPS, Basic auth).
     Webdav(WebdavConfig),
+    /// An SFTP server (SSH, password or key).
+    Sftp(SftpConfig),
+}
+
+/// An SFTP target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpConfig {
+    pub host: String,
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    pub username: String,
+    /// Exactly one of `password`, `private_key` (the key's PEM text) or
+    /// `private_key_file`.
+    pub password: Option<Secret>,
+    pub private_key: Option<Secret>,
+    pub private_key_file: Option<PathBuf>,
+    /// Decrypts an encrypted private key.
+    pub passphrase: Option<Secret>,
+    /// Exactly one of `known_hosts` (an OpenSSH known_hosts file),
+    /// `host_key_fingerprint` (`SHA256:...` as `ssh-keygen -lf` prints it)
+    /// or `insecure_skip_host_key_check = true`.
+    pub known_hosts: Option<PathBuf>,
+    pub host_key_fingerprint: Option<String>,
+    #[serde(default)]
+    pub insecure_skip_host_key_check: bool,
+    /// Folder on the server (relative to the login folder unless it starts
+    /// with `/`); every item keeps its path under it.
+    #[serde(default)]
+    pub destination: String,
+    pub rate_limit_mbps: Option<f64>,
 }
 
 /// A WebDAV target.
@@ -399,6 +430,14 @@ impl AgentConfig {
             match &mut p.target {
                 TargetConfig::Local { destination, .. } => *destination = base.join(&*destination),
                 TargetConfig::Webdav(_) => {}
+                TargetConfig::Sftp(sftp) => {
+                    if let Some(k) = &sftp.private_key_file {
+                        sftp.private_key_file = Some(base.join(k));
+                    }
+                    if let Some(k) = &sftp.known_hosts {
+                        sftp.known_hosts = Some(base.join(k));
+                    }
+                }
                 TargetConfig::Aspera(a) => {
                     if let Some(k) = &a.ssh_key_file {
                         a.ssh_key_file = Some(base.join(k));
@@ -535,6 +574,66 @@ impl AgentConfig {
                         );
                     }
                     if dav
+                        .rate_limit_mbps
+                        .is_some_and(|r| r <= 0.0 || !r.is_finite())
+                    {
+                        return err(name, "target.rate_limit_mbps", "must be more than 0".into());
+                    }
+                }
+                TargetConfig::Sftp(sftp) => {
+                    if sftp.host.trim().is_empty() {
+                        return err(name, "target.host", "is empty".into());
+                    }
+                    if sftp.port == 0 {
+                        return err(name, "target.port", "must be 1 to 65535".into());
+                    }
+                    if sftp.username.is_empty() {
+                        return err(name, "target.username", "is empty".into());
+                    }
+                    let creds = [
+                        sftp.password.is_some(),
+                        sftp.private_key.is_some(),
+                        sftp.private_key_file.is_some(),
+                    ];
+                    if creds.iter().filter(|c| **c).count() != 1 {
+                        return err(
+                            name,
+                            "target.password",
+                            "give exactly one of `password`, `private_key` or `private_key_file`"
+                                .into(),
+                        );
+                    }
+                    if sftp.passphrase.is_some() && sftp.password.is_some() {
+                        return err(
+                            name,
+                            "target.passphrase",
+                            "is for a private key, not a password".into(),
+                        );
+                    }
+                    let checks = [
+                        sftp.known_hosts.is_some(),
+                        sftp.host_key_fingerprint.is_some(),
+                        sftp.insecure_skip_host_key_check,
+                    ];
+                    if checks.iter().filter(|c| **c).count() != 1 {
+                        return err(
+                            name,
+                            "target.known_hosts",
+                            "give exactly one of `known_hosts`, `host_key_fingerprint` or \
+                             `insecure_skip_host_key_check = true`"
+                                .into(),
+                        );
+                    }
+                    if let Some(fp) = &sftp.host_key_fingerprint
+                        && !fp.starts_with("SHA256:")
+                    {
+                        return err(
+                            name,
+                            "target.host_key_fingerprint",
+                            format!("`{fp}` is not `SHA256:...` (as `ssh-keygen -lf` prints it)"),
+                        );
+                    }
+                    if sftp
                         .rate_limit_mbps
                         .is_some_and(|r| r <= 0.0 || !r.is_finite())
                     {
@@ -742,6 +841,55 @@ user = "u"
         assert!(
             parse(&format!(
                 "{base}password = \"p\"\nencrypt = true\npassphrase = \"x\"\n"
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn sftp_needs_one_credential_and_one_host_key_check() {
+        let base = r#"
+[[poller]]
+name = "s"
+path = "/srv/s"
+plugin = "file"
+[poller.target]
+kind = "sftp"
+host = "h"
+username = "u"
+"#;
+        let e = parse(&format!("{base}host_key_fingerprint = \"SHA256:x\"\n")).unwrap_err();
+        assert!(
+            e.contains("poller `s`, field `target.password`: give exactly one of `password`, `private_key` or `private_key_file`"),
+            "{e}"
+        );
+        let e = parse(&format!("{base}password = \"p\"\n")).unwrap_err();
+        assert!(
+            e.contains("poller `s`, field `target.known_hosts`: give exactly one of"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{base}password = \"p\"\nknown_hosts = \"kh\"\ninsecure_skip_host_key_check = true\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("field `target.known_hosts`"), "{e}");
+        let e = parse(&format!(
+            "{base}password = \"p\"\nhost_key_fingerprint = \"ab:cd\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("field `target.host_key_fingerprint`"), "{e}");
+        let c = parse(&format!(
+            "{base}private_key_file = \"id\"\nknown_hosts = \"kh\"\n"
+        ))
+        .unwrap();
+        let TargetConfig::Sftp(t) = &c.pollers[0].target else {
+            panic!("not sftp")
+        };
+        assert_eq!(t.port, 22);
+        assert!(t.known_hosts.as_ref().unwrap().is_absolute());
+        assert!(
+            parse(&format!(
+                "{base}password = \"p\"\ninsecure_skip_host_key_check = true\n"
             ))
             .is_ok()
         );

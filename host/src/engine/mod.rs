@@ -12,7 +12,8 @@ use crate::config::{AgentConfig, AlertSettings, RetrySettings, TargetConfig, par
 use crate::journal::{Event, EventKind, Journal};
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeConfig};
 use crate::transfer::{
-    Backend, RateLimiter, aspera::AsperaBackend, local::LocalBackend, webdav::WebdavBackend,
+    Backend, RateLimiter, aspera::AsperaBackend, local::LocalBackend, sftp::SftpBackend,
+    webdav::WebdavBackend,
 };
 use anyhow::Context as _;
 use poller::{Poller, Queued, Setup};
@@ -127,6 +128,12 @@ pub async fn run(
                 WebdavBackend::new(w, w.rate_limit_mbps.map(|r| Arc::new(RateLimiter::mbps(r))))
                     .map_err(|e| {
                         anyhow::anyhow!("{file}: poller `{}`, field `target.url`: {e}", p.name)
+                    })?,
+            ),
+            TargetConfig::Sftp(s) => Arc::new(
+                SftpBackend::new(s, s.rate_limit_mbps.map(|r| Arc::new(RateLimiter::mbps(r))))
+                    .map_err(|e| {
+                        anyhow::anyhow!("{file}: poller `{}`, field `target`: {e}", p.name)
                     })?,
             ),
         };

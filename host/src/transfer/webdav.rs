@@ -291,11 +291,11 @@ impl Backend for WebdavBackend {
     }
 }
 
-type Tree = (Vec<Vec<String>>, Vec<(Vec<String>, PathBuf)>);
+pub(super) type Tree = (Vec<Vec<String>>, Vec<(Vec<String>, PathBuf)>);
 
 /// Folders (parents first) and files of a tree, as segment lists; excluded
 /// names and symlinks are left out.
-fn walk(root: &Path, excludes: &globset::GlobSet) -> Result<Tree, TransferError> {
+pub(super) fn walk(root: &Path, excludes: &globset::GlobSet) -> Result<Tree, TransferError> {
     let (mut dirs, mut files) = (Vec::new(), Vec::new());
     let mut stack = vec![Vec::<String>::new()];
     while let Some(rel) = stack.pop() {

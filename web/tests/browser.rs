@@ -550,7 +550,9 @@ async fn a_real_agents_transfer_shows_live_on_the_dashboard() {
             "[agent]\nhost_name = \"edge2.example\"\njournal = \"journal.sqlite\"\ncache_dir = \"cache\"\n\n\
              [report]\nurl = \"{base}\"\ntoken_file = \"token\"\ninterval = \"200ms\"\nheartbeat = \"1s\"\n\n\
              [[poller]]\nname = \"news\"\npath = \"src\"\nplugin = \"file\"\nstability = \"0s\"\n\
-             target = {{ kind = \"local\", destination = \"out\", rate_limit_mbps = 40 }}\n"
+             target = {{ kind = \"local\", destination = \"out\", rate_limit_mbps = 40 }}\n\n\
+             [[poller]]\nname = \"broken\"\npath = \"no-such-dir\"\nplugin = \"file\"\n\
+             target = {{ kind = \"local\", destination = \"out\" }}\n"
         ),
     )
     .unwrap();
@@ -613,6 +615,12 @@ async fn a_real_agents_transfer_shows_live_on_the_dashboard() {
         data
     );
     assert!(!site.path().join("src/EP200.mxf").exists());
+    // A poller the agent runs from its own file, failing: its heartbeat says so.
+    let problems = wait_text(&c, "#problems", "broken").await;
+    assert!(
+        problems.contains("Failing") && problems.contains("on edge2"),
+        "{problems}"
+    );
     // The heartbeat's host name and version reach the Agents page.
     let agents = wait_text(&c, "#agents", "Online").await;
     assert!(agents.contains("edge2"), "{agents}");
@@ -640,6 +648,11 @@ async fn unknown_pages_and_stale_forms_get_a_clear_page() {
     let (_driver, c) = browser().await;
     let base = app.base.as_str();
     login(&c, base).await;
+    // Pages cannot be framed and load nothing from elsewhere.
+    let res = reqwest::get(format!("{base}/login")).await.unwrap();
+    assert_eq!(res.headers()["x-frame-options"], "DENY");
+    let csp = res.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
     c.goto(&format!("{base}/no/such/page")).await.unwrap();
     assert!(text(&c, "h1").await.contains("404"));
     assert!(text(&c, "#error-message").await.contains("/no/such/page"));

@@ -19,7 +19,8 @@ pub struct AgentRow {
 }
 
 pub struct ProblemRow {
-    pub id: i64,
+    /// The web app's poller, when it is one (else only its agent knows it).
+    pub id: Option<i64>,
     pub name: String,
     pub state: &'static str,
     pub reason: String,
@@ -85,13 +86,48 @@ async fn live_parts(state: &AppState) -> Result<Live, sqlx::Error> {
             ),
         };
         ProblemRow {
-            id: r.get("id"),
+            id: Some(r.get("id")),
             name: r.get("name"),
             state,
             reason,
         }
     })
-    .collect();
+    .collect::<Vec<ProblemRow>>();
+    // Pollers an agent runs from its own file: their health comes only from
+    // its heartbeats.
+    let mut problems = problems;
+    let states =
+        sqlx::query("SELECT name, poller_states FROM agents WHERE poller_states IS NOT NULL")
+            .fetch_all(&state.pool)
+            .await?;
+    for r in states {
+        let agent: String = r.get("name");
+        let json: String = r.get("poller_states");
+        let list: Vec<crate::api::agent::PollerState> =
+            serde_json::from_str(&json).unwrap_or_default();
+        for p in list {
+            let healthy = p.consecutive_errors == 0 && !p.disabled && p.reason.is_none();
+            if healthy || problems.iter().any(|x| x.name == p.name) {
+                continue;
+            }
+            problems.push(ProblemRow {
+                id: None,
+                state: if p.disabled {
+                    "Disabled by agent"
+                } else {
+                    "Failing"
+                },
+                reason: match p.consecutive_errors {
+                    0 => format!("on {agent}: {}", p.reason.unwrap_or_default()),
+                    n => format!(
+                        "{n} failures in a row on {agent}{}",
+                        p.reason.map(|r| format!(": {r}")).unwrap_or_default()
+                    ),
+                },
+                name: p.name,
+            });
+        }
+    }
     Ok(Live {
         active: active(&state.pool).await?,
         recent,

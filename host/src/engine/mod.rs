@@ -11,7 +11,8 @@ use crate::config::{AgentConfig, AlertSettings, RetrySettings, TargetConfig, par
 use crate::journal::{Event, EventKind, Journal};
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeConfig};
 use crate::transfer::{
-    Backend, RateLimiter, aspera::AsperaBackend, local::LocalBackend, webdav::WebdavBackend,
+    Backend, RateLimiter, aspera::AsperaBackend, local::LocalBackend, s3::S3Backend,
+    webdav::WebdavBackend,
 };
 use anyhow::Context as _;
 use poller::{Poller, Queued, Setup};
@@ -82,6 +83,10 @@ pub async fn run(
     let mut plugins: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
     let file = config_path.display();
     let mut setups = Vec::new();
+    // Transfer state that outlives a process (unfinished S3 uploads), kept
+    // beside the journal.
+    let journal_file = config.journal_path(config_path);
+    let state_dir = journal_file.with_extension("state");
     for p in config.pollers.iter().filter(|p| p.enabled) {
         let path = builtin::resolve(&p.plugin)
             .map_err(|e| anyhow::anyhow!("{file}: poller `{}`, field `plugin`: {e}", p.name))?;
@@ -128,6 +133,19 @@ pub async fn run(
                         anyhow::anyhow!("{file}: poller `{}`, field `target.url`: {e}", p.name)
                     })?,
             ),
+            TargetConfig::S3(s) => Arc::new(
+                S3Backend::new(
+                    s,
+                    s.rate_limit_mbps.map(|r| Arc::new(RateLimiter::mbps(r))),
+                    state_dir.join("s3-uploads").join(&p.name),
+                )
+                .map_err(|e| {
+                    anyhow::anyhow!("{file}: poller `{}`, field `target.endpoint`: {e}", p.name)
+                })?,
+            ),
+            TargetConfig::Ftp(_) => {
+                anyhow::bail!("{file}: poller `{}`: ftp is not built yet", p.name)
+            }
         };
         setups.push(Setup {
             name: p.name.clone(),

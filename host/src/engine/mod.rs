@@ -11,8 +11,8 @@ use crate::config::{AgentConfig, AlertSettings, RetrySettings, TargetConfig, par
 use crate::journal::{Event, EventKind, Journal};
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeConfig};
 use crate::transfer::{
-    Backend, RateLimiter, aspera::AsperaBackend, local::LocalBackend, s3::S3Backend,
-    webdav::WebdavBackend,
+    Backend, RateLimiter, aspera::AsperaBackend, ftp::FtpBackend, local::LocalBackend,
+    s3::S3Backend, webdav::WebdavBackend,
 };
 use anyhow::Context as _;
 use poller::{Poller, Queued, Setup};
@@ -143,9 +143,12 @@ pub async fn run(
                     anyhow::anyhow!("{file}: poller `{}`, field `target.endpoint`: {e}", p.name)
                 })?,
             ),
-            TargetConfig::Ftp(_) => {
-                anyhow::bail!("{file}: poller `{}`: ftp is not built yet", p.name)
-            }
+            TargetConfig::Ftp(f) => Arc::new(
+                FtpBackend::new(f, f.rate_limit_mbps.map(|r| Arc::new(RateLimiter::mbps(r))))
+                    .map_err(|e| {
+                        anyhow::anyhow!("{file}: poller `{}`, field `target.ca_file`: {e}", p.name)
+                    })?,
+            ),
         };
         setups.push(Setup {
             name: p.name.clone(),

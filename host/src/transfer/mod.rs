@@ -4,6 +4,7 @@
 //! after that.
 
 pub mod aspera;
+pub mod ftp;
 pub mod local;
 mod rate;
 pub mod s3;

@@ -551,7 +551,7 @@ async fn part_md5(
 /// A range of the file as a stream of chunks: read on a blocking thread a
 /// few chunks ahead, paced by the rate limit, counted in `progress`, ended
 /// by cancellation.
-fn range_stream(
+pub(super) fn range_stream(
     file: Arc<std::fs::File>,
     offset: u64,
     len: u64,

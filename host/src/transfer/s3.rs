@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Bytes per read of the source: progress, cancellation and the rate limit
@@ -223,7 +224,7 @@ impl S3Backend {
         key: &str,
         len: u64,
         etag: &str,
-        whole: Option<&Arc<std::fs::File>>,
+        whole: Option<WholeMd5>,
     ) -> Result<(), TransferError> {
         let url = HeadObject::new(&self.bucket, Some(&self.credentials), key).sign(SIGNED_FOR);
         let res = self
@@ -253,9 +254,7 @@ impl S3Backend {
         }
         let plain_md5 = |e: &str| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit());
         let expected = match (whole, &remote_etag) {
-            (Some(file), Some(e)) if e != etag && plain_md5(e) => {
-                hex::encode(part_md5(file, 0, len).await?)
-            }
+            (Some(md5), Some(e)) if e != etag && plain_md5(e) => hex::encode(md5.get().await?),
             _ => etag.to_string(),
         };
         if remote_etag.as_deref() != Some(expected.as_str()) {
@@ -465,6 +464,7 @@ impl S3Backend {
             .buffered(PARTS_IN_FLIGHT)
             .try_collect()
             .await?;
+        let whole = Some(WholeMd5::start(file, len));
         let etags: Vec<String> = md5s
             .iter()
             .map(|m| format!("\"{}\"", hex::encode(m)))
@@ -513,7 +513,7 @@ impl S3Backend {
             all.update(m);
         }
         let etag = format!("{}-{}", hex::encode(all.finalize()), md5s.len());
-        self.verify(key, len, &etag, Some(file)).await
+        self.verify(key, len, &etag, whole).await
     }
 }
 
@@ -524,28 +524,69 @@ async fn part_md5(
     len: u64,
 ) -> Result<[u8; 16], TransferError> {
     let file = file.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut h = Md5::new();
-        let mut buf = vec![0u8; CHUNK];
-        let mut pos = offset;
-        let end = offset + len;
-        while pos < end {
-            let want = usize::try_from(end - pos).unwrap_or(CHUNK).min(CHUNK);
-            let n = file.read_at(&mut buf[..want], pos)?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the file shrank while it was sent",
-                ));
-            }
-            h.update(&buf[..n]);
-            pos += n as u64;
+    tokio::task::spawn_blocking(move || md5_range(&file, offset, len, None))
+        .await
+        .map_err(|e| TransferError::transient(format!("checksum task failed: {e}")))?
+        .map_err(|e| TransferError::io("cannot read the source", &e))
+}
+
+fn md5_range(
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+    stop: Option<&AtomicBool>,
+) -> std::io::Result<[u8; 16]> {
+    let mut h = Md5::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Err(std::io::Error::other("not needed"));
         }
-        Ok(h.finalize().into())
-    })
-    .await
-    .map_err(|e| TransferError::transient(format!("checksum task failed: {e}")))?
-    .map_err(|e| TransferError::io("cannot read the source", &e))
+        let want = usize::try_from(end - pos).unwrap_or(CHUNK).min(CHUNK);
+        let n = file.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was sent",
+            ));
+        }
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+/// The whole file's MD5, computed on a blocking thread while the multipart
+/// upload completes and the server answers HEAD (servers that store plain
+/// files hash the object for that answer, which takes as long), and stopped
+/// when the server's ETag turns out not to need it.
+struct WholeMd5 {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<std::io::Result<[u8; 16]>>,
+}
+
+impl WholeMd5 {
+    fn start(file: &Arc<std::fs::File>, len: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, s) = (file.clone(), stop.clone());
+        let task = tokio::task::spawn_blocking(move || md5_range(&f, 0, len, Some(&s)));
+        Self { stop, task }
+    }
+
+    async fn get(mut self) -> Result<[u8; 16], TransferError> {
+        (&mut self.task)
+            .await
+            .map_err(|e| TransferError::transient(format!("checksum task failed: {e}")))?
+            .map_err(|e| TransferError::io("cannot read the source", &e))
+    }
+}
+
+impl Drop for WholeMd5 {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A range of the file as a stream of chunks: read on a blocking thread a

@@ -22,8 +22,8 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use md5::{Digest as _, Md5};
 use reqwest::{StatusCode, Url};
 use rusty_s3::actions::{
-    CompleteMultipartUpload, CreateMultipartUpload, HeadObject, ListParts, PutObject, S3Action,
-    UploadPart,
+    AbortMultipartUpload, CompleteMultipartUpload, CreateMultipartUpload, HeadObject, ListParts,
+    PutObject, S3Action, UploadPart,
 };
 use rusty_s3::{Bucket, Credentials, UrlStyle};
 use serde::{Deserialize, Serialize};
@@ -377,13 +377,25 @@ impl S3Backend {
         // Resume the saved upload if it is for this very file.
         let mut have = std::collections::HashMap::new();
         let mut upload_id = None;
-        if let Some(p) = self.load_pending(key)
-            && p == wanted(p.upload_id.clone())
-            && let Some(parts) = self.list_parts(key, &p.upload_id, progress).await?
-        {
-            tracing::info!(key, parts = parts.len(), "resuming a multipart upload");
-            have = parts;
-            upload_id = Some(p.upload_id);
+        if let Some(p) = self.load_pending(key) {
+            if p == wanted(p.upload_id.clone()) {
+                if let Some(parts) = self.list_parts(key, &p.upload_id, progress).await? {
+                    tracing::info!(key, parts = parts.len(), "resuming a multipart upload");
+                    have = parts;
+                    upload_id = Some(p.upload_id);
+                }
+            } else {
+                // The file changed since: its parts are useless, and the
+                // server keeps (and bills) them until the upload is aborted.
+                let url = AbortMultipartUpload::new(
+                    &self.bucket,
+                    Some(&self.credentials),
+                    key,
+                    &p.upload_id,
+                )
+                .sign(SIGNED_FOR);
+                let _ = self.client.delete(url).send().await;
+            }
         }
         let upload_id = match upload_id {
             Some(id) => id,

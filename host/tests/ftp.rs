@@ -400,13 +400,24 @@ fn a_wrong_password_is_a_clear_permanent_error_and_keeps_the_source() {
 
 #[test]
 fn a_server_stopped_mid_upload_resumes_and_never_shows_a_partial_file() {
+    stopped_mid_upload(false);
+}
+
+#[test]
+fn over_ftps_a_server_stopped_mid_upload_resumes_too() {
+    stopped_mid_upload(true);
+}
+
+fn stopped_mid_upload(tls: bool) {
     let s = site();
-    let mut server = Ftpd::start(&s.path("server"), None);
+    let c = tls.then(|| certs(&s.path("certs")));
+    let mut server = Ftpd::start(&s.path("server"), c.as_ref());
     let data = pattern(30_000_000, 3);
     std::fs::create_dir_all(s.path("src/show")).unwrap();
     std::fs::write(s.path("src/show/ep2.mxf"), &data).unwrap();
+    let target = c.as_ref().map_or(PLAIN.to_string(), tls_target);
     // 40 Mbps: ~6 s for 30 MB.
-    s.config(server.port, PASS, &format!("{PLAIN}rate_limit_mbps = 40"));
+    s.config(server.port, PASS, &format!("{target}rate_limit_mbps = 40"));
     let agent = s.agent(true);
     let final_path = s.path("server/incoming/dispatch/show/ep2.mxf");
     let part = s.path("server/incoming/dispatch/show/.ep2.mxf.dispatch-part");

@@ -251,6 +251,10 @@ pub enum TargetConfig {
     Webdav(WebdavConfig),
     /// An SFTP server (SSH, password or key).
     Sftp(SftpConfig),
+    /// An S3-compatible object store.
+    S3(S3Config),
+    /// An FTP server, plain or with explicit TLS (FTPS).
+    Ftp(FtpConfig),
 }
 
 /// An SFTP target.
@@ -280,6 +284,67 @@ pub struct SftpConfig {
     #[serde(default)]
     pub destination: String,
     pub rate_limit_mbps: Option<f64>,
+}
+
+/// An S3-compatible target (AWS, MinIO, Ceph, `rclone serve s3`...).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The service's base URL, e.g. `https://s3.eu-west-1.amazonaws.com`.
+    pub endpoint: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: Secret,
+    /// `https://endpoint/bucket/key` (default) or `https://bucket.endpoint/key`.
+    #[serde(default = "yes")]
+    pub path_style: bool,
+    /// Files larger than one part go up as a multipart upload of parts this
+    /// big (S3's minimum is 5 MiB).
+    #[serde(default = "default_part_size")]
+    pub part_size_mb: u64,
+    /// Key prefix; every item keeps its path under it.
+    #[serde(default)]
+    pub destination: String,
+    pub rate_limit_mbps: Option<f64>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_part_size() -> u64 {
+    16
+}
+
+/// An FTP or FTPS target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FtpConfig {
+    pub host: String,
+    #[serde(default = "default_ftp_port")]
+    pub port: u16,
+    pub username: String,
+    pub password: Secret,
+    /// `explicit` (AUTH TLS on the plain port, FTPS) or `none` (plain FTP).
+    #[serde(default = "default_ftp_tls")]
+    pub tls: String,
+    /// PEM certificates trusted for the server besides the system's roots
+    /// (e.g. a private CA or a self-signed server certificate).
+    pub ca_file: Option<PathBuf>,
+    /// Folder on the server; every item keeps its path under it.
+    #[serde(default)]
+    pub destination: String,
+    pub rate_limit_mbps: Option<f64>,
+}
+
+fn default_ftp_port() -> u16 {
+    21
+}
+
+fn default_ftp_tls() -> String {
+    "explicit".into()
 }
 
 /// A WebDAV target.
@@ -429,13 +494,18 @@ impl AgentConfig {
             p.path = base.join(&p.path);
             match &mut p.target {
                 TargetConfig::Local { destination, .. } => *destination = base.join(&*destination),
-                TargetConfig::Webdav(_) => {}
+                TargetConfig::Webdav(_) | TargetConfig::S3(_) => {}
                 TargetConfig::Sftp(sftp) => {
                     if let Some(k) = &sftp.private_key_file {
                         sftp.private_key_file = Some(base.join(k));
                     }
                     if let Some(k) = &sftp.known_hosts {
                         sftp.known_hosts = Some(base.join(k));
+                    }
+                }
+                TargetConfig::Ftp(f) => {
+                    if let Some(ca) = &f.ca_file {
+                        f.ca_file = Some(base.join(ca));
                     }
                 }
                 TargetConfig::Aspera(a) => {
@@ -634,6 +704,66 @@ impl AgentConfig {
                         );
                     }
                     if sftp
+                        .rate_limit_mbps
+                        .is_some_and(|r| r <= 0.0 || !r.is_finite())
+                    {
+                        return err(name, "target.rate_limit_mbps", "must be more than 0".into());
+                    }
+                }
+                TargetConfig::S3(s3) => {
+                    if !(s3.endpoint.starts_with("http://") || s3.endpoint.starts_with("https://"))
+                    {
+                        return err(
+                            name,
+                            "target.endpoint",
+                            format!("`{}` is not an http:// or https:// URL", s3.endpoint),
+                        );
+                    }
+                    if s3.bucket.trim().is_empty() {
+                        return err(name, "target.bucket", "is empty".into());
+                    }
+                    if s3.access_key.trim().is_empty() {
+                        return err(name, "target.access_key", "is empty".into());
+                    }
+                    if s3.secret_key.expose().is_empty() {
+                        return err(name, "target.secret_key", "is empty".into());
+                    }
+                    if !(5..=5120).contains(&s3.part_size_mb) {
+                        return err(
+                            name,
+                            "target.part_size_mb",
+                            "must be from 5 to 5120 (S3's part size limits)".into(),
+                        );
+                    }
+                    if s3
+                        .rate_limit_mbps
+                        .is_some_and(|r| r <= 0.0 || !r.is_finite())
+                    {
+                        return err(name, "target.rate_limit_mbps", "must be more than 0".into());
+                    }
+                }
+                TargetConfig::Ftp(ftp) => {
+                    if ftp.host.trim().is_empty() {
+                        return err(name, "target.host", "is empty".into());
+                    }
+                    if ftp.username.trim().is_empty() {
+                        return err(name, "target.username", "is empty".into());
+                    }
+                    if !matches!(ftp.tls.as_str(), "explicit" | "none") {
+                        return err(
+                            name,
+                            "target.tls",
+                            format!("`{}` is not one of explicit, none", ftp.tls),
+                        );
+                    }
+                    if ftp.tls == "none" && ftp.ca_file.is_some() {
+                        return err(
+                            name,
+                            "target.tls",
+                            "is `none`, so `ca_file` does nothing".into(),
+                        );
+                    }
+                    if ftp
                         .rate_limit_mbps
                         .is_some_and(|r| r <= 0.0 || !r.is_finite())
                     {
@@ -893,5 +1023,65 @@ username = "u"
             ))
             .is_ok()
         );
+    }
+
+    const S3: &str = r#"
+[[poller]]
+name = "to_s3"
+path = "/srv/a"
+plugin = "file"
+[poller.target]
+kind = "s3"
+endpoint = "http://127.0.0.1:9000"
+bucket = "media"
+access_key = "AK"
+secret_key = "very-secret"
+"#;
+
+    #[test]
+    fn s3_defaults_and_checks() {
+        let c = parse(S3).unwrap();
+        let TargetConfig::S3(s3) = &c.pollers[0].target else {
+            panic!("not s3");
+        };
+        assert_eq!(
+            (s3.region.as_str(), s3.path_style, s3.part_size_mb),
+            ("us-east-1", true, 16)
+        );
+        let e = parse(&format!("{S3}part_size_mb = 4\n")).unwrap_err();
+        assert!(
+            e.contains("poller `to_s3`, field `target.part_size_mb`"),
+            "{e}"
+        );
+        let e = parse(&S3.replace("http://127.0.0.1:9000", "127.0.0.1:9000")).unwrap_err();
+        assert!(e.contains("field `target.endpoint`"), "{e}");
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn ftp_defaults_and_checks() {
+        let base = r#"
+[[poller]]
+name = "to_ftp"
+path = "/srv/a"
+plugin = "file"
+[poller.target]
+kind = "ftp"
+host = "ftp.example.net"
+username = "u"
+password = "p"
+"#;
+        let c = parse(base).unwrap();
+        let TargetConfig::Ftp(f) = &c.pollers[0].target else {
+            panic!("not ftp");
+        };
+        assert_eq!((f.port, f.tls.as_str()), (21, "explicit"));
+        let e = parse(&format!("{base}tls = \"implicit\"\n")).unwrap_err();
+        assert!(e.contains("poller `to_ftp`, field `target.tls`"), "{e}");
+        let c = parse(&format!("{base}ca_file = \"ca.pem\"\n")).unwrap();
+        let TargetConfig::Ftp(f) = &c.pollers[0].target else {
+            panic!("not ftp");
+        };
+        assert!(f.ca_file.as_ref().unwrap().is_absolute());
     }
 }

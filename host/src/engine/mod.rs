@@ -12,8 +12,8 @@ use crate::config::{AgentConfig, AlertSettings, RetrySettings, TargetConfig, par
 use crate::journal::{Event, EventKind, Journal};
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeConfig};
 use crate::transfer::{
-    Backend, RateLimiter, aspera::AsperaBackend, local::LocalBackend, sftp::SftpBackend,
-    webdav::WebdavBackend,
+    Backend, RateLimiter, aspera::AsperaBackend, ftp::FtpBackend, local::LocalBackend,
+    s3::S3Backend, sftp::SftpBackend, webdav::WebdavBackend,
 };
 use anyhow::Context as _;
 use poller::{Poller, Queued, Setup};
@@ -84,6 +84,10 @@ pub async fn run(
     let mut plugins: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
     let file = config_path.display();
     let mut setups = Vec::new();
+    // Transfer state that outlives a process (unfinished S3 uploads), kept
+    // beside the journal.
+    let journal_file = config.journal_path(config_path);
+    let state_dir = journal_file.with_extension("state");
     for p in config.pollers.iter().filter(|p| p.enabled) {
         let path = builtin::resolve(&p.plugin)
             .map_err(|e| anyhow::anyhow!("{file}: poller `{}`, field `plugin`: {e}", p.name))?;
@@ -134,6 +138,22 @@ pub async fn run(
                 SftpBackend::new(s, s.rate_limit_mbps.map(|r| Arc::new(RateLimiter::mbps(r))))
                     .map_err(|e| {
                         anyhow::anyhow!("{file}: poller `{}`, field `target`: {e}", p.name)
+                    })?,
+            ),
+            TargetConfig::S3(s) => Arc::new(
+                S3Backend::new(
+                    s,
+                    s.rate_limit_mbps.map(|r| Arc::new(RateLimiter::mbps(r))),
+                    state_dir.join("s3-uploads").join(&p.name),
+                )
+                .map_err(|e| {
+                    anyhow::anyhow!("{file}: poller `{}`, field `target.endpoint`: {e}", p.name)
+                })?,
+            ),
+            TargetConfig::Ftp(f) => Arc::new(
+                FtpBackend::new(f, f.rate_limit_mbps.map(|r| Arc::new(RateLimiter::mbps(r))))
+                    .map_err(|e| {
+                        anyhow::anyhow!("{file}: poller `{}`, field `target.ca_file`: {e}", p.name)
                     })?,
             ),
         };

@@ -4,8 +4,10 @@
 //! after that.
 
 pub mod aspera;
+pub mod ftp;
 pub mod local;
 mod rate;
+pub mod s3;
 pub mod sftp;
 pub mod webdav;
 

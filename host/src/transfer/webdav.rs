@@ -7,14 +7,9 @@ use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
 use crate::actions::ItemKind;
 use crate::config::WebdavConfig;
 use crate::secret::Secret;
-use bytes::Bytes;
 use reqwest::{Method, StatusCode, Url};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Bytes per read of the source: progress, cancellation and the rate limit
-/// are checked between them.
-const CHUNK: usize = 256 * 1024;
 
 pub struct WebdavBackend {
     client: reqwest::Client,
@@ -131,19 +126,22 @@ impl WebdavBackend {
         let (name, dirs) = remote
             .split_last()
             .ok_or_else(|| TransferError::permanent("empty remote path"))?;
-        let file = tokio::fs::File::open(local)
-            .await
+        let file = std::fs::File::open(local)
             .map_err(|e| TransferError::io(&format!("cannot open {}", local.display()), &e))?;
         let len = file
             .metadata()
-            .await
             .map_err(|e| TransferError::io(&format!("cannot stat {}", local.display()), &e))?
             .len();
         let mut tmp = dirs.to_vec();
         tmp.push(format!(".{name}.dispatch-part"));
         let tmp_url = self.url(&tmp);
-        let body =
-            reqwest::Body::wrap_stream(read_stream(file, self.rate.clone(), progress.clone()));
+        let body = reqwest::Body::wrap_stream(super::s3::range_stream(
+            Arc::new(file),
+            0,
+            len,
+            self.rate.clone(),
+            progress.clone(),
+        ));
         let res = self
             .request(Method::PUT, tmp_url.clone())
             .header(reqwest::header::CONTENT_LENGTH, len)
@@ -196,51 +194,14 @@ impl WebdavBackend {
     }
 }
 
-/// The source file as a stream of chunks, paced by the rate limit, counted
-/// in `progress`, and ended by cancellation.
-fn read_stream(
-    file: tokio::fs::File,
-    rate: Option<Arc<RateLimiter>>,
-    progress: Arc<Progress>,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    futures_util::stream::unfold(
-        (file, rate, progress),
-        |(mut file, rate, progress)| async move {
-            use tokio::io::AsyncReadExt;
-            if progress.is_cancelled() {
-                return Some((
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::Interrupted,
-                        "cancelled",
-                    )),
-                    (file, rate, progress),
-                ));
-            }
-            let chunk = rate.as_ref().map_or(CHUNK, |r| r.chunk(CHUNK));
-            let mut buf = vec![0u8; chunk];
-            let n = match file.read(&mut buf).await {
-                Ok(0) => return None,
-                Ok(n) => n,
-                Err(e) => return Some((Err(e), (file, rate, progress))),
-            };
-            if let Some(r) = &rate {
-                tokio::time::sleep(r.reserve(n as u64)).await;
-            }
-            buf.truncate(n);
-            progress.add(n as u64);
-            Some((Ok(Bytes::from(buf)), (file, rate, progress)))
-        },
-    )
-}
-
-fn segments(path: &str) -> Vec<String> {
+pub(super) fn segments(path: &str) -> Vec<String> {
     path.split('/')
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(c) = cur {

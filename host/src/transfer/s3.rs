@@ -1,0 +1,733 @@
+//! `s3`: any S3-compatible object store, with requests presigned by
+//! `rusty-s3` and bodies streamed from disk by reqwest.
+//!
+//! Files up to one part go up in a single PUT with Content-MD5; larger ones
+//! as a multipart upload (Content-MD5 on every part, a few parts in flight).
+//! No temporary name is needed: S3 makes an object visible only when its PUT
+//! or CompleteMultipartUpload succeeds, so the final key never holds a
+//! partial file. The upload id of an unfinished multipart upload is kept in
+//! a small file in the state directory; after a failure (or an agent
+//! restart) ListParts says which parts the server already has, and only
+//! parts whose ETag differs from the local part's MD5 are sent again.
+//! Verification: HEAD size equals the local size, and the ETag equals the
+//! MD5 (single PUT) or MD5-of-part-MD5s + `-N` (multipart).
+
+use super::webdav::{error_chain, segments, walk};
+use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
+use crate::actions::ItemKind;
+use crate::config::S3Config;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use md5::{Digest as _, Md5};
+use reqwest::{StatusCode, Url};
+use rusty_s3::actions::{
+    AbortMultipartUpload, CompleteMultipartUpload, CreateMultipartUpload, HeadObject, ListParts,
+    PutObject, S3Action, UploadPart,
+};
+use rusty_s3::{Bucket, Credentials, UrlStyle};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Bytes per read of the source: progress, cancellation and the rate limit
+/// are checked between them.
+const CHUNK: usize = 1024 * 1024;
+/// Parts in flight at once: one stream rarely fills a fast link because
+/// each part waits for its MD5 and the server's reply.
+const PARTS_IN_FLIGHT: usize = 4;
+/// How long a presigned URL stays valid (each is signed just before use).
+const SIGNED_FOR: Duration = Duration::from_secs(3600);
+/// S3's limit on parts per upload.
+const MAX_PARTS: u64 = 10_000;
+
+pub struct S3Backend {
+    client: reqwest::Client,
+    bucket: Bucket,
+    credentials: Credentials,
+    /// `scheme://host[:port]` of the endpoint, for messages.
+    server: String,
+    prefix: Vec<String>,
+    part_size: u64,
+    rate: Option<Arc<RateLimiter>>,
+    /// Where upload ids of unfinished multipart uploads are kept.
+    state_dir: PathBuf,
+}
+
+/// An unfinished multipart upload, saved so a retry can resume it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Pending {
+    bucket: String,
+    key: String,
+    upload_id: String,
+    part_size: u64,
+    size: u64,
+    mtime_ms: u128,
+}
+
+impl S3Backend {
+    pub fn new(
+        cfg: &S3Config,
+        rate: Option<Arc<RateLimiter>>,
+        state_dir: PathBuf,
+    ) -> Result<Self, String> {
+        let url = Url::parse(&cfg.endpoint)
+            .map_err(|e| format!("`{}` is not a URL: {e}", cfg.endpoint))?;
+        let style = if cfg.path_style {
+            UrlStyle::Path
+        } else {
+            UrlStyle::VirtualHost
+        };
+        let server = format!("{}://{}", url.scheme(), url.host_str().unwrap_or("?"))
+            + &url.port().map_or(String::new(), |p| format!(":{p}"));
+        let bucket = Bucket::new(url, style, cfg.bucket.clone(), cfg.region.clone())
+            .map_err(|e| format!("bucket `{}` on `{}`: {e}", cfg.bucket, cfg.endpoint))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            bucket,
+            credentials: Credentials::new(cfg.access_key.clone(), cfg.secret_key.expose()),
+            server,
+            prefix: segments(&cfg.destination),
+            part_size: cfg.part_size_mb.saturating_mul(1 << 20),
+            rate,
+            state_dir,
+        })
+    }
+
+    fn place(&self) -> String {
+        format!("{} (bucket `{}`)", self.server, self.bucket.name())
+    }
+
+    /// A failed response: S3's error code (from the XML body) decides.
+    async fn failed(&self, what: &str, res: reqwest::Response) -> TransferError {
+        let status = res.status();
+        let body = res.text().await.unwrap_or_default();
+        let code = xml_value(&body, "Code").unwrap_or_default();
+        let message = format!(
+            "S3 {what} on {} failed: {status}{}",
+            self.place(),
+            if code.is_empty() {
+                String::new()
+            } else {
+                format!(" ({code})")
+            }
+        );
+        let transient_code = matches!(
+            code.as_str(),
+            "RequestTimeout" | "SlowDown" | "InternalError" | "ServiceUnavailable"
+        );
+        if status.is_server_error()
+            || matches!(
+                status,
+                StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS
+            )
+            || transient_code
+        {
+            TransferError::transient(message)
+        } else {
+            // 403 (SignatureDoesNotMatch, InvalidAccessKeyId, AccessDenied),
+            // 404 NoSuchBucket, other 4xx: retrying the same request cannot help.
+            TransferError::permanent(message)
+        }
+    }
+
+    fn network(&self, what: &str, e: reqwest::Error, progress: &Progress) -> TransferError {
+        if progress.is_cancelled() {
+            return TransferError::cancelled();
+        }
+        // The presigned URL carries a signature: leave it out of the text.
+        TransferError::transient(format!(
+            "S3 {what} on {}: {}",
+            self.place(),
+            error_chain(&e.without_url())
+        ))
+    }
+
+    fn key(&self, item: &[String]) -> String {
+        self.prefix
+            .iter()
+            .chain(item)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Sends one file to `key`, verified.
+    async fn put_file(
+        &self,
+        local: &Path,
+        key: &str,
+        progress: &Arc<Progress>,
+    ) -> Result<u64, TransferError> {
+        let file = std::fs::File::open(local)
+            .map_err(|e| TransferError::io(&format!("cannot open {}", local.display()), &e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| TransferError::io(&format!("cannot stat {}", local.display()), &e))?;
+        let file = Arc::new(file);
+        let len = meta.len();
+        if len <= self.part_size {
+            let md5 = part_md5(&file, 0, len).await?;
+            let url = PutObject::new(&self.bucket, Some(&self.credentials), key).sign(SIGNED_FOR);
+            let res = self
+                .client
+                .put(url)
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .header("Content-MD5", b64(&md5))
+                .body(reqwest::Body::wrap_stream(
+                    self.stream(&file, 0, len, progress),
+                ))
+                .send()
+                .await
+                .map_err(|e| self.network("PUT", e, progress))?;
+            if !res.status().is_success() {
+                return Err(self.failed(&format!("PUT of `{key}`"), res).await);
+            }
+            self.verify(key, len, &hex::encode(md5), None).await?;
+        } else {
+            self.multipart(&file, &meta, key, progress).await?;
+        }
+        Ok(len)
+    }
+
+    /// The source range as a body stream.
+    fn stream(
+        &self,
+        file: &Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+        progress: &Arc<Progress>,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        range_stream(
+            file.clone(),
+            offset,
+            len,
+            self.rate.clone(),
+            progress.clone(),
+        )
+    }
+
+    /// HEAD: the object's size and ETag must be what was sent. A multipart
+    /// object's ETag is the MD5 of the part MD5s + `-N` on AWS; servers that
+    /// store plain files (rclone, some NAS gateways) give the whole file's
+    /// MD5 instead, which is then computed from `whole` to compare.
+    async fn verify(
+        &self,
+        key: &str,
+        len: u64,
+        etag: &str,
+        whole: Option<WholeMd5>,
+    ) -> Result<(), TransferError> {
+        let url = HeadObject::new(&self.bucket, Some(&self.credentials), key).sign(SIGNED_FOR);
+        let res = self
+            .client
+            .head(url)
+            .send()
+            .await
+            .map_err(|e| self.network("HEAD", e, &Progress::default()))?;
+        if !res.status().is_success() {
+            return Err(self.failed(&format!("HEAD of `{key}`"), res).await);
+        }
+        let remote_len = res
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let remote_etag = res
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(clean_etag);
+        if remote_len != Some(len) {
+            return Err(TransferError::transient(format!(
+                "size check of `{key}` failed on {}: sent {len} bytes, the server has {remote_len:?}",
+                self.place()
+            )));
+        }
+        let plain_md5 = |e: &str| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit());
+        let expected = match (whole, &remote_etag) {
+            (Some(md5), Some(e)) if e != etag && plain_md5(e) => hex::encode(md5.get().await?),
+            _ => etag.to_string(),
+        };
+        if remote_etag.as_deref() != Some(expected.as_str()) {
+            return Err(TransferError::transient(format!(
+                "checksum of `{key}` failed on {}: expected ETag {expected}, the server has {remote_etag:?}",
+                self.place()
+            )));
+        }
+        Ok(())
+    }
+
+    fn pending_path(&self, key: &str) -> PathBuf {
+        let id = <sha2::Sha256 as sha2::Digest>::digest(format!(
+            "{}\n{}\n{key}",
+            self.server,
+            self.bucket.name()
+        ));
+        self.state_dir
+            .join(format!("{}.json", hex::encode(&id[..16])))
+    }
+
+    fn load_pending(&self, key: &str) -> Option<Pending> {
+        let text = std::fs::read(self.pending_path(key)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn save_pending(&self, key: &str, p: &Pending) -> Result<(), TransferError> {
+        std::fs::create_dir_all(&self.state_dir).map_err(|e| {
+            TransferError::io(&format!("cannot create {}", self.state_dir.display()), &e)
+        })?;
+        let path = self.pending_path(key);
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_vec(p).map_err(|e| TransferError::permanent(e.to_string()))?;
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| TransferError::io(&format!("cannot write {}", path.display()), &e))
+    }
+
+    /// Parts the server already has for `upload_id` (number -> (size, ETag)),
+    /// or `None` when it no longer knows the upload.
+    async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        progress: &Progress,
+    ) -> Result<Option<std::collections::HashMap<u16, (u64, String)>>, TransferError> {
+        let mut parts = std::collections::HashMap::new();
+        let mut marker = None;
+        loop {
+            let mut action = ListParts::new(&self.bucket, Some(&self.credentials), key, upload_id);
+            if let Some(m) = marker {
+                action.set_part_number_marker(m);
+            }
+            let res = self
+                .client
+                .get(action.sign(SIGNED_FOR))
+                .send()
+                .await
+                .map_err(|e| self.network("ListParts", e, progress))?;
+            if res.status() == StatusCode::NOT_FOUND {
+                return Ok(None); // NoSuchUpload: completed, aborted or expired
+            }
+            if !res.status().is_success() {
+                return Err(self.failed(&format!("ListParts of `{key}`"), res).await);
+            }
+            let body = res
+                .text()
+                .await
+                .map_err(|e| self.network("ListParts", e, progress))?;
+            // Parsed by hand: servers differ in XML namespaces, which a
+            // strict parser rejects (rclone's answers carry none).
+            for part in body.split("<Part>").skip(1) {
+                let number = xml_value(part, "PartNumber").and_then(|v| v.trim().parse().ok());
+                let size = xml_value(part, "Size").and_then(|v| v.trim().parse().ok());
+                if let (Some(number), Some(size), Some(etag)) =
+                    (number, size, xml_value(part, "ETag"))
+                {
+                    parts.insert(number, (size, clean_etag(&etag)));
+                }
+            }
+            let truncated = xml_value(&body, "IsTruncated").is_some_and(|v| v.trim() == "true");
+            let next = xml_value(&body, "NextPartNumberMarker")
+                .and_then(|v| v.trim().parse::<u16>().ok())
+                .filter(|m| *m > 0);
+            match next {
+                Some(m) if truncated => marker = Some(m),
+                _ => return Ok(Some(parts)),
+            }
+        }
+    }
+
+    async fn multipart(
+        &self,
+        file: &Arc<std::fs::File>,
+        meta: &std::fs::Metadata,
+        key: &str,
+        progress: &Arc<Progress>,
+    ) -> Result<(), TransferError> {
+        let len = meta.len();
+        let count = len.div_ceil(self.part_size);
+        if count > MAX_PARTS {
+            return Err(TransferError::permanent(format!(
+                "`{key}` needs {count} parts of {} MiB, more than S3's {MAX_PARTS}: raise part_size_mb",
+                self.part_size >> 20
+            )));
+        }
+        let mtime_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis());
+        let wanted = |upload_id: String| Pending {
+            bucket: self.bucket.name().to_string(),
+            key: key.to_string(),
+            upload_id,
+            part_size: self.part_size,
+            size: len,
+            mtime_ms,
+        };
+        // Resume the saved upload if it is for this very file.
+        let mut have = std::collections::HashMap::new();
+        let mut upload_id = None;
+        if let Some(p) = self.load_pending(key) {
+            if p == wanted(p.upload_id.clone()) {
+                if let Some(parts) = self.list_parts(key, &p.upload_id, progress).await? {
+                    tracing::info!(key, parts = parts.len(), "resuming a multipart upload");
+                    have = parts;
+                    upload_id = Some(p.upload_id);
+                }
+            } else {
+                // The file changed since: its parts are useless, and the
+                // server keeps (and bills) them until the upload is aborted.
+                let url = AbortMultipartUpload::new(
+                    &self.bucket,
+                    Some(&self.credentials),
+                    key,
+                    &p.upload_id,
+                )
+                .sign(SIGNED_FOR);
+                let _ = self.client.delete(url).send().await;
+            }
+        }
+        let upload_id = match upload_id {
+            Some(id) => id,
+            None => {
+                let url = CreateMultipartUpload::new(&self.bucket, Some(&self.credentials), key)
+                    .sign(SIGNED_FOR);
+                let res = self
+                    .client
+                    .post(url)
+                    .send()
+                    .await
+                    .map_err(|e| self.network("CreateMultipartUpload", e, progress))?;
+                if !res.status().is_success() {
+                    return Err(self
+                        .failed(&format!("CreateMultipartUpload of `{key}`"), res)
+                        .await);
+                }
+                let body = res
+                    .text()
+                    .await
+                    .map_err(|e| self.network("CreateMultipartUpload", e, progress))?;
+                let id = xml_value(&body, "UploadId")
+                    .filter(|id| !id.is_empty())
+                    .ok_or_else(|| {
+                        TransferError::transient(format!(
+                            "S3 CreateMultipartUpload on {}: no UploadId in the answer",
+                            self.place()
+                        ))
+                    })?;
+                self.save_pending(key, &wanted(id.clone()))?;
+                id
+            }
+        };
+        let have = Arc::new(have);
+        let skipped = std::sync::atomic::AtomicU64::new(0);
+        let md5s: Vec<[u8; 16]> = futures_util::stream::iter(0..count)
+            .map(|i| {
+                let have = have.clone();
+                let upload_id = upload_id.as_str();
+                let skipped = &skipped;
+                async move {
+                    let offset = i * self.part_size;
+                    let size = self.part_size.min(len - offset);
+                    let number = u16::try_from(i + 1).map_err(|_| {
+                        TransferError::permanent(format!("too many parts for `{key}`"))
+                    })?;
+                    let md5 = part_md5(file, offset, size).await?;
+                    if have.get(&number) == Some(&(size, hex::encode(md5))) {
+                        skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        progress.add(size);
+                        return Ok(md5);
+                    }
+                    let url = UploadPart::new(
+                        &self.bucket,
+                        Some(&self.credentials),
+                        key,
+                        number,
+                        upload_id,
+                    )
+                    .sign(SIGNED_FOR);
+                    let res = self
+                        .client
+                        .put(url)
+                        .header(reqwest::header::CONTENT_LENGTH, size)
+                        .header("Content-MD5", b64(&md5))
+                        .body(reqwest::Body::wrap_stream(
+                            self.stream(file, offset, size, progress),
+                        ))
+                        .send()
+                        .await
+                        .map_err(|e| self.network("UploadPart", e, progress))?;
+                    if !res.status().is_success() {
+                        return Err(self.failed(&format!("UploadPart of `{key}`"), res).await);
+                    }
+                    Ok(md5)
+                }
+            })
+            .buffered(PARTS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let whole = Some(WholeMd5::start(file, len));
+        let etags: Vec<String> = md5s
+            .iter()
+            .map(|m| format!("\"{}\"", hex::encode(m)))
+            .collect();
+        let action = CompleteMultipartUpload::new(
+            &self.bucket,
+            Some(&self.credentials),
+            key,
+            &upload_id,
+            etags.iter().map(String::as_str),
+        );
+        let url = action.sign(SIGNED_FOR);
+        let res = self
+            .client
+            .post(url)
+            .body(action.body())
+            .send()
+            .await
+            .map_err(|e| self.network("CompleteMultipartUpload", e, progress))?;
+        if !res.status().is_success() {
+            return Err(self
+                .failed(&format!("CompleteMultipartUpload of `{key}`"), res)
+                .await);
+        }
+        // S3 may answer 200 and still report an error in the body.
+        let body = res
+            .text()
+            .await
+            .map_err(|e| self.network("CompleteMultipartUpload", e, progress))?;
+        if body.contains("<Error>") {
+            return Err(TransferError::transient(format!(
+                "S3 CompleteMultipartUpload of `{key}` on {} failed: {}",
+                self.place(),
+                xml_value(&body, "Code").unwrap_or_default()
+            )));
+        }
+        let _ = std::fs::remove_file(self.pending_path(key));
+        tracing::info!(
+            key,
+            parts = count,
+            skipped = skipped.load(std::sync::atomic::Ordering::Relaxed),
+            "multipart upload finished"
+        );
+        let mut all = Md5::new();
+        for m in &md5s {
+            all.update(m);
+        }
+        let etag = format!("{}-{}", hex::encode(all.finalize()), md5s.len());
+        self.verify(key, len, &etag, whole).await
+    }
+}
+
+/// MD5 of a range of the file, read on a blocking thread.
+async fn part_md5(
+    file: &Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+) -> Result<[u8; 16], TransferError> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || md5_range(&file, offset, len, None))
+        .await
+        .map_err(|e| TransferError::transient(format!("checksum task failed: {e}")))?
+        .map_err(|e| TransferError::io("cannot read the source", &e))
+}
+
+fn md5_range(
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+    stop: Option<&AtomicBool>,
+) -> std::io::Result<[u8; 16]> {
+    let mut h = Md5::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Err(std::io::Error::other("not needed"));
+        }
+        let want = usize::try_from(end - pos).unwrap_or(CHUNK).min(CHUNK);
+        let n = file.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was sent",
+            ));
+        }
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+/// The whole file's MD5, computed on a blocking thread while the multipart
+/// upload completes and the server answers HEAD (servers that store plain
+/// files hash the object for that answer, which takes as long), and stopped
+/// when the server's ETag turns out not to need it.
+struct WholeMd5 {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<std::io::Result<[u8; 16]>>,
+}
+
+impl WholeMd5 {
+    fn start(file: &Arc<std::fs::File>, len: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, s) = (file.clone(), stop.clone());
+        let task = tokio::task::spawn_blocking(move || md5_range(&f, 0, len, Some(&s)));
+        Self { stop, task }
+    }
+
+    async fn get(mut self) -> Result<[u8; 16], TransferError> {
+        (&mut self.task)
+            .await
+            .map_err(|e| TransferError::transient(format!("checksum task failed: {e}")))?
+            .map_err(|e| TransferError::io("cannot read the source", &e))
+    }
+}
+
+impl Drop for WholeMd5 {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A range of the file as a stream of chunks: read on a blocking thread a
+/// few chunks ahead, paced by the rate limit, counted in `progress`, ended
+/// by cancellation.
+pub(super) fn range_stream(
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+    rate: Option<Arc<RateLimiter>>,
+    progress: Arc<Progress>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let chunk = rate.as_ref().map_or(CHUNK, |r| r.chunk(CHUNK));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let want = usize::try_from(end - pos).unwrap_or(chunk).min(chunk);
+            let mut buf = vec![0u8; want];
+            let item = match file.read_at(&mut buf, pos) {
+                Ok(0) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank while it was sent",
+                )),
+                Ok(n) => {
+                    buf.truncate(n);
+                    pos += n as u64;
+                    Ok(Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let stop = item.is_err();
+            // The receiver is gone when the request ended early.
+            if tx.blocking_send(item).is_err() || stop {
+                return;
+            }
+        }
+    });
+    futures_util::stream::unfold(
+        (rx, rate, progress),
+        |(mut rx, rate, progress)| async move {
+            if progress.is_cancelled() {
+                return Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "cancelled",
+                    )),
+                    (rx, rate, progress),
+                ));
+            }
+            let item = rx.recv().await?;
+            if let Ok(b) = &item {
+                if let Some(r) = &rate {
+                    tokio::time::sleep(r.reserve(b.len() as u64)).await;
+                }
+                progress.add(b.len() as u64);
+            }
+            Some((item, (rx, rate, progress)))
+        },
+    )
+}
+
+/// An ETag without quotes (plain or XML-escaped), lowercase.
+fn clean_etag(etag: &str) -> String {
+    etag.replace("&quot;", "")
+        .replace("&#34;", "")
+        .trim()
+        .trim_matches('"')
+        .to_ascii_lowercase()
+}
+
+fn b64(md5: &[u8; 16]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(md5)
+}
+
+/// The text of the first `<tag>` in an S3 XML answer.
+fn xml_value(body: &str, tag: &str) -> Option<String> {
+    let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(body[start..end].to_string())
+}
+
+#[async_trait::async_trait]
+impl Backend for S3Backend {
+    async fn send(&self, job: &Job, progress: Arc<Progress>) -> Result<Sent, TransferError> {
+        let item = segments(&job.path);
+        match job.kind {
+            ItemKind::File => {
+                let bytes = self
+                    .put_file(&job.source(), &self.key(&item), &progress)
+                    .await?;
+                Ok(Sent { bytes })
+            }
+            ItemKind::Dir => {
+                // Object stores have no folders: the tree is its keys.
+                let (_, files) = walk(&job.source(), &job.excludes)?;
+                let mut bytes = 0;
+                for (rel, local) in files {
+                    let mut full = item.clone();
+                    full.extend(rel);
+                    bytes += self.put_file(&local, &self.key(&full), &progress).await?;
+                }
+                Ok(Sent { bytes })
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "s3:{}/{}/{}",
+            self.server,
+            self.bucket.name(),
+            self.prefix.join("/")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_read_from_s3_xml() {
+        let body = "<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code><Message>x</Message></Error>";
+        assert_eq!(
+            xml_value(body, "Code").as_deref(),
+            Some("SignatureDoesNotMatch")
+        );
+        assert_eq!(xml_value(body, "Key"), None);
+    }
+}

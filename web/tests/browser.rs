@@ -544,15 +544,23 @@ async fn a_real_agents_transfer_shows_live_on_the_dashboard() {
     let data: Vec<u8> = (0..24_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(site.path().join("src/EP200.mxf"), &data).unwrap();
     std::fs::write(site.path().join("token"), format!("{token}\n")).unwrap();
+    // A second poller whose destination cannot be made (`blocked` is a file):
+    // its transfer fails and would wait 10 minutes for the next try.
+    std::fs::create_dir_all(site.path().join("src2")).unwrap();
+    std::fs::write(site.path().join("src2/EP300.mxf"), b"retry me").unwrap();
+    std::fs::write(site.path().join("blocked"), b"in the way").unwrap();
     std::fs::write(
         site.path().join("agent.toml"),
         format!(
-            "[agent]\nhost_name = \"edge2.example\"\njournal = \"journal.sqlite\"\ncache_dir = \"cache\"\n\n\
+            "[agent]\nhost_name = \"edge2.example\"\njournal = \"journal.sqlite\"\ncache_dir = \"cache\"\n\
+             [agent.retry]\ninitial = \"10m\"\nmax = \"10m\"\n\n\
              [report]\nurl = \"{base}\"\ntoken_file = \"token\"\ninterval = \"200ms\"\nheartbeat = \"1s\"\n\n\
              [[poller]]\nname = \"news\"\npath = \"src\"\nplugin = \"file\"\nstability = \"0s\"\n\
              target = {{ kind = \"local\", destination = \"out\", rate_limit_mbps = 40 }}\n\n\
              [[poller]]\nname = \"broken\"\npath = \"no-such-dir\"\nplugin = \"file\"\n\
-             target = {{ kind = \"local\", destination = \"out\" }}\n"
+             target = {{ kind = \"local\", destination = \"out\" }}\n\n\
+             [[poller]]\nname = \"blocked\"\npath = \"src2\"\nplugin = \"file\"\nstability = \"0s\"\n\
+             target = {{ kind = \"local\", destination = \"blocked/out\" }}\n"
         ),
     )
     .unwrap();
@@ -635,6 +643,40 @@ async fn a_real_agents_transfer_shows_live_on_the_dashboard() {
         row.contains("edge2.example") && row.contains(env!("CARGO_PKG_VERSION")),
         "{row}"
     );
+    // The failed one, retried from the Transfers page once the way is clear.
+    c.goto(&format!("{base}/transfers?q=EP300")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c.source().await.unwrap().contains("Retry now") {
+        assert!(Instant::now() < deadline, "EP300 never failed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.goto(&format!("{base}/transfers?q=EP300")).await.unwrap();
+    }
+    let row = text(&c, "#results").await;
+    assert!(row.contains("Error"), "{row}");
+    std::fs::remove_file(site.path().join("blocked")).unwrap();
+    click(&c, "#results button[type=submit]").await;
+    wait_text(&c, "#results", "retry requested").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.goto(&format!("{base}/transfers?q=EP300")).await.unwrap();
+        let row = text(&c, "#results").await;
+        if row.contains("Complete") {
+            // Two attempts: the failed one and the one asked for.
+            assert!(row.contains("EP300.mxf"), "{row}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retry did not happen: {row}\nagent log:\n{}",
+            std::fs::read_to_string(site.path().join("agent.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        std::fs::read(site.path().join("blocked/out/EP300.mxf")).unwrap(),
+        b"retry me"
+    );
+    shot(&c, "transfers-retried-by-agent").await;
     // The agent's log never shows its token.
     let log = std::fs::read_to_string(site.path().join("agent.log")).unwrap();
     assert!(log.contains("reporting transfers to the web app"), "{log}");

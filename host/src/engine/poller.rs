@@ -151,6 +151,20 @@ impl Poller {
         self.wake.notify_one();
     }
 
+    /// A person asked (on the web page) for another try of a failed
+    /// transfer now: its backoff wait ends. False when this poller does not
+    /// have it queued.
+    pub fn retry_now(&self, transfer_id: &str) -> bool {
+        let mut s = self.state();
+        let Some(q) = s.queue.iter_mut().find(|q| q.id == transfer_id) else {
+            return false;
+        };
+        q.not_before = Instant::now();
+        drop(s);
+        self.wake.notify_one();
+        true
+    }
+
     /// Nothing queued, in flight or waiting to become stable, and the last
     /// poll found nothing new.
     pub fn is_idle(&self) -> bool {

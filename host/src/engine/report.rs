@@ -8,7 +8,7 @@ use super::poller::Poller;
 use crate::config::ReportConfig;
 use crate::journal::{Journal, ReportEvent, new_id, now_ms};
 use crate::secret::Secret;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,8 @@ pub(crate) struct Reporter {
     heartbeat: Duration,
     /// Bytes last reported per transfer in flight.
     sent_progress: HashMap<String, i64>,
+    /// Retries asked for on the web page and already acted on.
+    retried: HashSet<String>,
     /// The last failure, logged once until it changes.
     last_error: Option<String>,
 }
@@ -51,6 +53,7 @@ impl Reporter {
             interval: cfg.interval,
             heartbeat: cfg.heartbeat,
             sent_progress: HashMap::new(),
+            retried: HashSet::new(),
             last_error: None,
         })
     }
@@ -74,6 +77,9 @@ impl Reporter {
             }
             if result.is_ok() && last_beat.is_none_or(|t| t.elapsed() >= self.heartbeat) {
                 result = self.send_heartbeat().await;
+                if result.is_ok() {
+                    result = self.take_retries().await;
+                }
                 if result.is_ok() {
                     last_beat = Some(tokio::time::Instant::now());
                 }
@@ -182,6 +188,43 @@ impl Reporter {
         )
         .await?;
         self.sent_progress = rows.into_iter().map(|r| (r.id, r.bytes_done)).collect();
+        Ok(())
+    }
+
+    /// Failed transfers a person asked to retry now (`retry_now` in this
+    /// agent's config): their backoff ends. The web app lists one until the
+    /// agent reports on it again, so each is acted on once.
+    async fn take_retries(&mut self) -> Result<(), String> {
+        let res = self
+            .http
+            .get(format!("{}/api/v1/agent/config", self.base))
+            .bearer_auth(self.token.expose())
+            .send()
+            .await
+            .map_err(|e| format!("GET /api/v1/agent/config: {e}"))?;
+        if !res.status().is_success() {
+            return Err(format!("GET /api/v1/agent/config: {}", res.status()));
+        }
+        #[derive(serde::Deserialize)]
+        struct Retries {
+            #[serde(default)]
+            retry_now: Vec<String>,
+        }
+        let asked: Retries = res
+            .json()
+            .await
+            .map_err(|e| format!("GET /api/v1/agent/config: {e}"))?;
+        tracing::debug!(asked = ?asked.retry_now, done = ?self.retried, "retry requests");
+        self.retried.retain(|id| asked.retry_now.contains(id));
+        for id in asked.retry_now {
+            if self.retried.contains(&id) {
+                continue;
+            }
+            if self.pollers.iter().any(|p| p.retry_now(&id)) {
+                tracing::info!(transfer = %id, "retrying now, as asked on the web page");
+            }
+            self.retried.insert(id);
+        }
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{terminate, wait_limited};
+use common::{contains, pattern, terminate, venv_bin, wait_limited};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,19 +12,6 @@ use std::time::{Duration, Instant};
 const KEY: &str = "AKDISPATCHTEST";
 const SECRET: &str = "s3-Secret-Key-0123456789";
 const BUCKET: &str = "media";
-
-fn venv_bin(name: &str) -> PathBuf {
-    let venv = std::env::var_os("DISPATCH_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv"));
-    let bin = venv.join("bin").join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo xtask test`, which installs it",
-        bin.display()
-    );
-    bin
-}
 
 /// `rclone serve s3` on a free loopback port, stopped on drop (even when
 /// the test panics).
@@ -98,15 +85,16 @@ impl Drop for S3 {
     }
 }
 
-struct Site {
-    dir: tempfile::TempDir,
+struct Site(common::AgentSite);
+
+impl std::ops::Deref for Site {
+    type Target = common::AgentSite;
+    fn deref(&self) -> &common::AgentSite {
+        &self.0
+    }
 }
 
 impl Site {
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
     fn config(&self, port: u16, secret: &str, extra_target: &str) {
         let cache = std::env::temp_dir().join("dispatch-test-cache");
         let text = format!(
@@ -118,71 +106,10 @@ impl Site {
         );
         std::fs::write(self.path("agent.toml"), text).unwrap();
     }
-
-    fn agent(&self, until_idle: bool) -> Child {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
-        cmd.args(["run", "--config", "agent.toml"]);
-        if until_idle {
-            cmd.arg("--until-idle");
-        }
-        cmd.current_dir(self.dir.path())
-            .env(
-                "DISPATCH_PLUGIN_DIR",
-                common::component("plugin", "dir").parent().unwrap(),
-            )
-            .env("RUST_LOG", "warn,dispatch_host=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn transfers(&self) -> serde_json::Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"))
-            .args([
-                "transfers",
-                "--config",
-                "agent.toml",
-                "--json",
-                "--limit",
-                "1000",
-            ])
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Every byte the agent wrote: its journal (and state files).
-    fn journal_bytes(&self) -> Vec<u8> {
-        let mut all = Vec::new();
-        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with("dispatch-journal")
-                && e.path().is_file()
-            {
-                all.extend(std::fs::read(e.path()).unwrap());
-            }
-        }
-        all
-    }
 }
 
 fn site() -> Site {
-    Site {
-        dir: tempfile::tempdir().unwrap(),
-    }
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 13) as u8)
-        .collect()
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+    Site(common::AgentSite::new())
 }
 
 #[test]

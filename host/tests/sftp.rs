@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{add, component, terminate, wait_limited};
+use common::{add, pattern, terminate, wait_limited};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -235,15 +235,16 @@ fn password_user() {
     *done = true;
 }
 
-struct Site {
-    dir: tempfile::TempDir,
+struct Site(common::AgentSite);
+
+impl std::ops::Deref for Site {
+    type Target = common::AgentSite;
+    fn deref(&self) -> &common::AgentSite {
+        &self.0
+    }
 }
 
 impl Site {
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
     /// The remote folder every item goes under.
     fn remote(&self) -> PathBuf {
         self.path("server/incoming/dispatch")
@@ -289,40 +290,6 @@ impl Site {
         self.config(sshd, PASSWORD_USER, &auth, "");
     }
 
-    fn agent(&self, until_idle: bool) -> Child {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
-        cmd.args(["run", "--config", "agent.toml"]);
-        if until_idle {
-            cmd.arg("--until-idle");
-        }
-        cmd.current_dir(self.dir.path())
-            .env(
-                "DISPATCH_PLUGIN_DIR",
-                component("plugin", "dir").parent().unwrap(),
-            )
-            .env("RUST_LOG", "warn,dispatch_host=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn transfers(&self) -> serde_json::Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"))
-            .args([
-                "transfers",
-                "--config",
-                "agent.toml",
-                "--json",
-                "--limit",
-                "1000",
-            ])
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
     /// Whether `needle` is in any file of the site but the config (the
     /// journal, its WAL, logs).
     fn leaks(&self, needle: &str) -> Vec<PathBuf> {
@@ -348,15 +315,7 @@ impl Site {
 }
 
 fn site() -> Site {
-    Site {
-        dir: tempfile::tempdir().unwrap(),
-    }
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    Site(common::AgentSite::new())
 }
 
 fn part_files(dir: &Path) -> Vec<PathBuf> {

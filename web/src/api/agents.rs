@@ -37,6 +37,9 @@ pub struct AgentView {
     pub pollers: Vec<String>,
 }
 
+/// An agent heard from within this long is online.
+pub const ONLINE_WITHIN_MS: i64 = 120_000;
+
 pub fn valid_name(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name
@@ -107,7 +110,7 @@ pub async fn list(
             host_name: r.get("host_name"),
             version: r.get("version"),
             last_seen,
-            online: last_seen.is_some_and(|t| now - t < 120_000),
+            online: last_seen.is_some_and(|t| now - t < ONLINE_WITHIN_MS),
             pollers,
         });
     }

@@ -9,7 +9,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use std::sync::Arc;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -34,15 +33,11 @@ pub async fn login(
     body: Result<Json<Login>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(login) = body?;
-    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = ?")
-        .bind(&login.username)
-        .fetch_optional(&state.pool)
-        .await?;
-    let Some(row) = row.filter(|r| auth::verify_password(&login.password, r.get("password_hash")))
+    let Some(user_id) = auth::authenticate(&state.pool, &login.username, &login.password).await?
     else {
         return Err(ApiError::unauthorized("wrong username or password"));
     };
-    let (token, csrf) = auth::create_session(&state.pool, row.get("id")).await?;
+    let (token, csrf) = auth::create_session(&state.pool, user_id).await?;
     Ok((
         [(
             header::SET_COOKIE,

@@ -53,7 +53,7 @@ async fn live_parts(state: &AppState) -> Result<Live, sqlx::Error> {
             let seen: Option<i64> = r.get("last_seen");
             AgentRow {
                 name: r.get("name"),
-                online: seen.is_some_and(|t| now - t < 120_000),
+                online: seen.is_some_and(|t| now - t < crate::api::agents::ONLINE_WITHIN_MS),
                 seen: seen.map_or_else(|| "never".into(), |t| fmt::ago(t, now)),
                 host: r.get::<Option<String>, _>("host_name").unwrap_or_default(),
             }

@@ -10,7 +10,6 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
-use sqlx::Row;
 use std::sync::Arc;
 
 #[derive(Template)]
@@ -62,12 +61,7 @@ pub struct LoginForm {
 
 pub async fn submit(State(state): State<Arc<AppState>>, Form(f): Form<LoginForm>) -> PageResult {
     let next = safe_next(f.next.as_deref());
-    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = ?")
-        .bind(&f.username)
-        .fetch_optional(&state.pool)
-        .await?;
-    let Some(row) = row.filter(|r| auth::verify_password(&f.password, r.get("password_hash")))
-    else {
+    let Some(user_id) = auth::authenticate(&state.pool, &f.username, &f.password).await? else {
         return html_status(
             StatusCode::UNAUTHORIZED,
             &LoginPage {
@@ -77,7 +71,7 @@ pub async fn submit(State(state): State<Arc<AppState>>, Form(f): Form<LoginForm>
             },
         );
     };
-    let (token, _csrf) = auth::create_session(&state.pool, row.get("id")).await?;
+    let (token, _csrf) = auth::create_session(&state.pool, user_id).await?;
     Ok((
         [(
             header::SET_COOKIE,

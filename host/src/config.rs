@@ -300,8 +300,13 @@ pub struct S3Config {
     /// `https://endpoint/bucket/key` (default) or `https://bucket.endpoint/key`.
     #[serde(default = "yes")]
     pub path_style: bool,
-    /// Files larger than one part go up as a multipart upload of parts this
-    /// big (S3's minimum is 5 MiB).
+    /// Files larger than this go up as a multipart upload (resumable, parts
+    /// in parallel); smaller ones in one PUT, which is faster on a short,
+    /// fast path. 200 MiB as rclone's `upload_cutoff`; at most 5120 (5 GiB,
+    /// S3's limit for one PUT).
+    #[serde(default = "default_multipart_threshold")]
+    pub multipart_threshold_mb: u64,
+    /// Part size of multipart uploads (S3's minimum is 5 MiB).
     #[serde(default = "default_part_size")]
     pub part_size_mb: u64,
     /// Key prefix; every item keeps its path under it.
@@ -316,6 +321,10 @@ fn default_region() -> String {
 
 fn default_part_size() -> u64 {
     16
+}
+
+fn default_multipart_threshold() -> u64 {
+    200
 }
 
 /// An FTP or FTPS target.
@@ -735,6 +744,13 @@ impl AgentConfig {
                             "must be from 5 to 5120 (S3's part size limits)".into(),
                         );
                     }
+                    if s3.multipart_threshold_mb > 5120 {
+                        return err(
+                            name,
+                            "target.multipart_threshold_mb",
+                            "must be at most 5120 (S3 takes at most 5 GiB in one PUT)".into(),
+                        );
+                    }
                     if s3
                         .rate_limit_mbps
                         .is_some_and(|r| r <= 0.0 || !r.is_finite())
@@ -1045,8 +1061,18 @@ secret_key = "very-secret"
             panic!("not s3");
         };
         assert_eq!(
-            (s3.region.as_str(), s3.path_style, s3.part_size_mb),
-            ("us-east-1", true, 16)
+            (
+                s3.region.as_str(),
+                s3.path_style,
+                s3.part_size_mb,
+                s3.multipart_threshold_mb
+            ),
+            ("us-east-1", true, 16, 200)
+        );
+        let e = parse(&format!("{S3}multipart_threshold_mb = 6000\n")).unwrap_err();
+        assert!(
+            e.contains("field `target.multipart_threshold_mb`") && e.contains("5 GiB"),
+            "{e}"
         );
         let e = parse(&format!("{S3}part_size_mb = 4\n")).unwrap_err();
         assert!(

@@ -117,8 +117,10 @@ fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
     let s = site();
     let server = S3::start(&s.path("server"));
     let big = pattern(100_000_000, 7);
+    let promo = pattern(30_000_000, 8);
     std::fs::create_dir_all(s.path("src/big")).unwrap();
     std::fs::write(s.path("src/big/feature.mxf"), &big).unwrap();
+    std::fs::write(s.path("src/big/promo.mxf"), &promo).unwrap();
     let mut names = Vec::new();
     for i in 0..200 {
         names.push(format!("tree/part{i:03}.ts"));
@@ -127,13 +129,20 @@ fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
         &s.path("src"),
         &names.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    // 8 MiB parts: the 100 MB file goes up as a 12-part multipart upload.
-    s.config(server.port, SECRET, "part_size_mb = 8");
+    // Above 50 MiB in 8 MiB parts: the 100 MB file goes up as a 12-part
+    // multipart upload, the 30 MB one in a single PUT.
+    s.config(
+        server.port,
+        SECRET,
+        "multipart_threshold_mb = 50\npart_size_mb = 8",
+    );
     let out = wait_limited(s.agent(true), Duration::from_secs(180));
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     let remote = s.path("server").join(BUCKET).join("incoming/dispatch");
     assert!(std::fs::read(remote.join("big/feature.mxf")).unwrap() == big);
+    assert!(std::fs::read(remote.join("big/promo.mxf")).unwrap() == promo);
+    assert!(log.contains("multipart upload finished") && log.contains("parts=12"));
     for n in &names {
         assert_eq!(
             std::fs::read_to_string(remote.join(n)).unwrap_or_else(|e| panic!("{n}: {e}\n{log}")),
@@ -142,6 +151,7 @@ fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
     }
     assert!(
         !s.path("src/big/feature.mxf").exists()
+            && !s.path("src/big/promo.mxf").exists()
             && std::fs::read_dir(s.path("src/tree")).unwrap().count() == 0,
         "sources removed after a verified transfer"
     );
@@ -202,7 +212,7 @@ fn a_server_stopped_mid_upload_is_retried_and_never_shows_a_partial_object() {
     s.config(
         server.port,
         SECRET,
-        "rate_limit_mbps = 80\npart_size_mb = 5",
+        "rate_limit_mbps = 80\nmultipart_threshold_mb = 5\npart_size_mb = 5",
     );
     let agent = s.agent(true);
     let final_path = s
@@ -260,7 +270,7 @@ fn an_agent_killed_mid_upload_resumes_the_multipart_upload_on_restart() {
     s.config(
         server.port,
         SECRET,
-        "rate_limit_mbps = 40\npart_size_mb = 5",
+        "rate_limit_mbps = 40\nmultipart_threshold_mb = 5\npart_size_mb = 5",
     );
     let mut first = s.agent(false);
     std::thread::sleep(Duration::from_millis(5500));
@@ -300,7 +310,7 @@ fn the_rate_limit_holds_within_ten_percent_over_ten_seconds() {
     s.config(
         server.port,
         SECRET,
-        "rate_limit_mbps = 16\npart_size_mb = 5",
+        "rate_limit_mbps = 16\nmultipart_threshold_mb = 5\npart_size_mb = 5",
     );
     let out = wait_limited(s.agent(true), Duration::from_secs(60));
     assert!(
@@ -314,4 +324,129 @@ fn the_rate_limit_holds_within_ten_percent_over_ten_seconds() {
         (9_000..=11_000).contains(&took),
         "20 MB at 16 Mbps took {took} ms"
     );
+}
+
+/// A TCP relay to the server that flips one byte `at` bytes into the first
+/// connection that starts with a PUT: the body arrives with its length
+/// intact and one byte different, as if a link had damaged it unnoticed.
+struct FlipOneByte {
+    port: u16,
+}
+
+impl FlipOneByte {
+    fn start(to: u16, at: usize) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let (back_from, back_to) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                let done = done.clone();
+                std::thread::spawn(move || relay(client, server, Some((at, done))));
+                std::thread::spawn(move || relay(back_from, back_to, None));
+            }
+        });
+        Self { port }
+    }
+}
+
+fn relay(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    flip: Option<(usize, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
+) {
+    use std::io::{Read as _, Write as _};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut seen = 0;
+    let mut flip_at = None;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some((at, done)) = &flip
+            && seen == 0
+            && buf[..n].starts_with(b"PUT ")
+            && !done.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            flip_at = Some(*at);
+        }
+        if let Some(at) = flip_at.filter(|at| (seen..seen + n).contains(at)) {
+            buf[at - seen] ^= 0x5a;
+        }
+        seen += n;
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+#[test]
+fn a_body_damaged_on_the_way_is_caught_by_its_etag_and_sent_again() {
+    let s = site();
+    let server = S3::start(&s.path("server"));
+    let remote = s.path("server").join(BUCKET).join("incoming/dispatch");
+
+    // A single PUT: the damaged object is deleted and the file sent again.
+    let one = pattern(20_000_000, 11);
+    std::fs::create_dir_all(s.path("src/one")).unwrap();
+    std::fs::write(s.path("src/one/ep.mxf"), &one).unwrap();
+    let relay = FlipOneByte::start(server.port, 3_000_000);
+    s.config(relay.port, SECRET, "");
+    let out = wait_limited(s.agent(true), Duration::from_secs(60));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("PUT of `incoming/dispatch/one/ep.mxf`")
+            && log.contains("received other bytes than were sent"),
+        "{log}"
+    );
+    assert!(std::fs::read(remote.join("one/ep.mxf")).unwrap() == one);
+    let rows = s.transfers();
+    let row = &rows[0];
+    assert_eq!(
+        (row["status"].as_str(), row["attempts"].as_i64()),
+        (Some("Complete"), Some(2)),
+        "{row}"
+    );
+
+    // A multipart upload: the damaged part is found before completion. S3
+    // takes it again under the same upload (2 attempts); rclone refuses to
+    // replace a part, so the upload is aborted and starts over (3).
+    let parts = pattern(30_000_000, 12);
+    std::fs::create_dir_all(s.path("src/two")).unwrap();
+    std::fs::write(s.path("src/two/ep.mxf"), &parts).unwrap();
+    let relay = FlipOneByte::start(server.port, 3_000_000);
+    s.config(
+        relay.port,
+        SECRET,
+        "multipart_threshold_mb = 5\npart_size_mb = 5",
+    );
+    let out = wait_limited(s.agent(true), Duration::from_secs(60));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("UploadPart") && log.contains("received other bytes than were sent"),
+        "{log}"
+    );
+    assert!(std::fs::read(remote.join("two/ep.mxf")).unwrap() == parts);
+    let rows = s.transfers();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == "two/ep.mxf")
+        .unwrap();
+    assert_eq!(row["status"], "Complete", "{row}");
+    assert!(
+        (2..=3).contains(&row["attempts"].as_i64().unwrap()),
+        "{row}"
+    );
+    assert!(!s.path("src/one/ep.mxf").exists() && !s.path("src/two/ep.mxf").exists());
 }

@@ -8,7 +8,7 @@
 //! interrupted upload is resumed from its size (REST + STOR); a server
 //! refusing REST gets the whole file again. MKD makes missing folders.
 
-use super::s3::range_stream;
+use super::read_ahead::range_stream;
 use super::webdav::{segments, walk};
 use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
 use crate::actions::ItemKind;

@@ -7,6 +7,7 @@ pub mod aspera;
 pub mod ftp;
 pub mod local;
 mod rate;
+mod read_ahead;
 pub mod s3;
 pub mod sftp;
 pub mod webdav;

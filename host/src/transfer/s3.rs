@@ -1,29 +1,36 @@
 //! `s3`: any S3-compatible object store, with requests presigned by
 //! `rusty-s3` and bodies streamed from disk by reqwest.
 //!
-//! Files up to one part go up in a single PUT with Content-MD5; larger ones
-//! as a multipart upload (Content-MD5 on every part, a few parts in flight).
+//! Files up to `multipart_threshold_mb` go up in a single PUT; larger ones
+//! as a multipart upload of `part_size_mb` parts, a few in flight. Each body
+//! is hashed (MD5) while it is read for sending, not in a pass before, and
+//! the ETag the server answers must be that MD5: a part that arrived
+//! different is sent again before the upload is completed; a single PUT
+//! that arrived different is deleted and the transfer retried.
 //! No temporary name is needed: S3 makes an object visible only when its PUT
 //! or CompleteMultipartUpload succeeds, so the final key never holds a
 //! partial file. The upload id of an unfinished multipart upload is kept in
 //! a small file in the state directory; after a failure (or an agent
 //! restart) ListParts says which parts the server already has, and only
 //! parts whose ETag differs from the local part's MD5 are sent again.
-//! Verification: HEAD size equals the local size, and the ETag equals the
-//! MD5 (single PUT) or MD5-of-part-MD5s + `-N` (multipart).
+//! Verification: a single PUT by its answer, whose ETag must be the MD5 of
+//! the bytes read from the source (which pins the size too), or by HEAD
+//! (size and ETag) when the server gives no ETag; a multipart object by
+//! HEAD: size, and ETag equal to MD5-of-part-MD5s + `-N` (or the whole
+//! file's MD5, on servers that store plain files).
 
+use super::read_ahead::{CHUNK, StreamMd5, hashed_range_stream};
 use super::webdav::{error_chain, segments, walk};
 use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
 use crate::actions::ItemKind;
 use crate::config::S3Config;
-use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use md5::{Digest as _, Md5};
 use reqwest::{StatusCode, Url};
 use rusty_s3::actions::{
-    AbortMultipartUpload, CompleteMultipartUpload, CreateMultipartUpload, HeadObject, ListParts,
-    PutObject, S3Action, UploadPart,
+    AbortMultipartUpload, CompleteMultipartUpload, CreateMultipartUpload, DeleteObject, HeadObject,
+    ListParts, PutObject, S3Action, UploadPart,
 };
 use rusty_s3::{Bucket, Credentials, UrlStyle};
 use serde::{Deserialize, Serialize};
@@ -33,9 +40,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Bytes per read of the source: progress, cancellation and the rate limit
-/// are checked between them.
-const CHUNK: usize = 1024 * 1024;
 /// Parts in flight at once: one stream rarely fills a fast link because
 /// each part waits for its MD5 and the server's reply.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -52,6 +56,8 @@ pub struct S3Backend {
     server: String,
     prefix: Vec<String>,
     part_size: u64,
+    /// Files larger than this go up as multipart uploads.
+    multipart_threshold: u64,
     rate: Option<Arc<RateLimiter>>,
     /// Where upload ids of unfinished multipart uploads are kept.
     state_dir: PathBuf,
@@ -97,6 +103,7 @@ impl S3Backend {
             server,
             prefix: segments(&cfg.destination),
             part_size: cfg.part_size_mb.saturating_mul(1 << 20),
+            multipart_threshold: cfg.multipart_threshold_mb.saturating_mul(1 << 20),
             rate,
             state_dir,
         })
@@ -174,45 +181,111 @@ impl S3Backend {
             .map_err(|e| TransferError::io(&format!("cannot stat {}", local.display()), &e))?;
         let file = Arc::new(file);
         let len = meta.len();
-        if len <= self.part_size {
-            let md5 = part_md5(&file, 0, len).await?;
+        if len <= self.multipart_threshold {
             let url = PutObject::new(&self.bucket, Some(&self.credentials), key).sign(SIGNED_FOR);
+            let (body, md5) = self.stream(&file, 0, len, progress);
             let res = self
                 .client
                 .put(url)
                 .header(reqwest::header::CONTENT_LENGTH, len)
-                .header("Content-MD5", b64(&md5))
-                .body(reqwest::Body::wrap_stream(
-                    self.stream(&file, 0, len, progress),
-                ))
+                .body(reqwest::Body::wrap_stream(body))
                 .send()
                 .await
                 .map_err(|e| self.network("PUT", e, progress))?;
             if !res.status().is_success() {
                 return Err(self.failed(&format!("PUT of `{key}`"), res).await);
             }
-            self.verify(key, len, &hex::encode(md5), None).await?;
+            match self.sent_md5(md5, &res, &format!("PUT of `{key}`")).await {
+                // The server's MD5 of what it stored is that of the source:
+                // content and size are verified without asking again (a
+                // HEAD makes servers that store plain files hash the whole
+                // object once more: 1.3 s per GiB for rclone).
+                Ok((_, true)) => {}
+                Ok((md5, false)) => self.verify(key, len, &hex::encode(md5), None).await?,
+                Err(e) => {
+                    // What arrived is not what was read: take it away
+                    // before anyone fetches it, then send it again.
+                    self.delete(key).await;
+                    return Err(e);
+                }
+            }
         } else {
             self.multipart(&file, &meta, key, progress).await?;
         }
         Ok(len)
     }
 
-    /// The source range as a body stream.
+    /// The source range as a body stream, and the MD5 of what it sent.
     fn stream(
         &self,
         file: &Arc<std::fs::File>,
         offset: u64,
         len: u64,
         progress: &Arc<Progress>,
-    ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-        range_stream(
+    ) -> (
+        impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+        StreamMd5,
+    ) {
+        hashed_range_stream(
             file.clone(),
             offset,
             len,
             self.rate.clone(),
             progress.clone(),
         )
+    }
+
+    /// The MD5 of the body just sent, checked against the ETag the server
+    /// answered (S3's ETag of a PUT or of a part is the MD5 of what it
+    /// received), and whether the server gave one to check.
+    async fn sent_md5(
+        &self,
+        md5: StreamMd5,
+        res: &reqwest::Response,
+        what: &str,
+    ) -> Result<([u8; 16], bool), TransferError> {
+        let md5 = md5.get().await.ok_or_else(|| {
+            TransferError::transient(format!(
+                "S3 {what} on {}: the server answered before the whole body was sent",
+                self.place()
+            ))
+        })?;
+        let etag = res
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(clean_etag);
+        if etag.as_ref().is_some_and(|e| *e != hex::encode(md5)) {
+            return Err(TransferError::transient(format!(
+                "S3 {what} on {}: the server received other bytes than were sent (ETag {etag:?}, sent MD5 {})",
+                self.place(),
+                hex::encode(md5)
+            )));
+        }
+        Ok((md5, etag.is_some()))
+    }
+
+    /// Aborts a multipart upload, best effort: the server keeps (and
+    /// bills) its parts until then.
+    async fn abort(&self, key: &str, upload_id: &str) {
+        let url = AbortMultipartUpload::new(&self.bucket, Some(&self.credentials), key, upload_id)
+            .sign(SIGNED_FOR);
+        if let Err(e) = self.client.delete(url).send().await {
+            tracing::warn!(key, error = %error_chain(&e.without_url()), "cannot abort a multipart upload");
+        }
+    }
+
+    /// Deletes `key`, best effort: used only to take away an object that
+    /// arrived different from the source.
+    async fn delete(&self, key: &str) {
+        let url = DeleteObject::new(&self.bucket, Some(&self.credentials), key).sign(SIGNED_FOR);
+        match self.client.delete(url).send().await {
+            Ok(res) if res.status().is_success() => {}
+            Ok(res) => tracing::warn!(key, status = %res.status(), "cannot delete a bad upload"),
+            Err(e) => {
+                tracing::warn!(key, error = %error_chain(&e.without_url()), "cannot delete a bad upload")
+            }
+        }
     }
 
     /// HEAD: the object's size and ETag must be what was sent. A multipart
@@ -387,14 +460,7 @@ impl S3Backend {
             } else {
                 // The file changed since: its parts are useless, and the
                 // server keeps (and bills) them until the upload is aborted.
-                let url = AbortMultipartUpload::new(
-                    &self.bucket,
-                    Some(&self.credentials),
-                    key,
-                    &p.upload_id,
-                )
-                .sign(SIGNED_FOR);
-                let _ = self.client.delete(url).send().await;
+                self.abort(key, &p.upload_id).await;
             }
         }
         let upload_id = match upload_id {
@@ -431,22 +497,28 @@ impl S3Backend {
         };
         let have = Arc::new(have);
         let skipped = std::sync::atomic::AtomicU64::new(0);
-        let md5s: Vec<[u8; 16]> = futures_util::stream::iter(0..count)
+        let replace_refused = AtomicBool::new(false);
+        let sent: Result<Vec<[u8; 16]>, TransferError> = futures_util::stream::iter(0..count)
             .map(|i| {
                 let have = have.clone();
                 let upload_id = upload_id.as_str();
                 let skipped = &skipped;
+                let replace_refused = &replace_refused;
                 async move {
                     let offset = i * self.part_size;
                     let size = self.part_size.min(len - offset);
                     let number = u16::try_from(i + 1).map_err(|_| {
                         TransferError::permanent(format!("too many parts for `{key}`"))
                     })?;
-                    let md5 = part_md5(file, offset, size).await?;
-                    if have.get(&number) == Some(&(size, hex::encode(md5))) {
-                        skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        progress.add(size);
-                        return Ok(md5);
+                    // A part the server already has is read (for its MD5)
+                    // but not sent again when it matches.
+                    if let Some((have_size, have_etag)) = have.get(&number) {
+                        let md5 = part_md5(file, offset, size).await?;
+                        if *have_size == size && *have_etag == hex::encode(md5) {
+                            skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            progress.add(size);
+                            return Ok(md5);
+                        }
                     }
                     let url = UploadPart::new(
                         &self.bucket,
@@ -456,26 +528,50 @@ impl S3Backend {
                         upload_id,
                     )
                     .sign(SIGNED_FOR);
+                    let (body, md5) = self.stream(file, offset, size, progress);
                     let res = self
                         .client
                         .put(url)
                         .header(reqwest::header::CONTENT_LENGTH, size)
-                        .header("Content-MD5", b64(&md5))
-                        .body(reqwest::Body::wrap_stream(
-                            self.stream(file, offset, size, progress),
-                        ))
+                        .body(reqwest::Body::wrap_stream(body))
                         .send()
                         .await
                         .map_err(|e| self.network("UploadPart", e, progress))?;
                     if !res.status().is_success() {
-                        return Err(self.failed(&format!("UploadPart of `{key}`"), res).await);
+                        if have.contains_key(&number) {
+                            replace_refused.store(true, Ordering::Relaxed);
+                        }
+                        return Err(self
+                            .failed(&format!("UploadPart {number} of `{key}`"), res)
+                            .await);
                     }
-                    Ok(md5)
+                    // A part that arrived different fails the transfer
+                    // before completion; the retry sends it again, since
+                    // its ETag on the server does not match.
+                    // Without an ETag to check, the HEAD after completion
+                    // still compares the whole object.
+                    self.sent_md5(md5, &res, &format!("UploadPart {number} of `{key}`"))
+                        .await
+                        .map(|(md5, _)| md5)
                 }
             })
             .buffered(PARTS_IN_FLIGHT)
             .try_collect()
-            .await?;
+            .await;
+        let md5s = match sent {
+            Ok(md5s) => md5s,
+            // S3 replaces a part sent again, but some servers refuse to
+            // (rclone streams parts into the file as they come): a damaged
+            // part then dooms the upload, so the next try starts afresh.
+            Err(e) if replace_refused.load(Ordering::Relaxed) => {
+                self.abort(key, &upload_id).await;
+                let _ = std::fs::remove_file(self.pending_path(key));
+                return Err(TransferError::transient(format!(
+                    "{e}; this server cannot replace a part, so the upload starts over"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         let whole = Some(WholeMd5::start(file, len));
         let etags: Vec<String> = md5s
             .iter()
@@ -601,67 +697,6 @@ impl Drop for WholeMd5 {
     }
 }
 
-/// A range of the file as a stream of chunks: read on a blocking thread a
-/// few chunks ahead, paced by the rate limit, counted in `progress`, ended
-/// by cancellation.
-pub(super) fn range_stream(
-    file: Arc<std::fs::File>,
-    offset: u64,
-    len: u64,
-    rate: Option<Arc<RateLimiter>>,
-    progress: Arc<Progress>,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let chunk = rate.as_ref().map_or(CHUNK, |r| r.chunk(CHUNK));
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
-        let end = offset + len;
-        let mut pos = offset;
-        while pos < end {
-            let want = usize::try_from(end - pos).unwrap_or(chunk).min(chunk);
-            let mut buf = vec![0u8; want];
-            let item = match file.read_at(&mut buf, pos) {
-                Ok(0) => Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the file shrank while it was sent",
-                )),
-                Ok(n) => {
-                    buf.truncate(n);
-                    pos += n as u64;
-                    Ok(Bytes::from(buf))
-                }
-                Err(e) => Err(e),
-            };
-            let stop = item.is_err();
-            // The receiver is gone when the request ended early.
-            if tx.blocking_send(item).is_err() || stop {
-                return;
-            }
-        }
-    });
-    futures_util::stream::unfold(
-        (rx, rate, progress),
-        |(mut rx, rate, progress)| async move {
-            if progress.is_cancelled() {
-                return Some((
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::Interrupted,
-                        "cancelled",
-                    )),
-                    (rx, rate, progress),
-                ));
-            }
-            let item = rx.recv().await?;
-            if let Ok(b) = &item {
-                if let Some(r) = &rate {
-                    tokio::time::sleep(r.reserve(b.len() as u64)).await;
-                }
-                progress.add(b.len() as u64);
-            }
-            Some((item, (rx, rate, progress)))
-        },
-    )
-}
-
 /// An ETag without quotes (plain or XML-escaped), lowercase.
 fn clean_etag(etag: &str) -> String {
     etag.replace("&quot;", "")
@@ -669,10 +704,6 @@ fn clean_etag(etag: &str) -> String {
         .trim()
         .trim_matches('"')
         .to_ascii_lowercase()
-}
-
-fn b64(md5: &[u8; 16]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(md5)
 }
 
 /// The text of the first `<tag>` in an S3 XML answer.

@@ -176,7 +176,7 @@ impl WebdavBackend {
         let mut tmp = dirs.to_vec();
         tmp.push(format!(".{name}.dispatch-part"));
         let tmp_url = self.url(&tmp);
-        let body = reqwest::Body::wrap_stream(super::s3::range_stream(
+        let body = reqwest::Body::wrap_stream(super::read_ahead::range_stream(
             Arc::new(file),
             0,
             len,

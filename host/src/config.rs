@@ -284,6 +284,12 @@ pub struct SftpConfig {
     #[serde(default)]
     pub destination: String,
     pub rate_limit_mbps: Option<f64>,
+    /// Ask the server to flush each file to its disk (`fsync@openssh.com`,
+    /// where offered) before it gets its final name and the source is
+    /// removed (default). Off trades the server's power-loss safety for
+    /// speed.
+    #[serde(default = "yes")]
+    pub fsync: bool,
 }
 
 /// An S3-compatible target (AWS, MinIO, Ceph, `rclone serve s3`...).

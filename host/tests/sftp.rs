@@ -47,13 +47,30 @@ impl Sshd {
             .unwrap()
             .port();
         let d = dir.display();
+        // OpenSSH's sftp-server, logging each request it serves to
+        // sftp.log (root's sessions; others cannot write there).
+        let sftp_server = dir.join("sftp-server.sh");
+        std::fs::write(
+            &sftp_server,
+            format!(
+                "#!/bin/sh\nif [ -w {d}/sftp.log ]; then exec /usr/lib/openssh/sftp-server -e -l VERBOSE 2>>{d}/sftp.log; fi\n\
+                 exec /usr/lib/openssh/sftp-server\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("sftp.log"), "").unwrap();
+        std::fs::set_permissions(
+            &sftp_server,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         std::fs::write(
             dir.join("sshd_config"),
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\n\
                  PidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\nUsePAM no\n\
                  StrictModes no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n\
-                 PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n"
+                 PermitRootLogin prohibit-password\nSubsystem sftp {d}/sftp-server.sh\n"
             ),
         )
         .unwrap();
@@ -376,6 +393,10 @@ fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
     assert!(!s.path("src/big/feature.mxf").exists(), "source removed");
     assert!(!s.path("trees/tree").exists(), "source tree removed");
     assert_eq!(part_files(&remote), Vec::<PathBuf>::new());
+    // Each file was flushed to the server's disk before its rename.
+    let sftp_log = std::fs::read_to_string(s.path("sshd/sftp.log")).unwrap();
+    let fsyncs = sftp_log.lines().filter(|l| l.contains("fsync")).count();
+    assert_eq!(fsyncs, 1 + names.len(), "{sftp_log}");
     let rows = s.transfers();
     assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
     assert!(

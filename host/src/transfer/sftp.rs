@@ -1,6 +1,7 @@
 //! `sftp`: SSH (russh) + SFTP v3 (russh-sftp). Each file is written to
 //! `.<name>.dispatch-part` with several writes in flight, its size is checked
-//! with a stat, then it is renamed over the final name
+//! with a stat after an `fsync@openssh.com` (so the data is on the server's
+//! disk before the source is removed), then it is renamed over the final name
 //! (`posix-rename@openssh.com`, else remove + rename). A part file left by a
 //! failed attempt is resumed from its size. OpenSSH's sftp-server offers no
 //! hash extension, so the check is the size (plus, on resume, the part's last
@@ -60,6 +61,7 @@ pub struct SftpBackend {
     anchor: &'static str,
     destination: Vec<String>,
     rate: Option<Arc<RateLimiter>>,
+    fsync: bool,
 }
 
 impl SftpBackend {
@@ -112,6 +114,7 @@ impl SftpBackend {
             },
             destination: segments(&cfg.destination),
             rate,
+            fsync: cfg.fsync,
         })
     }
 
@@ -244,6 +247,7 @@ impl SftpBackend {
                 .map_err(|e| self.sftp_failed("starting SFTP", "", &e))?;
             let has = |ext: &str| version.extensions.contains_key(ext);
             let posix_rename = has(POSIX_RENAME);
+            let fsync = self.fsync && has(russh_sftp::extensions::FSYNC);
             let mut write_len = MAX_WRITE;
             if has(russh_sftp::extensions::LIMITS) {
                 if let Ok(limits) = sftp.limits().await {
@@ -259,6 +263,7 @@ impl SftpBackend {
                 handle,
                 sftp,
                 posix_rename,
+                fsync,
                 write_len: write_len.max(1),
                 made: HashSet::new(),
             })
@@ -409,8 +414,18 @@ impl SftpBackend {
         let written = self
             .write_all(conn, (&handle, &part), &mut file, (offset, len), progress)
             .await;
+        // On the server's disk before the name is final and the source goes.
+        let synced = match written {
+            Ok(()) if conn.fsync => conn
+                .sftp
+                .fsync(handle.as_str())
+                .await
+                .map(|_| ())
+                .map_err(|e| self.sftp_failed("fsync", &part, &e)),
+            other => other,
+        };
         let closed = conn.sftp.close(handle.as_str()).await;
-        written?;
+        synced?;
         closed.map_err(|e| self.sftp_failed("close", &part, &e))?;
 
         // The size the server has, before the name becomes final.
@@ -586,6 +601,8 @@ struct Connection {
     handle: russh::client::Handle<Client>,
     sftp: RawSftpSession,
     posix_rename: bool,
+    /// The server offers `fsync@openssh.com` and the poller wants it.
+    fsync: bool,
     write_len: u64,
     /// Folders known to exist.
     made: HashSet<String>,

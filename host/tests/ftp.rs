@@ -202,15 +202,11 @@ fn tls_target(c: &Certs) -> String {
 }
 
 /// 100 MB plus 200 small files through the agent; checks the server's copy.
-fn big_and_tree(s: &Site, port: u16, extra: &str, with_tree: bool) {
+fn big_and_tree(s: &Site, port: u16, extra: &str) {
     let big = pattern(100_000_000, 7);
     std::fs::create_dir_all(s.path("src/big")).unwrap();
     std::fs::write(s.path("src/big/feature.mxf"), &big).unwrap();
-    let names: Vec<String> = if with_tree {
-        (0..200).map(|i| format!("tree/part{i:03}.ts")).collect()
-    } else {
-        Vec::new()
-    };
+    let names: Vec<String> = (0..200).map(|i| format!("tree/part{i:03}.ts")).collect();
     common::add(
         &s.path("src"),
         &names.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -231,15 +227,13 @@ fn big_and_tree(s: &Site, port: u16, extra: &str, with_tree: bool) {
         !s.path("src/big/feature.mxf").exists(),
         "source removed after"
     );
-    if with_tree {
-        assert_eq!(std::fs::read_dir(s.path("src/tree")).unwrap().count(), 0);
-        let leftovers: Vec<_> = std::fs::read_dir(remote.join("tree"))
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-            .collect();
-        assert!(leftovers.is_empty(), "temporary names left: {leftovers:?}");
-    }
+    assert_eq!(std::fs::read_dir(s.path("src/tree")).unwrap().count(), 0);
+    let leftovers: Vec<_> = std::fs::read_dir(remote.join("tree"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary names left: {leftovers:?}");
     let rows = s.transfers();
     assert!(
         rows.as_array()
@@ -255,16 +249,16 @@ fn big_and_tree(s: &Site, port: u16, extra: &str, with_tree: bool) {
 fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
     let s = site();
     let server = Ftpd::start(&s.path("server"), None);
-    big_and_tree(&s, server.port, PLAIN, true);
+    big_and_tree(&s, server.port, PLAIN);
 }
 
 #[test]
-fn over_ftps_a_100_mb_file_arrives_byte_identical() {
+fn over_ftps_a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
     let s = site();
     let c = certs(&s.path("certs"));
     // The server demands TLS on both connections: nothing goes in clear.
     let server = Ftpd::start(&s.path("server"), Some(&c));
-    big_and_tree(&s, server.port, &tls_target(&c), false);
+    big_and_tree(&s, server.port, &tls_target(&c));
 }
 
 #[test]

@@ -21,10 +21,16 @@ struct S3 {
     root: PathBuf,
     conf: PathBuf,
     log: PathBuf,
+    /// Buckets addressed as `bucket.host` rather than `host/bucket`.
+    virtual_host: bool,
 }
 
 impl S3 {
     fn start(root: &Path) -> Self {
+        Self::start_styled(root, false)
+    }
+
+    fn start_styled(root: &Path, virtual_host: bool) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -39,6 +45,7 @@ impl S3 {
             root: root.to_path_buf(),
             conf,
             log: root.with_extension("log"),
+            virtual_host,
         };
         s.restart();
         s
@@ -59,6 +66,7 @@ impl S3 {
             .arg(&self.log)
             .arg("--config")
             .arg(&self.conf)
+            .arg(format!("--force-path-style={}", !self.virtual_host))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -449,4 +457,42 @@ fn a_body_damaged_on_the_way_is_caught_by_its_etag_and_sent_again() {
         "{row}"
     );
     assert!(!s.path("src/one/ep.mxf").exists() && !s.path("src/two/ep.mxf").exists());
+}
+
+#[test]
+fn a_virtual_host_style_endpoint_puts_the_bucket_in_the_host_name() {
+    // The server takes the bucket from the Host header only; `media.localhost`
+    // must resolve to 127.0.0.1 (.ci/run adds it to /etc/hosts).
+    let resolved = std::net::ToSocketAddrs::to_socket_addrs(&(format!("{BUCKET}.localhost"), 80))
+        .map(|a| a.map(|a| a.ip()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(
+        resolved.contains(&std::net::IpAddr::from([127, 0, 0, 1])),
+        "{BUCKET}.localhost does not resolve to 127.0.0.1 ({resolved:?}): add it to /etc/hosts, as .ci/run does"
+    );
+    let s = site();
+    let server = S3::start_styled(&s.path("server"), true);
+    let small = pattern(3_000_000, 21);
+    let parted = pattern(12_000_000, 22);
+    std::fs::create_dir_all(s.path("src/vh")).unwrap();
+    std::fs::write(s.path("src/vh/small.mxf"), &small).unwrap();
+    std::fs::write(s.path("src/vh/parted.mxf"), &parted).unwrap();
+    s.config(
+        server.port,
+        SECRET,
+        "path_style = false\nmultipart_threshold_mb = 5\npart_size_mb = 5",
+    );
+    let toml = std::fs::read_to_string(s.path("agent.toml"))
+        .unwrap()
+        .replace("http://127.0.0.1:", "http://localhost:");
+    std::fs::write(s.path("agent.toml"), toml).unwrap();
+    let out = wait_limited(s.agent(true), Duration::from_secs(60));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let remote = s.path("server").join(BUCKET).join("incoming/dispatch/vh");
+    assert!(std::fs::read(remote.join("small.mxf")).unwrap() == small);
+    assert!(std::fs::read(remote.join("parted.mxf")).unwrap() == parted);
+    // Both request kinds: single PUT and multipart (path style gets
+    // NoSuchBucket from this server).
+    assert!(log.contains("multipart upload finished"), "{log}");
 }

@@ -408,6 +408,14 @@ async fn pollers_are_validated_and_secrets_are_write_only() {
     b["agents"] = json!(["ghost"]);
     let (_, e) = post(b).await;
     assert_eq!(e["field"], "agents");
+    let mut b = poller_body("p1");
+    b["plugin_version"] = json!("9.9.9");
+    let (_, e) = post(b).await;
+    assert_eq!(e["field"], "plugin_version", "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("no version 9.9.9"),
+        "{e}"
+    );
     let mut b = poller_body("Bad Name");
     b["name"] = json!("Bad Name");
     let (_, e) = post(b).await;

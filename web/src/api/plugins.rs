@@ -150,6 +150,36 @@ pub async fn latest_version(
         .max_by_key(|(_, v, _)| semver_key(v)))
 }
 
+/// The version of a plugin a poller runs, with its parameter schema (JSON):
+/// `version` pinned, or the latest for `None`, `""` or `"latest"` (then the
+/// id returned is `None`: the poller follows new uploads). `None` when the
+/// plugin has no such version.
+pub async fn version_schema(
+    pool: &sqlx::SqlitePool,
+    plugin_id: i64,
+    version: Option<&str>,
+) -> Result<Option<(Option<i64>, String)>, sqlx::Error> {
+    let pinned = version.filter(|v| !v.is_empty() && *v != "latest");
+    let id = match pinned {
+        Some(v) => {
+            sqlx::query_scalar("SELECT id FROM plugin_versions WHERE plugin_id = ? AND version = ?")
+                .bind(plugin_id)
+                .bind(v)
+                .fetch_optional(pool)
+                .await?
+        }
+        None => latest_version(pool, plugin_id).await?.map(|(id, _, _)| id),
+    };
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let schema = sqlx::query_scalar("SELECT params_json FROM plugin_versions WHERE id = ?")
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
+    Ok(Some((pinned.map(|_| id), schema)))
+}
+
 /// Orders `1.10.0` after `1.9.0`; a pre-release before its release.
 pub fn semver_key(v: &str) -> (u64, u64, u64, bool, String) {
     let (core, pre) = v.split_once('-').map_or((v, ""), |(c, p)| (c, p));

@@ -184,38 +184,16 @@ async fn validate(
         .fetch_optional(pool)
         .await?
         .ok_or_else(|| ApiError::bad("plugin", format!("no plugin named `{}`", p.plugin)))?;
-    let (version_id, params_json): (Option<i64>, String) = match p.plugin_version.as_deref() {
-        None | Some("latest") | Some("") => {
-            let (id, _, _) = super::plugins::latest_version(pool, plugin_id)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::bad("plugin", format!("plugin `{}` has no version", p.plugin))
-                })?;
-            (
-                None,
-                sqlx::query_scalar("SELECT params_json FROM plugin_versions WHERE id = ?")
-                    .bind(id)
-                    .fetch_one(pool)
-                    .await?,
-            )
-        }
-        Some(v) => {
-            let row = sqlx::query(
-                "SELECT id, params_json FROM plugin_versions WHERE plugin_id = ? AND version = ?",
-            )
-            .bind(plugin_id)
-            .bind(v)
-            .fetch_optional(pool)
-            .await?
-            .ok_or_else(|| {
-                ApiError::bad(
-                    "plugin_version",
-                    format!("plugin `{}` has no version {v}", p.plugin),
-                )
-            })?;
-            (Some(row.get("id")), row.get("params_json"))
-        }
-    };
+    let wanted = p.plugin_version.as_deref();
+    let (version_id, params_json) = super::plugins::version_schema(pool, plugin_id, wanted)
+        .await?
+        .ok_or_else(|| match wanted {
+            Some(v) if !v.is_empty() && v != "latest" => ApiError::bad(
+                "plugin_version",
+                format!("plugin `{}` has no version {v}", p.plugin),
+            ),
+            _ => ApiError::bad("plugin", format!("plugin `{}` has no version", p.plugin)),
+        })?;
     let schema: Vec<ParamSpec> = serde_json::from_str(&params_json).unwrap_or_default();
     let info = PluginInfo {
         name: p.plugin.clone(),
@@ -570,7 +548,7 @@ pub async fn move_to_version(
     version: &str,
 ) -> ApiResult<()> {
     let row = sqlx::query(
-        "SELECT p.id, p.params_json FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE p.name = ? AND pl.name = ?",
+        "SELECT p.id, p.params_json, p.plugin_id FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE p.name = ? AND pl.name = ?",
     )
     .bind(poller)
     .bind(plugin)
@@ -580,30 +558,16 @@ pub async fn move_to_version(
     let id: i64 = row.get("id");
     let params: BTreeMap<String, String> =
         serde_json::from_str(row.get("params_json")).unwrap_or_default();
-    let (version_id, schema_json): (Option<i64>, String) = if version == "latest" {
-        let plugin_id: i64 = sqlx::query_scalar("SELECT plugin_id FROM pollers WHERE id = ?")
-            .bind(id)
-            .fetch_one(&state.pool)
-            .await?;
-        let (vid, _, _) = super::plugins::latest_version(&state.pool, plugin_id)
+    let plugin_id: i64 = row.get("plugin_id");
+    let (version_id, schema_json) =
+        super::plugins::version_schema(&state.pool, plugin_id, Some(version))
             .await?
-            .ok_or_else(|| ApiError::bad("version", format!("plugin `{plugin}` has no version")))?;
-        let json = sqlx::query_scalar("SELECT params_json FROM plugin_versions WHERE id = ?")
-            .bind(vid)
-            .fetch_one(&state.pool)
-            .await?;
-        (None, json)
-    } else {
-        let r = sqlx::query(
-            "SELECT v.id, v.params_json FROM plugin_versions v JOIN plugins pl ON pl.id = v.plugin_id WHERE pl.name = ? AND v.version = ?",
-        )
-        .bind(plugin)
-        .bind(version)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(|| ApiError::bad("version", format!("plugin `{plugin}` has no version {version}")))?;
-        (Some(r.get("id")), r.get("params_json"))
-    };
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "version",
+                    format!("plugin `{plugin}` has no version {version}"),
+                )
+            })?;
     let info = PluginInfo {
         name: plugin.to_string(),
         version: version.to_string(),

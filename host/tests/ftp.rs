@@ -6,8 +6,8 @@
 mod common;
 use common::{contains, pattern, terminate, venv_bin, wait_limited};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const USER: &str = "ftp_user";
 const PASS: &str = "ftp-Pa55-secret";
@@ -86,82 +86,42 @@ fn certs(dir: &Path) -> Certs {
 
 /// pyftpdlib on a free loopback port (passive ports on loopback too),
 /// stopped on drop, even when the test panics.
-struct Ftpd {
-    child: Option<Child>,
-    port: u16,
-    root: PathBuf,
-    tls: Option<(PathBuf, PathBuf)>,
-}
+struct Ftpd;
 
 impl Ftpd {
-    fn start(root: &Path, tls: Option<&Certs>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+    fn start(root: &Path, tls: Option<&Certs>) -> common::ServerProcess {
         std::fs::create_dir_all(root).unwrap();
-        let mut s = Ftpd {
-            child: None,
-            port,
-            root: root.to_path_buf(),
-            tls: tls.map(|c| (c.cert.clone(), c.key.clone())),
-        };
-        s.restart();
-        s
-    }
-
-    fn restart(&mut self) {
+        let (root, port) = (root.to_path_buf(), common::free_port());
+        let tls = tls.map(|c| (c.cert.clone(), c.key.clone()));
         // A passive range of its own per server, so parallel tests don't meet.
-        let pasv = 30_000 + u32::from(self.port) % 20_000;
-        let mut cmd = Command::new(venv_bin("python"));
-        cmd.args(["-m", "pyftpdlib", "-i", "127.0.0.1", "-w", "-p"])
-            .arg(self.port.to_string())
-            .arg("-d")
-            .arg(&self.root)
-            .args([
-                "-u",
-                USER,
-                "-P",
-                PASS,
-                "-r",
-                &format!("{pasv}-{}", pasv + 30),
-            ]);
-        if let Some((cert, key)) = &self.tls {
-            cmd.args([
-                "--tls",
-                "--tls-control-required",
-                "--tls-data-required",
-                "--certfile",
-            ])
-            .arg(cert)
-            .arg("--keyfile")
-            .arg(key);
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "pyftpdlib did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Ftpd {
-    fn drop(&mut self) {
-        self.stop();
+        let pasv = 30_000 + u32::from(port) % 20_000;
+        common::ServerProcess::start("pyftpdlib", port, None, move || {
+            let mut cmd = Command::new(venv_bin("python"));
+            cmd.args(["-m", "pyftpdlib", "-i", "127.0.0.1", "-w", "-p"])
+                .arg(port.to_string())
+                .arg("-d")
+                .arg(&root)
+                .args([
+                    "-u",
+                    USER,
+                    "-P",
+                    PASS,
+                    "-r",
+                    &format!("{pasv}-{}", pasv + 30),
+                ]);
+            if let Some((cert, key)) = &tls {
+                cmd.args([
+                    "--tls",
+                    "--tls-control-required",
+                    "--tls-data-required",
+                    "--certfile",
+                ])
+                .arg(cert)
+                .arg("--keyfile")
+                .arg(key);
+            }
+            cmd
+        })
     }
 }
 

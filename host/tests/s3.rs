@@ -5,8 +5,8 @@
 
 mod common;
 use common::{contains, pattern, terminate, venv_bin, wait_limited};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "AKDISPATCHTEST";
@@ -15,81 +15,41 @@ const BUCKET: &str = "media";
 
 /// `rclone serve s3` on a free loopback port, stopped on drop (even when
 /// the test panics).
-struct S3 {
-    child: Option<Child>,
-    port: u16,
-    root: PathBuf,
-    conf: PathBuf,
-    log: PathBuf,
-    /// Buckets addressed as `bucket.host` rather than `host/bucket`.
-    virtual_host: bool,
-}
+struct S3;
 
 impl S3 {
-    fn start(root: &Path) -> Self {
+    fn start(root: &Path) -> common::ServerProcess {
         Self::start_styled(root, false)
     }
 
-    fn start_styled(root: &Path, virtual_host: bool) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+    /// `virtual_host`: buckets addressed as `bucket.host`, not `host/bucket`.
+    fn start_styled(root: &Path, virtual_host: bool) -> common::ServerProcess {
         let conf = root.with_extension("rclone.conf");
         std::fs::write(&conf, "").unwrap();
         std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-        let mut s = S3 {
-            child: None,
-            port,
-            root: root.to_path_buf(),
-            conf,
-            log: root.with_extension("log"),
-            virtual_host,
-        };
-        s.restart();
-        s
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new(venv_bin("rclone"))
-            .args(["serve", "s3"])
-            .arg(&self.root)
-            .args([
-                "--addr",
-                &format!("127.0.0.1:{}", self.port),
-                "--auth-key",
-                &format!("{KEY},{SECRET}"),
-                "-vv",
-                "--log-file",
-            ])
-            .arg(&self.log)
-            .arg("--config")
-            .arg(&self.conf)
-            .arg(format!("--force-path-style={}", !self.virtual_host))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "rclone serve s3 did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        self.stop();
+        let (root, port, log) = (
+            root.to_path_buf(),
+            common::free_port(),
+            root.with_extension("log"),
+        );
+        common::ServerProcess::start("rclone serve s3", port, Some(log.clone()), move || {
+            let mut c = Command::new(venv_bin("rclone"));
+            c.args(["serve", "s3"])
+                .arg(&root)
+                .args([
+                    "--addr",
+                    &format!("127.0.0.1:{port}"),
+                    "--auth-key",
+                    &format!("{KEY},{SECRET}"),
+                    "-vv",
+                    "--log-file",
+                ])
+                .arg(&log)
+                .arg("--config")
+                .arg(&conf)
+                .arg(format!("--force-path-style={}", !virtual_host));
+            c
+        })
     }
 }
 

@@ -8,7 +8,7 @@ mod common;
 use common::{add, pattern, terminate, wait_limited};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SSHD: &str = "/usr/sbin/sshd";
@@ -18,7 +18,7 @@ const PASSWORD: &str = "sftp-Pa55-secret";
 /// A private `sshd -D` on a free loopback port with its own keys and
 /// config; it and every session process it forked are killed on drop.
 struct Sshd {
-    child: Option<Child>,
+    server: common::ServerProcess,
     port: u16,
     dir: PathBuf,
 }
@@ -41,11 +41,7 @@ impl Sshd {
             assert!(ok, "ssh-keygen failed");
         }
         std::fs::copy(dir.join("client_ed25519.pub"), dir.join("authorized_keys")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let d = dir.display();
         // OpenSSH's sftp-server, logging each request it serves to
         // sftp.log (root's sessions; others cannot write there).
@@ -74,50 +70,34 @@ impl Sshd {
             ),
         )
         .unwrap();
-        let mut s = Sshd {
-            child: None,
+        let (config, log) = (dir.join("sshd_config"), dir.join("sshd.log"));
+        let server = common::ServerProcess::start("sshd", port, Some(log.clone()), move || {
+            let mut c = Command::new(SSHD);
+            c.arg("-D").arg("-f").arg(&config).arg("-E").arg(&log);
+            c
+        });
+        Sshd {
+            server,
             port,
             dir: dir.to_path_buf(),
-        };
-        s.restart();
-        s
+        }
     }
 
     fn restart(&mut self) {
-        let child = Command::new(SSHD)
-            .arg("-D")
-            .arg("-f")
-            .arg(self.dir.join("sshd_config"))
-            .arg("-E")
-            .arg(self.dir.join("sshd.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not start: {}",
-                std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.server.restart();
     }
 
     /// Kills the listener and the session processes it forked (by pid),
     /// as a crash of the server would.
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let pids = descendants(c.id());
+        if let Some(pid) = self.server.pid() {
+            let pids = descendants(pid);
             for pid in &pids {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
                     .status();
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            self.server.stop();
             // Dead (gone or a zombie), so no write lands after this returns.
             let deadline = Instant::now() + Duration::from_secs(5);
             for pid in pids {

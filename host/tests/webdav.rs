@@ -4,81 +4,38 @@
 
 mod common;
 use common::{add, pattern, terminate, wait_limited};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 const USER: &str = "dav_user";
 const PASS: &str = "dav-Pa55-secret";
 
 /// `rclone serve webdav` on a free loopback port, stopped on drop.
-struct Dav {
-    child: Option<Child>,
-    port: u16,
-    root: PathBuf,
-    conf: PathBuf,
-}
+struct Dav;
 
 impl Dav {
-    fn start(root: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+    fn start(root: &Path) -> common::ServerProcess {
         let conf = root.with_extension("rclone.conf");
         std::fs::write(&conf, "").unwrap();
         std::fs::create_dir_all(root).unwrap();
-        let mut d = Dav {
-            child: None,
-            port,
-            root: root.to_path_buf(),
-            conf,
-        };
-        d.restart();
-        d
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("rclone")
-            .args(["serve", "webdav"])
-            .arg(&self.root)
-            .args([
-                "--addr",
-                &format!("127.0.0.1:{}", self.port),
-                "--user",
-                USER,
-                "--pass",
-                PASS,
-                "--config",
-            ])
-            .arg(&self.conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rclone is not installed: .ci/run installs it (apt install rclone)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "rclone serve webdav did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Dav {
-    fn drop(&mut self) {
-        self.stop();
+        let (root, port) = (root.to_path_buf(), common::free_port());
+        common::ServerProcess::start("rclone serve webdav", port, None, move || {
+            let mut c = Command::new("rclone");
+            c.args(["serve", "webdav"])
+                .arg(&root)
+                .args([
+                    "--addr",
+                    &format!("127.0.0.1:{port}"),
+                    "--user",
+                    USER,
+                    "--pass",
+                    PASS,
+                    "--config",
+                ])
+                .arg(&conf);
+            c
+        })
     }
 }
 

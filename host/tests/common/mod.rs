@@ -246,3 +246,84 @@ pub fn venv_bin(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real server the network tests send to: spawned from `command`, ready
+/// once its loopback port accepts, killed on `stop` and on drop (also when
+/// the test panics), and startable again on the same port.
+pub struct ServerProcess {
+    child: Option<Child>,
+    pub port: u16,
+    name: &'static str,
+    /// Read into the message when the server does not come up.
+    log: Option<PathBuf>,
+    command: Box<dyn Fn() -> Command>,
+}
+
+impl ServerProcess {
+    pub fn start(
+        name: &'static str,
+        port: u16,
+        log: Option<PathBuf>,
+        command: impl Fn() -> Command + 'static,
+    ) -> Self {
+        let mut s = Self {
+            child: None,
+            port,
+            name,
+            log,
+            command: Box::new(command),
+        };
+        s.restart();
+        s
+    }
+
+    pub fn restart(&mut self) {
+        let child = (self.command)()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start on port {}: {}",
+                self.name,
+                self.port,
+                self.log
+                    .as_ref()
+                    .and_then(|l| std::fs::read_to_string(l).ok())
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -188,11 +188,7 @@ fn big_and_tree(s: &Site, port: u16, extra: &str) {
         "source removed after"
     );
     assert_eq!(std::fs::read_dir(s.path("src/tree")).unwrap().count(), 0);
-    let leftovers: Vec<_> = std::fs::read_dir(remote.join("tree"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-        .collect();
+    let leftovers = common::dot_files(&remote.join("tree"));
     assert!(leftovers.is_empty(), "temporary names left: {leftovers:?}");
     let rows = s.transfers();
     assert!(

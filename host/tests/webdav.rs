@@ -93,11 +93,7 @@ fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
         !s.path("src/big/feature.mxf").exists()
             && std::fs::read_dir(s.path("src/tree")).unwrap().count() == 0
     );
-    let leftovers: Vec<_> = std::fs::read_dir(remote.join("tree"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-        .collect();
+    let leftovers = common::dot_files(&remote.join("tree"));
     assert!(leftovers.is_empty(), "temporary names left: {leftovers:?}");
     assert!(!log.contains(PASS));
 }

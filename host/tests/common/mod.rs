@@ -327,3 +327,14 @@ impl Drop for ServerProcess {
         self.stop();
     }
 }
+
+/// Names starting with a dot in `dir`: temporary (part) files a backend
+/// left behind.
+pub fn dot_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}

@@ -639,3 +639,64 @@ fn a_changed_host_key_in_known_hosts_is_refused() {
         "{error}"
     );
 }
+
+/// Waits until `path` exists, for up to 30 s.
+fn arrives(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never arrived",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn items_in_a_row_share_one_ssh_login() {
+    let s = site();
+    let mut sshd = Sshd::start(&s.path("sshd"));
+    let names: Vec<String> = (0..6).map(|i| format!("show/ep{i}.mxf")).collect();
+    s.key_config(&sshd, "");
+    // One transfer at a time: each item starts after the last one ended.
+    let toml = std::fs::read_to_string(s.path("agent.toml"))
+        .unwrap()
+        .replace(
+            "stability = \"0s\"\n",
+            "stability = \"0s\"\nmax_transfers = 1\n",
+        );
+    std::fs::write(s.path("agent.toml"), toml).unwrap();
+    let agent = s.agent(false);
+    add(
+        &s.path("src"),
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    for n in &names {
+        arrives(&s.remote().join(n));
+    }
+    let logins = || {
+        std::fs::read_to_string(s.path("sshd/sshd.log"))
+            .unwrap()
+            .matches("Accepted publickey for root")
+            .count()
+    };
+    assert_eq!(logins(), 1);
+    // The server drops every session: the idle connection fails its check
+    // and a new login sends the next item on its first attempt.
+    sshd.stop();
+    sshd.restart();
+    add(&s.path("src"), &["late/ep9.mxf"]);
+    arrives(&s.remote().join("late/ep9.mxf"));
+    let out = terminate(agent);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(logins(), 2, "{log}");
+    let rows = s.transfers();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), names.len() + 1);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "Complete" && r["attempts"] == 1),
+        "{rows:?}"
+    );
+}

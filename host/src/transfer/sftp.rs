@@ -3,7 +3,8 @@
 //! with a stat after an `fsync@openssh.com` (so the data is on the server's
 //! disk before the source is removed), then it is renamed over the final name
 //! (`posix-rename@openssh.com`, else remove + rename). A part file left by a
-//! failed attempt is resumed from its size. OpenSSH's sftp-server offers no
+//! failed attempt is resumed from its size. Logged-in connections are kept
+//! for the next item for a while, so a burst of items costs one login. OpenSSH's sftp-server offers no
 //! hash extension, so the check is the size (plus, on resume, the part's last
 //! bytes compared with the source's).
 
@@ -20,7 +21,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// The largest write we send; a server's `limits@openssh.com` can lower it.
@@ -37,6 +38,13 @@ const TAIL_CHECK: u64 = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// One SFTP request's answer.
 const REQUEST_TIMEOUT_SECS: u64 = 30;
+/// How long a logged-in connection waits for the next item before it is
+/// closed, and how many wait: a burst of items costs one SSH login, not one
+/// each (a login is several round trips and a key exchange).
+const IDLE_FOR: Duration = Duration::from_secs(30);
+const MAX_IDLE: usize = 4;
+/// An idle connection must answer this fast to be used again.
+const ALIVE_CHECK: Duration = Duration::from_secs(5);
 
 enum Auth {
     Password(Secret),
@@ -62,6 +70,8 @@ pub struct SftpBackend {
     destination: Vec<String>,
     rate: Option<Arc<RateLimiter>>,
     fsync: bool,
+    /// Connections that finished an item cleanly, with when they did.
+    idle: Mutex<Vec<(Connection, Instant)>>,
 }
 
 impl SftpBackend {
@@ -115,6 +125,7 @@ impl SftpBackend {
             destination: segments(&cfg.destination),
             rate,
             fsync: cfg.fsync,
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -705,12 +716,20 @@ impl russh::client::Handler for Client {
 impl Backend for SftpBackend {
     async fn send(&self, job: &Job, progress: Arc<Progress>) -> Result<Sent, TransferError> {
         let item = segments(&job.path);
-        let mut conn = tokio::select! {
-            c = self.connect() => c?,
-            () = progress.cancel.cancelled() => return Err(TransferError::cancelled()),
+        let mut conn = match self.reuse().await {
+            Some(c) => c,
+            None => tokio::select! {
+                c = self.connect() => c?,
+                () = progress.cancel.cancelled() => return Err(TransferError::cancelled()),
+            },
         };
         let result = self.send_on(&mut conn, job, &item, &progress).await;
-        conn.close().await;
+        if result.is_ok() {
+            self.keep(conn).await;
+        } else {
+            // After a failure the session's state is unknown: never reused.
+            conn.close().await;
+        }
         result
     }
 
@@ -727,6 +746,47 @@ impl Backend for SftpBackend {
 }
 
 impl SftpBackend {
+    /// A logged-in connection left by an earlier item, if one is fresh and
+    /// still answers.
+    async fn reuse(&self) -> Option<Connection> {
+        loop {
+            let (conn, since) = self.idle.lock().ok()?.pop()?;
+            if since.elapsed() < IDLE_FOR
+                && matches!(
+                    tokio::time::timeout(ALIVE_CHECK, conn.sftp.realpath(".")).await,
+                    Ok(Ok(_))
+                )
+            {
+                return Some(conn);
+            }
+            conn.close().await;
+        }
+    }
+
+    /// Keeps a connection for the next item, and closes those idle too long.
+    async fn keep(&self, mut conn: Connection) {
+        // Folders may be removed on the server between items.
+        conn.made.clear();
+        let stale = match self.idle.lock() {
+            Ok(mut idle) => {
+                let (fresh, mut stale): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
+                    .into_iter()
+                    .partition(|(_, since)| since.elapsed() < IDLE_FOR);
+                *idle = fresh;
+                if idle.len() < MAX_IDLE {
+                    idle.push((conn, Instant::now()));
+                } else {
+                    stale.push((conn, Instant::now()));
+                }
+                stale
+            }
+            Err(_) => vec![(conn, Instant::now())],
+        };
+        for (c, _) in stale {
+            c.close().await;
+        }
+    }
+
     async fn send_on(
         &self,
         conn: &mut Connection,

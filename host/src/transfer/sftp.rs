@@ -4,9 +4,9 @@
 //! disk before the source is removed), then it is renamed over the final name
 //! (`posix-rename@openssh.com`, else remove + rename). A part file left by a
 //! failed attempt is resumed from its size. Logged-in connections are kept
-//! for the next item for a while, so a burst of items costs one login. OpenSSH's sftp-server offers no
-//! hash extension, so the check is the size (plus, on resume, the part's last
-//! bytes compared with the source's).
+//! for the next item for a while, so a burst of items costs one login.
+//! OpenSSH's sftp-server offers no hash extension, so the check is the size
+//! (plus, on resume, the part's last bytes compared with the source's).
 
 use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
 use crate::actions::ItemKind;

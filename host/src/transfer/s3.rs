@@ -250,11 +250,14 @@ impl S3Backend {
                 self.place()
             ))
         })?;
+        // An ETag that is no MD5 (SSE-KMS, SSE-C) says nothing here: the
+        // HEAD after decides, and nothing is deleted on its word.
         let etag = res
             .headers()
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
-            .map(clean_etag);
+            .map(clean_etag)
+            .filter(|e| is_md5(e));
         if etag.as_ref().is_some_and(|e| *e != hex::encode(md5)) {
             return Err(TransferError::transient(format!(
                 "S3 {what} on {}: the server received other bytes than were sent (ETag {etag:?}, sent MD5 {})",
@@ -325,9 +328,8 @@ impl S3Backend {
                 self.place()
             )));
         }
-        let plain_md5 = |e: &str| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit());
         let expected = match (whole, &remote_etag) {
-            (Some(md5), Some(e)) if e != etag && plain_md5(e) => hex::encode(md5.get().await?),
+            (Some(md5), Some(e)) if e != etag && is_md5(e) => hex::encode(md5.get().await?),
             _ => etag.to_string(),
         };
         if remote_etag.as_deref() != Some(expected.as_str()) {
@@ -695,6 +697,11 @@ impl Drop for WholeMd5 {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Whether an ETag has the shape of an MD5 (32 hex digits).
+fn is_md5(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// An ETag without quotes (plain or XML-escaped), lowercase.

@@ -172,9 +172,7 @@ fn big_and_tree(s: &Site, port: u16, extra: &str) {
         &names.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     s.config(port, PASS, extra);
-    let out = wait_limited(s.agent(true), Duration::from_secs(180));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = s.run_until_idle(Duration::from_secs(180));
     let remote = s.path("server/incoming/dispatch");
     assert!(std::fs::read(remote.join("big/feature.mxf")).unwrap() == big);
     for n in &names {

@@ -104,9 +104,7 @@ fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
         SECRET,
         "multipart_threshold_mb = 50\npart_size_mb = 8",
     );
-    let out = wait_limited(s.agent(true), Duration::from_secs(180));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = s.run_until_idle(Duration::from_secs(180));
     let remote = s.path("server").join(BUCKET).join("incoming/dispatch");
     assert!(std::fs::read(remote.join("big/feature.mxf")).unwrap() == big);
     assert!(std::fs::read(remote.join("big/promo.mxf")).unwrap() == promo);
@@ -253,9 +251,7 @@ fn an_agent_killed_mid_upload_resumes_the_multipart_upload_on_restart() {
         "no partial object under the final key"
     );
     let started = Instant::now();
-    let out = wait_limited(s.agent(true), Duration::from_secs(60));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = s.run_until_idle(Duration::from_secs(60));
     assert!(std::fs::read(&final_path).unwrap() == data);
     let skipped = skipped_parts(&log);
     assert!(skipped >= 2, "only {skipped} parts kept:\n{log}");
@@ -367,9 +363,7 @@ fn a_body_damaged_on_the_way_is_caught_by_its_etag_and_sent_again() {
     std::fs::write(s.path("src/one/ep.mxf"), &one).unwrap();
     let relay = FlipOneByte::start(server.port, 3_000_000);
     s.config(relay.port, SECRET, "");
-    let out = wait_limited(s.agent(true), Duration::from_secs(60));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = s.run_until_idle(Duration::from_secs(60));
     assert!(
         log.contains("PUT of `incoming/dispatch/one/ep.mxf`")
             && log.contains("received other bytes than were sent"),
@@ -396,9 +390,7 @@ fn a_body_damaged_on_the_way_is_caught_by_its_etag_and_sent_again() {
         SECRET,
         "multipart_threshold_mb = 5\npart_size_mb = 5",
     );
-    let out = wait_limited(s.agent(true), Duration::from_secs(60));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = s.run_until_idle(Duration::from_secs(60));
     assert!(
         log.contains("UploadPart") && log.contains("received other bytes than were sent"),
         "{log}"
@@ -446,9 +438,7 @@ fn a_virtual_host_style_endpoint_puts_the_bucket_in_the_host_name() {
         .unwrap()
         .replace("http://127.0.0.1:", "http://localhost:");
     std::fs::write(s.path("agent.toml"), toml).unwrap();
-    let out = wait_limited(s.agent(true), Duration::from_secs(60));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = s.run_until_idle(Duration::from_secs(60));
     let remote = s.path("server").join(BUCKET).join("incoming/dispatch/vh");
     assert!(std::fs::read(remote.join("small.mxf")).unwrap() == small);
     assert!(std::fs::read(remote.join("parted.mxf")).unwrap() == parted);

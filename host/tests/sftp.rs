@@ -362,9 +362,7 @@ fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
         s.remote().display().to_string(),
     );
     s.config(&sshd, "root", &auth, &trees);
-    let out = wait_limited(s.agent(true), Duration::from_secs(120));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    s.run_until_idle(Duration::from_secs(120));
     let remote = s.remote();
     assert_eq!(std::fs::read(remote.join("big/feature.mxf")).unwrap(), big);
     for n in &names {
@@ -394,9 +392,7 @@ fn a_password_login_sends() {
     let sshd = Sshd::start(&s.path("sshd"));
     add(&s.path("src"), &["show/ep1.mxf"]);
     s.password_config(&sshd, PASSWORD);
-    let out = wait_limited(s.agent(true), Duration::from_secs(60));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = s.run_until_idle(Duration::from_secs(60));
     assert_eq!(
         std::fs::read_to_string(s.remote().join("show/ep1.mxf")).unwrap(),
         "show/ep1.mxf"

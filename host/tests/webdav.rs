@@ -81,9 +81,7 @@ fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
         &names.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     s.config(dav.port, PASS, "");
-    let out = wait_limited(s.agent(true), Duration::from_secs(120));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = s.run_until_idle(Duration::from_secs(120));
     let remote = s.path("server/incoming/dispatch");
     assert_eq!(std::fs::read(remote.join("big/feature.mxf")).unwrap(), big);
     for n in &names {

@@ -170,6 +170,15 @@ impl AgentSite {
     }
 
     /// `dispatch-agent run` on this site's `agent.toml`, stderr piped.
+    /// Runs the agent until it is idle (at most `limit`), asserts it ended
+    /// well, and gives its log.
+    pub fn run_until_idle(&self, limit: Duration) -> String {
+        let out = wait_limited(self.agent(true), limit);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        log
+    }
+
     pub fn agent(&self, until_idle: bool) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
         cmd.args(["run", "--config", "agent.toml"]);

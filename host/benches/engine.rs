@@ -124,34 +124,22 @@ fn ftp_1gib() {
     let runs = 5;
     for run in 0..runs {
         settle();
-        let t = Instant::now();
-        assert!(
+        curl.push(timed(
             Command::new("curl")
                 .args(["-s", "-f", "-T"])
                 .arg(&file)
-                .arg(format!("ftp://u:p@127.0.0.1:{port}/curl{run}.mxf"))
-                .status()
-                .unwrap()
-                .success()
-        );
-        curl.push(t.elapsed());
+                .arg(format!("ftp://u:p@127.0.0.1:{port}/curl{run}.mxf")),
+        ));
         settle();
-        let t = Instant::now();
-        assert!(
+        rcl.push(timed(
             Command::new(&rclone)
                 .args(["copyto", "-I", "--config"])
                 .arg(dir.join("rclone.conf"))
                 .arg(&file)
-                .arg(format!("{remote}rclone{run}.mxf"))
-                .status()
-                .unwrap()
-                .success()
-        );
-        rcl.push(t.elapsed());
+                .arg(format!("{remote}rclone{run}.mxf")),
+        ));
         settle();
-        assert!(agent(&cfg(run), true).status().unwrap().success());
-        let (start, end) = transfer_times(&dir.join("dispatch-journal.sqlite"));
-        ours.push(Duration::from_millis(u64::try_from(end - start).unwrap()));
+        ours.push(timed_agent(agent(&cfg(run), true), &dir, (&kept, &file)));
         for f in [
             format!("ours{run}/big/big.mxf"),
             format!("curl{run}.mxf"),
@@ -164,12 +152,10 @@ fn ftp_1gib() {
             );
             std::fs::remove_file(server_root.join(f)).unwrap();
         }
-        std::fs::hard_link(&kept, &file).unwrap();
-        std::fs::remove_file(dir.join("dispatch-journal.sqlite")).unwrap();
     }
     let _ = server.kill();
     let _ = server.wait();
-    report("ftp", runs, curl, rcl, ours);
+    report("ftp", runs, ("curl", curl), rcl, ours);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -204,11 +190,30 @@ fn big_source(dir: &Path) -> (PathBuf, PathBuf) {
     (file, kept)
 }
 
+/// How long a client takes to upload (it must succeed).
+fn timed(cmd: &mut Command) -> Duration {
+    let t = Instant::now();
+    assert!(cmd.status().unwrap().success(), "{cmd:?}");
+    t.elapsed()
+}
+
+/// Runs the agent until idle and gives its transfer's time, from the
+/// journal's started to verified; then puts the source back (`kept` to
+/// `file`) and removes the journal for the next run.
+fn timed_agent(mut cmd: Command, dir: &Path, (kept, file): (&Path, &Path)) -> Duration {
+    assert!(cmd.status().unwrap().success(), "{cmd:?}");
+    let journal = dir.join("dispatch-journal.sqlite");
+    let (start, end) = transfer_times(&journal);
+    std::fs::hard_link(kept, file).unwrap();
+    std::fs::remove_file(journal).unwrap();
+    Duration::from_millis(u64::try_from(end - start).unwrap())
+}
+
 /// Prints the three medians and the ratio to the faster client.
 fn report(
     what: &str,
     runs: usize,
-    curl: Vec<Duration>,
+    (client, curl): (&str, Vec<Duration>),
     rclone: Vec<Duration>,
     ours: Vec<Duration>,
 ) {
@@ -216,7 +221,7 @@ fn report(
     let rate = |d: Duration| gib / d.as_secs_f64() / 1e6;
     let (o, c, r) = (median(ours), median(curl), median(rclone));
     for (name, d) in [
-        ("curl", c),
+        (client, c),
         ("rclone copyto -I", r),
         ("dispatch transfer (journal)", o),
     ] {
@@ -300,8 +305,7 @@ fn s3_1gib(pin: Option<Pinning>) {
     let runs = 3;
     for run in 0..runs {
         settle();
-        let t = Instant::now();
-        assert!(
+        curl.push(timed(
             on(client_cpu, Path::new("curl"))
                 .args([
                     "-s",
@@ -310,46 +314,27 @@ fn s3_1gib(pin: Option<Pinning>) {
                     "aws:amz:us-east-1:s3",
                     "--user",
                     "KEY:SECRET",
-                    "-T"
+                    "-T",
                 ])
                 .arg(&file)
-                .arg(format!("http://127.0.0.1:{port}/media/curl{run}.mxf"))
-                .status()
-                .unwrap()
-                .success()
-        );
-        curl.push(t.elapsed());
+                .arg(format!("http://127.0.0.1:{port}/media/curl{run}.mxf")),
+        ));
         settle();
-        let t = Instant::now();
-        assert!(
+        rcl.push(timed(
             on(client_cpu, &rclone)
                 .args(["copyto", "-I", "--config"])
                 .arg(dir.join("rclone.conf"))
                 .arg(&file)
-                .arg(format!("{remote}rclone{run}.mxf"))
-                .status()
-                .unwrap()
-                .success()
-        );
-        rcl.push(t.elapsed());
+                .arg(format!("{remote}rclone{run}.mxf")),
+        ));
         for (name, extra, times) in [
             (format!("ours{run}"), one_put, &mut ours),
             (format!("parted{run}"), part.as_str(), &mut parted),
         ] {
             settle();
-            assert!(
-                agent_on(&cfg(name.clone(), extra), pin.as_ref().map(client_cpu))
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-            let (start, end) = transfer_times(&dir.join("dispatch-journal.sqlite"));
-            times.push(Duration::from_millis(u64::try_from(end - start).unwrap()));
-            let sent = server_root.join(format!("media/{name}/big/big.mxf"));
-            assert_eq!(std::fs::metadata(&sent).unwrap().len(), 1 << 30);
-            std::fs::remove_file(sent).unwrap();
-            std::fs::hard_link(&kept, &file).unwrap();
-            std::fs::remove_file(dir.join("dispatch-journal.sqlite")).unwrap();
+            let agent = agent_on(&cfg(name.clone(), extra), pin.as_ref().map(client_cpu));
+            times.push(timed_agent(agent, &dir, (&kept, &file)));
+            remove_sent(&server_root.join(format!("media/{name}/big/big.mxf")));
         }
         for f in [
             format!("media/curl{run}.mxf"),
@@ -362,7 +347,13 @@ fn s3_1gib(pin: Option<Pinning>) {
     let _ = server.wait();
     let rclone_median = median(rcl.clone());
     let label = if pin.is_some() { "s3 pinned" } else { "s3" };
-    report(&format!("{label} (one PUT)"), runs, curl, rcl, ours);
+    report(
+        &format!("{label} (one PUT)"),
+        runs,
+        ("curl", curl),
+        rcl,
+        ours,
+    );
     let p = median(parted);
     println!(
         "{:<44}{:>12}  ({runs})  {:.0} MB/s",
@@ -877,62 +868,27 @@ fn webdav_1gib() {
     let runs = 3;
     for run in 0..runs {
         settle();
-        let t = Instant::now();
-        assert!(
+        curl.push(timed(
             Command::new("curl")
-                .args(["-s", "-f", "-u", "u:p", "-T"])
+                .args(["-s", "-f", "-o", "/dev/null", "-u", "u:p", "-T"])
                 .arg(&file)
-                .arg(format!("http://127.0.0.1:{port}/curl{run}.mxf"))
-                .status()
-                .unwrap()
-                .success()
-        );
-        curl.push(t.elapsed());
+                .arg(format!("http://127.0.0.1:{port}/curl{run}.mxf")),
+        ));
         settle();
-        let t = Instant::now();
-        assert!(
+        rclone.push(timed(
             Command::new("rclone")
                 .args(["copyto", "-I", "--config"])
                 .arg(dir.join("rclone.conf"))
                 .arg(&file)
-                .arg(format!("{rclone_remote}rclone{run}.mxf"))
-                .status()
-                .unwrap()
-                .success()
-        );
-        rclone.push(t.elapsed());
+                .arg(format!("{rclone_remote}rclone{run}.mxf")),
+        ));
         settle();
-        assert!(agent(&cfg(run), true).status().unwrap().success());
-        let (start, end) = transfer_times(&dir.join("dispatch-journal.sqlite"));
-        ours.push(Duration::from_millis(u64::try_from(end - start).unwrap()));
+        ours.push(timed_agent(agent(&cfg(run), true), &dir, (&kept, &file)));
         std::fs::remove_file(server_root.join(format!("ours{run}/big/big.mxf"))).unwrap();
-        std::fs::hard_link(&kept, &file).unwrap();
-        std::fs::remove_file(dir.join("dispatch-journal.sqlite")).unwrap();
     }
     let _ = server.kill();
     let _ = server.wait();
-    let gib = 1024.0 * 1024.0 * 1024.0;
-    let rate = |d: Duration| gib / d.as_secs_f64() / 1e6;
-    let (o, c, r) = (median(ours), median(curl), median(rclone));
-    println!(
-        "webdav 1 GiB, curl -T                       {:>12}  ({runs})  {:.0} MB/s",
-        ms(c),
-        rate(c)
-    );
-    println!(
-        "webdav 1 GiB, rclone copyto -I              {:>12}  ({runs})  {:.0} MB/s",
-        ms(r),
-        rate(r)
-    );
-    println!(
-        "webdav 1 GiB, dispatch transfer (journal)   {:>12}  ({runs})  {:.0} MB/s",
-        ms(o),
-        rate(o)
-    );
-    println!(
-        "webdav ratio dispatch / faster client      {:>9.2} x   ({runs})  floor: >= 0.9",
-        c.min(r).as_secs_f64() / o.as_secs_f64()
-    );
+    report("webdav", runs, ("curl -T", curl), rclone, ours);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1041,8 +997,7 @@ fn sftp_1gib() {
                         ),
                     )
                     .unwrap();
-                    let t = Instant::now();
-                    assert!(
+                    sftp.push(timed(
                         Command::new("sftp")
                             .arg("-q")
                             .arg("-b")
@@ -1055,17 +1010,12 @@ fn sftp_1gib() {
                                 dir.join("known_hosts").display()
                             ))
                             .args(["-P", &port.to_string(), "root@127.0.0.1"])
-                            .stdout(Stdio::null())
-                            .status()
-                            .unwrap()
-                            .success()
-                    );
-                    sftp.push(t.elapsed());
+                            .stdout(Stdio::null()),
+                    ));
                     remove_sent(&server_root.join(format!("sftp{run}.mxf")));
                 }
                 1 => {
-                    let t = Instant::now();
-                    assert!(
+                    rclone.push(timed(
                         Command::new("rclone")
                             .args(["copyto", "-I", "-q", "--config"])
                             .arg(dir.join("rclone.conf"))
@@ -1073,49 +1023,20 @@ fn sftp_1gib() {
                             .arg(format!(
                                 "{rclone_remote}{}",
                                 server_root.join(format!("rclone{run}.mxf")).display()
-                            ))
-                            .status()
-                            .unwrap()
-                            .success()
-                    );
-                    rclone.push(t.elapsed());
+                            )),
+                    ));
                     remove_sent(&server_root.join(format!("rclone{run}.mxf")));
                 }
                 _ => {
-                    assert!(agent(&cfg, true).status().unwrap().success());
-                    let (start, end) = transfer_times(&dir.join("dispatch-journal.sqlite"));
-                    ours.push(Duration::from_millis(u64::try_from(end - start).unwrap()));
+                    ours.push(timed_agent(agent(&cfg, true), &dir, (&kept, &file)));
                     remove_sent(&server_root.join("ours/big/big.mxf"));
-                    std::fs::hard_link(&kept, &file).unwrap();
-                    std::fs::remove_file(dir.join("dispatch-journal.sqlite")).unwrap();
                 }
             }
         }
     }
     let _ = server.kill();
     let _ = server.wait();
-    let gib = 1024.0 * 1024.0 * 1024.0;
-    let rate = |d: Duration| gib / d.as_secs_f64() / 1e6;
-    let (o, c, r) = (median(ours), median(sftp), median(rclone));
-    println!(
-        "sftp 1 GiB, OpenSSH sftp put                {:>12}  ({runs})  {:.0} MB/s",
-        ms(c),
-        rate(c)
-    );
-    println!(
-        "sftp 1 GiB, rclone copyto -I                {:>12}  ({runs})  {:.0} MB/s",
-        ms(r),
-        rate(r)
-    );
-    println!(
-        "sftp 1 GiB, dispatch transfer (journal)     {:>12}  ({runs})  {:.0} MB/s",
-        ms(o),
-        rate(o)
-    );
-    println!(
-        "sftp ratio dispatch / faster client        {:>9.2} x   ({runs})  floor: >= 0.9",
-        c.min(r).as_secs_f64() / o.as_secs_f64()
-    );
+    report("sftp", runs, ("OpenSSH sftp put", sftp), rclone, ours);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{add, component, terminate, wait_limited};
+use common::{add, terminate, wait_limited};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -14,19 +14,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A test site: a temp dir with the config, sources and destinations.
-struct Site {
-    dir: tempfile::TempDir,
-}
+struct Site(common::AgentSite);
 
 impl Site {
     fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Self(common::AgentSite::new())
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.0.path(rel)
     }
 
     /// Writes agent.toml: fast test settings plus `body`.
@@ -42,15 +38,7 @@ impl Site {
     }
 
     fn agent(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env(
-                "DISPATCH_PLUGIN_DIR",
-                component("plugin", "dir").parent().unwrap(),
-            )
-            .env("RUST_LOG", "warn,dispatch_host=debug,plugin=debug");
-        cmd
+        self.0.command(args)
     }
 
     /// `run --until-idle`, which must end within `limit`.
@@ -76,27 +64,7 @@ impl Site {
 
     /// The journal, newest first.
     fn transfers(&self) -> Vec<Value> {
-        let out = self
-            .agent(&[
-                "transfers",
-                "--config",
-                "agent.toml",
-                "--json",
-                "--limit",
-                "1000",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        self.0.transfers().as_array().unwrap().clone()
     }
 }
 

@@ -169,7 +169,20 @@ impl AgentSite {
         self.dir.path().join(rel)
     }
 
-    /// `dispatch-agent run` on this site's `agent.toml`, stderr piped.
+    /// `dispatch-agent` with `args`, in this site, with the built-in
+    /// plugins and a debug log.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env(
+                "DISPATCH_PLUGIN_DIR",
+                component("plugin", "dir").parent().unwrap(),
+            )
+            .env("RUST_LOG", "warn,dispatch_host=debug,plugin=debug");
+        cmd
+    }
+
     /// Runs the agent until it is idle (at most `limit`), asserts it ended
     /// well, and gives its log.
     pub fn run_until_idle(&self, limit: Duration) -> String {
@@ -179,28 +192,24 @@ impl AgentSite {
         log
     }
 
+    /// `dispatch-agent run` on this site's `agent.toml`, stderr piped.
     pub fn agent(&self, until_idle: bool) -> Child {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
-        cmd.args(["run", "--config", "agent.toml"]);
+        let mut args = vec!["run", "--config", "agent.toml"];
         if until_idle {
-            cmd.arg("--until-idle");
+            args.push("--until-idle");
         }
-        cmd.current_dir(self.dir.path())
-            .env(
-                "DISPATCH_PLUGIN_DIR",
-                component("plugin", "dir").parent().unwrap(),
-            )
-            .env("RUST_LOG", "warn,dispatch_host=debug")
+        self.command(&args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
     }
 
-    /// The journal's transfers, as `dispatch-agent transfers --json` lists them.
+    /// The journal's transfers, newest first, as `dispatch-agent transfers
+    /// --json` lists them.
     pub fn transfers(&self) -> serde_json::Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"))
-            .args([
+        let out = self
+            .command(&[
                 "transfers",
                 "--config",
                 "agent.toml",
@@ -208,9 +217,13 @@ impl AgentSite {
                 "--limit",
                 "1000",
             ])
-            .current_dir(self.dir.path())
             .output()
             .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 

@@ -767,22 +767,15 @@ impl SftpBackend {
     async fn keep(&self, mut conn: Connection) {
         // Folders may be removed on the server between items.
         conn.made.clear();
-        let stale = match self.idle.lock() {
-            Ok(mut idle) => {
-                let (fresh, mut stale): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
-                    .into_iter()
-                    .partition(|(_, since)| since.elapsed() < IDLE_FOR);
-                *idle = fresh;
-                if idle.len() < MAX_IDLE {
-                    idle.push((conn, Instant::now()));
-                } else {
-                    stale.push((conn, Instant::now()));
-                }
-                stale
+        let mut spare = Some(conn);
+        let mut stale = Vec::new();
+        if let Ok(mut idle) = self.idle.lock() {
+            stale.extend(idle.extract_if(.., |(_, since)| since.elapsed() >= IDLE_FOR));
+            if idle.len() < MAX_IDLE {
+                idle.extend(spare.take().map(|c| (c, Instant::now())));
             }
-            Err(_) => vec![(conn, Instant::now())],
-        };
-        for (c, _) in stale {
+        }
+        for c in spare.into_iter().chain(stale.into_iter().map(|(c, _)| c)) {
             c.close().await;
         }
     }

@@ -159,7 +159,7 @@ pub async fn version_schema(
     plugin_id: i64,
     version: Option<&str>,
 ) -> Result<Option<(Option<i64>, String)>, sqlx::Error> {
-    let pinned = version.filter(|v| !v.is_empty() && *v != "latest");
+    let pinned = pinned(version);
     let id = match pinned {
         Some(v) => {
             sqlx::query_scalar("SELECT id FROM plugin_versions WHERE plugin_id = ? AND version = ?")
@@ -178,6 +178,11 @@ pub async fn version_schema(
         .fetch_one(pool)
         .await?;
     Ok(Some((pinned.map(|_| id), schema)))
+}
+
+/// The version a poller is pinned to: none for `None`, `""` or `"latest"`.
+pub fn pinned(version: Option<&str>) -> Option<&str> {
+    version.filter(|v| !v.is_empty() && *v != "latest")
 }
 
 /// Orders `1.10.0` after `1.9.0`; a pre-release before its release.

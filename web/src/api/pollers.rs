@@ -187,8 +187,8 @@ async fn validate(
     let wanted = p.plugin_version.as_deref();
     let (version_id, params_json) = super::plugins::version_schema(pool, plugin_id, wanted)
         .await?
-        .ok_or_else(|| match wanted {
-            Some(v) if !v.is_empty() && v != "latest" => ApiError::bad(
+        .ok_or_else(|| match super::plugins::pinned(wanted) {
+            Some(v) => ApiError::bad(
                 "plugin_version",
                 format!("plugin `{}` has no version {v}", p.plugin),
             ),

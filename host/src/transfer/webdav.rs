@@ -1,7 +1,8 @@
 //! `webdav`: streamed PUT (with Content-Length, Basic auth) to a temporary
-//! name, size check (PROPFIND, else HEAD), then MOVE to the final name; MKCOL creates missing
-//! folders. WebDAV has no standard partial PUT, so a failed upload starts
-//! again from zero; the final name never holds a partial file.
+//! name, size check (PROPFIND, else HEAD), then MOVE to the final name;
+//! MKCOL creates missing folders. WebDAV has no standard partial PUT, so a
+//! failed upload starts again from zero; the final name never holds a
+//! partial file.
 
 use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
 use crate::actions::ItemKind;

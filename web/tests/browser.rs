@@ -169,6 +169,23 @@ async fn wait_text(c: &Client, css: &str, needle: &str) -> String {
     panic!("`{css}` never showed `{needle}`; last text: {last:?}");
 }
 
+/// Waits until the page's address has `needle` in its query: a submitted
+/// GET form has loaded (the old page's text would otherwise still match).
+async fn wait_query(c: &Client, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let url = c.current_url().await.unwrap();
+        if url.query().is_some_and(|q| q.contains(needle)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached a page with `{needle}`: {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn fill(c: &Client, css: &str, value: &str) {
     let e = c.find(Locator::Css(css)).await.unwrap();
     e.clear().await.unwrap();
@@ -407,10 +424,12 @@ async fn a_person_runs_dispatch_from_the_browser() {
     c.goto(&format!("{base}/transfers")).await.unwrap();
     fill(&c, "#q", "EP10").await;
     click(&c, "#search-form button[type=submit]").await;
+    wait_query(&c, "q=EP10").await;
     let results = wait_text(&c, "#results", "EP101.mxf").await;
     assert!(results.contains("EP102.mxf") && results.contains("connection reset"));
     fill(&c, "#q", "P101").await;
     click(&c, "#search-form button[type=submit]").await;
+    wait_query(&c, "q=P101").await;
     let results = wait_text(&c, "#results", "EP101.mxf").await;
     assert!(!results.contains("EP102"), "{results}");
     shot(&c, "transfers-search").await;

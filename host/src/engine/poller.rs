@@ -543,6 +543,8 @@ impl Poller {
             path: q.path.clone(),
             kind: q.kind,
             excludes: self.excludes.clone(),
+            id: q.id.clone(),
+            sig: q.sig.clone(),
         };
         let send = self.backend.send(&job, progress.clone());
         tokio::pin!(send);

@@ -235,6 +235,8 @@ mod tests {
             path: "A/ADI.XML".into(),
             kind: ItemKind::File,
             excludes: Arc::default(),
+            id: "0011223344556677".into(),
+            sig: String::new(),
         };
         let cmd = AsperaBackend::new(cfg()).command(&job, None);
         let args: Vec<String> = cmd

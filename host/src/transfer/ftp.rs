@@ -9,7 +9,8 @@
 //! refusing REST gets the whole file again. MKD makes missing folders.
 
 use super::read_ahead::range_stream;
-use super::webdav::{segments, walk};
+use super::tree::walk;
+use super::webdav::segments;
 use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
 use crate::actions::ItemKind;
 use crate::config::FtpConfig;

@@ -10,6 +10,7 @@ mod rate;
 mod read_ahead;
 pub mod s3;
 pub mod sftp;
+pub mod tree;
 pub mod webdav;
 
 use crate::actions::ItemKind;
@@ -31,12 +32,35 @@ pub struct Job {
     pub kind: ItemKind,
     /// File names never sent (inside directory transfers).
     pub excludes: Arc<GlobSet>,
+    /// The transfer's id: the same over every attempt and restart, unique
+    /// to this transfer (temporary names are made from it).
+    pub id: String,
+    /// The item's stability signature when it was queued; a backend that
+    /// moves a whole tree into place checks it once more before the move.
+    pub sig: String,
 }
 
 impl Job {
     pub fn source(&self) -> PathBuf {
         self.root.join(&self.path)
     }
+}
+
+/// Suffix of temporary names; an interrupted transfer leaves at most these.
+pub const PART_SUFFIX: &str = ".dispatch-part";
+
+/// The temporary name an item's file is written under before its final
+/// rename: `.<name, cut to 64 bytes>.<16 hex of the transfer id>.dispatch-part`.
+/// Unique per transfer, so two transfers of the same name never share one
+/// (and the same transfer finds its own again when it resumes), and at most
+/// 96 bytes whatever the name's length (file names stop at 255).
+pub fn part_name(name: &str, transfer_id: &str) -> String {
+    let mut cut = name.len().min(64);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let id: String = transfer_id.chars().take(16).collect();
+    format!(".{}.{id}{PART_SUFFIX}", &name[..cut])
 }
 
 /// Shared between a running transfer and the engine.
@@ -67,6 +91,10 @@ impl Progress {
 pub struct TransferError {
     pub permanent: bool,
     pub cancelled: bool,
+    /// Only this item can never go as it is (a name too long for the
+    /// destination): it is not retried until it changes, and it does not
+    /// count toward the poller's breaker.
+    pub item_only: bool,
     pub message: String,
 }
 
@@ -75,6 +103,7 @@ impl TransferError {
         Self {
             permanent: false,
             cancelled: false,
+            item_only: false,
             message: message.into(),
         }
     }
@@ -82,16 +111,23 @@ impl TransferError {
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             permanent: true,
-            cancelled: false,
-            message: message.into(),
+            ..Self::transient(message)
+        }
+    }
+
+    /// Permanent for this item alone (see `item_only`).
+    pub fn item_only(message: impl Into<String>) -> Self {
+        Self {
+            permanent: true,
+            item_only: true,
+            ..Self::transient(message)
         }
     }
 
     pub fn cancelled() -> Self {
         Self {
-            permanent: false,
             cancelled: true,
-            message: "cancelled".into(),
+            ..Self::transient("cancelled")
         }
     }
 
@@ -101,6 +137,7 @@ impl TransferError {
         let message = format!("{context}: {e}");
         match e.kind() {
             K::PermissionDenied | K::ReadOnlyFilesystem => Self::permanent(message),
+            K::InvalidFilename => Self::item_only(message),
             K::Interrupted if e.to_string().contains("cancelled") => Self::cancelled(),
             _ => Self::transient(message),
         }
@@ -134,4 +171,21 @@ pub fn item_size(path: &std::path::Path) -> u64 {
     std::fs::read_dir(path)
         .map(|rd| rd.flatten().map(|e| item_size(&e.path())).sum())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::part_name;
+
+    #[test]
+    fn part_names_are_unique_per_transfer_and_short() {
+        let a = part_name("clip.mxf", "00112233445566778899aabbccddeeff");
+        let b = part_name("clip.mxf", "ffeeddccbbaa99887766554433221100");
+        assert_eq!(a, ".clip.mxf.0011223344556677.dispatch-part");
+        assert_ne!(a, b);
+        let long = "é".repeat(120);
+        let p = part_name(&long, "0011223344556677");
+        assert!(p.len() <= 96, "{}", p.len());
+        assert!(p.starts_with(&format!(".{}", "é".repeat(32))));
+    }
 }

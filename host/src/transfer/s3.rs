@@ -20,7 +20,8 @@
 //! file's MD5, on servers that store plain files).
 
 use super::read_ahead::{CHUNK, StreamMd5, hashed_range_stream};
-use super::webdav::{error_chain, segments, walk};
+use super::tree::walk;
+use super::webdav::{error_chain, segments};
 use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
 use crate::actions::ItemKind;
 use crate::config::S3Config;

@@ -798,7 +798,7 @@ impl SftpBackend {
                 // The tree: every folder, then every file (each through its
                 // own part name).
                 let src = job.source();
-                let (dirs, files) = super::webdav::walk(&src, &job.excludes)?;
+                let (dirs, files) = super::tree::walk(&src, &job.excludes)?;
                 self.make_dirs(conn, item).await?;
                 for d in &dirs {
                     let mut full = item.to_vec();

@@ -270,7 +270,7 @@ impl Backend for WebdavBackend {
                 // The tree: every folder, then every file (each through its
                 // own temporary name).
                 let src = job.source();
-                let (dirs, files) = walk(&src, &job.excludes)?;
+                let (dirs, files) = super::tree::walk(&src, &job.excludes)?;
                 self.make_collections(&item).await?;
                 for d in &dirs {
                     let mut full = item.clone();
@@ -291,40 +291,6 @@ impl Backend for WebdavBackend {
     fn describe(&self) -> String {
         format!("webdav:{}/{}", self.server(), self.destination.join("/"))
     }
-}
-
-pub(super) type Tree = (Vec<Vec<String>>, Vec<(Vec<String>, PathBuf)>);
-
-/// Folders (parents first) and files of a tree, as segment lists; excluded
-/// names and symlinks are left out.
-pub(super) fn walk(root: &Path, excludes: &globset::GlobSet) -> Result<Tree, TransferError> {
-    let (mut dirs, mut files) = (Vec::new(), Vec::new());
-    let mut stack = vec![Vec::<String>::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = rel.iter().fold(root.to_path_buf(), |p, s| p.join(s));
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(|e| TransferError::io(&format!("cannot list {}", dir.display()), &e))?
-            .filter_map(Result::ok)
-            .collect();
-        entries.sort_by_key(std::fs::DirEntry::file_name);
-        for e in entries {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if excludes.is_match(&name) {
-                continue;
-            }
-            let Ok(ft) = e.file_type() else { continue };
-            let mut child = rel.clone();
-            child.push(name);
-            if ft.is_dir() {
-                dirs.push(child.clone());
-                stack.push(child);
-            } else if ft.is_file() {
-                files.push((child, e.path()));
-            }
-        }
-    }
-    dirs.sort_by_key(Vec::len);
-    Ok((dirs, files))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use crate::confine::{PathError, Root, normalize};
 use serde_json::{Value, json};
 
 /// One file or a whole directory tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ItemKind {
     File,
     Dir,
@@ -21,14 +22,14 @@ impl ItemKind {
 }
 
 /// A request to send `path` (relative to the root, normal form).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Transfer {
     pub path: String,
     pub kind: ItemKind,
 }
 
 /// Run after every transfer of a group succeeded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FollowUp {
     Touch(String),
     RemoveDir(String),

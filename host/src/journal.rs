@@ -99,11 +99,14 @@ pub struct TransferRow {
     pub signature: Option<String>,
 }
 
+/// The answer to a waiter: committed, or why not.
+type Ack = oneshot::Sender<Result<(), String>>;
+
 enum Msg {
     /// An event, its time, and who waits for its commit.
-    Event(Event, i64, Option<oneshot::Sender<()>>),
+    Event(Event, i64, Option<Ack>),
     /// Answered once everything sent before it is committed.
-    Flush(oneshot::Sender<()>),
+    Flush(Ack),
 }
 
 /// Handle to the journal; cheap to clone.
@@ -152,6 +155,30 @@ const SCHEMA: &[&str] = &[
         error TEXT,
         at INTEGER NOT NULL,
         host TEXT NOT NULL
+    )",
+    // Versions of items not to send (again), with the reason shown on the
+    // poller's state: sent but the source cannot be removed, or what was
+    // left of an item because it was never sent.
+    "CREATE TABLE IF NOT EXISTS held (
+        poller TEXT NOT NULL,
+        path TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (poller, path)
+    )",
+    // Marker files this agent created (a poller's `touch`): only these may
+    // be removed with a directory.
+    "CREATE TABLE IF NOT EXISTS markers (
+        poller TEXT NOT NULL,
+        path TEXT NOT NULL,
+        PRIMARY KEY (poller, path)
+    )",
+    // Groups not finished yet (their follow-ups wait), so a restart resumes them.
+    "CREATE TABLE IF NOT EXISTS groups (
+        poller TEXT NOT NULL,
+        key TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (poller, key)
     )",
     // How far the web app has been told (`[report]`).
     "CREATE TABLE IF NOT EXISTS report_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)",
@@ -202,16 +229,15 @@ impl Journal {
         let _ = self.tx.send(Msg::Event(event, now_ms(), None));
     }
 
-    /// Records an event and waits until it is on disk.
-    pub async fn record_durable(&self, event: Event) {
+    /// Records an event and waits until it is on disk; an error when its
+    /// commit failed (then nothing may rely on it).
+    pub async fn record_durable(&self, event: Event) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
-        if self
-            .tx
+        self.tx
             .send(Msg::Event(event, now_ms(), Some(done)))
-            .is_ok()
-        {
-            let _ = wait.await;
-        }
+            .map_err(|_| "the journal writer has stopped".to_string())?;
+        wait.await
+            .map_err(|_| "the journal writer has stopped".to_string())?
     }
 
     /// Waits until everything recorded so far is committed.
@@ -220,6 +246,135 @@ impl Journal {
         if self.tx.send(Msg::Flush(done)).is_ok() {
             let _ = wait.await;
         }
+    }
+
+    /// Whether the latest transfer of `path` ended with exactly `error`.
+    pub async fn has_error(&self, poller: &str, path: &str, error: &str) -> Result<bool, sqlx::Error> {
+        let last: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT error FROM transfers WHERE poller = ? AND path = ? ORDER BY rowid DESC LIMIT 1",
+        )
+        .bind(poller)
+        .bind(path)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(last.flatten().as_deref() == Some(error))
+    }
+
+    /// Holds back this version of an item (see the `held` table).
+    pub async fn hold(
+        &self,
+        poller: &str,
+        path: &str,
+        signature: &str,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO held (poller, path, signature, reason) VALUES (?, ?, ?, ?) ON CONFLICT (poller, path) DO UPDATE SET signature = excluded.signature, reason = excluded.reason")
+            .bind(poller)
+            .bind(path)
+            .bind(signature)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Lets an item go again (it changed since it was held).
+    pub async fn release(&self, poller: &str, path: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM held WHERE poller = ? AND path = ?")
+            .bind(poller)
+            .bind(path)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every held item: (poller, path, signature, reason).
+    pub async fn held(&self) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
+        sqlx::query_as("SELECT poller, path, signature, reason FROM held")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Notes, before it is created, a marker this agent makes.
+    pub async fn add_marker(&self, poller: &str, path: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO markers (poller, path) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(poller)
+            .bind(path)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Names of the markers this agent made directly inside `dir`.
+    pub async fn markers_in(&self, poller: &str, dir: &str) -> Result<Vec<String>, sqlx::Error> {
+        let prefix = format!("{dir}/");
+        let paths: Vec<String> =
+            sqlx::query_scalar("SELECT path FROM markers WHERE poller = ? AND substr(path, 1, ?) = ?")
+                .bind(poller)
+                .bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX))
+                .bind(&prefix)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(paths
+            .into_iter()
+            .filter_map(|p| p.strip_prefix(&prefix).map(str::to_string))
+            .filter(|name| !name.contains('/'))
+            .collect())
+    }
+
+    /// The directories holding markers this agent made.
+    pub async fn marker_dirs(&self, poller: &str) -> Result<Vec<String>, sqlx::Error> {
+        let paths: Vec<String> = sqlx::query_scalar("SELECT path FROM markers WHERE poller = ?")
+            .bind(poller)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut dirs: Vec<String> = paths
+            .iter()
+            .filter_map(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        Ok(dirs)
+    }
+
+    /// Forgets the markers inside `dir` (it was removed).
+    pub async fn forget_markers(&self, poller: &str, dir: &str) -> Result<(), sqlx::Error> {
+        let prefix = format!("{dir}/");
+        sqlx::query("DELETE FROM markers WHERE poller = ? AND substr(path, 1, ?) = ?")
+            .bind(poller)
+            .bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX))
+            .bind(&prefix)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Saves an unfinished group (`body` is its JSON), replacing the last save.
+    pub async fn save_group(&self, poller: &str, key: &str, body: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO groups (poller, key, body) VALUES (?, ?, ?) ON CONFLICT (poller, key) DO UPDATE SET body = excluded.body")
+            .bind(poller)
+            .bind(key)
+            .bind(body)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_group(&self, poller: &str, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM groups WHERE poller = ? AND key = ?")
+            .bind(poller)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The unfinished groups of `poller`: (key, body).
+    pub async fn groups(&self, poller: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+        sqlx::query_as("SELECT key, body FROM groups WHERE poller = ? ORDER BY rowid")
+            .bind(poller)
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// The newest transfers first.
@@ -307,11 +462,12 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Msg>, host: St
             tx.commit().await
         }
         .await;
-        if let Err(e) = result {
+        let answer = result.map_err(|e| {
             tracing::error!("cannot write the transfer journal: {e}");
-        }
+            format!("cannot write the transfer journal: {e}")
+        });
         for a in acks {
-            let _ = a.send(());
+            let _ = a.send(answer.clone());
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod journal;
 pub mod params;
 pub mod runtime;
 pub mod secret;
+pub mod testhook;
 pub mod transfer;
 
 pub use actions::Action;

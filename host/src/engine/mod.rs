@@ -3,20 +3,23 @@
 //! SIGTERM/SIGINT (or, with `until_idle`, until nothing is left to do).
 
 mod alert;
+mod groups;
 mod poller;
+mod recovery;
+mod removal;
 mod report;
 pub mod stability;
 
 use crate::builtin;
 use crate::config::{AgentConfig, AlertSettings, RetrySettings, TargetConfig, param_value};
-use crate::journal::{Event, EventKind, Journal};
+use crate::journal::Journal;
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeConfig};
 use crate::transfer::{
     Backend, RateLimiter, aspera::AsperaBackend, ftp::FtpBackend, local::LocalBackend,
     s3::S3Backend, sftp::SftpBackend, webdav::WebdavBackend,
 };
 use anyhow::Context as _;
-use poller::{Poller, Queued, Setup};
+use poller::{Poller, Setup};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -189,7 +192,7 @@ pub async fn run(
         .collect();
     tracing::info!(pollers = pollers.len(), %host, journal = %journal_path.display(), "agent started");
 
-    recover(&journal, &pollers)
+    recovery::recover(&journal, &pollers)
         .await
         .context("reading the journal")?;
     let _watcher = watch(&pollers);
@@ -242,6 +245,9 @@ pub async fn run(
     for p in &pollers {
         if let Some(why) = p.failing() {
             tracing::error!(poller = %p.name, "poller is failing: {why}");
+        }
+        for problem in p.problems() {
+            tracing::warn!(poller = %p.name, "needs attention: {problem}");
         }
     }
     Ok(())
@@ -301,111 +307,6 @@ async fn drain(pollers: &[Arc<Poller>], grace: Duration) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-/// Puts transfers that a crash left queued or in flight back in the queue
-/// (same transfer id; the attempt count goes on). One whose source is gone
-/// is recorded as an error.
-async fn recover(journal: &Journal, pollers: &[Arc<Poller>]) -> Result<(), sqlx::Error> {
-    // Sent and recorded Complete, but the agent died before removing the
-    // source: remove it now if it is still the content that was sent, so it
-    // is not sent twice.
-    for row in journal.complete_not_removed().await? {
-        let Some(p) = pollers.iter().find(|p| p.name == row.poller) else {
-            continue;
-        };
-        let source = p.root().join(&row.path);
-        let sig = stability::signature(&source);
-        if sig.is_some() && sig == row.signature {
-            let removed = if row.item_kind == "dir" {
-                std::fs::remove_dir_all(&source)
-            } else {
-                std::fs::remove_file(&source)
-            };
-            match removed {
-                Ok(()) => {
-                    tracing::warn!(poller = %row.poller, path = %row.path, "removed a source sent before the last shutdown")
-                }
-                Err(e) => {
-                    tracing::error!(poller = %row.poller, path = %row.path, "sent before the last shutdown, but cannot be removed: {e}");
-                    continue;
-                }
-            }
-        }
-        // Removed now, gone already, or replaced by other content (a new item).
-        journal.record(Event {
-            transfer_id: row.id.clone(),
-            poller: row.poller.clone(),
-            path: row.path.clone(),
-            item_kind: if row.item_kind == "dir" {
-                "dir"
-            } else {
-                "file"
-            },
-            kind: EventKind::SourceRemoved,
-            size: row.size.and_then(|s| u64::try_from(s).ok()),
-            bytes_done: 0,
-            attempt: u32::try_from(row.attempts).unwrap_or(0),
-            error: None,
-            signature: row.signature.clone(),
-        });
-    }
-    journal.flush().await;
-    for row in journal.unfinished().await? {
-        let Some(p) = pollers.iter().find(|p| p.name == row.poller) else {
-            continue;
-        };
-        let kind = if row.item_kind == "dir" {
-            crate::actions::ItemKind::Dir
-        } else {
-            crate::actions::ItemKind::File
-        };
-        let source = p.root().join(&row.path);
-        let sig = stability::signature(&source);
-        let event = |kind_: EventKind, error: Option<String>| Event {
-            transfer_id: row.id.clone(),
-            poller: row.poller.clone(),
-            path: row.path.clone(),
-            item_kind: if row.item_kind == "dir" {
-                "dir"
-            } else {
-                "file"
-            },
-            kind: kind_,
-            size: row.size.and_then(|s| u64::try_from(s).ok()),
-            bytes_done: 0,
-            attempt: u32::try_from(row.attempts).unwrap_or(0),
-            error,
-            signature: row.signature.clone(),
-        };
-        match sig {
-            None => journal.record(event(
-                EventKind::Error,
-                Some("the source vanished before the transfer finished".into()),
-            )),
-            Some(sig) => {
-                // Changed since: back through the stability check instead.
-                if row.signature.as_deref() != Some(sig.as_str()) {
-                    journal.record(event(
-                        EventKind::Cancelled,
-                        Some("the source changed while the agent was down".into()),
-                    ));
-                    continue;
-                }
-                journal.record(event(EventKind::Queued, None));
-                p.requeue(Queued {
-                    id: row.id.clone(),
-                    path: row.path.clone(),
-                    kind,
-                    sig,
-                    attempt: u32::try_from(row.attempts).unwrap_or(0),
-                    not_before: tokio::time::Instant::now(),
-                    size: row.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Watches every root (recursively) and asks the owning poller for a poll

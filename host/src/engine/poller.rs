@@ -6,13 +6,16 @@
 
 use super::Shared;
 use super::alert::{self, Alert};
-use super::stability::signature;
-use crate::actions::{Action, FollowUp, ItemKind, Transfer};
+use super::groups::Group;
+use super::removal::{self, Removed};
+use super::stability::{Scan, matches, signature};
+use crate::actions::{Action, FollowUp, ItemKind};
 use crate::journal::{Event, EventKind, new_id};
-use crate::runtime::Plugin;
+use crate::runtime::{Plugin, Polled};
+use crate::testhook::{self, Point};
 use crate::transfer::{Backend, Job, Progress, TransferError};
 use globset::GlobSet;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -51,15 +54,9 @@ pub(super) struct Queued {
     pub attempt: u32,
     pub not_before: Instant,
     pub size: u64,
-}
-
-#[derive(Debug)]
-struct Group {
-    key: String,
-    remaining: HashSet<String>,
-    then: Vec<FollowUp>,
-    /// Returned by the latest poll.
-    seen: bool,
+    /// Left in flight by a crash: ask the backend whether the item already
+    /// arrived whole before sending it again.
+    pub check_delivered: bool,
 }
 
 #[derive(Debug, Default)]
@@ -68,9 +65,16 @@ struct State {
     queue: VecDeque<Queued>,
     in_flight: HashMap<String, Arc<Progress>>,
     groups: Vec<Group>,
-    /// Sent and verified, but the source could not be removed: never send
-    /// the same signature again.
-    sent: HashMap<String, String>,
+    /// Versions of items not to send (again), with why (sent but the
+    /// source cannot be removed; what was left of an item because it was
+    /// never sent): path -> (signature, reason). Kept in the journal too.
+    held: HashMap<String, (String, String)>,
+    /// What this item needs from a person (an error that only this item
+    /// has), cleared when it goes.
+    item_problems: BTreeMap<String, String>,
+    /// What the latest poll found wrong (names that are not UTF-8, groups
+    /// holding an excluded name).
+    poll_problems: BTreeMap<String, String>,
     failures: u32,
     disabled_until: Option<Instant>,
     /// Why the last poll failed (root missing, plugin crashed…).
@@ -195,8 +199,38 @@ impl Poller {
         Health {
             failures: s.failures,
             disabled: s.disabled_until.is_some(),
-            reason: s.failing.clone().or_else(|| s.last_error.clone()),
+            reason: s
+                .failing
+                .clone()
+                .or_else(|| s.last_error.clone())
+                .or_else(|| problems(&s)),
         }
+    }
+
+    /// Every item that needs a person, one `path: reason` a line.
+    pub fn problems(&self) -> Vec<String> {
+        let s = self.state();
+        s.poll_problems
+            .iter()
+            .chain(s.item_problems.iter())
+            .map(|(p, r)| format!("{p}: {r}"))
+            .chain(s.held.iter().map(|(p, (_, r))| format!("{p}: {r}")))
+            .collect()
+    }
+
+    pub fn excludes(&self) -> &GlobSet {
+        &self.excludes
+    }
+
+    /// Holds back this version of an item (read from the journal).
+    pub fn hold(&self, path: String, sig: String, reason: String) {
+        self.state().held.insert(path, (sig, reason));
+    }
+
+    /// Resumes a group the journal saved.
+    pub fn restore_group(&self, g: Group) {
+        tracing::info!(poller = %self.name, group = %g.label(), remaining = g.remaining.len(), "resuming a group after a restart");
+        self.state().groups.push(g);
     }
 
     /// Cancels every running transfer (shutdown after the grace period).
@@ -296,9 +330,12 @@ impl Poller {
             s.last_poll = Some(Instant::now());
         }
         let (plugin, root, params) = (self.plugin.clone(), self.root.clone(), self.params.clone());
-        let result = tokio::task::spawn_blocking(move || plugin.poll(&root, &params)).await;
-        let actions = match result {
-            Ok(Ok(actions)) => actions,
+        let result = tokio::task::spawn_blocking(move || plugin.poll_full(&root, &params)).await;
+        let Polled {
+            actions,
+            unreadable,
+        } = match result {
+            Ok(Ok(polled)) => polled,
             Ok(Err(e)) => return self.poll_failed(e.to_string()),
             Err(e) => return self.poll_failed(format!("poll task failed: {e}")),
         };
@@ -306,26 +343,55 @@ impl Poller {
         if let Some(was) = self.state().failing.take() {
             tracing::info!(poller = %self.name, "polling again (was failing: {was})");
         }
+        let mut problems = self.unreadable_names(unreadable).await;
 
         // What the poll wants, with the group each transfer belongs to.
         let mut wanted: Vec<(String, Work)> = Vec::new();
         let mut touches: Vec<String> = Vec::new();
-        let mut returned_groups: Vec<(String, Vec<Transfer>, Vec<FollowUp>)> = Vec::new();
+        let mut returned_groups: Vec<Group> = Vec::new();
         for action in actions {
             match action {
                 Action::Transfer(t) => wanted.push((t.path, Work::Transfer(t.kind))),
                 Action::Touch(p) => touches.push(p),
                 Action::RemoveDir(p) => wanted.push((p, Work::Remove)),
                 Action::Group { transfers, then } => {
-                    let key = format!("{transfers:?}{then:?}");
-                    for t in &transfers {
+                    let group = Group::new(transfers, then);
+                    // A group sends all of its files or none: one left out
+                    // would make its marker say something untrue.
+                    if let Some(t) = group.transfers.iter().find(|t| self.excluded(&t.path)) {
+                        problems.insert(
+                            group.label(),
+                            format!(
+                                "`{}` matches `excludes`, and a group sends all of its files or none: nothing of it is sent",
+                                t.path
+                            ),
+                        );
+                        continue;
+                    }
+                    for t in &group.transfers {
                         wanted.push((t.path.clone(), Work::Transfer(t.kind)));
                     }
-                    returned_groups.push((key, transfers, then));
+                    returned_groups.push(group);
                 }
             }
         }
-        wanted.retain(|(p, w)| !(matches!(w, Work::Transfer(_)) && self.excluded(p)));
+        // The agent's own temporary names (a source being removed) are never
+        // items, whatever a plugin that shows hidden names says.
+        wanted.retain(|(p, w)| {
+            !removal::is_claim(p) && !(matches!(w, Work::Transfer(_)) && self.excluded(p))
+        });
+        // A group resumed after a restart still wants what it has left,
+        // whether the poll returns it or not.
+        {
+            let s = self.state();
+            for g in s.groups.iter().filter(|g| g.restored) {
+                for t in g.transfers.iter().filter(|t| g.remaining.contains(&t.path)) {
+                    if !wanted.iter().any(|(p, _)| p == &t.path) {
+                        wanted.push((t.path.clone(), Work::Transfer(t.kind)));
+                    }
+                }
+            }
+        }
 
         // Signatures (file-system reads) outside the lock.
         let root = self.root.clone();
@@ -357,35 +423,36 @@ impl Poller {
         let now = Instant::now();
         let mut removals = Vec::new();
         let mut changed = !touches.is_empty();
+        let mut new_groups = Vec::new();
+        let mut released = Vec::new();
         {
             let mut s = self.state();
             let s = &mut *s;
+            s.poll_problems = problems;
             for g in &mut s.groups {
                 g.seen = false;
             }
-            for (key, transfers, then) in returned_groups {
-                if let Some(g) = s.groups.iter_mut().find(|g| g.key == key) {
+            for group in returned_groups {
+                if let Some(g) = s.groups.iter_mut().find(|g| g.key == group.key) {
                     g.seen = true;
                     continue;
                 }
-                let remaining: HashSet<String> = transfers
-                    .iter()
-                    .map(|t| t.path.clone())
-                    .filter(|p| !self.excluded(p))
-                    .collect();
-                s.groups.push(Group {
-                    key,
-                    remaining,
-                    then,
-                    seen: true,
-                });
+                new_groups.push((group.key.clone(), group.body()));
+                s.groups.push(group);
             }
             let mut keep = HashSet::new();
             for (path, work, sig) in candidates {
                 let Some(sig) = sig else { continue }; // vanished
                 keep.insert(path.clone());
-                if s.sent.get(&path) == Some(&sig) {
-                    continue; // sent already; its source could not be removed
+                match s.held.get(&path) {
+                    // Sent already (its source could not be removed), or
+                    // what is left of an item after what was sent.
+                    Some((held, _)) if matches(held, &sig) => continue,
+                    Some(_) => {
+                        s.held.remove(&path);
+                        released.push(path.clone());
+                    }
+                    None => {}
                 }
                 let stable = match s.pending.get(&path) {
                     Some(p) if p.sig == sig && p.work == work => {
@@ -420,6 +487,7 @@ impl Poller {
                             sig,
                             attempt: 0,
                             not_before: now,
+                            check_delivered: false,
                         };
                         self.shared
                             .journal
@@ -438,19 +506,75 @@ impl Poller {
                 .chain(s.in_flight.keys())
                 .chain(s.pending.keys())
                 .collect();
-            s.groups
-                .retain(|g| g.seen || g.remaining.iter().any(|p| busy.contains(p)));
+            let (kept, dropped): (Vec<Group>, Vec<Group>) = std::mem::take(&mut s.groups)
+                .into_iter()
+                .partition(|g| g.seen || g.remaining.iter().any(|p| busy.contains(p)));
+            s.groups = kept;
+            new_groups.extend(dropped.into_iter().map(|g| (g.key, String::new())));
             s.quiet = !changed;
         }
+        let journal = &self.shared.journal;
+        for (key, body) in new_groups {
+            let saved = if body.is_empty() {
+                journal.delete_group(&self.name, &key).await
+            } else {
+                journal.save_group(&self.name, &key, &body).await
+            };
+            if let Err(e) = saved {
+                tracing::error!(poller = %self.name, "cannot save a group in the journal: {e}");
+            }
+        }
+        for path in released {
+            if let Err(e) = journal.release(&self.name, &path).await {
+                tracing::error!(poller = %self.name, path = %path, "cannot update the journal: {e}");
+            }
+        }
         for p in touches {
-            self.touch(&p);
+            self.touch(&p).await;
         }
         for p in removals {
-            self.remove_dir(&p);
+            self.remove_dir(&p).await;
         }
         if changed {
             self.state().poll_requested = true;
         }
+    }
+
+    /// Names the poll could not be shown: each is an error on the poller's
+    /// state, and the first time it is seen also a row in the journal.
+    async fn unreadable_names(&self, names: Vec<String>) -> BTreeMap<String, String> {
+        const WHY: &str = "the name is not valid UTF-8, so no poller can see it and it is never sent: rename it";
+        let before: HashSet<String> = self.state().poll_problems.keys().cloned().collect();
+        let mut out = BTreeMap::new();
+        for path in names {
+            // Once per name, also over restarts.
+            if !before.contains(&path)
+                && !self
+                    .shared
+                    .journal
+                    .has_error(&self.name, &path, WHY)
+                    .await
+                    .unwrap_or(false)
+            {
+                tracing::error!(poller = %self.name, path = %path, "{WHY}");
+                let q = Queued {
+                    id: new_id(),
+                    path: path.clone(),
+                    kind: ItemKind::File,
+                    sig: String::new(),
+                    attempt: 0,
+                    not_before: Instant::now(),
+                    size: 0,
+                    check_delivered: false,
+                };
+                self.shared.journal.record(self.event(&q, EventKind::Queued, 0, None));
+                self.shared
+                    .journal
+                    .record(self.event(&q, EventKind::Error, 0, Some(WHY.into())));
+            }
+            out.insert(path, WHY.to_string());
+        }
+        out
     }
 
     fn poll_failed(&self, reason: String) {
@@ -462,7 +586,12 @@ impl Poller {
         s.quiet = true;
     }
 
-    fn touch(&self, rel: &str) {
+    /// Creates a marker, noted in the journal first: only markers this
+    /// agent made are ever removed with their directory.
+    async fn touch(&self, rel: &str) {
+        if let Err(e) = self.shared.journal.add_marker(&self.name, rel).await {
+            tracing::error!(poller = %self.name, path = %rel, "cannot note the marker in the journal: {e}");
+        }
         let path = self.root.join(rel);
         match std::fs::OpenOptions::new()
             .create(true)
@@ -476,12 +605,51 @@ impl Poller {
         }
     }
 
-    fn remove_dir(&self, rel: &str) {
-        match std::fs::remove_dir_all(self.root.join(rel)) {
-            Ok(()) => tracing::info!(poller = %self.name, path = %rel, "removed directory"),
+    /// A `remove-dir`: the directory goes with the markers this agent made
+    /// in it, and only if it holds nothing else (whatever was sent from it
+    /// was removed already, file by file).
+    async fn remove_dir(&self, rel: &str) {
+        let journal = &self.shared.journal;
+        let markers = match journal.markers_in(&self.name, rel).await {
+            Ok(m) => m,
             Err(e) => {
-                tracing::error!(poller = %self.name, path = %rel, "cannot remove directory: {e}")
+                tracing::error!(poller = %self.name, path = %rel, "cannot read the markers from the journal: {e}");
+                return;
             }
+        };
+        let dir = self.root.join(rel);
+        let id = removal::dir_claim_id(&self.name, rel);
+        let outcome = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || removal::remove_marked_dir(&dir, &markers, &id))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        };
+        let reason = match outcome {
+            Ok(Removed::All) => {
+                tracing::info!(poller = %self.name, path = %rel, "removed directory");
+                if let Err(e) = journal.forget_markers(&self.name, rel).await {
+                    tracing::warn!(poller = %self.name, "cannot update the journal: {e}");
+                }
+                return;
+            }
+            Ok(Removed::Gone | Removed::Changed) => return,
+            Ok(Removed::Kept(why)) => format!("not removed: {why}"),
+            Err(e) => format!("cannot remove the directory: {e}"),
+        };
+        tracing::warn!(poller = %self.name, path = %rel, "{reason}");
+        if let Some(sig) = signature(&dir) {
+            self.hold_in_journal(rel, &sig, &reason).await;
+        }
+    }
+
+    /// Holds back this version of an item, in memory and in the journal.
+    async fn hold_in_journal(&self, rel: &str, sig: &str, reason: &str) {
+        self.state()
+            .held
+            .insert(rel.to_string(), (sig.to_string(), reason.to_string()));
+        if let Err(e) = self.shared.journal.hold(&self.name, rel, sig, reason).await {
+            tracing::error!(poller = %self.name, path = %rel, "cannot note in the journal that this is held back: {e}");
         }
     }
 
@@ -546,33 +714,33 @@ impl Poller {
             id: q.id.clone(),
             sig: q.sig.clone(),
         };
-        let send = self.backend.send(&job, progress.clone());
-        tokio::pin!(send);
-        let mut ticker = tokio::time::interval(PROGRESS_EVERY);
-        ticker.tick().await;
-        let mut result = loop {
-            tokio::select! {
-                r = &mut send => break r,
-                _ = ticker.tick() => {
-                    self.shared.journal.record(self.event(&q, EventKind::Progress, progress.bytes_done(), None));
-                }
-            }
+        let mut result = if q.check_delivered && self.backend.delivered(&job).await == Some(true) {
+            // A crash came between the final rename and the Complete
+            // record: what the receiver has is this very item.
+            tracing::warn!(poller = %self.name, path = %q.path, "found whole at the destination after a restart: not sent again");
+            Ok(crate::transfer::Sent { bytes: q.size })
+        } else {
+            self.send(&job, &q, &progress).await
         };
-        // The source must not have changed while it was sent.
+        testhook::wait_at(Point::AfterSend).await;
+        // The source must not have changed while it was sent; this scan is
+        // also what the removal compares each entry with.
         let source = job.source();
-        let after = tokio::task::spawn_blocking(move || signature(&source))
+        let scan = tokio::task::spawn_blocking(move || Scan::of(&source))
             .await
             .ok()
             .flatten();
-        let changed = after.as_deref() != Some(q.sig.as_str());
+        let changed = !scan
+            .as_ref()
+            .is_some_and(|s| matches(&q.sig, &s.signature()));
         if result.is_ok() && changed {
             result = Err(TransferError::transient(
                 "the source changed during the transfer; it will be sent again once stable",
             ));
         }
-        match result {
-            Ok(sent) => self.succeeded(q, sent.bytes).await,
-            Err(e) if e.cancelled => {
+        match (result, scan) {
+            (Ok(sent), Some(scan)) => self.succeeded(q, sent.bytes, scan).await,
+            (Err(e), _) if e.cancelled => {
                 self.shared.journal.record(self.event(
                     &q,
                     EventKind::Cancelled,
@@ -582,54 +750,168 @@ impl Poller {
                 tracing::warn!(poller = %self.name, path = %q.path, "transfer cancelled");
                 self.state().in_flight.remove(&q.path);
             }
-            Err(e) => self.failed(q, e, changed, progress.bytes_done()),
+            (Err(e), _) => self.failed(q, e, changed, progress.bytes_done()),
+            (Ok(_), None) => self.failed(
+                q,
+                TransferError::transient("the source vanished during the transfer"),
+                true,
+                progress.bytes_done(),
+            ),
         }
         self.request_poll();
     }
 
-    async fn succeeded(&self, q: Queued, bytes: u64) {
+    /// The backend's send, with its progress going to the journal.
+    async fn send(
+        &self,
+        job: &Job,
+        q: &Queued,
+        progress: &Arc<Progress>,
+    ) -> Result<crate::transfer::Sent, TransferError> {
+        let send = self.backend.send(job, progress.clone());
+        tokio::pin!(send);
+        let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut send => break r,
+                _ = ticker.tick() => {
+                    self.shared.journal.record(self.event(q, EventKind::Progress, progress.bytes_done(), None));
+                }
+            }
+        }
+    }
+
+    async fn succeeded(&self, q: Queued, bytes: u64, scan: Scan) {
         // On disk before the source goes: a crash never loses the record of
-        // a transfer whose source was removed.
-        self.shared
+        // a transfer whose source was removed. A record that did not reach
+        // the disk keeps the source: the item is sent again.
+        if let Err(e) = self
+            .shared
             .journal
             .record_durable(self.event(&q, EventKind::Complete, bytes, None))
-            .await;
-        let source = self.root.join(&q.path);
-        let removed = match q.kind {
-            ItemKind::File => std::fs::remove_file(&source),
-            ItemKind::Dir => std::fs::remove_dir_all(&source),
-        };
-        if removed.is_ok() {
-            self.shared
-                .journal
-                .record(self.event(&q, EventKind::SourceRemoved, bytes, None));
-        }
-        tracing::info!(poller = %self.name, path = %q.path, bytes, "transfer complete");
-        let mut follow_ups = Vec::new();
+            .await
         {
+            let e = TransferError::transient(format!(
+                "sent, but the Complete record could not be written ({e}): the source is kept and sent again"
+            ));
+            return self.failed(q, e, false, bytes);
+        }
+        testhook::wait_at(Point::BeforeRemove).await;
+        let outcome = {
+            let (source, excludes, id) = (self.root.join(&q.path), self.excludes.clone(), q.id.clone());
+            tokio::task::spawn_blocking(move || removal::remove_sent(&source, &scan, &excludes, &id))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        };
+        self.note_removal(&q, bytes, outcome).await;
+        tracing::info!(poller = %self.name, path = %q.path, bytes, "transfer complete");
+        let done = {
             let mut s = self.state();
             s.in_flight.remove(&q.path);
             s.failures = 0;
             s.last_error = None;
-            if let Err(e) = removed {
-                tracing::error!(poller = %self.name, path = %q.path, "sent, but the source cannot be removed: {e}");
-                s.sent.insert(q.path.clone(), q.sig.clone());
-            }
+            s.item_problems.remove(&q.path);
             let mut done = Vec::new();
-            for (i, g) in s.groups.iter_mut().enumerate() {
-                g.remaining.remove(&q.path);
-                if g.remaining.is_empty() {
-                    done.push(i);
+            let mut i = 0;
+            while i < s.groups.len() {
+                if s.groups[i].remaining.remove(&q.path) && s.groups[i].remaining.is_empty() {
+                    done.push(s.groups.remove(i));
+                } else {
+                    i += 1;
                 }
             }
-            for i in done.into_iter().rev() {
-                follow_ups.extend(s.groups.remove(i).then);
+            done
+        };
+        self.save_groups_with(&q.path).await;
+        for g in done {
+            self.finish_group(g).await;
+        }
+    }
+
+    /// Records what the removal of a sent source did.
+    async fn note_removal(&self, q: &Queued, bytes: u64, outcome: std::io::Result<Removed>) {
+        let removed_event = || self.event(q, EventKind::SourceRemoved, bytes, None);
+        match outcome {
+            Ok(Removed::All | Removed::Gone) => self.shared.journal.record(removed_event()),
+            Ok(Removed::Changed) => {
+                // The version sent is gone (replaced); the new one is an
+                // item of its own and goes through the stability check.
+                tracing::info!(poller = %self.name, path = %q.path, "a new version arrived after the transfer: it is kept and sent in turn");
+                self.shared.journal.record(removed_event());
+            }
+            Ok(Removed::Kept(why)) => {
+                tracing::warn!(poller = %self.name, path = %q.path, "sent; {why}: left in place");
+                self.shared.journal.record(removed_event());
+                let rest = self.root.join(&q.path);
+                if let Some(sig) = tokio::task::spawn_blocking(move || signature(&rest))
+                    .await
+                    .ok()
+                    .flatten()
+                {
+                    self.hold_in_journal(&q.path, &sig, &format!("sent; {why}, left in place"))
+                        .await;
+                }
+            }
+            Err(e) => {
+                let why = format!("sent, but the source cannot be removed: {e}");
+                tracing::error!(poller = %self.name, path = %q.path, "{why}");
+                self.hold_in_journal(&q.path, &q.sig, &why).await;
             }
         }
-        for f in follow_ups {
+    }
+
+    /// Saves (in the journal) every group that was waiting for `path`.
+    async fn save_groups_with(&self, path: &str) {
+        let bodies: Vec<(String, String)> = self
+            .state()
+            .groups
+            .iter()
+            .filter(|g| g.transfers.iter().any(|t| t.path == path))
+            .map(|g| (g.key.clone(), g.body()))
+            .collect();
+        for (key, body) in bodies {
+            if let Err(e) = self.shared.journal.save_group(&self.name, &key, &body).await {
+                tracing::error!(poller = %self.name, "cannot save a group in the journal: {e}");
+            }
+        }
+    }
+
+    /// Every transfer of `g` succeeded: runs its follow-ups, unless a file
+    /// it did not send sits among the ones it did.
+    async fn finish_group(&self, g: Group) {
+        if let Err(e) = self.shared.journal.delete_group(&self.name, &g.key).await {
+            tracing::error!(poller = %self.name, "cannot update a group in the journal: {e}");
+        }
+        let strangers = {
+            let (g, root) = (g.clone(), self.root.clone());
+            tokio::task::spawn_blocking(move || g.strangers(&root))
+                .await
+                .unwrap_or_default()
+        };
+        if !strangers.is_empty() {
+            let shown: Vec<String> = strangers.iter().take(5).map(|p| format!("`{p}`")).collect();
+            let why = format!(
+                "{} arrived during the delivery and {} not sent, so {} not done: the delivery is not whole",
+                shown.join(", "),
+                if strangers.len() == 1 { "was" } else { "were" },
+                g.then
+                    .iter()
+                    .map(|f| match f {
+                        FollowUp::Touch(p) => format!("`{p}` was"),
+                        FollowUp::RemoveDir(p) => format!("removing `{p}` was"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            );
+            tracing::error!(poller = %self.name, group = %g.label(), "{why}");
+            self.state().item_problems.insert(g.label(), why);
+            return;
+        }
+        for f in g.then {
             match f {
-                FollowUp::Touch(p) => self.touch(&p),
-                FollowUp::RemoveDir(p) => self.remove_dir(&p),
+                FollowUp::Touch(p) => self.touch(&p).await,
+                FollowUp::RemoveDir(p) => self.remove_dir(&p).await,
             }
         }
     }
@@ -657,8 +939,16 @@ impl Poller {
         let wait = wait.mul_f64(jitter);
         let mut s = self.state();
         s.in_flight.remove(&q.path);
-        s.failures += 1;
         s.last_error = Some(e.message.clone());
+        if e.item_only {
+            // This item's own problem: the poller goes on with the others.
+            s.item_problems.insert(q.path.clone(), e.message.clone());
+            tracing::warn!(poller = %self.name, path = %q.path, retry_in = ?wait, "transfer failed: {}", e.message);
+            q.not_before = Instant::now() + wait;
+            s.queue.push_back(q);
+            return;
+        }
+        s.failures += 1;
         tracing::warn!(
             poller = %self.name, path = %q.path, attempt = q.attempt, retry_in = ?wait,
             permanent = e.permanent, "transfer failed: {}", e.message
@@ -686,5 +976,21 @@ impl Poller {
             let shared = self.shared.clone();
             tokio::spawn(async move { alert::send(&shared.alerts, alert).await });
         }
+    }
+}
+
+/// Every item's problem in one line (the first few).
+fn problems(s: &State) -> Option<String> {
+    let all: Vec<String> = s
+        .poll_problems
+        .iter()
+        .chain(s.item_problems.iter())
+        .chain(s.held.iter().map(|(p, (_, r))| (p, r)))
+        .map(|(p, r)| format!("{p}: {r}"))
+        .collect();
+    match all.len() {
+        0 => None,
+        1..=3 => Some(all.join("; ")),
+        n => Some(format!("{}; and {} more", all[..3].join("; "), n - 3)),
     }
 }

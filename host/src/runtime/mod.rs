@@ -264,6 +264,15 @@ pub struct Plugin {
     wit_version: String,
 }
 
+/// What one poll gave.
+#[derive(Debug)]
+pub struct Polled {
+    pub actions: Vec<Action>,
+    /// Names left out of the plugin's listings because they are not UTF-8
+    /// (`dir/name`, bad bytes replaced): such entries cannot be sent.
+    pub unreadable: Vec<String>,
+}
+
 impl Plugin {
     /// What `describe()` returned when the plugin was loaded.
     pub fn info(&self) -> &PluginInfo {
@@ -284,6 +293,15 @@ impl Plugin {
     /// filled in) and returns the actions, every path checked to be inside
     /// the root.
     pub fn poll(&self, root: &Path, params: &[(String, String)]) -> Result<Vec<Action>, PollError> {
+        self.poll_full(root, params).map(|p| p.actions)
+    }
+
+    /// [`Plugin::poll`], with the names the plugin could not be shown.
+    pub fn poll_full(
+        &self,
+        root: &Path,
+        params: &[(String, String)],
+    ) -> Result<Polled, PollError> {
         let params = self.info.resolve_params(params)?;
         let root = Root::open(root)?;
         let now_ms = SystemTime::now()
@@ -319,9 +337,13 @@ impl Plugin {
             plugin: self.info.name.clone(),
             reason: "the poll lost its root".into(),
         })?;
-        actions::confine(root, actions).map_err(|source| PollError::BadAction {
+        let actions = actions::confine(root, actions).map_err(|source| PollError::BadAction {
             plugin: self.info.name.clone(),
             source,
+        })?;
+        Ok(Polled {
+            actions,
+            unreadable: std::mem::take(&mut store.data_mut().unreadable),
         })
     }
 

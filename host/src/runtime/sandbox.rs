@@ -52,6 +52,10 @@ pub struct PollState {
     pub memory: MemoryCap,
     pub stdout: Capture,
     pub stderr: Capture,
+    /// Names the listings left out because they are not UTF-8 (the
+    /// contract's strings cannot carry them), as `dir/name` with the bad
+    /// bytes replaced, for the engine to report.
+    pub unreadable: Vec<String>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -78,6 +82,7 @@ impl PollState {
             },
             stdout,
             stderr,
+            unreadable: Vec::new(),
             wasi,
             table: ResourceTable::new(),
         }
@@ -155,9 +160,14 @@ impl fs::Host for PollState {
         let mut out = Vec::new();
         for item in read {
             let item = item.map_err(|e| format!("cannot list `{path}`: {e}"))?;
-            let Ok(name) = item.file_name().into_string() else {
-                tracing::warn!(plugin = %self.plugin, dir = %path, "skipping a name that is not UTF-8");
-                continue;
+            let name = match item.file_name().into_string() {
+                Ok(name) => name,
+                Err(raw) => {
+                    tracing::debug!(plugin = %self.plugin, dir = %path, "skipping a name that is not UTF-8");
+                    self.unreadable
+                        .push(crate::confine::join(&normal, &raw.to_string_lossy()));
+                    continue;
+                }
             };
             // Vanished between readdir and stat: leave it out.
             let Ok(meta) = item.metadata() else { continue };

@@ -1,11 +1,17 @@
 //! `local`: copy into a destination directory, keeping the item's path
-//! relative to the root. Each file is written under a temporary name
-//! (`.<name>.dispatch-part`), synced (unless `fsync = false`), checked (size, and sha256 when asked),
-//! then renamed: no half-written file ever carries the final name. A
-//! directory is copied as a whole tree the same way, then moved into place.
+//! relative to the root. Each file is written under a temporary name unique
+//! to the transfer (`transfer::part_name`, created with `O_EXCL`), synced
+//! (unless `fsync = false`), checked (size, and sha256 when asked), then
+//! renamed: no half-written file ever carries the final name. A directory
+//! is copied as a whole tree the same way, every directory of it synced,
+//! the source's signature checked once more, then moved into place in one
+//! rename that never replaces (nor merges into) a directory already there.
+//! A failed attempt removes its temporary copy (a local copy never resumes),
+//! so a full disk is not kept full by parts.
 
-use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
+use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError, part_name};
 use crate::actions::ItemKind;
+use crate::testhook::{self, Point};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -15,8 +21,6 @@ use std::sync::Arc;
 /// Bytes per copy step: progress, cancellation and the rate limit are
 /// checked between steps.
 const CHUNK: usize = 8 << 20;
-/// Suffix of temporary names; an interrupted copy leaves at most this.
-pub const PART_SUFFIX: &str = ".dispatch-part";
 
 pub struct LocalBackend {
     destination: PathBuf,
@@ -69,6 +73,33 @@ impl Backend for LocalBackend {
     fn describe(&self) -> String {
         format!("local:{}", self.destination.display())
     }
+
+    async fn delivered(&self, job: &Job) -> Option<bool> {
+        let (job, dest) = (job.clone(), self.destination.join(&job.path));
+        tokio::task::spawn_blocking(move || match job.kind {
+            ItemKind::File => same_file(&job.source(), &dest),
+            ItemKind::Dir => {
+                let (_, files) = super::tree::walk(&job.source(), &job.excludes).ok()?;
+                Some(dest.is_dir() && files.iter().all(|(rel, from)| {
+                    same_file(from, &rel.iter().fold(dest.clone(), |p, s| p.join(s)))
+                        == Some(true)
+                }))
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+/// Whether `to` holds the same bytes as `from` (`None`: `from` unreadable).
+fn same_file(from: &Path, to: &Path) -> Option<bool> {
+    let len = std::fs::metadata(from).ok()?.len();
+    match std::fs::metadata(to) {
+        Ok(m) if m.is_file() && m.len() == len => {}
+        _ => return Some(false),
+    }
+    Some(sha256_file(from).ok()? == sha256_file(to).ok()?)
 }
 
 struct Copier<'a> {
@@ -82,98 +113,90 @@ impl Copier<'_> {
     fn file_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
         let src = job.source();
         let dst = dest_root.join(&job.path);
-        let parent = create_parent(&dst)?;
-        let tmp = part_name(&dst);
-        let bytes = self.copy_file(&src, &tmp)?;
-        std::fs::rename(&tmp, &dst).map_err(|e| {
-            TransferError::io(&format!("cannot rename {} into place", tmp.display()), &e)
-        })?;
-        if self.fsync {
-            sync_dir(parent);
+        let created = create_dirs(dest_root, &dst)?;
+        let tmp = part_path(&dst, &job.id)?;
+        let sent = self.copy_file(&src, &tmp).and_then(|bytes| {
+            std::fs::rename(&tmp, &dst).map_err(|e| {
+                TransferError::io(&format!("cannot rename {} into place", tmp.display()), &e)
+            })?;
+            Ok(Sent { bytes })
+        });
+        if sent.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        Ok(Sent { bytes })
+        let sent = sent?;
+        self.sync_dirs(&dst, &created)?;
+        Ok(sent)
     }
 
     fn dir_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
         let src = job.source();
         let dst = dest_root.join(&job.path);
-        let parent = create_parent(&dst)?;
-        let tmp = part_name(&dst);
-        if tmp.exists() {
-            // Left by an interrupted attempt.
-            std::fs::remove_dir_all(&tmp)
-                .map_err(|e| TransferError::io(&format!("cannot clear {}", tmp.display()), &e))?;
-        }
-        let mut files = Vec::new();
-        let bytes = self.copy_tree(job, &src, &tmp, &mut files)?;
-        if dst.exists() {
-            // Merge into an existing directory, file by file (each rename is
-            // atomic), then drop the temporary tree.
-            for rel in &files {
-                let to = dst.join(rel);
-                if let Some(p) = to.parent() {
-                    std::fs::create_dir_all(p).map_err(|e| {
-                        TransferError::io(&format!("cannot create {}", p.display()), &e)
-                    })?;
-                }
-                std::fs::rename(tmp.join(rel), &to).map_err(|e| {
-                    TransferError::io(&format!("cannot move {} into place", to.display()), &e)
-                })?;
+        let created = create_dirs(dest_root, &dst)?;
+        let tmp = part_path(&dst, &job.id)?;
+        let sent = self.copy_tree(job, &src, &tmp).and_then(|bytes| {
+            testhook::block_at(Point::BeforeRename);
+            // Once more before the tree takes its final name: a file added
+            // meanwhile must not make an incomplete directory appear there.
+            let now = crate::engine::stability::signature(&src);
+            if !job.sig.is_empty()
+                && !now.is_some_and(|now| crate::engine::stability::matches(&job.sig, &now))
+            {
+                return Err(TransferError::transient(
+                    "the source changed during the transfer; it will be sent again once stable",
+                ));
             }
-            std::fs::remove_dir_all(&tmp)
-                .map_err(|e| TransferError::io(&format!("cannot clear {}", tmp.display()), &e))?;
-        } else {
-            std::fs::rename(&tmp, &dst).map_err(|e| {
-                TransferError::io(&format!("cannot rename {} into place", tmp.display()), &e)
-            })?;
+            move_into_place(&tmp, &dst)?;
+            Ok(Sent { bytes })
+        });
+        if sent.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
         }
-        if self.fsync {
-            sync_dir(parent);
-        }
-        Ok(Sent { bytes })
+        let sent = sent?;
+        self.sync_dirs(&dst, &created)?;
+        Ok(sent)
     }
 
-    /// Copies the tree `src` to `dst` (which must not exist), skipping
-    /// excluded names and symlinks (which could lead out of the root).
-    fn copy_tree(
-        &self,
-        job: &Job,
-        src: &Path,
-        dst: &Path,
-        files: &mut Vec<PathBuf>,
-    ) -> Result<u64, TransferError> {
-        let mut bytes = 0;
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            let from = src.join(&rel);
-            let to = dst.join(&rel);
-            std::fs::create_dir_all(&to)
+    /// Copies the tree `src` to `dst` (which must not exist) as
+    /// `tree::walk` lists it, syncing every directory of the copy.
+    fn copy_tree(&self, job: &Job, src: &Path, dst: &Path) -> Result<u64, TransferError> {
+        let (dirs, files) = super::tree::walk(src, &job.excludes)?;
+        let at = |rel: &[String]| rel.iter().fold(dst.to_path_buf(), |p, s| p.join(s));
+        std::fs::create_dir(dst)
+            .map_err(|e| TransferError::io(&format!("cannot create {}", dst.display()), &e))?;
+        for d in &dirs {
+            let to = at(d);
+            std::fs::create_dir(&to)
                 .map_err(|e| TransferError::io(&format!("cannot create {}", to.display()), &e))?;
-            let entries = std::fs::read_dir(&from)
-                .map_err(|e| TransferError::io(&format!("cannot list {}", from.display()), &e))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| {
-                    TransferError::io(&format!("cannot list {}", from.display()), &e)
-                })?;
-                let name = entry.file_name();
-                if job.excludes.is_match(Path::new(&name)) {
-                    continue;
-                }
-                let ft = entry.file_type().map_err(|e| {
-                    TransferError::io(&format!("cannot stat {}", entry.path().display()), &e)
-                })?;
-                let child = rel.join(&name);
-                if ft.is_dir() {
-                    stack.push(child);
-                } else if ft.is_file() {
-                    bytes += self.copy_file(&src.join(&child), &dst.join(&child))?;
-                    files.push(child);
-                } else {
-                    tracing::warn!(path = %entry.path().display(), "not a regular file or directory: not sent");
-                }
+        }
+        let mut bytes = 0;
+        for (rel, from) in &files {
+            bytes += self.copy_file(from, &at(rel))?;
+        }
+        if self.fsync {
+            // Deepest first, so each entry is durable before its parent's.
+            for d in dirs.iter().rev() {
+                sync_dir(&at(d))?;
             }
+            sync_dir(dst)?;
         }
         Ok(bytes)
+    }
+
+    /// Makes the final rename and every directory created for it durable.
+    fn sync_dirs(&self, dst: &Path, created: &[PathBuf]) -> Result<(), TransferError> {
+        if !self.fsync {
+            return Ok(());
+        }
+        if let Some(parent) = dst.parent() {
+            sync_dir(parent)?;
+        }
+        for d in created.iter().rev() {
+            if let Some(parent) = d.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(())
     }
 
     /// Copies one file to `to` (created or truncated), syncs it, verifies it.
@@ -184,7 +207,12 @@ impl Copier<'_> {
             .metadata()
             .map_err(|e| TransferError::io(&format!("cannot stat {}", from.display()), &e))?
             .len();
-        let mut dst = File::create(to)
+        // Never opened over someone else's file: the name is this
+        // transfer's own, and a part its earlier attempt left was removed.
+        let mut dst = File::options()
+            .write(true)
+            .create_new(true)
+            .open(to)
             .map_err(|e| TransferError::io(&format!("cannot create {}", to.display()), &e))?;
         let chunk = self.rate.map_or(CHUNK, |r| r.chunk(CHUNK));
         let mut copied: u64 = 0;
@@ -261,22 +289,69 @@ impl Copier<'_> {
     }
 }
 
-/// Creates the directory `dst` goes into, and returns it.
-fn create_parent(dst: &Path) -> Result<&Path, TransferError> {
+/// Creates the directories from `root` down to `dst`'s parent; gives the
+/// ones it created (parents first), whose entries must be synced too.
+fn create_dirs(root: &Path, dst: &Path) -> Result<Vec<PathBuf>, TransferError> {
     let parent = dst
         .parent()
         .ok_or_else(|| TransferError::permanent(format!("no parent for {}", dst.display())))?;
-    std::fs::create_dir_all(parent)
-        .map_err(|e| TransferError::io(&format!("cannot create {}", parent.display()), &e))?;
-    Ok(parent)
+    let _ = root;
+    let mut missing = Vec::new();
+    let mut at = Some(parent);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d.to_path_buf());
+        at = d.parent();
+    }
+    missing.reverse();
+    for d in &missing {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => {
+                return Err(TransferError::io(&format!("cannot create {}", d.display()), &e));
+            }
+        }
+    }
+    Ok(missing)
 }
 
-fn part_name(dst: &Path) -> PathBuf {
+/// This transfer's temporary name beside `dst`, cleared of what an earlier
+/// attempt of the same transfer left.
+fn part_path(dst: &Path, id: &str) -> Result<PathBuf, TransferError> {
     let name = dst
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    dst.with_file_name(format!(".{name}{PART_SUFFIX}"))
+    let tmp = dst.with_file_name(part_name(&name, id));
+    let cleared = match std::fs::symlink_metadata(&tmp) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&tmp),
+        Ok(_) => std::fs::remove_file(&tmp),
+        Err(_) => Ok(()),
+    };
+    cleared.map_err(|e| TransferError::io(&format!("cannot clear {}", tmp.display()), &e))?;
+    Ok(tmp)
+}
+
+/// Renames the copied tree to its final name, which must be free: a
+/// directory is never merged into (nor swapped for) one already there.
+fn move_into_place(tmp: &Path, dst: &Path) -> Result<(), TransferError> {
+    match rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        tmp,
+        rustix::fs::CWD,
+        dst,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => Err(TransferError::item_only(format!(
+            "{} already exists: a directory is never merged into one already there; move it away to send this one",
+            dst.display()
+        ))),
+        Err(e) => Err(TransferError::io(
+            &format!("cannot rename {} into place", tmp.display()),
+            &e.into(),
+        )),
+    }
 }
 
 fn sha256_file(path: &Path) -> Result<String, TransferError> {
@@ -296,10 +371,9 @@ fn sha256_file(path: &Path) -> Result<String, TransferError> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Makes a rename durable; failure only weakens crash safety, so it is
-/// logged, not fatal.
-fn sync_dir(dir: &Path) {
-    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-        tracing::debug!(dir = %dir.display(), "cannot sync directory: {e}");
-    }
+/// Makes a directory's entries durable (a rename into it, a file created).
+fn sync_dir(dir: &Path) -> Result<(), TransferError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| TransferError::io(&format!("cannot sync {}", dir.display()), &e))
 }

@@ -158,6 +158,14 @@ pub trait Backend: Send + Sync {
 
     /// Where items go, for logs (never contains a secret).
     fn describe(&self) -> String;
+
+    /// Whether `job`'s item is already at the destination, whole: asked
+    /// after a restart about a transfer that was in flight, since a crash
+    /// between the final rename and the Complete record leaves it there.
+    /// `None` when this backend cannot tell (the item is sent again).
+    async fn delivered(&self, _job: &Job) -> Option<bool> {
+        None
+    }
 }
 
 /// Bytes in a file, or in every file of a tree (symlinks not followed).

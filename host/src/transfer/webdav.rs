@@ -9,7 +9,7 @@ use crate::actions::ItemKind;
 use crate::config::WebdavConfig;
 use crate::secret::Secret;
 use reqwest::{Method, StatusCode, Url};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 pub struct WebdavBackend {

@@ -829,8 +829,302 @@ impl AgentConfig {
                 }
             }
         }
-        Ok(())
+        no_overlaps(&self.pollers, file)
     }
+}
+
+/// Refuses enabled pollers that would trip over each other: overlapping
+/// roots (one file seen, sent and removed by both) and overlapping
+/// destinations (two items of the same name written to one place at once).
+/// The error is on the later poller and names the earlier one.
+fn no_overlaps(pollers: &[PollerConfig], file: &Path) -> Result<(), ConfigError> {
+    let enabled: Vec<(&PollerConfig, Dir, Option<Place>)> = pollers
+        .iter()
+        .filter(|p| p.enabled)
+        .map(|p| (p, Dir::new(&p.path), place(&p.target)))
+        .collect();
+    for (i, (p, root, dest)) in enabled.iter().enumerate() {
+        let err = |field: &str, msg: String| Err(ConfigError::new(file, Some(&p.name), field, msg));
+        let earlier = &enabled[..i];
+        if let Some((q, theirs, _)) = earlier.iter().find(|(_, r, _)| root.overlaps(r)) {
+            return err(
+                "path",
+                format!(
+                    "overlaps the root of poller `{}` ({}): one file would be seen by both",
+                    q.name,
+                    theirs.describe()
+                ),
+            );
+        }
+        let Some(dest) = dest else { continue };
+        let clash = earlier
+            .iter()
+            .find_map(|(q, _, t)| t.as_ref().filter(|t| collides(dest, t)).map(|t| (q, t)));
+        if let Some((q, theirs)) = clash {
+            let (mine, theirs) = (dest.describe(), theirs.describe());
+            let what = if mine == theirs {
+                format!(
+                    "delivers into the same place as poller `{}` ({theirs})",
+                    q.name
+                )
+            } else {
+                format!(
+                    "delivers into {mine}, which overlaps the destination of poller `{}` ({theirs})",
+                    q.name
+                )
+            };
+            return err(
+                "target",
+                format!(
+                    "{what}: two items of the same name would collide; give each poller its own \
+                     destination folder"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A directory of this machine, as named (absolute, `.` and `..` resolved
+/// by name, as the config resolves relative paths) and as it really is
+/// (symlinks followed through the part that exists; `None` when not even `/`
+/// resolves).
+#[derive(Debug)]
+struct Dir {
+    named: PathBuf,
+    real: Option<PathBuf>,
+}
+
+impl Dir {
+    fn new(path: &Path) -> Self {
+        Self {
+            named: lexical(path),
+            real: real(path),
+        }
+    }
+
+    /// The same directory, or one inside the other, by name or for real.
+    fn overlaps(&self, other: &Dir) -> bool {
+        let nested = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+        nested(&self.named, &other.named)
+            || matches!((&self.real, &other.real), (Some(a), Some(b)) if nested(a, b))
+    }
+
+    fn describe(&self) -> String {
+        match &self.real {
+            Some(r) if *r != self.named => {
+                format!("{}, really {}", self.named.display(), r.display())
+            }
+            _ => self.named.display().to_string(),
+        }
+    }
+}
+
+/// `path` made absolute, with `.` and `..` resolved by name.
+fn lexical(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `path` with symlinks followed: its longest existing leading part
+/// canonicalized, the rest added by name.
+fn real(path: &Path) -> Option<PathBuf> {
+    let path = std::path::absolute(path).ok()?;
+    let parts: Vec<_> = path.components().collect();
+    (1..=parts.len()).rev().find_map(|n| {
+        let head: PathBuf = parts[..n].iter().collect();
+        let mut found = std::fs::canonicalize(head).ok()?;
+        found.extend(&parts[n..]);
+        Some(lexical(&found))
+    })
+}
+
+/// Where a target delivers, without credentials.
+#[derive(Debug)]
+enum Place {
+    /// A directory of this machine.
+    Local(Dir),
+    /// A folder on a server.
+    Remote {
+        kind: &'static str,
+        /// `host:port`, a URL's origin, or an S3 endpoint and bucket.
+        server: String,
+        /// `/` for a path from the top the target sees (for FTP that is
+        /// the login folder, as servers show it); empty for an SFTP folder
+        /// under the login folder and for an S3 prefix. Places with
+        /// different anchors are never compared: we cannot tell where a
+        /// login folder is.
+        anchor: &'static str,
+        folder: Vec<String>,
+    },
+}
+
+impl Place {
+    fn describe(&self) -> String {
+        match self {
+            Place::Local(dir) => dir.describe(),
+            Place::Remote {
+                kind,
+                server,
+                anchor,
+                folder,
+            } => {
+                let what = match (*kind, *anchor) {
+                    ("s3", _) => "prefix",
+                    (_, "") => "folder under the login folder",
+                    _ => "folder",
+                };
+                format!("{kind} {server}, {what} `{anchor}{}`", folder.join("/"))
+            }
+        }
+    }
+}
+
+/// Where `target` delivers; `None` when that cannot be told (a URL that
+/// does not parse: such a target fails when it is made).
+fn place(target: &TargetConfig) -> Option<Place> {
+    let host_port = |host: &str, port: u16| format!("{}:{port}", host_name(host));
+    let remote = |kind, server, anchor, folder| {
+        Some(Place::Remote {
+            kind,
+            server,
+            anchor,
+            folder,
+        })
+    };
+    match target {
+        TargetConfig::Local { destination, .. } => Some(Place::Local(Dir::new(destination))),
+        TargetConfig::Webdav(dav) => {
+            // As the WebDAV target builds its URLs: the URL's path, then the
+            // destination's segments (where `url` drops `.` and `..`).
+            let mut url = reqwest::Url::parse(dav.url.trim_end_matches('/')).ok()?;
+            url.path_segments_mut()
+                .ok()?
+                .pop_if_empty()
+                .extend(dav.destination.split('/').filter(|s| !s.is_empty()));
+            let folder = url
+                .path_segments()
+                .into_iter()
+                .flatten()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            remote("webdav", origin(&url), "/", folder)
+        }
+        TargetConfig::Sftp(sftp) => {
+            // As the SFTP target: absolute when it starts with `/`, else
+            // under the login folder.
+            let anchor = if sftp.destination.starts_with('/') {
+                "/"
+            } else {
+                ""
+            };
+            remote(
+                "sftp",
+                host_port(&sftp.host, sftp.port),
+                anchor,
+                folder(&sftp.destination, anchor),
+            )
+        }
+        // The FTP target always goes from the login folder, shown as `/`.
+        TargetConfig::Ftp(ftp) => remote(
+            "ftp",
+            host_port(&ftp.host, ftp.port),
+            "/",
+            folder(&ftp.destination, "/"),
+        ),
+        // Keys are the prefix's segments and the item's, joined by `/`; an
+        // S3 key's `..` is just a name.
+        TargetConfig::S3(s3) => {
+            let url = reqwest::Url::parse(&s3.endpoint).ok()?;
+            let path = url.path().trim_end_matches('/');
+            remote(
+                "s3",
+                format!("{}{path}, bucket `{}`", origin(&url), s3.bucket.trim()),
+                "",
+                s3.destination
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            )
+        }
+        // `ascp` is given `user@host:/destination/`.
+        TargetConfig::Aspera(asp) => remote(
+            "aspera",
+            host_name(&asp.host),
+            "/",
+            folder(&asp.destination, "/"),
+        ),
+    }
+}
+
+/// Two places that are the same or one inside the other.
+fn collides(a: &Place, b: &Place) -> bool {
+    match (a, b) {
+        (Place::Local(a), Place::Local(b)) => a.overlaps(b),
+        (
+            Place::Remote {
+                kind,
+                server,
+                anchor,
+                folder,
+            },
+            Place::Remote {
+                kind: kind_b,
+                server: server_b,
+                anchor: anchor_b,
+                folder: folder_b,
+            },
+        ) => {
+            kind == kind_b
+                && server == server_b
+                && anchor == anchor_b
+                && (folder.starts_with(folder_b) || folder_b.starts_with(folder))
+        }
+        _ => false,
+    }
+}
+
+/// A host name as compared: trimmed, lowercase, an IPv6 address unbracketed.
+fn host_name(host: &str) -> String {
+    host.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
+}
+
+/// `scheme://host[:port]` of a URL: never its user or password.
+fn origin(url: &reqwest::Url) -> String {
+    let port = url.port().map_or(String::new(), |p| format!(":{p}"));
+    format!("{}://{}{port}", url.scheme(), url.host_str().unwrap_or(""))
+}
+
+/// A remote folder's segments with `.` and `..` resolved by name (a `..`
+/// above the start stays when `anchor` is empty: we cannot tell where it
+/// leads).
+fn folder(path: &str, anchor: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
+        if s != ".." {
+            out.push(s.to_string());
+        } else if out.last().is_some_and(|l| l != "..") {
+            out.pop();
+        } else if anchor.is_empty() {
+            out.push(s.to_string());
+        }
+    }
+    out
 }
 
 /// The rule for poller names (the original form's): lowercase letters,
@@ -1115,5 +1409,337 @@ password = "p"
             panic!("not ftp");
         };
         assert!(f.ca_file.as_ref().unwrap().is_absolute());
+    }
+
+    /// A `file` poller of `path` copying into `destination`.
+    fn local(name: &str, path: &str, destination: &str) -> String {
+        format!(
+            "[[poller]]\nname = \"{name}\"\npath = {path:?}\nplugin = \"file\"\n\
+             target = {{ kind = \"local\", destination = {destination:?} }}\n\n"
+        )
+    }
+
+    /// A `file` poller of `path` with `target` lines.
+    fn remote(name: &str, path: &str, target: &str) -> String {
+        format!(
+            "[[poller]]\nname = \"{name}\"\npath = {path:?}\nplugin = \"file\"\n\
+             [poller.target]\n{target}\n\n"
+        )
+    }
+
+    #[test]
+    fn roots_must_not_overlap() {
+        let e = parse(&format!(
+            "{}{}",
+            local("a", "/srv/a", "/out/a"),
+            local("b", "/srv/a/", "/out/b")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "agent.toml: poller `b`, field `path`: overlaps the root of poller `a` (/srv/a): one file would be seen by both"
+        );
+        for (a, b) in [
+            ("/srv/a", "/srv/a/news"),
+            ("/srv/a/news", "/srv/a"),
+            ("/srv/a", "/srv/x/../a/news"),
+            ("/srv/./a", "/srv/a"),
+            ("in", "./in/sub"),
+        ] {
+            let e = parse(&format!(
+                "{}{}",
+                local("a", a, "/out/a"),
+                local("b", b, "/out/b")
+            ))
+            .unwrap_err();
+            assert!(
+                e.contains("poller `b`, field `path`: overlaps the root of poller `a`"),
+                "{a} {b}: {e}"
+            );
+        }
+        // Siblings whose names share a beginning are fine.
+        for (a, b) in [("/srv/a", "/srv/ab"), ("/srv/ab", "/srv/a"), ("in", "in2")] {
+            assert!(
+                parse(&format!(
+                    "{}{}",
+                    local("a", a, "/out/a"),
+                    local("b", b, "/out/b")
+                ))
+                .is_ok(),
+                "{a} {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_symlinked_root_or_destination_is_seen_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(real.join("news")).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let at = |p: &str| dir.path().join(p).display().to_string();
+        let e = parse(&format!(
+            "{}{}",
+            local("a", &at("real/news"), "/out/a"),
+            local("b", &at("link"), "/out/b")
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("poller `b`, field `path`: overlaps the root of poller `a`"),
+            "{e}"
+        );
+        // Not there yet: resolved through the part that exists.
+        let e = parse(&format!(
+            "{}{}",
+            local("a", "/srv/a", &at("real/out")),
+            local("b", "/srv/b", &at("link/out/b"))
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("poller `b`, field `target`: delivers into") && e.contains("really"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn local_destinations_must_not_overlap() {
+        let e = parse(&format!(
+            "{}{}",
+            local("a", "/srv/a", "/out"),
+            local("b", "/srv/b", "/out/")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "agent.toml: poller `b`, field `target`: delivers into the same place as poller `a` (/out): two items of the same name would collide; give each poller its own destination folder"
+        );
+        let e = parse(&format!(
+            "{}{}",
+            local("a", "/srv/a", "/out/a"),
+            local("b", "/srv/b", "/out")
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains(
+                "poller `b`, field `target`: delivers into /out, which overlaps the destination of poller `a` (/out/a)"
+            ),
+            "{e}"
+        );
+        assert!(
+            parse(&format!(
+                "{}{}",
+                local("a", "/srv/a", "/out/a"),
+                local("b", "/srv/b", "/out/ab")
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn disabled_pollers_are_not_compared() {
+        let off = local("b", "/srv/a", "/out")
+            .replace("plugin = \"file\"", "plugin = \"file\"\nenabled = false");
+        assert!(parse(&format!("{}{off}", local("a", "/srv/a", "/out"))).is_ok());
+        assert!(parse(&format!("{off}{}", local("a", "/srv/a", "/out"))).is_ok());
+    }
+
+    const SFTP: &str = "kind = \"sftp\"\nhost = \"sftp.example.net\"\nusername = \"u\"\n\
+                        password = \"hunter2\"\ninsecure_skip_host_key_check = true";
+
+    #[test]
+    fn sftp_destinations_collide_on_one_server_only() {
+        let two = |a: &str, b: &str| {
+            parse(&format!(
+                "{}{}",
+                remote("a", "/srv/a", &format!("{SFTP}\n{a}")),
+                remote("b", "/srv/b", &format!("{SFTP}\n{b}"))
+            ))
+        };
+        // Same server, different folders: fine.
+        assert!(two("destination = \"/in/a\"", "destination = \"/in/b\"").is_ok());
+        // Another port, or another server.
+        assert!(
+            two(
+                "destination = \"/in\"",
+                "destination = \"/in\"\nport = 2222"
+            )
+            .is_ok()
+        );
+        let elsewhere = remote("b", "/srv/b", &format!("{SFTP}\ndestination = \"/in\""))
+            .replace("sftp.example.net", "other.example.net");
+        assert!(
+            parse(&format!(
+                "{}{elsewhere}",
+                remote("a", "/srv/a", &format!("{SFTP}\ndestination = \"/in\""))
+            ))
+            .is_ok()
+        );
+        // Relative (under the login folder) and absolute are not compared.
+        assert!(two("destination = \"in\"", "destination = \"/in\"").is_ok());
+        let e = two("destination = \"/in\"", "destination = \"/in/news/\"").unwrap_err();
+        assert!(
+            e.contains(
+                "poller `b`, field `target`: delivers into sftp sftp.example.net:22, folder `/in/news`, which overlaps the destination of poller `a` (sftp sftp.example.net:22, folder `/in`)"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        // Two folders under the login folder.
+        let e = two("destination = \"in\"", "destination = \"./in\"").unwrap_err();
+        assert!(e.contains("folder under the login folder `in`"), "{e}");
+        // The user does not matter; the host's case neither.
+        let other_user = remote("b", "/srv/b", &format!("{SFTP}\ndestination = \"/in\""))
+            .replace("username = \"u\"\n", "username = \"v\"\n")
+            .replace("sftp.example.net", "SFTP.Example.NET");
+        let e = parse(&format!(
+            "{}{other_user}",
+            remote("a", "/srv/a", &format!("{SFTP}\ndestination = \"/in\""))
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("delivers into the same place as poller `a`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn s3_prefixes_must_not_overlap_in_one_bucket() {
+        let with = |name: &str, extra: &str| {
+            S3.replace("name = \"to_s3\"", &format!("name = \"{name}\""))
+                .replace("path = \"/srv/a\"", &format!("path = \"/srv/{name}\""))
+                + extra
+                + "\n"
+        };
+        let e = parse(&format!(
+            "{}{}",
+            with("a", "destination = \"incoming\""),
+            with("b", "destination = \"/incoming/news/\"")
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains(
+                "poller `b`, field `target`: delivers into s3 http://127.0.0.1:9000, bucket `media`, prefix `incoming/news`, which overlaps the destination of poller `a` (s3 http://127.0.0.1:9000, bucket `media`, prefix `incoming`)"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("very-secret"), "{e}");
+        // No prefix: the whole bucket.
+        assert!(
+            parse(&format!(
+                "{}{}",
+                with("a", ""),
+                with("b", "destination = \"x\"")
+            ))
+            .is_err()
+        );
+        // Disjoint prefixes, another bucket, another endpoint: fine.
+        assert!(
+            parse(&format!(
+                "{}{}",
+                with("a", "destination = \"incoming/a\""),
+                with("b", "destination = \"incoming/ab\"")
+            ))
+            .is_ok()
+        );
+        assert!(
+            parse(&format!(
+                "{}{}",
+                with("a", ""),
+                with("b", "").replace("bucket = \"media\"", "bucket = \"other\"")
+            ))
+            .is_ok()
+        );
+        assert!(
+            parse(&format!(
+                "{}{}",
+                with("a", ""),
+                with("b", "").replace("127.0.0.1:9000", "127.0.0.1:9001")
+            ))
+            .is_ok()
+        );
+        // A trailing slash on the endpoint is the same endpoint.
+        assert!(
+            parse(&format!(
+                "{}{}",
+                with("a", ""),
+                with("b", "").replace("127.0.0.1:9000", "127.0.0.1:9000/")
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn webdav_ftp_and_aspera_destinations_must_not_overlap() {
+        let dav = |url: &str, dest: &str| {
+            format!(
+                "kind = \"webdav\"\nurl = \"{url}\"\nusername = \"u\"\npassword = \"hunter2\"\ndestination = \"{dest}\""
+            )
+        };
+        let e = parse(&format!(
+            "{}{}",
+            remote("a", "/srv/a", &dav("https://dav.example.net/dav", "in")),
+            remote(
+                "b",
+                "/srv/b",
+                &dav("https://u:hunter2@DAV.example.net/dav/in/", "")
+            )
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains(
+                "delivers into the same place as poller `a` (webdav https://dav.example.net, folder `/dav/in`)"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(
+            parse(&format!(
+                "{}{}",
+                remote("a", "/srv/a", &dav("https://dav.example.net/dav", "in")),
+                remote("b", "/srv/b", &dav("https://dav.example.net/dav/", "out"))
+            ))
+            .is_ok()
+        );
+        let ftp = |dest: &str| {
+            format!(
+                "kind = \"ftp\"\nhost = \"ftp.example.net\"\nusername = \"u\"\npassword = \"p\"\ndestination = \"{dest}\""
+            )
+        };
+        let e = parse(&format!(
+            "{}{}",
+            remote("a", "/srv/a", &ftp("/in")),
+            remote("b", "/srv/b", &ftp("in/x/.."))
+        ))
+        .unwrap_err();
+        assert!(e.contains("poller `b`, field `target`: delivers into the same place as poller `a` (ftp ftp.example.net:21, folder `/in`)"), "{e}");
+        let asp = |dest: &str, port: u16| {
+            format!(
+                "kind = \"aspera\"\nhost = \"aspera.example.net\"\nuser = \"u\"\npassword = \"p\"\nport = {port}\ndestination = \"{dest}\""
+            )
+        };
+        let e = parse(&format!(
+            "{}{}",
+            remote("a", "/srv/a", &asp("/incoming", 22)),
+            remote("b", "/srv/b", &asp("incoming/news", 33001))
+        ))
+        .unwrap_err();
+        assert!(e.contains("poller `b`, field `target`: delivers into aspera aspera.example.net, folder `/incoming/news`"), "{e}");
+        assert!(
+            parse(&format!(
+                "{}{}",
+                remote("a", "/srv/a", &asp("/incoming/a", 22)),
+                remote("b", "/srv/b", &asp("/incoming/b", 22))
+            ))
+            .is_ok()
+        );
+        // Different kinds are not compared.
+        assert!(
+            parse(&format!(
+                "{}{}",
+                remote("a", "/srv/a", &ftp("/in")),
+                remote("b", "/srv/b", &asp("/in", 21))
+            ))
+            .is_ok()
+        );
     }
 }

@@ -353,24 +353,31 @@ fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
         sshd.client_key().display().to_string(),
         sshd.known_hosts().display().to_string()
     );
+    // Its own destination folder: two pollers may not share one.
+    let trees_remote = s.path("server/incoming/trees");
     let trees = format!(
         "\n[[poller]]\nname = \"trees\"\npath = \"trees\"\nplugin = \"dir\"\nstability = \"0s\"\n\
          params = {{ markers = [\"READY\"] }}\n\
          [poller.target]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nusername = \"root\"\n\
          destination = {:?}\n{auth}\n",
         sshd.port,
-        s.remote().display().to_string(),
+        trees_remote.display().to_string(),
     );
     s.config(&sshd, "root", &auth, &trees);
     s.run_until_idle(Duration::from_secs(120));
     let remote = s.remote();
     assert_eq!(std::fs::read(remote.join("big/feature.mxf")).unwrap(), big);
     for n in &names {
-        assert_eq!(std::fs::read_to_string(remote.join(n)).unwrap(), *n, "{n}");
+        assert_eq!(
+            std::fs::read_to_string(trees_remote.join(n)).unwrap(),
+            *n,
+            "{n}"
+        );
     }
     assert!(!s.path("src/big/feature.mxf").exists(), "source removed");
     assert!(!s.path("trees/tree").exists(), "source tree removed");
     assert_eq!(part_files(&remote), Vec::<PathBuf>::new());
+    assert_eq!(part_files(&trees_remote), Vec::<PathBuf>::new());
     // Each file was flushed to the server's disk before its rename.
     let sftp_log = std::fs::read_to_string(s.path("sshd/sftp.log")).unwrap();
     let fsyncs = sftp_log.lines().filter(|l| l.contains("fsync")).count();

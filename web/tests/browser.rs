@@ -577,7 +577,7 @@ async fn a_real_agents_transfer_shows_live_on_the_dashboard() {
              [[poller]]\nname = \"news\"\npath = \"src\"\nplugin = \"file\"\nstability = \"0s\"\n\
              target = {{ kind = \"local\", destination = \"out\", rate_limit_mbps = 40 }}\n\n\
              [[poller]]\nname = \"broken\"\npath = \"no-such-dir\"\nplugin = \"file\"\n\
-             target = {{ kind = \"local\", destination = \"out\" }}\n\n\
+             target = {{ kind = \"local\", destination = \"out-broken\" }}\n\n\
              [[poller]]\nname = \"blocked\"\npath = \"src2\"\nplugin = \"file\"\nstability = \"0s\"\n\
              target = {{ kind = \"local\", destination = \"blocked/out\" }}\n"
         ),

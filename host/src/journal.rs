@@ -249,7 +249,12 @@ impl Journal {
     }
 
     /// Whether the latest transfer of `path` ended with exactly `error`.
-    pub async fn has_error(&self, poller: &str, path: &str, error: &str) -> Result<bool, sqlx::Error> {
+    pub async fn has_error(
+        &self,
+        poller: &str,
+        path: &str,
+        error: &str,
+    ) -> Result<bool, sqlx::Error> {
         let last: Option<Option<String>> = sqlx::query_scalar(
             "SELECT error FROM transfers WHERE poller = ? AND path = ? ORDER BY rowid DESC LIMIT 1",
         )
@@ -308,13 +313,14 @@ impl Journal {
     /// Names of the markers this agent made directly inside `dir`.
     pub async fn markers_in(&self, poller: &str, dir: &str) -> Result<Vec<String>, sqlx::Error> {
         let prefix = format!("{dir}/");
-        let paths: Vec<String> =
-            sqlx::query_scalar("SELECT path FROM markers WHERE poller = ? AND substr(path, 1, ?) = ?")
-                .bind(poller)
-                .bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX))
-                .bind(&prefix)
-                .fetch_all(&self.pool)
-                .await?;
+        let paths: Vec<String> = sqlx::query_scalar(
+            "SELECT path FROM markers WHERE poller = ? AND substr(path, 1, ?) = ?",
+        )
+        .bind(poller)
+        .bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX))
+        .bind(&prefix)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(paths
             .into_iter()
             .filter_map(|p| p.strip_prefix(&prefix).map(str::to_string))

@@ -38,7 +38,10 @@ fn pauses() -> &'static Vec<(String, Duration)> {
             .split(',')
             .filter_map(|kv| {
                 let (k, v) = kv.split_once('=')?;
-                Some((k.trim().to_string(), Duration::from_millis(v.trim().parse().ok()?)))
+                Some((
+                    k.trim().to_string(),
+                    Duration::from_millis(v.trim().parse().ok()?),
+                ))
             })
             .collect()
     })

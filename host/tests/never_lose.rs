@@ -234,7 +234,10 @@ fn case1_a_new_version_renamed_over_a_file_after_its_check_is_sent_not_deleted()
 #[test]
 fn case1_a_file_added_to_a_directory_item_after_its_check_stays_at_the_source() {
     let site = AgentSite::new();
-    add(&site.path("src/assets"), &["A/ADI.XML", "A/ADI.DTD", "A/a.mxf"]);
+    add(
+        &site.path("src/assets"),
+        &["A/ADI.XML", "A/ADI.DTD", "A/a.mxf"],
+    );
     config(&site, &poller("assets", "dir", ""));
     let live = Live::spawn(agent(&site, true, "before-remove=1500"));
     live.wait_for("test pause before-remove", 1, Duration::from_secs(30));
@@ -254,27 +257,53 @@ fn case1_a_file_added_to_a_directory_item_after_its_check_stays_at_the_source() 
         listing(&site.path("dst/assets")),
         ["A/", "A/ADI.DTD", "A/ADI.XML", "A/a.mxf"]
     );
-    assert!(log.contains("1 entry that was never sent: `late.mxf`"), "{log}");
+    assert!(
+        log.contains("1 entry that was never sent: `late.mxf`"),
+        "{log}"
+    );
 }
 
 #[test]
 fn case2_google_remove_dir_keeps_what_it_never_sent() {
     let site = AgentSite::new();
     let root = site.path("src/google");
-    add(&root, &["D/ADI.XML", "D/ADI.DTD", "D/a.mxf", "D/.hidden", "D/.cache/x"]);
+    add(
+        &root,
+        &[
+            "D/ADI.XML",
+            "D/ADI.DTD",
+            "D/a.mxf",
+            "D/.hidden",
+            "D/.cache/x",
+        ],
+    );
     std::os::unix::fs::symlink("/etc/hostname", root.join("D/.link")).unwrap();
     mkfifo(&root.join("D/.fifo"));
     config(&site, &poller("google", "google", ""));
     let log = until_idle(&site);
     assert_eq!(
         listing(&site.path("dst/google")),
-        ["D/", "D/ADI.DTD", "D/ADI.XML", "D/a.mxf", "D/delivery.complete"],
+        [
+            "D/",
+            "D/ADI.DTD",
+            "D/ADI.XML",
+            "D/a.mxf",
+            "D/delivery.complete"
+        ],
         "{log}"
     );
     // Delivered, and everything it never sent is still there, with D.
     assert_eq!(
         listing(&root),
-        ["D/", "D/.cache/", "D/.cache/x", "D/.fifo", "D/.hidden", "D/.link", "D/dispatch.done"],
+        [
+            "D/",
+            "D/.cache/",
+            "D/.cache/x",
+            "D/.fifo",
+            "D/.hidden",
+            "D/.link",
+            "D/dispatch.done"
+        ],
         "{log}"
     );
     assert!(
@@ -291,19 +320,43 @@ fn case2_google_remove_dir_keeps_what_it_never_sent() {
 fn case3_a_directory_items_skipped_entries_are_never_deleted() {
     let site = AgentSite::new();
     let root = site.path("src/assets");
-    add(&root, &["A/ADI.XML", "A/ADI.DTD", "A/a.mxf", "A/sub/b.mxf", "A/x.tmp", "A/sub/y.tmp"]);
+    add(
+        &root,
+        &[
+            "A/ADI.XML",
+            "A/ADI.DTD",
+            "A/a.mxf",
+            "A/sub/b.mxf",
+            "A/x.tmp",
+            "A/sub/y.tmp",
+        ],
+    );
     std::os::unix::fs::symlink("/etc/hostname", root.join("A/link")).unwrap();
     mkfifo(&root.join("A/sub/fifo"));
     config(&site, &poller("assets", "dir", "excludes = [\"*.tmp\"]"));
     let log = until_idle(&site);
     assert_eq!(
         listing(&site.path("dst/assets")),
-        ["A/", "A/ADI.DTD", "A/ADI.XML", "A/a.mxf", "A/sub/", "A/sub/b.mxf"],
+        [
+            "A/",
+            "A/ADI.DTD",
+            "A/ADI.XML",
+            "A/a.mxf",
+            "A/sub/",
+            "A/sub/b.mxf"
+        ],
         "{log}"
     );
     assert_eq!(
         listing(&root),
-        ["A/", "A/link", "A/sub/", "A/sub/fifo", "A/sub/y.tmp", "A/x.tmp"],
+        [
+            "A/",
+            "A/link",
+            "A/sub/",
+            "A/sub/fifo",
+            "A/sub/y.tmp",
+            "A/x.tmp"
+        ],
         "what was not sent stays: {log}"
     );
     // What is left is held back, not sent again as a new item.
@@ -339,7 +392,10 @@ fn case4_two_pollers_delivering_into_one_place_are_refused() {
 #[test]
 fn case5_a_directory_changed_before_its_final_rename_never_appears_incomplete() {
     let site = AgentSite::new();
-    add(&site.path("src/assets"), &["A/ADI.XML", "A/ADI.DTD", "A/a.mxf"]);
+    add(
+        &site.path("src/assets"),
+        &["A/ADI.XML", "A/ADI.DTD", "A/a.mxf"],
+    );
     config(&site, &poller("assets", "dir", ""));
     let live = Live::spawn(agent(&site, true, "before-rename=1000"));
     live.wait_for("test pause before-rename", 1, Duration::from_secs(30));
@@ -369,7 +425,10 @@ fn case5_a_directory_changed_before_its_final_rename_never_appears_incomplete() 
 #[test]
 fn case5_a_directory_is_never_merged_into_one_already_delivered() {
     let site = AgentSite::new();
-    add(&site.path("src/assets"), &["A/ADI.XML", "A/ADI.DTD", "A/a.mxf"]);
+    add(
+        &site.path("src/assets"),
+        &["A/ADI.XML", "A/ADI.DTD", "A/a.mxf"],
+    );
     add(&site.path("dst/assets"), &["A/old.mxf"]);
     config(&site, &poller("assets", "dir", ""));
     let live = Live::spawn(agent(&site, false, ""));
@@ -409,7 +468,13 @@ fn fsynced_dirs(trace: &str) -> Vec<PathBuf> {
             let start = l.find('<')? + 1;
             let end = l[start..].find('>')? + start;
             let path = &l[start..end];
-            Some(path.split('/').map(final_name).collect::<Vec<_>>().join("/").into())
+            Some(
+                path.split('/')
+                    .map(final_name)
+                    .collect::<Vec<_>>()
+                    .join("/")
+                    .into(),
+            )
         })
         .collect()
 }
@@ -417,7 +482,10 @@ fn fsynced_dirs(trace: &str) -> Vec<PathBuf> {
 #[test]
 fn case6_every_directory_created_or_renamed_into_is_synced_before_complete() {
     let site = AgentSite::new();
-    add(&site.path("src/assets"), &["A/ADI.XML", "A/ADI.DTD", "A/sub/deep/b.mxf"]);
+    add(
+        &site.path("src/assets"),
+        &["A/ADI.XML", "A/ADI.DTD", "A/sub/deep/b.mxf"],
+    );
     add(&site.path("src/clips"), &["x/clip.mxf"]);
     let clips = poller("clips", "subdir", "").replace("dst/clips", "dst/new/clips");
     config(&site, &format!("{}{clips}", poller("assets", "dir", "")));
@@ -433,13 +501,22 @@ fn case6_every_directory_created_or_renamed_into_is_synced_before_complete() {
             common::component("plugin", "dir").parent().unwrap(),
         );
     let out = wait_limited(
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap(),
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
         Duration::from_secs(120),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let synced = fsynced_dirs(&std::fs::read_to_string(&trace).unwrap());
     let dst = site.path("dst").canonicalize().unwrap();
-    assert!(dst.join("new/clips/x/clip.mxf").exists() && dst.join("assets/A/sub/deep/b.mxf").exists());
+    assert!(
+        dst.join("new/clips/x/clip.mxf").exists() && dst.join("assets/A/sub/deep/b.mxf").exists()
+    );
     for dir in [
         dst.parent().unwrap().to_path_buf(),
         dst.clone(),
@@ -451,7 +528,11 @@ fn case6_every_directory_created_or_renamed_into_is_synced_before_complete() {
         dst.join("new/clips"),
         dst.join("new/clips/x"),
     ] {
-        assert!(synced.contains(&dir), "{} was never synced: {synced:?}", dir.display());
+        assert!(
+            synced.contains(&dir),
+            "{} was never synced: {synced:?}",
+            dir.display()
+        );
     }
 }
 
@@ -474,10 +555,17 @@ fn case7_a_failed_journal_commit_keeps_the_source_and_fails_the_transfer() {
         let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", journal.display()))
             .await
             .unwrap();
-        sqlx::query("BEGIN EXCLUSIVE").execute(&mut c).await.unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut c)
+            .await
+            .unwrap();
         c
     });
-    live.wait_for("Complete record could not be written", 1, Duration::from_secs(60));
+    live.wait_for(
+        "Complete record could not be written",
+        1,
+        Duration::from_secs(60),
+    );
     assert!(
         site.path("src/clips/clip.mxf").exists(),
         "the source is kept while its record is not on disk"
@@ -627,10 +715,21 @@ fn case11_google_restart_mid_delivery_resumes_the_group() {
     let log = until_idle(&site);
     assert_eq!(
         listing(&site.path("dst/google")),
-        ["D/", "D/ADI.DTD", "D/ADI.XML", "D/a.mxf", "D/b.mxf", "D/delivery.complete"],
+        [
+            "D/",
+            "D/ADI.DTD",
+            "D/ADI.XML",
+            "D/a.mxf",
+            "D/b.mxf",
+            "D/delivery.complete"
+        ],
         "{log}"
     );
-    assert_eq!(listing(&root), Vec::<String>::new(), "D done and removed: {log}");
+    assert_eq!(
+        listing(&root),
+        Vec::<String>::new(),
+        "D done and removed: {log}"
+    );
 }
 
 #[test]
@@ -643,7 +742,11 @@ fn case12_a_name_of_250_bytes_is_sent() {
     std::fs::write(src.join(&name), b"long").unwrap();
     config(&site, &poller("clips", "file", ""));
     let log = until_idle(&site);
-    assert_eq!(std::fs::read(site.path("dst/clips").join(&name)).unwrap(), b"long", "{log}");
+    assert_eq!(
+        std::fs::read(site.path("dst/clips").join(&name)).unwrap(),
+        b"long",
+        "{log}"
+    );
     assert!(!src.join(&name).exists());
 }
 
@@ -664,7 +767,10 @@ fn case13_a_name_that_is_not_utf8_is_an_error_in_the_journal_and_stays() {
         .find(|r| r["path"] == "caf\u{fffd}.mxf")
         .unwrap_or_else(|| panic!("no journal row for the name: {rows:?}"));
     assert_eq!(row["status"], "Error");
-    assert!(row["error"].as_str().unwrap().contains("not valid UTF-8"), "{row}");
+    assert!(
+        row["error"].as_str().unwrap().contains("not valid UTF-8"),
+        "{row}"
+    );
     // Once per name, not once per poll.
     until_idle(&site);
     assert_eq!(self::rows(&site).len(), 2);
@@ -687,7 +793,8 @@ fn case14_a_full_destination_is_not_kept_full_by_part_files() {
         false,
     ));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while complete(&site, "b.mxf") + complete(&site, "c.mxf") < 2 {
+    let journal = site.path("dispatch-journal.sqlite");
+    while !journal.exists() || complete(&site, "b.mxf") + complete(&site, "c.mxf") < 2 {
         assert!(
             Instant::now() < deadline,
             "the files that fit were never sent: {}",
@@ -708,7 +815,10 @@ fn case14_a_full_destination_is_not_kept_full_by_part_files() {
         .collect();
     names.sort();
     assert_eq!(names, ["b.mxf", "c.mxf"]);
-    assert!(src.join("a-big.mxf").exists(), "the file that cannot fit is kept");
+    assert!(
+        src.join("a-big.mxf").exists(),
+        "the file that cannot fit is kept"
+    );
     live.signal("-TERM");
     let (_, log) = live.wait(Duration::from_secs(30));
     assert!(log.contains("No space left on device"), "{log}");
@@ -813,7 +923,7 @@ fn property_random_writes_renames_deletes_and_kills_never_lose_a_file_nor_send_o
         let live = Live::spawn(agent(
             &site,
             false,
-            "after-send=20,before-remove=20,before-rename=20",
+            "after-send=50,before-remove=150,before-rename=50",
         ));
         for _ in 0..rng.usize(10..30) {
             script.step(&src, &mut rng);
@@ -829,7 +939,11 @@ fn property_random_writes_renames_deletes_and_kills_never_lose_a_file_nor_send_o
     for (name, content) in &script.alive {
         let got = std::fs::read(site.path("dst/clips").join(name))
             .unwrap_or_else(|e| panic!("{name} never arrived ({e}); {}", context()));
-        assert!(&got == content, "{name}: another version arrived; {}", context());
+        assert!(
+            &got == content,
+            "{name}: another version arrived; {}",
+            context()
+        );
     }
     assert_eq!(listing(&src), Vec::<String>::new(), "{}", context());
     let leftovers: Vec<String> = listing(&site.path("dst/clips"))
@@ -842,6 +956,10 @@ fn property_random_writes_renames_deletes_and_kills_never_lose_a_file_nor_send_o
         let path = row["path"].as_str().unwrap().to_string();
         let sent = complete(&site, &path);
         let made = script.versions.get(&path).copied().unwrap_or(0);
-        assert!(sent <= made, "{path}: {made} versions, sent {sent} times; {}", context());
+        assert!(
+            sent <= made,
+            "{path}: {made} versions, sent {sent} times; {}",
+            context()
+        );
     }
 }

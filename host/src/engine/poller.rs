@@ -543,7 +543,8 @@ impl Poller {
     /// Names the poll could not be shown: each is an error on the poller's
     /// state, and the first time it is seen also a row in the journal.
     async fn unreadable_names(&self, names: Vec<String>) -> BTreeMap<String, String> {
-        const WHY: &str = "the name is not valid UTF-8, so no poller can see it and it is never sent: rename it";
+        const WHY: &str =
+            "the name is not valid UTF-8, so no poller can see it and it is never sent: rename it";
         let before: HashSet<String> = self.state().poll_problems.keys().cloned().collect();
         let mut out = BTreeMap::new();
         for path in names {
@@ -567,7 +568,9 @@ impl Poller {
                     size: 0,
                     check_delivered: false,
                 };
-                self.shared.journal.record(self.event(&q, EventKind::Queued, 0, None));
+                self.shared
+                    .journal
+                    .record(self.event(&q, EventKind::Queued, 0, None));
                 self.shared
                     .journal
                     .record(self.event(&q, EventKind::Error, 0, Some(WHY.into())));
@@ -799,10 +802,13 @@ impl Poller {
         }
         testhook::wait_at(Point::BeforeRemove).await;
         let outcome = {
-            let (source, excludes, id) = (self.root.join(&q.path), self.excludes.clone(), q.id.clone());
-            tokio::task::spawn_blocking(move || removal::remove_sent(&source, &scan, &excludes, &id))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            let (source, excludes, id) =
+                (self.root.join(&q.path), self.excludes.clone(), q.id.clone());
+            tokio::task::spawn_blocking(move || {
+                removal::remove_sent(&source, &scan, &excludes, &id)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
         };
         self.note_removal(&q, bytes, outcome).await;
         tracing::info!(poller = %self.name, path = %q.path, bytes, "transfer complete");
@@ -871,7 +877,12 @@ impl Poller {
             .map(|g| (g.key.clone(), g.body()))
             .collect();
         for (key, body) in bodies {
-            if let Err(e) = self.shared.journal.save_group(&self.name, &key, &body).await {
+            if let Err(e) = self
+                .shared
+                .journal
+                .save_group(&self.name, &key, &body)
+                .await
+            {
                 tracing::error!(poller = %self.name, "cannot save a group in the journal: {e}");
             }
         }

@@ -51,7 +51,11 @@ fn event(row: &TransferRow, kind: EventKind, error: Option<String>) -> Event {
         transfer_id: row.id.clone(),
         poller: row.poller.clone(),
         path: row.path.clone(),
-        item_kind: if row.item_kind == "dir" { "dir" } else { "file" },
+        item_kind: if row.item_kind == "dir" {
+            "dir"
+        } else {
+            "file"
+        },
         kind,
         size: row.size.and_then(|s| u64::try_from(s).ok()),
         bytes_done: 0,

@@ -127,7 +127,12 @@ pub fn dir_claim_id(poller: &str, rel: &str) -> String {
 /// signature after the transfer) saw it. For a directory, the files sent
 /// are those a backend sends (`transfer::tree::walk`: regular files with
 /// UTF-8 names outside `excludes`).
-pub fn remove_sent(source: &Path, sent: &Scan, excludes: &GlobSet, id: &str) -> io::Result<Removed> {
+pub fn remove_sent(
+    source: &Path,
+    sent: &Scan,
+    excludes: &GlobSet,
+    id: &str,
+) -> io::Result<Removed> {
     // Checked once more just before the claim (full signature, ctime
     // included), then against the claim (a rename moves only the ctime).
     match (Scan::of(source), sent) {
@@ -154,7 +159,7 @@ pub fn remove_sent(source: &Path, sent: &Scan, excludes: &GlobSet, id: &str) -> 
         Scan::Dir { entries, .. } => {
             let sent: HashMap<&Path, (Kind, Stamp)> = entries
                 .iter()
-                .filter(|e| is_sent(&e.rel, excludes))
+                .filter(|e| matches!(e.kind, Kind::File | Kind::Dir) && is_sent(&e.rel, excludes))
                 .map(|e| (e.rel.as_path(), (e.kind, e.stamp)))
                 .collect();
             remove_tree(&claim, |rel, kind, stamp| {
@@ -183,7 +188,9 @@ pub fn remove_marked_dir(dir: &Path, markers: &[String], id: &str) -> io::Result
         .filter(|e| {
             !(e.kind == Kind::File
                 && e.stamp.size == 0
-                && e.rel.to_str().is_some_and(|n| markers.iter().any(|m| m == n)))
+                && e.rel
+                    .to_str()
+                    .is_some_and(|n| markers.iter().any(|m| m == n)))
         })
         .map(|e| e.rel.as_path())
         .collect();
@@ -205,7 +212,10 @@ pub fn remove_marked_dir(dir: &Path, markers: &[String], id: &str) -> io::Result
 /// Unlinks the files of the claimed tree that `was_sent` accepts, then
 /// each directory it accepts once empty (deepest first), then the tree's
 /// top; puts back whatever is left.
-fn remove_tree(claim: &Claim, was_sent: impl Fn(&Path, Kind, Stamp) -> bool) -> io::Result<Removed> {
+fn remove_tree(
+    claim: &Claim,
+    was_sent: impl Fn(&Path, Kind, Stamp) -> bool,
+) -> io::Result<Removed> {
     let Some(Scan::Dir { entries, .. }) = Scan::of(&claim.path) else {
         claim.keep(String::new())?;
         return Ok(Removed::Changed);
@@ -311,13 +321,16 @@ mod tests {
         let Removed::Kept(why) = r else {
             panic!("{r:?}")
         };
-        assert!(why.contains("4 entries"), "{why}");
+        assert!(why.contains("5 entries"), "{why}");
         let mut left: Vec<String> = left_in(&t)
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["bad\u{fffd}", "link", "sub", "sub/late.mxf", "x.tmp"]);
+        assert_eq!(
+            left,
+            ["bad\u{fffd}", "link", "sub", "sub/late.mxf", "x.tmp"]
+        );
         assert!(!t.join("a.mxf").exists());
     }
 
@@ -330,7 +343,10 @@ mod tests {
         std::fs::write(t.join(".hidden"), "keep me").unwrap();
         let markers = vec!["dispatch.done".to_string()];
         let r = remove_marked_dir(&t, &markers, "0123456789abcdef").unwrap();
-        assert!(matches!(r, Removed::Kept(ref w) if w.contains("`.hidden`")), "{r:?}");
+        assert!(
+            matches!(r, Removed::Kept(ref w) if w.contains("`.hidden`")),
+            "{r:?}"
+        );
         assert!(t.join(".hidden").exists() && t.join("dispatch.done").exists());
         std::fs::remove_file(t.join(".hidden")).unwrap();
         assert_eq!(

@@ -167,9 +167,7 @@ pub fn matches(recorded: &str, now: &str) -> bool {
         return true;
     }
     let legacy: Vec<&str> = recorded.split(':').collect();
-    legacy.len() == 3
-        && legacy[0] == "f"
-        && now.split(':').take(3).eq(legacy.iter().copied())
+    legacy.len() == 3 && legacy[0] == "f" && now.split(':').take(3).eq(legacy.iter().copied())
 }
 
 #[cfg(test)]

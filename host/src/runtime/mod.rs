@@ -297,11 +297,7 @@ impl Plugin {
     }
 
     /// [`Plugin::poll`], with the names the plugin could not be shown.
-    pub fn poll_full(
-        &self,
-        root: &Path,
-        params: &[(String, String)],
-    ) -> Result<Polled, PollError> {
+    pub fn poll_full(&self, root: &Path, params: &[(String, String)]) -> Result<Polled, PollError> {
         let params = self.info.resolve_params(params)?;
         let root = Root::open(root)?;
         let now_ms = SystemTime::now()

@@ -80,10 +80,13 @@ impl Backend for LocalBackend {
             ItemKind::File => same_file(&job.source(), &dest),
             ItemKind::Dir => {
                 let (_, files) = super::tree::walk(&job.source(), &job.excludes).ok()?;
-                Some(dest.is_dir() && files.iter().all(|(rel, from)| {
-                    same_file(from, &rel.iter().fold(dest.clone(), |p, s| p.join(s)))
-                        == Some(true)
-                }))
+                Some(
+                    dest.is_dir()
+                        && files.iter().all(|(rel, from)| {
+                            same_file(from, &rel.iter().fold(dest.clone(), |p, s| p.join(s)))
+                                == Some(true)
+                        }),
+                )
             }
         })
         .await
@@ -308,7 +311,10 @@ fn create_dirs(root: &Path, dst: &Path) -> Result<Vec<PathBuf>, TransferError> {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
             Err(e) => {
-                return Err(TransferError::io(&format!("cannot create {}", d.display()), &e));
+                return Err(TransferError::io(
+                    &format!("cannot create {}", d.display()),
+                    &e,
+                ));
             }
         }
     }

@@ -614,62 +614,6 @@ fn kill_9_mid_transfer_then_restart_delivers_exactly_once() {
 }
 
 #[test]
-fn a_source_sent_but_not_removed_before_a_crash_is_removed_not_sent_again() {
-    let site = Site::new();
-    add(&site.path("src/once"), &["clip.mxf"]);
-    // The original as it was (content, size and mtime).
-    let kept = site.path("kept.mxf");
-    let cp = |from: &Path, to: &Path| {
-        assert!(
-            Command::new("cp")
-                .arg("-p")
-                .arg(from)
-                .arg(to)
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
-    cp(&site.path("src/once/clip.mxf"), &kept);
-    site.config("", &poller("once", "file", ""));
-    let out = site.run_until_idle(Duration::from_secs(30));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!site.path("src/once/clip.mxf").exists());
-    // As if the agent died after recording Complete but before the unlink:
-    // the same file (same size and mtime) is back, not marked removed.
-    let back = site.path("src/once/clip.mxf");
-    cp(&kept, &back);
-    let journal = site.path("dispatch-journal.sqlite");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", journal.display()))
-            .await
-            .unwrap();
-        sqlx::query("UPDATE transfers SET source_removed = 0")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    });
-    let out = site.run_until_idle(Duration::from_secs(30));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
-    assert!(!back.exists(), "removed at start: {log}");
-    assert!(
-        log.contains("removed a source sent before the last shutdown"),
-        "{log}"
-    );
-    assert_eq!(site.transfers().len(), 1, "not sent a second time");
-}
-
-#[test]
 fn sigterm_waits_for_the_grace_period_then_cancels() {
     let site = Site::new();
     std::fs::create_dir_all(site.path("src/slow")).unwrap();

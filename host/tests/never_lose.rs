@@ -610,6 +610,27 @@ fn case8_kill_9_between_the_final_rename_and_the_complete_record_does_not_send_t
     assert_eq!(rows[0]["status"], "Complete");
 }
 
+#[test]
+fn case8_kill_9_between_the_complete_record_and_the_removal_removes_it_at_restart() {
+    let site = AgentSite::new();
+    add(&site.path("src/clips"), &["clip.mxf"]);
+    config(&site, &poller("clips", "file", ""));
+    let live = Live::spawn(agent(&site, false, "before-remove=5000"));
+    live.wait_for("test pause before-remove", 1, Duration::from_secs(30));
+    live.signal("-KILL");
+    let _ = live.wait(Duration::from_secs(10));
+    assert!(site.path("src/clips/clip.mxf").exists());
+    assert_eq!(rows(&site)[0]["status"], "Complete");
+
+    let log = until_idle(&site);
+    assert!(
+        log.contains("removed a source sent before the last shutdown"),
+        "{log}"
+    );
+    assert!(!site.path("src/clips/clip.mxf").exists());
+    assert_eq!(rows(&site).len(), 1, "not sent a second time");
+}
+
 /// `sh -c SCRIPT` in a new user and mount namespace (root inside, the
 /// caller's user outside), then the agent: what the script mounts is seen
 /// by the agent alone and vanishes with it.

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{add, pattern, terminate, wait_limited};
-use std::path::Path;
+use common::{add, part_files, pattern, terminate, wait_limited};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -147,6 +147,7 @@ fn a_server_stopped_mid_upload_is_retried_and_never_shows_a_partial_final_file()
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert_eq!(std::fs::read(&final_path).unwrap(), data);
+    assert_eq!(part_files(&s.path("server")), Vec::<PathBuf>::new());
     let rows = s.transfers();
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_eq!(rows[0]["status"], "Complete");

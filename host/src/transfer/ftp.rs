@@ -1,12 +1,14 @@
 //! `ftp`: FTP or FTPS (explicit TLS, `AUTH TLS` on the plain port) with
 //! suppaftp over tokio, passive mode, binary type.
 //!
-//! Each file goes to `.<name>.dispatch-part` beside its final name, is
-//! checked with SIZE, then renamed (RNFR/RNTO; an existing file under the
-//! final name is deleted first when the server refuses to overwrite it), so
-//! the final name never holds a partial file. A `.dispatch-part` left by an
-//! interrupted upload is resumed from its size (REST + STOR); a server
-//! refusing REST gets the whole file again. MKD makes missing folders.
+//! Each file goes to `.<name>.<transfer id>.dispatch-part` (see
+//! `super::part_name`) beside its final name, is checked with SIZE, then
+//! renamed (RNFR/RNTO; an existing file under the final name is deleted
+//! first when the server refuses to overwrite it), so the final name never
+//! holds a partial file. The part left by an interrupted upload is resumed
+//! from its size by the next attempt of the same transfer (same id, same
+//! name; REST + STOR); a server refusing REST gets the whole file again.
+//! MKD makes missing folders.
 
 use super::read_ahead::range_stream;
 use super::tree::walk;
@@ -174,12 +176,13 @@ impl FtpBackend {
     }
 
     /// Uploads one file to `remote` (segments under the destination)
-    /// through its temporary name.
+    /// through its temporary name (made from the transfer id `id`).
     async fn put_file(
         &self,
         ftp: &mut Ftp,
         local: &Path,
         remote: &[String],
+        id: &str,
         progress: &Arc<Progress>,
     ) -> Result<u64, TransferError> {
         let (name, dirs) = remote
@@ -204,7 +207,7 @@ impl FtpBackend {
             }
             p + leaf
         };
-        let tmp = join(&format!(".{name}.dispatch-part"));
+        let tmp = join(&super::part_name(name, id));
         let fin = join(name);
         // What an earlier, interrupted attempt left under the temporary name.
         let offset = match tokio::time::timeout(TIMEOUT, ftp.size(&tmp)).await {
@@ -308,7 +311,7 @@ impl Backend for FtpBackend {
                 let sent = async {
                     self.make_dirs(&mut ftp, &item[..item.len().saturating_sub(1)])
                         .await?;
-                    self.put_file(&mut ftp, &job.source(), &item, &progress)
+                    self.put_file(&mut ftp, &job.source(), &item, &job.id, &progress)
                         .await
                 }
                 .await;
@@ -327,7 +330,9 @@ impl Backend for FtpBackend {
                     for (rel, local) in files {
                         let mut full = item.clone();
                         full.extend(rel);
-                        bytes += self.put_file(&mut ftp, &local, &full, &progress).await?;
+                        bytes += self
+                            .put_file(&mut ftp, &local, &full, &job.id, &progress)
+                            .await?;
                     }
                     Ok(bytes)
                 }

@@ -1,9 +1,11 @@
 //! `sftp`: SSH (russh) + SFTP v3 (russh-sftp). Each file is written to
-//! `.<name>.dispatch-part` with several writes in flight, its size is checked
-//! with a stat after an `fsync@openssh.com` (so the data is on the server's
-//! disk before the source is removed), then it is renamed over the final name
+//! `.<name>.<transfer id>.dispatch-part` (see `super::part_name`) with
+//! several writes in flight, its size is checked with a stat after an
+//! `fsync@openssh.com` (so the data is on the server's disk before the
+//! source is removed), then it is renamed over the final name
 //! (`posix-rename@openssh.com`, else remove + rename). A part file left by a
-//! failed attempt is resumed from its size. Logged-in connections are kept
+//! failed attempt is resumed from its size by the next attempt of the same
+//! transfer (same id, same part name). Logged-in connections are kept
 //! for the next item for a while, so a burst of items costs one login.
 //! OpenSSH's sftp-server offers no hash extension, so the check is the size
 //! (plus, on resume, the part's last bytes compared with the source's).
@@ -379,13 +381,15 @@ impl SftpBackend {
         Ok(())
     }
 
-    /// Uploads one file to `remote` (segments) through its part name,
-    /// resuming a part an earlier attempt left.
+    /// Uploads one file to `remote` (segments) through its part name (made
+    /// from the transfer id `id`), resuming a part an earlier attempt of the
+    /// same transfer left.
     async fn put_file(
         &self,
         conn: &mut Connection,
         local: &Path,
         remote: &[String],
+        id: &str,
         progress: &Arc<Progress>,
     ) -> Result<u64, TransferError> {
         let (name, dirs) = remote
@@ -400,7 +404,7 @@ impl SftpBackend {
             .map_err(|e| TransferError::io(&format!("cannot stat {}", local.display()), &e))?
             .len();
         let mut part_segs = dirs.to_vec();
-        part_segs.push(format!(".{name}.dispatch-part"));
+        part_segs.push(super::part_name(name, id));
         let part = self.remote(&part_segs);
         let target = self.remote(remote);
 
@@ -791,7 +795,9 @@ impl SftpBackend {
             ItemKind::File => {
                 self.make_dirs(conn, &item[..item.len().saturating_sub(1)])
                     .await?;
-                let bytes = self.put_file(conn, &job.source(), item, progress).await?;
+                let bytes = self
+                    .put_file(conn, &job.source(), item, &job.id, progress)
+                    .await?;
                 Ok(Sent { bytes })
             }
             ItemKind::Dir => {
@@ -809,7 +815,9 @@ impl SftpBackend {
                 for (rel, local) in files {
                     let mut full = item.to_vec();
                     full.extend(rel);
-                    bytes += self.put_file(conn, &local, &full, progress).await?;
+                    bytes += self
+                        .put_file(conn, &local, &full, &job.id, progress)
+                        .await?;
                 }
                 Ok(Sent { bytes })
             }

@@ -1,15 +1,16 @@
 //! `webdav`: streamed PUT (with Content-Length, Basic auth) to a temporary
-//! name, size check (PROPFIND, else HEAD), then MOVE to the final name;
-//! MKCOL creates missing folders. WebDAV has no standard partial PUT, so a
-//! failed upload starts again from zero; the final name never holds a
-//! partial file.
+//! name (`.<name>.<transfer id>.dispatch-part`, see `super::part_name`),
+//! size check (PROPFIND, else HEAD), then MOVE to the final name; MKCOL
+//! creates missing folders. WebDAV has no standard partial PUT, so a failed
+//! upload starts again from zero; the final name never holds a partial
+//! file.
 
 use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
 use crate::actions::ItemKind;
 use crate::config::WebdavConfig;
 use crate::secret::Secret;
 use reqwest::{Method, StatusCode, Url};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 pub struct WebdavBackend {
@@ -158,11 +159,13 @@ impl WebdavBackend {
             .and_then(|v| v.parse::<u64>().ok()))
     }
 
-    /// Uploads one file to `remote` (segments), through a temporary name.
+    /// Uploads one file to `remote` (segments), through its temporary name
+    /// (made from the transfer id).
     async fn put_file(
         &self,
         local: &Path,
         remote: &[String],
+        id: &str,
         progress: &Arc<Progress>,
     ) -> Result<u64, TransferError> {
         let (name, dirs) = remote
@@ -175,7 +178,7 @@ impl WebdavBackend {
             .map_err(|e| TransferError::io(&format!("cannot stat {}", local.display()), &e))?
             .len();
         let mut tmp = dirs.to_vec();
-        tmp.push(format!(".{name}.dispatch-part"));
+        tmp.push(super::part_name(name, id));
         let tmp_url = self.url(&tmp);
         let body = reqwest::Body::wrap_stream(super::read_ahead::range_stream(
             Arc::new(file),
@@ -263,7 +266,9 @@ impl Backend for WebdavBackend {
             ItemKind::File => {
                 self.make_collections(&item[..item.len().saturating_sub(1)])
                     .await?;
-                let bytes = self.put_file(&job.source(), &item, &progress).await?;
+                let bytes = self
+                    .put_file(&job.source(), &item, &job.id, &progress)
+                    .await?;
                 Ok(Sent { bytes })
             }
             ItemKind::Dir => {
@@ -281,7 +286,7 @@ impl Backend for WebdavBackend {
                 for (rel, local) in files {
                     let mut full = item.clone();
                     full.extend(rel);
-                    bytes += self.put_file(&local, &full, &progress).await?;
+                    bytes += self.put_file(&local, &full, &job.id, &progress).await?;
                 }
                 Ok(Sent { bytes })
             }

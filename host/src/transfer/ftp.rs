@@ -105,6 +105,14 @@ impl FtpBackend {
                 // 4xx: try again later (421 closing, 425/426 data
                 // connection, 450/451/452 busy, local error, no space now).
                 400..=499 => TransferError::transient(message),
+                // "550 File name too long." (ENAMETOOLONG on the server),
+                // "500 Command too long.": this item's path alone.
+                _ if String::from_utf8_lossy(&r.body)
+                    .to_ascii_lowercase()
+                    .contains("too long") =>
+                {
+                    TransferError::item_only(message)
+                }
                 // 530 not logged in, 532, 550 permission / not found, 553
                 // name not allowed, 500-504 not understood.
                 _ => TransferError::permanent(message),
@@ -385,6 +393,12 @@ mod tests {
         assert!(login.permanent && login.message.contains("ftp://ftp.example.net:21"));
         assert!(b.failed("STOR", &refused(550)).permanent);
         assert!(!b.failed("STOR", &refused(421)).permanent);
+        let long = FtpError::UnexpectedResponse(suppaftp::types::Response::new(
+            Status::from(550),
+            b"550 File name too long.".to_vec(),
+        ));
+        assert!(b.failed("STOR", &long).item_only);
+        assert!(!b.failed("STOR", &refused(550)).item_only);
         assert!(!login.message.contains("pw-secret"));
     }
 }

@@ -316,6 +316,15 @@ impl SftpBackend {
         };
         let message = format!("SFTP {what}{on} on {} failed: {e}", self.server());
         match e {
+            // A name or path too long for the server: only this item.
+            // OpenSSH's sftp-server answers ENAMETOOLONG (and EINVAL) with
+            // "bad message"; other servers say it in the text.
+            SftpError::Status(s)
+                if (s.status_code == StatusCode::BadMessage && !path.is_empty())
+                    || s.error_message.to_ascii_lowercase().contains("too long") =>
+            {
+                TransferError::item_only(message)
+            }
             SftpError::Status(s) if s.status_code == StatusCode::PermissionDenied => {
                 TransferError::permanent(message)
             }

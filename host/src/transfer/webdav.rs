@@ -73,7 +73,10 @@ impl WebdavBackend {
 
     fn failed(&self, what: &str, status: StatusCode) -> TransferError {
         let message = format!("WebDAV {what} on {} failed: {status}", self.server());
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        if status == StatusCode::URI_TOO_LONG {
+            // The item's path is too long for this server: only this item.
+            TransferError::item_only(message)
+        } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
             || (status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT)
         {
             TransferError::permanent(message)

@@ -7,8 +7,9 @@
 //! first when the server refuses to overwrite it), so the final name never
 //! holds a partial file. The part left by an interrupted upload is resumed
 //! from its size by the next attempt of the same transfer (same id, same
-//! name; REST + STOR); a server refusing REST gets the whole file again.
-//! MKD makes missing folders.
+//! name; REST + STOR); a server refusing REST gets the whole file again. A
+//! permanent failure, which no retry soon continues, deletes the part (best
+//! effort). MKD makes missing folders.
 
 use super::read_ahead::range_stream;
 use super::tree::walk;
@@ -31,6 +32,8 @@ type Ftp = AsyncRustlsFtpStream;
 
 /// How long a connection or a command's answer may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the DELE of a failed upload's part may take.
+const PART_DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct FtpBackend {
     host: String,
@@ -217,40 +220,77 @@ impl FtpBackend {
         };
         let tmp = join(&super::part_name(name, id));
         let fin = join(name);
+        let result = self.upload(ftp, &file, len, &tmp, &fin, progress).await;
+        if let Err(e) = &result
+            && e.permanent
+            && !e.cancelled
+        {
+            // No retry continues it soon (or ever, for this item): it would
+            // only hold space. A transient failure keeps it to resume.
+            self.delete_part(ftp, &tmp).await;
+        }
+        result
+    }
+
+    /// The part `tmp` made whole (resumed from what the server has), its
+    /// size checked, then renamed to `fin`.
+    async fn upload(
+        &self,
+        ftp: &mut Ftp,
+        file: &std::fs::File,
+        len: u64,
+        tmp: &str,
+        fin: &str,
+        progress: &Arc<Progress>,
+    ) -> Result<u64, TransferError> {
         // What an earlier, interrupted attempt left under the temporary name.
-        let offset = match tokio::time::timeout(TIMEOUT, ftp.size(&tmp)).await {
+        let offset = match tokio::time::timeout(TIMEOUT, ftp.size(tmp)).await {
             Ok(Ok(n)) => u64::try_from(n).unwrap_or(0),
             _ => 0,
         };
         let offset = if offset <= len { offset } else { 0 };
         if offset < len || len == 0 {
-            let sent = self.store(ftp, &file, &tmp, offset, len, progress).await;
+            let sent = self.store(ftp, file, tmp, offset, len, progress).await;
             match sent {
                 Err(e) if offset > 0 && e.permanent => {
                     // The server refused REST: send it all again.
                     tracing::info!(path = %tmp, "resume refused, sending the whole file");
-                    self.store(ftp, &file, &tmp, 0, len, progress).await?;
+                    self.store(ftp, file, tmp, 0, len, progress).await?;
                 }
                 other => other?,
             }
         } else {
             progress.add(len);
         }
-        let remote_len = self.timed("SIZE", ftp.size(&tmp)).await?;
+        let remote_len = self.timed("SIZE", ftp.size(tmp)).await?;
         if u64::try_from(remote_len).ok() != Some(len) {
             return Err(TransferError::transient(format!(
                 "size check of `{tmp}` failed on {}: sent {len} bytes, the server has {remote_len}",
                 self.server()
             )));
         }
-        if let Err(first) = self.timed("RNFR/RNTO", ftp.rename(&tmp, &fin)).await {
+        if let Err(first) = self.timed("RNFR/RNTO", ftp.rename(tmp, fin)).await {
             // Some servers refuse to rename over an existing file.
-            if self.timed("DELE", ftp.rm(&fin)).await.is_err() {
+            if self.timed("DELE", ftp.rm(fin)).await.is_err() {
                 return Err(first);
             }
-            self.timed("RNFR/RNTO", ftp.rename(&tmp, &fin)).await?;
+            self.timed("RNFR/RNTO", ftp.rename(tmp, fin)).await?;
         }
         Ok(len)
+    }
+
+    /// DELE of a part after a permanent failure, best effort: the outcome
+    /// is only logged.
+    async fn delete_part(&self, ftp: &mut Ftp, tmp: &str) {
+        match tokio::time::timeout(PART_DELETE_TIMEOUT, ftp.rm(tmp)).await {
+            Ok(Ok(())) => tracing::debug!(path = %tmp, "deleted the part of a failed upload"),
+            Ok(Err(e)) => tracing::debug!(
+                path = %tmp,
+                "could not delete the part of a failed upload: {}",
+                e.to_string().trim()
+            ),
+            Err(_) => tracing::debug!(path = %tmp, "no answer to the DELE of a part"),
+        }
     }
 
     /// STOR (after REST `offset` when resuming) of the file from `offset`.

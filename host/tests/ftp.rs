@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{contains, pattern, terminate, venv_bin, wait_limited};
+use common::{contains, part_file, part_files, pattern, terminate, venv_bin, wait_limited};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -295,13 +295,15 @@ fn stopped_mid_upload(tls: bool) {
     s.config(server.port, PASS, &format!("{target}rate_limit_mbps = 40"));
     let agent = s.agent(true);
     let final_path = s.path("server/incoming/dispatch/show/ep2.mxf");
-    let part = s.path("server/incoming/dispatch/show/.ep2.mxf.dispatch-part");
     std::thread::sleep(Duration::from_secs(3));
     server.stop();
     assert!(
         !final_path.exists(),
         "no file under the final name while uploading"
     );
+    // The part's name is made from the transfer id: whatever ends in
+    // `.dispatch-part` beside the final name.
+    let part = part_file(&s.path("server/incoming/dispatch/show")).expect("a part file");
     let kept = std::fs::metadata(&part).unwrap().len();
     assert!(kept > 5_000_000, "{kept} bytes before the stop");
     std::thread::sleep(Duration::from_secs(1));
@@ -311,6 +313,10 @@ fn stopped_mid_upload(tls: bool) {
     assert!(out.status.success(), "{log}");
     assert!(std::fs::read(&final_path).unwrap() == data);
     assert!(!part.exists());
+    assert_eq!(
+        part_files(&s.path("server/incoming/dispatch")),
+        Vec::<PathBuf>::new()
+    );
     let rows = s.transfers();
     assert_eq!(rows[0]["status"], "Complete");
     assert!(rows[0]["attempts"].as_i64().unwrap() >= 2, "{}", rows[0]);

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{add, pattern, terminate, wait_limited};
+use common::{add, part_file, part_files, pattern, terminate, wait_limited};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -315,21 +315,6 @@ fn site() -> Site {
     Site(common::AgentSite::new())
 }
 
-fn part_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else if e.file_name().to_string_lossy().ends_with(".dispatch-part") {
-                found.push(e.path());
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn a_100_mb_file_and_a_200_file_tree_arrive_byte_identical() {
     let s = site();
@@ -483,16 +468,24 @@ fn a_server_killed_mid_upload_is_resumed_and_never_shows_a_partial_final_file() 
     s.key_config(&sshd, "rate_limit_mbps = 80");
     let agent = s.agent(true);
     let final_path = s.remote().join("show/ep2.mxf");
-    let part = s.remote().join("show/.ep2.mxf.dispatch-part");
+    // The part's name is made from the transfer id: whatever ends in
+    // `.dispatch-part` beside the final name.
+    let part = || part_file(&s.remote().join("show"));
+    let part_len = || {
+        part()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    };
     // Kill the server once a quarter of the file is up (~1.5 s in).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::metadata(&part).map_or(0, |m| m.len()) < 15_000_000 {
+    while part_len() < 15_000_000 {
         assert!(!final_path.exists(), "a final name while uploading");
         assert!(Instant::now() < deadline, "the upload did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
     sshd.stop();
-    let partial = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let first_part = part();
+    let partial = part_len();
     assert!(
         partial > 0 && !final_path.exists(),
         "a part file ({partial} bytes) and no final name while uploading"
@@ -511,7 +504,8 @@ fn a_server_killed_mid_upload_is_resumed_and_never_shows_a_partial_final_file() 
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert_eq!(std::fs::read(&final_path).unwrap(), data);
-    assert!(!part.exists());
+    assert_eq!(part_files(&s.remote()), Vec::<PathBuf>::new());
+    assert!(first_part.is_some_and(|p| !p.exists()));
     let rows = s.transfers();
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_eq!(rows[0]["status"], "Complete");

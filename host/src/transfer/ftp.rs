@@ -1,12 +1,15 @@
 //! `ftp`: FTP or FTPS (explicit TLS, `AUTH TLS` on the plain port) with
 //! suppaftp over tokio, passive mode, binary type.
 //!
-//! Each file goes to `.<name>.dispatch-part` beside its final name, is
-//! checked with SIZE, then renamed (RNFR/RNTO; an existing file under the
-//! final name is deleted first when the server refuses to overwrite it), so
-//! the final name never holds a partial file. A `.dispatch-part` left by an
-//! interrupted upload is resumed from its size (REST + STOR); a server
-//! refusing REST gets the whole file again. MKD makes missing folders.
+//! Each file goes to `.<name>.<transfer id>.dispatch-part` (see
+//! `super::part_name`) beside its final name, is checked with SIZE, then
+//! renamed (RNFR/RNTO; an existing file under the final name is deleted
+//! first when the server refuses to overwrite it), so the final name never
+//! holds a partial file. The part left by an interrupted upload is resumed
+//! from its size by the next attempt of the same transfer (same id, same
+//! name; REST + STOR); a server refusing REST gets the whole file again. A
+//! permanent failure, which no retry soon continues, deletes the part (best
+//! effort). MKD makes missing folders.
 
 use super::read_ahead::range_stream;
 use super::tree::walk;
@@ -29,6 +32,8 @@ type Ftp = AsyncRustlsFtpStream;
 
 /// How long a connection or a command's answer may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the DELE of a failed upload's part may take.
+const PART_DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct FtpBackend {
     host: String,
@@ -103,6 +108,14 @@ impl FtpBackend {
                 // 4xx: try again later (421 closing, 425/426 data
                 // connection, 450/451/452 busy, local error, no space now).
                 400..=499 => TransferError::transient(message),
+                // "550 File name too long." (ENAMETOOLONG on the server),
+                // "500 Command too long.": this item's path alone.
+                _ if String::from_utf8_lossy(&r.body)
+                    .to_ascii_lowercase()
+                    .contains("too long") =>
+                {
+                    TransferError::item_only(message)
+                }
                 // 530 not logged in, 532, 550 permission / not found, 553
                 // name not allowed, 500-504 not understood.
                 _ => TransferError::permanent(message),
@@ -174,12 +187,13 @@ impl FtpBackend {
     }
 
     /// Uploads one file to `remote` (segments under the destination)
-    /// through its temporary name.
+    /// through its temporary name (made from the transfer id `id`).
     async fn put_file(
         &self,
         ftp: &mut Ftp,
         local: &Path,
         remote: &[String],
+        id: &str,
         progress: &Arc<Progress>,
     ) -> Result<u64, TransferError> {
         let (name, dirs) = remote
@@ -204,42 +218,79 @@ impl FtpBackend {
             }
             p + leaf
         };
-        let tmp = join(&format!(".{name}.dispatch-part"));
+        let tmp = join(&super::part_name(name, id));
         let fin = join(name);
+        let result = self.upload(ftp, &file, len, &tmp, &fin, progress).await;
+        if let Err(e) = &result
+            && e.permanent
+            && !e.cancelled
+        {
+            // No retry continues it soon (or ever, for this item): it would
+            // only hold space. A transient failure keeps it to resume.
+            self.delete_part(ftp, &tmp).await;
+        }
+        result
+    }
+
+    /// The part `tmp` made whole (resumed from what the server has), its
+    /// size checked, then renamed to `fin`.
+    async fn upload(
+        &self,
+        ftp: &mut Ftp,
+        file: &std::fs::File,
+        len: u64,
+        tmp: &str,
+        fin: &str,
+        progress: &Arc<Progress>,
+    ) -> Result<u64, TransferError> {
         // What an earlier, interrupted attempt left under the temporary name.
-        let offset = match tokio::time::timeout(TIMEOUT, ftp.size(&tmp)).await {
+        let offset = match tokio::time::timeout(TIMEOUT, ftp.size(tmp)).await {
             Ok(Ok(n)) => u64::try_from(n).unwrap_or(0),
             _ => 0,
         };
         let offset = if offset <= len { offset } else { 0 };
         if offset < len || len == 0 {
-            let sent = self.store(ftp, &file, &tmp, offset, len, progress).await;
+            let sent = self.store(ftp, file, tmp, offset, len, progress).await;
             match sent {
                 Err(e) if offset > 0 && e.permanent => {
                     // The server refused REST: send it all again.
                     tracing::info!(path = %tmp, "resume refused, sending the whole file");
-                    self.store(ftp, &file, &tmp, 0, len, progress).await?;
+                    self.store(ftp, file, tmp, 0, len, progress).await?;
                 }
                 other => other?,
             }
         } else {
             progress.add(len);
         }
-        let remote_len = self.timed("SIZE", ftp.size(&tmp)).await?;
+        let remote_len = self.timed("SIZE", ftp.size(tmp)).await?;
         if u64::try_from(remote_len).ok() != Some(len) {
             return Err(TransferError::transient(format!(
                 "size check of `{tmp}` failed on {}: sent {len} bytes, the server has {remote_len}",
                 self.server()
             )));
         }
-        if let Err(first) = self.timed("RNFR/RNTO", ftp.rename(&tmp, &fin)).await {
+        if let Err(first) = self.timed("RNFR/RNTO", ftp.rename(tmp, fin)).await {
             // Some servers refuse to rename over an existing file.
-            if self.timed("DELE", ftp.rm(&fin)).await.is_err() {
+            if self.timed("DELE", ftp.rm(fin)).await.is_err() {
                 return Err(first);
             }
-            self.timed("RNFR/RNTO", ftp.rename(&tmp, &fin)).await?;
+            self.timed("RNFR/RNTO", ftp.rename(tmp, fin)).await?;
         }
         Ok(len)
+    }
+
+    /// DELE of a part after a permanent failure, best effort: the outcome
+    /// is only logged.
+    async fn delete_part(&self, ftp: &mut Ftp, tmp: &str) {
+        match tokio::time::timeout(PART_DELETE_TIMEOUT, ftp.rm(tmp)).await {
+            Ok(Ok(())) => tracing::debug!(path = %tmp, "deleted the part of a failed upload"),
+            Ok(Err(e)) => tracing::debug!(
+                path = %tmp,
+                "could not delete the part of a failed upload: {}",
+                e.to_string().trim()
+            ),
+            Err(_) => tracing::debug!(path = %tmp, "no answer to the DELE of a part"),
+        }
     }
 
     /// STOR (after REST `offset` when resuming) of the file from `offset`.
@@ -308,7 +359,7 @@ impl Backend for FtpBackend {
                 let sent = async {
                     self.make_dirs(&mut ftp, &item[..item.len().saturating_sub(1)])
                         .await?;
-                    self.put_file(&mut ftp, &job.source(), &item, &progress)
+                    self.put_file(&mut ftp, &job.source(), &item, &job.id, &progress)
                         .await
                 }
                 .await;
@@ -327,7 +378,9 @@ impl Backend for FtpBackend {
                     for (rel, local) in files {
                         let mut full = item.clone();
                         full.extend(rel);
-                        bytes += self.put_file(&mut ftp, &local, &full, &progress).await?;
+                        bytes += self
+                            .put_file(&mut ftp, &local, &full, &job.id, &progress)
+                            .await?;
                     }
                     Ok(bytes)
                 }
@@ -380,6 +433,12 @@ mod tests {
         assert!(login.permanent && login.message.contains("ftp://ftp.example.net:21"));
         assert!(b.failed("STOR", &refused(550)).permanent);
         assert!(!b.failed("STOR", &refused(421)).permanent);
+        let long = FtpError::UnexpectedResponse(suppaftp::types::Response::new(
+            Status::from(550),
+            b"550 File name too long.".to_vec(),
+        ));
+        assert!(b.failed("STOR", &long).item_only);
+        assert!(!b.failed("STOR", &refused(550)).item_only);
         assert!(!login.message.contains("pw-secret"));
     }
 }

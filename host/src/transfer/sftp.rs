@@ -1,9 +1,12 @@
 //! `sftp`: SSH (russh) + SFTP v3 (russh-sftp). Each file is written to
-//! `.<name>.dispatch-part` with several writes in flight, its size is checked
-//! with a stat after an `fsync@openssh.com` (so the data is on the server's
-//! disk before the source is removed), then it is renamed over the final name
+//! `.<name>.<transfer id>.dispatch-part` (see `super::part_name`) with
+//! several writes in flight, its size is checked with a stat after an
+//! `fsync@openssh.com` (so the data is on the server's disk before the
+//! source is removed), then it is renamed over the final name
 //! (`posix-rename@openssh.com`, else remove + rename). A part file left by a
-//! failed attempt is resumed from its size. Logged-in connections are kept
+//! failed attempt is resumed from its size by the next attempt of the same
+//! transfer (same id, same part name); a permanent failure, which no retry
+//! soon continues, removes it (best effort). Logged-in connections are kept
 //! for the next item for a while, so a burst of items costs one login.
 //! OpenSSH's sftp-server offers no hash extension, so the check is the size
 //! (plus, on resume, the part's last bytes compared with the source's).
@@ -45,6 +48,8 @@ const IDLE_FOR: Duration = Duration::from_secs(30);
 const MAX_IDLE: usize = 4;
 /// An idle connection must answer this fast to be used again.
 const ALIVE_CHECK: Duration = Duration::from_secs(5);
+/// How long the removal of a failed upload's part may take.
+const PART_REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Auth {
     Password(Secret),
@@ -314,6 +319,15 @@ impl SftpBackend {
         };
         let message = format!("SFTP {what}{on} on {} failed: {e}", self.server());
         match e {
+            // A name or path too long for the server: only this item.
+            // OpenSSH's sftp-server answers ENAMETOOLONG (and EINVAL) with
+            // "bad message"; other servers say it in the text.
+            SftpError::Status(s)
+                if (s.status_code == StatusCode::BadMessage && !path.is_empty())
+                    || s.error_message.to_ascii_lowercase().contains("too long") =>
+            {
+                TransferError::item_only(message)
+            }
             SftpError::Status(s) if s.status_code == StatusCode::PermissionDenied => {
                 TransferError::permanent(message)
             }
@@ -379,13 +393,15 @@ impl SftpBackend {
         Ok(())
     }
 
-    /// Uploads one file to `remote` (segments) through its part name,
-    /// resuming a part an earlier attempt left.
+    /// Uploads one file to `remote` (segments) through its part name (made
+    /// from the transfer id `id`), resuming a part an earlier attempt of the
+    /// same transfer left.
     async fn put_file(
         &self,
         conn: &mut Connection,
         local: &Path,
         remote: &[String],
+        id: &str,
         progress: &Arc<Progress>,
     ) -> Result<u64, TransferError> {
         let (name, dirs) = remote
@@ -400,11 +416,34 @@ impl SftpBackend {
             .map_err(|e| TransferError::io(&format!("cannot stat {}", local.display()), &e))?
             .len();
         let mut part_segs = dirs.to_vec();
-        part_segs.push(format!(".{name}.dispatch-part"));
+        part_segs.push(super::part_name(name, id));
         let part = self.remote(&part_segs);
         let target = self.remote(remote);
+        let result = self
+            .upload(conn, &mut file, len, (&part, &target), progress)
+            .await;
+        if let Err(e) = &result
+            && e.permanent
+            && !e.cancelled
+        {
+            // No retry continues it soon (or ever, for this item): it would
+            // only hold space. A transient failure keeps it to resume.
+            self.remove_part(conn, &part).await;
+        }
+        result
+    }
 
-        let offset = self.resumable(conn, &part, &mut file, len).await;
+    /// The part made whole (resumed from what the server has), synced, its
+    /// size checked, then renamed over `target`.
+    async fn upload(
+        &self,
+        conn: &mut Connection,
+        file: &mut tokio::fs::File,
+        len: u64,
+        (part, target): (&str, &str),
+        progress: &Arc<Progress>,
+    ) -> Result<u64, TransferError> {
+        let offset = self.resumable(conn, part, file, len).await;
         let flags = if offset > 0 {
             tracing::info!(
                 server = %self.server(),
@@ -416,14 +455,14 @@ impl SftpBackend {
         };
         let handle = conn
             .sftp
-            .open(part.as_str(), flags, FileAttributes::empty())
+            .open(part, flags, FileAttributes::empty())
             .await
-            .map_err(|e| self.sftp_failed("open", &part, &e))?
+            .map_err(|e| self.sftp_failed("open", part, &e))?
             .handle;
         // Bytes of a resumed part count as done.
         progress.add(offset);
         let written = self
-            .write_all(conn, (&handle, &part), &mut file, (offset, len), progress)
+            .write_all(conn, (&handle, part), file, (offset, len), progress)
             .await;
         // On the server's disk before the name is final and the source goes.
         let synced = match written {
@@ -432,19 +471,19 @@ impl SftpBackend {
                 .fsync(handle.as_str())
                 .await
                 .map(|_| ())
-                .map_err(|e| self.sftp_failed("fsync", &part, &e)),
+                .map_err(|e| self.sftp_failed("fsync", part, &e)),
             other => other,
         };
         let closed = conn.sftp.close(handle.as_str()).await;
         synced?;
-        closed.map_err(|e| self.sftp_failed("close", &part, &e))?;
+        closed.map_err(|e| self.sftp_failed("close", part, &e))?;
 
         // The size the server has, before the name becomes final.
         let remote_len = conn
             .sftp
-            .stat(part.as_str())
+            .stat(part)
             .await
-            .map_err(|e| self.sftp_failed("stat", &part, &e))?
+            .map_err(|e| self.sftp_failed("stat", part, &e))?
             .attrs
             .size;
         if remote_len != Some(len) {
@@ -453,8 +492,28 @@ impl SftpBackend {
                 self.server()
             )));
         }
-        self.rename(conn, &part, &target).await?;
+        self.rename(conn, part, target).await?;
         Ok(len)
+    }
+
+    /// Removes a part after a permanent failure, best effort: the outcome
+    /// is only logged.
+    async fn remove_part(&self, conn: &Connection, part: &str) {
+        match tokio::time::timeout(PART_REMOVE_TIMEOUT, conn.sftp.remove(part)).await {
+            Ok(Ok(_)) => tracing::debug!(
+                server = %self.server(),
+                "removed the part `{part}` of a failed upload"
+            ),
+            Ok(Err(SftpError::Status(s))) if s.status_code == StatusCode::NoSuchFile => {}
+            Ok(Err(e)) => tracing::debug!(
+                server = %self.server(),
+                "could not remove the part `{part}` of a failed upload: {e}"
+            ),
+            Err(_) => tracing::debug!(
+                server = %self.server(),
+                "no answer to the removal of the part `{part}`"
+            ),
+        }
     }
 
     /// Where a part file from an earlier attempt lets us continue: its size,
@@ -791,7 +850,9 @@ impl SftpBackend {
             ItemKind::File => {
                 self.make_dirs(conn, &item[..item.len().saturating_sub(1)])
                     .await?;
-                let bytes = self.put_file(conn, &job.source(), item, progress).await?;
+                let bytes = self
+                    .put_file(conn, &job.source(), item, &job.id, progress)
+                    .await?;
                 Ok(Sent { bytes })
             }
             ItemKind::Dir => {
@@ -809,7 +870,9 @@ impl SftpBackend {
                 for (rel, local) in files {
                     let mut full = item.to_vec();
                     full.extend(rel);
-                    bytes += self.put_file(conn, &local, &full, progress).await?;
+                    bytes += self
+                        .put_file(conn, &local, &full, &job.id, progress)
+                        .await?;
                 }
                 Ok(Sent { bytes })
             }

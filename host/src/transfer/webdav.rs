@@ -1,8 +1,10 @@
 //! `webdav`: streamed PUT (with Content-Length, Basic auth) to a temporary
-//! name, size check (PROPFIND, else HEAD), then MOVE to the final name;
-//! MKCOL creates missing folders. WebDAV has no standard partial PUT, so a
-//! failed upload starts again from zero; the final name never holds a
-//! partial file.
+//! name (`.<name>.<transfer id>.dispatch-part`, see `super::part_name`),
+//! size check (PROPFIND, else HEAD), then MOVE to the final name; MKCOL
+//! creates missing folders. WebDAV has no standard partial PUT, so a failed
+//! upload starts again from zero; the final name never holds a partial
+//! file, and a failed attempt deletes its temporary file (best effort) so
+//! it does not hold space at the destination.
 
 use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
 use crate::actions::ItemKind;
@@ -72,7 +74,10 @@ impl WebdavBackend {
 
     fn failed(&self, what: &str, status: StatusCode) -> TransferError {
         let message = format!("WebDAV {what} on {} failed: {status}", self.server());
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        if status == StatusCode::URI_TOO_LONG {
+            // The item's path is too long for this server: only this item.
+            TransferError::item_only(message)
+        } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
             || (status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT)
         {
             TransferError::permanent(message)
@@ -158,11 +163,14 @@ impl WebdavBackend {
             .and_then(|v| v.parse::<u64>().ok()))
     }
 
-    /// Uploads one file to `remote` (segments), through a temporary name.
+    /// Uploads one file to `remote` (segments), through its temporary name
+    /// (made from the transfer id). A failed attempt (not a cancelled one)
+    /// deletes the temporary file: it would never be resumed.
     async fn put_file(
         &self,
         local: &Path,
         remote: &[String],
+        id: &str,
         progress: &Arc<Progress>,
     ) -> Result<u64, TransferError> {
         let (name, dirs) = remote
@@ -175,8 +183,28 @@ impl WebdavBackend {
             .map_err(|e| TransferError::io(&format!("cannot stat {}", local.display()), &e))?
             .len();
         let mut tmp = dirs.to_vec();
-        tmp.push(format!(".{name}.dispatch-part"));
+        tmp.push(super::part_name(name, id));
         let tmp_url = self.url(&tmp);
+        let result = self
+            .put_and_move(file, len, &tmp_url, remote, progress)
+            .await;
+        if let Err(e) = &result
+            && !e.cancelled
+        {
+            self.delete_part(&tmp_url, progress).await;
+        }
+        result
+    }
+
+    /// PUT of the file to `tmp_url`, size check, MOVE to `remote`.
+    async fn put_and_move(
+        &self,
+        file: std::fs::File,
+        len: u64,
+        tmp_url: &Url,
+        remote: &[String],
+        progress: &Arc<Progress>,
+    ) -> Result<u64, TransferError> {
         let body = reqwest::Body::wrap_stream(super::read_ahead::range_stream(
             Arc::new(file),
             0,
@@ -201,7 +229,7 @@ impl WebdavBackend {
             return Err(self.failed("PUT", res.status()));
         }
         // The size the server has, before the name becomes final.
-        let remote_len = self.remote_size(&tmp_url).await?;
+        let remote_len = self.remote_size(tmp_url).await?;
         if remote_len != Some(len) {
             return Err(TransferError::transient(format!(
                 "size check failed on {}: sent {len} bytes, the server has {remote_len:?}",
@@ -211,7 +239,7 @@ impl WebdavBackend {
         let method =
             Method::from_bytes(b"MOVE").map_err(|e| TransferError::permanent(e.to_string()))?;
         let res = self
-            .request(method, tmp_url)
+            .request(method, tmp_url.clone())
             .header("Destination", self.url(remote).as_str())
             .header("Overwrite", "T")
             .send()
@@ -222,7 +250,57 @@ impl WebdavBackend {
         }
         Ok(len)
     }
+
+    /// DELETE of a temporary file after a failed attempt, best effort (the
+    /// server may be the reason the attempt failed, so an unreachable one
+    /// is only a debug line). A server still finishing the broken PUT holds
+    /// its lock on the name (423 Locked, as rclone does) for a moment: asked
+    /// again a few times, for at most a few seconds, unless cancelled.
+    async fn delete_part(&self, url: &Url, progress: &Progress) {
+        let mut pause = std::time::Duration::from_millis(250);
+        for tried in 1..=PART_DELETE_TRIES {
+            let sent = self
+                .request(Method::DELETE, url.clone())
+                .timeout(PART_DELETE_TIMEOUT)
+                .send()
+                .await;
+            match sent {
+                Ok(res) if res.status().is_success() || res.status() == StatusCode::NOT_FOUND => {
+                    return;
+                }
+                Ok(res) if res.status() == StatusCode::LOCKED && tried < PART_DELETE_TRIES => {
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = progress.cancel.cancelled() => return,
+                    }
+                    pause *= 2;
+                }
+                Ok(res) => {
+                    tracing::warn!(
+                        server = %self.server(),
+                        status = %res.status(),
+                        "could not delete a temporary file after a failed attempt"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        server = %self.server(),
+                        "could not delete a temporary file after a failed attempt: {}",
+                        error_chain(&e)
+                    );
+                    return;
+                }
+            }
+        }
+    }
 }
+
+/// How long one DELETE of a failed attempt's temporary file may take, and
+/// how many are sent while the server answers that the name is locked
+/// (pauses of 0.25, 0.5, 1 and 2 s between them).
+const PART_DELETE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const PART_DELETE_TRIES: usize = 5;
 
 const PROPFIND_SIZE: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:getcontentlength/></D:prop></D:propfind>"#;
 
@@ -263,7 +341,9 @@ impl Backend for WebdavBackend {
             ItemKind::File => {
                 self.make_collections(&item[..item.len().saturating_sub(1)])
                     .await?;
-                let bytes = self.put_file(&job.source(), &item, &progress).await?;
+                let bytes = self
+                    .put_file(&job.source(), &item, &job.id, &progress)
+                    .await?;
                 Ok(Sent { bytes })
             }
             ItemKind::Dir => {
@@ -281,7 +361,7 @@ impl Backend for WebdavBackend {
                 for (rel, local) in files {
                     let mut full = item.clone();
                     full.extend(rel);
-                    bytes += self.put_file(&local, &full, &progress).await?;
+                    bytes += self.put_file(&local, &full, &job.id, &progress).await?;
                 }
                 Ok(Sent { bytes })
             }

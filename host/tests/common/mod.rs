@@ -360,3 +360,28 @@ pub fn dot_files(dir: &Path) -> Vec<String> {
         .filter(|n| n.starts_with('.'))
         .collect()
 }
+
+/// Temporary (part) files under `dir`, at any depth: every name ending in
+/// `.dispatch-part`, whatever a backend made it from (name, transfer id).
+pub fn part_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.file_name().to_string_lossy().ends_with(".dispatch-part") {
+                found.push(e.path());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The one part file under `dir`, if there is one (panics on several).
+pub fn part_file(dir: &Path) -> Option<PathBuf> {
+    let mut parts = part_files(dir);
+    assert!(parts.len() <= 1, "several part files: {parts:?}");
+    parts.pop()
+}

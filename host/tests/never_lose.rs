@@ -635,7 +635,7 @@ fn case8_kill_9_between_the_complete_record_and_the_removal_removes_it_at_restar
 /// caller's user outside), then the agent: what the script mounts is seen
 /// by the agent alone and vanishes with it.
 fn in_namespace(site: &AgentSite, script: &str, until_idle: bool) -> Command {
-    let mut cmd = agent(site, until_idle, "");
+    let cmd = agent(site, until_idle, "");
     let program = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
     let envs: Vec<_> = cmd

@@ -378,7 +378,8 @@ impl Poller {
         // The agent's own temporary names (a source being removed) are never
         // items, whatever a plugin that shows hidden names says.
         wanted.retain(|(p, w)| {
-            !removal::is_claim(p) && !(matches!(w, Work::Transfer(_)) && self.excluded(p))
+            let excluded = matches!(w, Work::Transfer(_)) && self.excluded(p);
+            !(removal::is_claim(p) || excluded)
         });
         // A group resumed after a restart still wants what it has left,
         // whether the poll returns it or not.

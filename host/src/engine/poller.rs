@@ -379,7 +379,7 @@ impl Poller {
         // items, whatever a plugin that shows hidden names says.
         wanted.retain(|(p, w)| {
             let excluded = matches!(w, Work::Transfer(_)) && self.excluded(p);
-            !(removal::is_claim(p) || excluded)
+            !(removal::is_set_aside(p) || excluded)
         });
         // A group resumed after a restart still wants what it has left,
         // whether the poll returns it or not.
@@ -622,7 +622,7 @@ impl Poller {
             }
         };
         let dir = self.root.join(rel);
-        let id = removal::dir_claim_id(&self.name, rel);
+        let id = removal::dir_aside_id(&self.name, rel);
         let outcome = {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || removal::remove_marked_dir(&dir, &markers, &id))

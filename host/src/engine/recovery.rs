@@ -4,7 +4,7 @@
 
 use super::groups::Group;
 use super::poller::{Poller, Queued};
-use super::removal::{Removed, dir_claim_id, remove_sent, restore};
+use super::removal::{Removed, dir_aside_id, remove_sent, restore};
 use super::stability::{Scan, matches};
 use crate::actions::ItemKind;
 use crate::journal::{Event, EventKind, Journal, TransferRow};
@@ -32,7 +32,7 @@ pub(super) async fn recover(journal: &Journal, pollers: &[Arc<Poller>]) -> Resul
     for p in pollers {
         // A `remove-dir` the crash interrupted: its directory had markers.
         for dir in journal.marker_dirs(&p.name).await? {
-            if let Err(e) = restore(&p.root().join(&dir), &dir_claim_id(&p.name, &dir)) {
+            if let Err(e) = restore(&p.root().join(&dir), &dir_aside_id(&p.name, &dir)) {
                 tracing::error!(poller = %p.name, path = %dir, "cannot put back what an interrupted removal left: {e}");
             }
         }

@@ -1,10 +1,10 @@
 //! Removing a source after its verified transfer without ever removing what
 //! was not sent (rsync's `--remove-source-files` rule).
 //!
-//! The item is first moved to a private name beside it (a *claim*, one
+//! The item is first moved to a private name beside it (set aside, in one
 //! atomic rename), so nothing written to its name from then on can be
-//! touched. Inside the claim only the entries that were sent, still the
-//! very versions that were sent (inode, size, mtime, ctime), are unlinked;
+//! touched. Of what was set aside only the entries that were sent, still
+//! the very versions that were sent (inode, size, mtime, ctime), are unlinked;
 //! directories go one `rmdir` at a time. Whatever is left (added since,
 //! excluded, hidden, symlinks, fifos, names that are not UTF-8) is put back
 //! under the item's name, and the caller is told why.
@@ -15,12 +15,12 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// How the private names of claims start.
-pub const CLAIM_PREFIX: &str = ".dispatch-claim-";
+/// How the private names of items set aside start.
+pub const ASIDE_PREFIX: &str = ".dispatch-removing-";
 
-/// Whether `path` (relative, `/`-separated) is or is inside a claim.
-pub fn is_claim(path: &str) -> bool {
-    path.split('/').any(|c| c.starts_with(CLAIM_PREFIX))
+/// Whether `path` (relative, `/`-separated) is or is inside a aside.
+pub fn is_set_aside(path: &str) -> bool {
+    path.split('/').any(|c| c.starts_with(ASIDE_PREFIX))
 }
 
 /// What a removal did.
@@ -38,24 +38,24 @@ pub enum Removed {
 }
 
 /// An item moved aside to a private name in its own directory.
-struct Claim {
+struct Aside {
     source: PathBuf,
     path: PathBuf,
 }
 
-/// The private name of the claim of transfer `id`: hidden, short (whatever
+/// The private name transfer `id` sets its item aside under: hidden, short (whatever
 /// the item's name), and the same for every try of that transfer, so one
 /// left by a crash is found again.
-fn claim_path(source: &Path, id: &str) -> PathBuf {
+fn aside_path(source: &Path, id: &str) -> PathBuf {
     let short: String = id.chars().take(16).collect();
-    source.with_file_name(format!("{CLAIM_PREFIX}{short}"))
+    source.with_file_name(format!("{ASIDE_PREFIX}{short}"))
 }
 
-impl Claim {
-    /// Moves `source` aside; `None` when nothing is there. A claim a crash
+impl Aside {
+    /// Moves `source` aside; `None` when nothing is there. What a crash
     /// left behind is put back first.
     fn take(source: &Path, id: &str) -> io::Result<Option<Self>> {
-        let path = claim_path(source, id);
+        let path = aside_path(source, id);
         if let Some(at) = restore(source, id)? {
             return Err(io::Error::other(format!(
                 "{} (left by an interrupted removal) is in the way: move it back by hand",
@@ -63,7 +63,7 @@ impl Claim {
             )));
         }
         match std::fs::rename(source, &path) {
-            Ok(()) => Ok(Some(Claim {
+            Ok(()) => Ok(Some(Aside {
                 source: source.to_path_buf(),
                 path,
             })),
@@ -72,8 +72,8 @@ impl Claim {
         }
     }
 
-    /// Moves the claim back to the item's name, never over something that
-    /// arrived there meanwhile: then it stays under the claim's name, which
+    /// Moves it back to the item's name, never over something that
+    /// arrived there meanwhile: then it stays under its private name, which
     /// is returned.
     fn put_back(&self) -> io::Result<Option<PathBuf>> {
         match rustix::fs::renameat_with(
@@ -101,24 +101,25 @@ impl Claim {
     }
 }
 
-/// Puts back a claim of transfer `id` that a crash left beside `source`;
+/// Puts back what transfer `id` set aside beside `source` before a crash;
 /// gives its path when `source` was taken meanwhile (then it stays).
 pub fn restore(source: &Path, id: &str) -> io::Result<Option<PathBuf>> {
-    let path = claim_path(source, id);
+    let path = aside_path(source, id);
     if path.symlink_metadata().is_err() {
         return Ok(None);
     }
     tracing::warn!(path = %source.display(), "putting back what an interrupted removal left");
-    Claim {
+    Aside {
         source: source.to_path_buf(),
         path,
     }
     .put_back()
 }
 
-/// The id of the claims of a `remove-dir` of `rel` by `poller`: the same
-/// every time, so the next try (or a restart) finds one a crash left.
-pub fn dir_claim_id(poller: &str, rel: &str) -> String {
+/// The id under which a `remove-dir` of `rel` by `poller` sets the
+/// directory aside: the same every time, so the next try (or a restart)
+/// finds what a crash left.
+pub fn dir_aside_id(poller: &str, rel: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(format!("{poller}\0{rel}")))
 }
@@ -133,27 +134,27 @@ pub fn remove_sent(
     excludes: &GlobSet,
     id: &str,
 ) -> io::Result<Removed> {
-    // Checked once more just before the claim (full signature, ctime
-    // included), then against the claim (a rename moves only the ctime).
+    // Checked once more just before it is set aside (full signature, ctime
+    // included), then once aside (a rename moves only the ctime).
     match (Scan::of(source), sent) {
-        (None, _) if !claim_path(source, id).exists() => return Ok(Removed::Gone),
+        (None, _) if !aside_path(source, id).exists() => return Ok(Removed::Gone),
         (Some(Scan::File(now)), Scan::File(was)) if now != *was => return Ok(Removed::Changed),
         (Some(Scan::File(_)), Scan::Dir { .. }) | (Some(Scan::Dir { .. }), Scan::File(_)) => {
             return Ok(Removed::Changed);
         }
         _ => {}
     }
-    let Some(claim) = Claim::take(source, id)? else {
+    let Some(aside) = Aside::take(source, id)? else {
         return Ok(Removed::Gone);
     };
     match sent {
         Scan::File(was) => {
-            let meta = std::fs::symlink_metadata(&claim.path)?;
+            let meta = std::fs::symlink_metadata(&aside.path)?;
             if meta.is_dir() || !Stamp::of(&meta).same_but_renamed(was) {
-                claim.keep(String::new())?;
+                aside.keep(String::new())?;
                 return Ok(Removed::Changed);
             }
-            std::fs::remove_file(&claim.path)?;
+            std::fs::remove_file(&aside.path)?;
             Ok(Removed::All)
         }
         Scan::Dir { entries, .. } => {
@@ -162,7 +163,7 @@ pub fn remove_sent(
                 .filter(|e| matches!(e.kind, Kind::File | Kind::Dir) && is_sent(&e.rel, excludes))
                 .map(|e| (e.rel.as_path(), (e.kind, e.stamp)))
                 .collect();
-            remove_tree(&claim, |rel, kind, stamp| {
+            remove_tree(&aside, |rel, kind, stamp| {
                 sent.get(rel)
                     .is_some_and(|(k, s)| *k == kind && (kind == Kind::Dir || *s == stamp))
             })
@@ -176,11 +177,11 @@ pub fn remove_sent(
 /// subdirectories, symlinks, names that are not UTF-8) keeps it all in
 /// place, with the reason.
 pub fn remove_marked_dir(dir: &Path, markers: &[String], id: &str) -> io::Result<Removed> {
-    let Some(claim) = Claim::take(dir, id)? else {
+    let Some(aside) = Aside::take(dir, id)? else {
         return Ok(Removed::Gone);
     };
-    let Some(Scan::Dir { entries, .. }) = Scan::of(&claim.path) else {
-        claim.keep("it is no directory".into())?;
+    let Some(Scan::Dir { entries, .. }) = Scan::of(&aside.path) else {
+        aside.keep("it is no directory".into())?;
         return Ok(Removed::Changed);
     };
     let others: Vec<&Path> = entries
@@ -195,29 +196,29 @@ pub fn remove_marked_dir(dir: &Path, markers: &[String], id: &str) -> io::Result
         .map(|e| e.rel.as_path())
         .collect();
     if !others.is_empty() {
-        return claim.keep(format!("it holds {}", never_sent(&others)));
+        return aside.keep(format!("it holds {}", never_sent(&others)));
     }
     for e in &entries {
-        std::fs::remove_file(claim.path.join(&e.rel))?;
+        std::fs::remove_file(aside.path.join(&e.rel))?;
     }
-    match std::fs::remove_dir(&claim.path) {
+    match std::fs::remove_dir(&aside.path) {
         Ok(()) => Ok(Removed::All),
         Err(_) => {
-            let left = left_in(&claim.path);
-            claim.keep(format!("it holds {}", never_sent(&left_refs(&left))))
+            let left = left_in(&aside.path);
+            aside.keep(format!("it holds {}", never_sent(&left_refs(&left))))
         }
     }
 }
 
-/// Unlinks the files of the claimed tree that `was_sent` accepts, then
+/// Unlinks the files of the tree set aside that `was_sent` accepts, then
 /// each directory it accepts once empty (deepest first), then the tree's
 /// top; puts back whatever is left.
 fn remove_tree(
-    claim: &Claim,
+    aside: &Aside,
     was_sent: impl Fn(&Path, Kind, Stamp) -> bool,
 ) -> io::Result<Removed> {
-    let Some(Scan::Dir { entries, .. }) = Scan::of(&claim.path) else {
-        claim.keep(String::new())?;
+    let Some(Scan::Dir { entries, .. }) = Scan::of(&aside.path) else {
+        aside.keep(String::new())?;
         return Ok(Removed::Changed);
     };
     let mut dirs = Vec::new();
@@ -227,19 +228,19 @@ fn remove_tree(
         }
         match e.kind {
             Kind::Dir => dirs.push(&e.rel),
-            _ => std::fs::remove_file(claim.path.join(&e.rel))?,
+            _ => std::fs::remove_file(aside.path.join(&e.rel))?,
         }
     }
     // Deepest first; a directory that still holds something stays.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for d in dirs {
-        let _ = std::fs::remove_dir(claim.path.join(d));
+        let _ = std::fs::remove_dir(aside.path.join(d));
     }
-    if std::fs::remove_dir(&claim.path).is_ok() {
+    if std::fs::remove_dir(&aside.path).is_ok() {
         return Ok(Removed::All);
     }
-    let left = left_in(&claim.path);
-    claim.keep(format!("kept {}", never_sent(&left_refs(&left))))
+    let left = left_in(&aside.path);
+    aside.keep(format!("kept {}", never_sent(&left_refs(&left))))
 }
 
 /// Whether a backend sends the entry at `rel` of a directory item.

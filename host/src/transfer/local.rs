@@ -114,30 +114,19 @@ struct Copier<'a> {
 
 impl Copier<'_> {
     fn file_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
-        let src = job.source();
-        let dst = dest_root.join(&job.path);
-        let created = create_dirs(dest_root, &dst)?;
-        let tmp = part_path(&dst, &job.id)?;
-        let sent = self.copy_file(&src, &tmp).and_then(|bytes| {
-            std::fs::rename(&tmp, &dst).map_err(|e| {
+        self.deliver(job, dest_root, |tmp, dst| {
+            let bytes = self.copy_file(&job.source(), tmp)?;
+            std::fs::rename(tmp, dst).map_err(|e| {
                 TransferError::io(&format!("cannot rename {} into place", tmp.display()), &e)
             })?;
-            Ok(Sent { bytes })
-        });
-        if sent.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        let sent = sent?;
-        self.sync_dirs(&dst, &created)?;
-        Ok(sent)
+            Ok(bytes)
+        })
     }
 
     fn dir_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
-        let src = job.source();
-        let dst = dest_root.join(&job.path);
-        let created = create_dirs(dest_root, &dst)?;
-        let tmp = part_path(&dst, &job.id)?;
-        let sent = self.copy_tree(job, &src, &tmp).and_then(|bytes| {
+        self.deliver(job, dest_root, |tmp, dst| {
+            let src = job.source();
+            let bytes = self.copy_tree(job, &src, tmp)?;
             testhook::block_at(Point::BeforeRename);
             // Once more before the tree takes its final name: a file added
             // meanwhile must not make an incomplete directory appear there.
@@ -149,15 +138,29 @@ impl Copier<'_> {
                     "the source changed during the transfer; it will be sent again once stable",
                 ));
             }
-            move_into_place(&tmp, &dst)?;
-            Ok(Sent { bytes })
-        });
-        if sent.is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        let sent = sent?;
+            move_into_place(tmp, dst)?;
+            Ok(bytes)
+        })
+    }
+
+    /// Makes the item's directories, has `put` write it under its
+    /// temporary name and move it to its final one, removes the temporary
+    /// copy if that failed (a local copy never resumes), then makes the
+    /// result durable.
+    fn deliver(
+        &self,
+        job: &Job,
+        dest_root: &Path,
+        put: impl FnOnce(&Path, &Path) -> Result<u64, TransferError>,
+    ) -> Result<Sent, TransferError> {
+        let dst = dest_root.join(&job.path);
+        let created = create_dirs(&dst)?;
+        let tmp = part_path(&dst, &job.id)?;
+        let bytes = put(&tmp, &dst).inspect_err(|_| {
+            let _ = clear(&tmp);
+        })?;
         self.sync_dirs(&dst, &created)?;
-        Ok(sent)
+        Ok(Sent { bytes })
     }
 
     /// Copies the tree `src` to `dst` (which must not exist) as
@@ -292,13 +295,12 @@ impl Copier<'_> {
     }
 }
 
-/// Creates the directories from `root` down to `dst`'s parent; gives the
+/// Creates the missing directories down to `dst`'s parent; gives the
 /// ones it created (parents first), whose entries must be synced too.
-fn create_dirs(root: &Path, dst: &Path) -> Result<Vec<PathBuf>, TransferError> {
+fn create_dirs(dst: &Path) -> Result<Vec<PathBuf>, TransferError> {
     let parent = dst
         .parent()
         .ok_or_else(|| TransferError::permanent(format!("no parent for {}", dst.display())))?;
-    let _ = root;
     let mut missing = Vec::new();
     let mut at = Some(parent);
     while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
@@ -329,13 +331,17 @@ fn part_path(dst: &Path, id: &str) -> Result<PathBuf, TransferError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dst.with_file_name(part_name(&name, id));
-    let cleared = match std::fs::symlink_metadata(&tmp) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&tmp),
-        Ok(_) => std::fs::remove_file(&tmp),
-        Err(_) => Ok(()),
-    };
-    cleared.map_err(|e| TransferError::io(&format!("cannot clear {}", tmp.display()), &e))?;
+    clear(&tmp).map_err(|e| TransferError::io(&format!("cannot clear {}", tmp.display()), &e))?;
     Ok(tmp)
+}
+
+/// Removes a temporary file or tree, if there is one.
+fn clear(tmp: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(tmp) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(tmp),
+        Ok(_) => std::fs::remove_file(tmp),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Renames the copied tree to its final name, which must be free: a

@@ -209,13 +209,7 @@ impl Poller {
 
     /// Every item that needs a person, one `path: reason` a line.
     pub fn problems(&self) -> Vec<String> {
-        let s = self.state();
-        s.poll_problems
-            .iter()
-            .chain(s.item_problems.iter())
-            .map(|(p, r)| format!("{p}: {r}"))
-            .chain(s.held.iter().map(|(p, (_, r))| format!("{p}: {r}")))
-            .collect()
+        problem_lines(&self.state())
     }
 
     pub fn excludes(&self) -> &GlobSet {
@@ -991,15 +985,19 @@ impl Poller {
     }
 }
 
-/// Every item's problem in one line (the first few).
-fn problems(s: &State) -> Option<String> {
-    let all: Vec<String> = s
-        .poll_problems
+/// Every item that needs a person, as `path: reason`.
+fn problem_lines(s: &State) -> Vec<String> {
+    s.poll_problems
         .iter()
         .chain(s.item_problems.iter())
         .chain(s.held.iter().map(|(p, (_, r))| (p, r)))
         .map(|(p, r)| format!("{p}: {r}"))
-        .collect();
+        .collect()
+}
+
+/// Every item's problem in one line (the first few).
+fn problems(s: &State) -> Option<String> {
+    let all = problem_lines(s);
     match all.len() {
         0 => None,
         1..=3 => Some(all.join("; ")),

@@ -1,0 +1,1076 @@
+//! One poller at work: poll (in the sandbox), wait for stability, queue
+//! (FIFO, de-duplicated), send at most `max_transfers` at once, remove the
+//! source after a verified transfer, run a group's follow-ups once all of
+//! its transfers succeeded, retry failures with backoff, and trip the
+//! breaker after too many failures in a row.
+
+use super::Shared;
+use super::alert::{self, Alert};
+use super::groups::Group;
+use super::removal::{self, Removed};
+use crate::journal::{Event, EventKind, new_id};
+use dispatch_protocol::PollerSpec;
+use dispatch_runtime::actions::{Action, FollowUp, ItemKind};
+use dispatch_runtime::{Plugin, Polled};
+use dispatch_transfer::stability::{Scan, matches, signature};
+use dispatch_transfer::testhook::{self, Point};
+use dispatch_transfer::{Backend, Job, Progress, TransferError};
+use globset::GlobSet;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Polls closer together than this are merged (bursts of file events).
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a running transfer's progress goes to the journal.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// What waits for stability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    Transfer(ItemKind),
+    /// A `remove-dir` action: the directory must be quiet too.
+    Remove,
+}
+
+#[derive(Debug)]
+struct Pending {
+    work: Work,
+    sig: String,
+    since: Instant,
+}
+
+/// An item waiting to be sent.
+#[derive(Debug, Clone)]
+pub(super) struct Queued {
+    pub id: String,
+    pub path: String,
+    pub kind: ItemKind,
+    pub sig: String,
+    /// Attempts made so far.
+    pub attempt: u32,
+    pub not_before: Instant,
+    pub size: u64,
+    /// Left in flight by a crash: ask the backend whether the item already
+    /// arrived whole before sending it again.
+    pub check_delivered: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: HashMap<String, Pending>,
+    queue: VecDeque<Queued>,
+    in_flight: HashMap<String, Arc<Progress>>,
+    groups: Vec<Group>,
+    /// Versions of items not to send (again), with why (sent but the
+    /// source cannot be removed; what was left of an item because it was
+    /// never sent): path -> (signature, reason). Kept in the journal too.
+    held: HashMap<String, (String, String)>,
+    /// What this item needs from a person (an error that only this item
+    /// has), cleared when it goes.
+    item_problems: BTreeMap<String, String>,
+    /// What the latest poll found wrong (names that are not UTF-8, groups
+    /// holding an excluded name).
+    poll_problems: BTreeMap<String, String>,
+    failures: u32,
+    disabled_until: Option<Instant>,
+    /// Why the last poll failed (root missing, plugin crashed…).
+    failing: Option<String>,
+    /// The last transfer error since the last success.
+    last_error: Option<String>,
+    poll_requested: bool,
+    last_poll: Option<Instant>,
+    /// The last poll changed nothing (nothing new pending, queued, touched
+    /// or removed).
+    quiet: bool,
+    /// Removed or disabled: nothing new starts.
+    stopped: bool,
+}
+
+/// A poller's health as the web app shows it.
+pub(crate) struct Health {
+    pub failures: u32,
+    pub disabled: bool,
+    /// Until when, in ms since the epoch.
+    pub disabled_until: Option<i64>,
+    pub reason: Option<String>,
+}
+
+pub(crate) struct Poller {
+    /// Stable across renames: the journal keys this poller's work by it.
+    pub id: String,
+    /// Never changes: a poller whose directory changes is a new poller.
+    root: PathBuf,
+    /// What a person set; replaced while the poller runs (a new plugin
+    /// version, parameters, target). A transfer keeps the settings it
+    /// started with.
+    settings: Mutex<Arc<Settings>>,
+    shared: Arc<Shared>,
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+/// A poller's replaceable settings.
+pub(crate) struct Settings {
+    pub name: String,
+    pub plugin: Arc<Plugin>,
+    pub params: Vec<(String, String)>,
+    pub backend: Arc<dyn Backend>,
+    pub excludes: Arc<GlobSet>,
+    pub max_transfers: usize,
+    pub stability: Duration,
+    /// What they were made from, to tell a change.
+    pub spec: PollerSpec,
+}
+
+impl Poller {
+    pub fn new(id: String, root: PathBuf, settings: Settings, shared: Arc<Shared>) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            root,
+            settings: Mutex::new(Arc::new(settings)),
+            shared,
+            state: Mutex::new(State {
+                poll_requested: true,
+                ..State::default()
+            }),
+            wake: Notify::new(),
+        })
+    }
+
+    /// The settings now (a transfer holds on to the ones it started with).
+    pub fn cfg(&self) -> Arc<Settings> {
+        self.settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn name(&self) -> String {
+        self.cfg().name.clone()
+    }
+
+    /// New settings for the next polls and transfers; those in flight
+    /// finish on the old ones. Queue, stability and in-flight state stay
+    /// (they belong to the directory), so nothing is started twice. A
+    /// person changed the poller: its breaker resets.
+    pub fn replace(&self, settings: Settings) {
+        *self.settings.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(settings);
+        self.reset_breaker();
+    }
+
+    /// A person re-enabled the poller (or changed it): failures are
+    /// forgotten and it polls again now.
+    pub fn reset_breaker(&self) {
+        let mut s = self.state();
+        if s.disabled_until.take().is_some() {
+            tracing::warn!(poller = %self.name(), "re-enabled by a person");
+        }
+        s.failures = 0;
+        s.poll_requested = true;
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    /// Stopped for good (removed or disabled): nothing waits for stability
+    /// and the queue is dropped (each queued item recorded Cancelled); the
+    /// transfers in flight finish.
+    pub fn stop(&self, why: &str) {
+        let dropped: Vec<Queued> = {
+            let mut s = self.state();
+            s.stopped = true;
+            s.pending.clear();
+            s.queue.drain(..).collect()
+        };
+        for q in &dropped {
+            self.shared.journal.record(self.event(
+                q,
+                EventKind::Cancelled,
+                0,
+                Some(why.to_string()),
+            ));
+        }
+        if !dropped.is_empty() {
+            tracing::info!(poller = %self.name(), dropped = dropped.len(), "{why}: queued items dropped");
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Asks for a poll soon (a file-system event, a finished transfer).
+    pub fn request_poll(&self) {
+        self.state().poll_requested = true;
+        self.wake.notify_one();
+    }
+
+    /// A person asked (on the web page) for another try of a failed
+    /// transfer now: its backoff wait ends. False when this poller does not
+    /// have it queued.
+    pub fn retry_now(&self, transfer_id: &str) -> bool {
+        let mut s = self.state();
+        let Some(q) = s.queue.iter_mut().find(|q| q.id == transfer_id) else {
+            return false;
+        };
+        q.not_before = Instant::now();
+        drop(s);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Nothing queued, in flight or waiting to become stable, and the last
+    /// poll found nothing new.
+    pub fn is_idle(&self) -> bool {
+        let s = self.state();
+        tracing::trace!(
+            poller = %self.name(), pending = s.pending.len(), queued = s.queue.len(), in_flight = s.in_flight.len(),
+            poll_requested = s.poll_requested, quiet = s.quiet, "idle check"
+        );
+        s.pending.is_empty()
+            && s.queue.is_empty()
+            && s.in_flight.is_empty()
+            && !s.poll_requested
+            && s.quiet
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.state().in_flight.len()
+    }
+
+    /// Why the poller is failing, if it is.
+    pub fn failing(&self) -> Option<String> {
+        self.state().failing.clone()
+    }
+
+    /// How the poller is doing, for heartbeats.
+    pub fn health(&self) -> Health {
+        let s = self.state();
+        Health {
+            failures: s.failures,
+            disabled: s.disabled_until.is_some(),
+            disabled_until: s.disabled_until.map(|until| {
+                let left = until.saturating_duration_since(Instant::now());
+                crate::journal::now_ms()
+                    .saturating_add(i64::try_from(left.as_millis()).unwrap_or(i64::MAX))
+            }),
+            reason: s
+                .failing
+                .clone()
+                .or_else(|| s.last_error.clone())
+                .or_else(|| problems(&s)),
+        }
+    }
+
+    /// Every item that needs a person, one `path: reason` a line.
+    pub fn problems(&self) -> Vec<String> {
+        problem_lines(&self.state())
+    }
+
+    pub fn excludes(&self) -> Arc<GlobSet> {
+        self.cfg().excludes.clone()
+    }
+
+    /// Holds back this version of an item (read from the journal).
+    pub fn hold(&self, path: String, sig: String, reason: String) {
+        self.state().held.insert(path, (sig, reason));
+    }
+
+    /// Resumes a group the journal saved.
+    pub(super) fn restore_group(&self, g: Group) {
+        tracing::info!(poller = %self.name(), group = %g.label(), remaining = g.remaining.len(), "resuming a group after a restart");
+        self.state().groups.push(g);
+    }
+
+    /// Cancels every running transfer (shutdown after the grace period).
+    pub fn cancel_all(&self) {
+        for p in self.state().in_flight.values() {
+            p.cancel.cancel();
+        }
+    }
+
+    /// Puts a transfer left unfinished by a previous run back in the queue.
+    pub(super) fn requeue(&self, q: Queued) {
+        tracing::info!(poller = %self.name(), path = %q.path, "re-queued after a restart");
+        self.state().queue.push_back(q);
+    }
+
+    /// The poller's loop, until `stop`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let now = Instant::now();
+            if self.reenable_if_due(now) || self.poll_due(now) {
+                self.poll_once().await;
+            }
+            self.dispatch();
+            let deadline = self.next_deadline();
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+    }
+
+    fn poll_due(&self, now: Instant) -> bool {
+        let cfg = self.cfg();
+        let s = self.state();
+        if s.disabled_until.is_some() {
+            return false;
+        }
+        let Some(last) = s.last_poll else { return true };
+        let since = now.saturating_duration_since(last);
+        (s.poll_requested && since >= MIN_POLL_INTERVAL)
+            || since >= self.shared.settings().rescan_interval
+            || s.pending
+                .values()
+                .any(|p| now.saturating_duration_since(p.since) >= cfg.stability)
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let cfg = self.cfg();
+        let rescan = self.shared.settings().rescan_interval;
+        let s = self.state();
+        let now = Instant::now();
+        let mut next = now + rescan;
+        if let Some(until) = s.disabled_until {
+            return until.min(next);
+        }
+        if let Some(last) = s.last_poll {
+            next = next.min(last + rescan);
+            if s.poll_requested {
+                next = next.min(last + MIN_POLL_INTERVAL);
+            }
+        }
+        for p in s.pending.values() {
+            next = next.min(p.since + cfg.stability);
+        }
+        if s.in_flight.len() < cfg.max_transfers
+            && let Some(q) = s.queue.iter().map(|q| q.not_before).min()
+        {
+            next = next.min(q);
+        }
+        next.max(now + Duration::from_millis(1))
+    }
+
+    /// Re-enables a poller whose cooldown is over; true when it did.
+    fn reenable_if_due(&self, now: Instant) -> bool {
+        let mut s = self.state();
+        match s.disabled_until {
+            Some(until) if now >= until => {
+                s.disabled_until = None;
+                s.failures = 0;
+                s.poll_requested = true;
+                tracing::warn!(poller = %self.name(), "re-enabled after its cooldown");
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn excluded(&self, path: &str) -> bool {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        self.cfg().excludes.is_match(name)
+    }
+
+    /// One poll: run the plugin, then sort its actions into pending,
+    /// queued, done now.
+    async fn poll_once(self: &Arc<Self>) {
+        {
+            let mut s = self.state();
+            if s.stopped {
+                return;
+            }
+            s.poll_requested = false;
+            s.last_poll = Some(Instant::now());
+        }
+        let cfg = self.cfg();
+        let (plugin, root, params) = (cfg.plugin.clone(), self.root.clone(), cfg.params.clone());
+        let result = tokio::task::spawn_blocking(move || plugin.poll_full(&root, &params)).await;
+        let Polled {
+            actions,
+            unreadable,
+        } = match result {
+            Ok(Ok(polled)) => polled,
+            Ok(Err(e)) => return self.poll_failed(e.to_string()),
+            Err(e) => return self.poll_failed(format!("poll task failed: {e}")),
+        };
+        tracing::trace!(poller = %self.name(), actions = actions.len(), "polled");
+        if let Some(was) = self.state().failing.take() {
+            tracing::info!(poller = %self.name(), "polling again (was failing: {was})");
+        }
+        let mut problems = self.unreadable_names(unreadable).await;
+
+        // What the poll wants, with the group each transfer belongs to.
+        let mut wanted: Vec<(String, Work)> = Vec::new();
+        let mut touches: Vec<String> = Vec::new();
+        let mut returned_groups: Vec<Group> = Vec::new();
+        for action in actions {
+            match action {
+                Action::Transfer(t) => wanted.push((t.path, Work::Transfer(t.kind))),
+                Action::Touch(p) => touches.push(p),
+                Action::RemoveDir(p) => wanted.push((p, Work::Remove)),
+                Action::Group { transfers, then } => {
+                    let group = Group::new(transfers, then);
+                    // A group sends all of its files or none: one left out
+                    // would make its marker say something untrue.
+                    if let Some(t) = group.transfers.iter().find(|t| self.excluded(&t.path)) {
+                        problems.insert(
+                            group.label(),
+                            format!(
+                                "`{}` matches `excludes`, and a group sends all of its files or none: nothing of it is sent",
+                                t.path
+                            ),
+                        );
+                        continue;
+                    }
+                    for t in &group.transfers {
+                        wanted.push((t.path.clone(), Work::Transfer(t.kind)));
+                    }
+                    returned_groups.push(group);
+                }
+            }
+        }
+        // The agent's own temporary names (a source being removed) are never
+        // items, whatever a plugin that shows hidden names says.
+        wanted.retain(|(p, w)| {
+            let excluded = matches!(w, Work::Transfer(_)) && self.excluded(p);
+            !(removal::is_set_aside(p) || excluded)
+        });
+        // A group resumed after a restart still wants what it has left,
+        // whether the poll returns it or not.
+        {
+            let s = self.state();
+            for g in s.groups.iter().filter(|g| g.restored) {
+                for t in g.transfers.iter().filter(|t| g.remaining.contains(&t.path)) {
+                    if !wanted.iter().any(|(p, _)| p == &t.path) {
+                        wanted.push((t.path.clone(), Work::Transfer(t.kind)));
+                    }
+                }
+            }
+        }
+
+        // Signatures (file-system reads) outside the lock.
+        let root = self.root.clone();
+        let candidates: Vec<(String, Work, Option<String>)> = {
+            let busy: HashSet<String> = {
+                let s = self.state();
+                s.queue
+                    .iter()
+                    .map(|q| q.path.clone())
+                    .chain(s.in_flight.keys().cloned())
+                    .collect()
+            };
+            let todo: Vec<(String, Work)> = wanted
+                .into_iter()
+                .filter(|(p, _)| !busy.contains(p))
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                todo.into_iter()
+                    .map(|(p, w)| {
+                        let sig = signature(&root.join(&p));
+                        (p, w, sig)
+                    })
+                    .collect()
+            })
+            .await
+            .unwrap_or_default()
+        };
+
+        let now = Instant::now();
+        let mut removals = Vec::new();
+        let mut changed = !touches.is_empty();
+        let mut new_groups = Vec::new();
+        let mut released = Vec::new();
+        {
+            let mut s = self.state();
+            let s = &mut *s;
+            s.poll_problems = problems;
+            for g in &mut s.groups {
+                g.seen = false;
+            }
+            for group in returned_groups {
+                if let Some(g) = s.groups.iter_mut().find(|g| g.key == group.key) {
+                    g.seen = true;
+                    continue;
+                }
+                new_groups.push((group.key.clone(), group.body()));
+                s.groups.push(group);
+            }
+            let mut keep = HashSet::new();
+            for (path, work, sig) in candidates {
+                let Some(sig) = sig else { continue }; // vanished
+                keep.insert(path.clone());
+                match s.held.get(&path) {
+                    // Sent already (its source could not be removed), or
+                    // what is left of an item after what was sent.
+                    Some((held, _)) if matches(held, &sig) => continue,
+                    Some(_) => {
+                        s.held.remove(&path);
+                        released.push(path.clone());
+                    }
+                    None => {}
+                }
+                let stable = match s.pending.get(&path) {
+                    Some(p) if p.sig == sig && p.work == work => {
+                        now.saturating_duration_since(p.since) >= cfg.stability
+                    }
+                    _ => {
+                        s.pending.insert(
+                            path.clone(),
+                            Pending {
+                                work,
+                                sig: sig.clone(),
+                                since: now,
+                            },
+                        );
+                        changed = true;
+                        cfg.stability.is_zero()
+                    }
+                };
+                if !stable {
+                    continue;
+                }
+                s.pending.remove(&path);
+                changed = true;
+                match work {
+                    Work::Remove => removals.push(path),
+                    Work::Transfer(kind) => {
+                        let q = Queued {
+                            id: new_id(),
+                            size: dispatch_transfer::item_size(&self.root.join(&path)),
+                            path,
+                            kind,
+                            sig,
+                            attempt: 0,
+                            not_before: now,
+                            check_delivered: false,
+                        };
+                        self.shared
+                            .journal
+                            .record(self.event(&q, EventKind::Queued, 0, None));
+                        tracing::debug!(poller = %self.name(), path = %q.path, "stable: queued");
+                        s.queue.push_back(q);
+                    }
+                }
+            }
+            s.pending.retain(|p, _| keep.contains(p));
+            // Groups nobody waits for any more (their items vanished).
+            let busy: HashSet<&String> = s
+                .queue
+                .iter()
+                .map(|q| &q.path)
+                .chain(s.in_flight.keys())
+                .chain(s.pending.keys())
+                .collect();
+            let (kept, dropped): (Vec<Group>, Vec<Group>) = std::mem::take(&mut s.groups)
+                .into_iter()
+                .partition(|g| g.seen || g.remaining.iter().any(|p| busy.contains(p)));
+            s.groups = kept;
+            new_groups.extend(dropped.into_iter().map(|g| (g.key, String::new())));
+            s.quiet = !changed;
+        }
+        let journal = &self.shared.journal;
+        for (key, body) in new_groups {
+            let saved = if body.is_empty() {
+                journal.delete_group(&self.id, &key).await
+            } else {
+                journal.save_group(&self.id, &key, &body).await
+            };
+            if let Err(e) = saved {
+                tracing::error!(poller = %self.name(), "cannot save a group in the journal: {e}");
+            }
+        }
+        for path in released {
+            if let Err(e) = journal.release(&self.id, &path).await {
+                tracing::error!(poller = %self.name(), path = %path, "cannot update the journal: {e}");
+            }
+        }
+        for p in touches {
+            self.touch(&p).await;
+        }
+        for p in removals {
+            self.remove_dir(&p).await;
+        }
+        if changed {
+            self.state().poll_requested = true;
+        }
+    }
+
+    /// Names the poll could not be shown: each is an error on the poller's
+    /// state, and the first time it is seen also a row in the journal.
+    async fn unreadable_names(&self, names: Vec<String>) -> BTreeMap<String, String> {
+        const WHY: &str =
+            "the name is not valid UTF-8, so no poller can see it and it is never sent: rename it";
+        let before: HashSet<String> = self.state().poll_problems.keys().cloned().collect();
+        let mut out = BTreeMap::new();
+        for path in names {
+            // Once per name, also over restarts.
+            if !before.contains(&path)
+                && !self
+                    .shared
+                    .journal
+                    .has_error(&self.id, &path, WHY)
+                    .await
+                    .unwrap_or(false)
+            {
+                tracing::error!(poller = %self.name(), path = %path, "{WHY}");
+                let q = Queued {
+                    id: new_id(),
+                    path: path.clone(),
+                    kind: ItemKind::File,
+                    sig: String::new(),
+                    attempt: 0,
+                    not_before: Instant::now(),
+                    size: 0,
+                    check_delivered: false,
+                };
+                self.shared
+                    .journal
+                    .record(self.event(&q, EventKind::Queued, 0, None));
+                self.shared
+                    .journal
+                    .record(self.event(&q, EventKind::Error, 0, Some(WHY.into())));
+            }
+            out.insert(path, WHY.to_string());
+        }
+        out
+    }
+
+    fn poll_failed(&self, reason: String) {
+        let mut s = self.state();
+        if s.failing.as_deref() != Some(reason.as_str()) {
+            tracing::error!(poller = %self.name(), "poll failed: {reason}");
+        }
+        s.failing = Some(reason);
+        s.quiet = true;
+    }
+
+    /// Creates a marker, noted in the journal first: only markers this
+    /// agent made are ever removed with their directory.
+    async fn touch(&self, rel: &str) {
+        if let Err(e) = self.shared.journal.add_marker(&self.id, rel).await {
+            tracing::error!(poller = %self.name(), path = %rel, "cannot note the marker in the journal: {e}");
+        }
+        let path = self.root.join(rel);
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            Ok(_) => tracing::info!(poller = %self.name(), path = %rel, "created marker"),
+            Err(e) => {
+                tracing::error!(poller = %self.name(), path = %rel, "cannot create marker: {e}")
+            }
+        }
+    }
+
+    /// A `remove-dir`: the directory goes with the markers this agent made
+    /// in it, and only if it holds nothing else (whatever was sent from it
+    /// was removed already, file by file).
+    async fn remove_dir(&self, rel: &str) {
+        let journal = &self.shared.journal;
+        let markers = match journal.markers_in(&self.id, rel).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(poller = %self.name(), path = %rel, "cannot read the markers from the journal: {e}");
+                return;
+            }
+        };
+        let dir = self.root.join(rel);
+        let id = removal::dir_aside_id(&self.id, rel);
+        let outcome = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || removal::remove_marked_dir(&dir, &markers, &id))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        };
+        let reason = match outcome {
+            Ok(Removed::All) => {
+                tracing::info!(poller = %self.name(), path = %rel, "removed directory");
+                if let Err(e) = journal.forget_markers(&self.id, rel).await {
+                    tracing::warn!(poller = %self.name(), "cannot update the journal: {e}");
+                }
+                return;
+            }
+            Ok(Removed::Gone | Removed::Changed) => return,
+            Ok(Removed::Kept(why)) => format!("not removed: {why}"),
+            Err(e) => format!("cannot remove the directory: {e}"),
+        };
+        tracing::warn!(poller = %self.name(), path = %rel, "{reason}");
+        if let Some(sig) = signature(&dir) {
+            self.hold_in_journal(rel, &sig, &reason).await;
+        }
+    }
+
+    /// Holds back this version of an item, in memory and in the journal.
+    async fn hold_in_journal(&self, rel: &str, sig: &str, reason: &str) {
+        self.state()
+            .held
+            .insert(rel.to_string(), (sig.to_string(), reason.to_string()));
+        if let Err(e) = self.shared.journal.hold(&self.id, rel, sig, reason).await {
+            tracing::error!(poller = %self.name(), path = %rel, "cannot note in the journal that this is held back: {e}");
+        }
+    }
+
+    fn event(&self, q: &Queued, kind: EventKind, bytes_done: u64, error: Option<String>) -> Event {
+        Event {
+            transfer_id: q.id.clone(),
+            poller: self.id.clone(),
+            path: q.path.clone(),
+            item_kind: q.kind.as_str(),
+            kind,
+            size: Some(q.size),
+            bytes_done,
+            attempt: q.attempt,
+            error,
+            signature: Some(q.sig.clone()),
+        }
+    }
+
+    /// Starts queued transfers while there is room.
+    fn dispatch(self: &Arc<Self>) {
+        let now = Instant::now();
+        let mut s = self.state();
+        if s.disabled_until.is_some() || s.stopped {
+            return;
+        }
+        let cfg = self.cfg();
+        while s.in_flight.len() < cfg.max_transfers {
+            let Some(i) = s.queue.iter().position(|q| q.not_before <= now) else {
+                break;
+            };
+            let permit = match &self.shared.agent_slots() {
+                Some(sem) => match sem.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => break,
+                },
+                None => None,
+            };
+            let Some(q) = s.queue.remove(i) else { break };
+            let progress = Arc::new(Progress::default());
+            s.in_flight.insert(q.path.clone(), progress.clone());
+            let (this, cfg) = (self.clone(), cfg.clone());
+            tokio::spawn(async move {
+                let shared = this.shared.clone();
+                this.transfer(q, progress, cfg).await;
+                drop(permit);
+                shared.slot_freed();
+            });
+        }
+    }
+
+    /// Sends one item, then records, removes, retries or trips the breaker.
+    async fn transfer(self: Arc<Self>, mut q: Queued, progress: Arc<Progress>, cfg: Arc<Settings>) {
+        q.attempt += 1;
+        self.shared
+            .journal
+            .record(self.event(&q, EventKind::Started, 0, None));
+        tracing::info!(poller = %self.name(), path = %q.path, attempt = q.attempt, to = %cfg.backend.describe(), "transfer started");
+        let job = Job {
+            root: self.root.clone(),
+            path: q.path.clone(),
+            kind: q.kind,
+            excludes: cfg.excludes.clone(),
+            id: q.id.clone(),
+            sig: q.sig.clone(),
+        };
+        let mut result = if q.check_delivered && cfg.backend.delivered(&job).await == Some(true) {
+            // A crash came between the final rename and the Complete
+            // record: what the receiver has is this very item.
+            tracing::warn!(poller = %self.name(), path = %q.path, "found whole at the destination after a restart: not sent again");
+            Ok(dispatch_transfer::Sent { bytes: q.size })
+        } else {
+            self.send(&cfg, &job, &q, &progress).await
+        };
+        testhook::wait_at(Point::AfterSend).await;
+        // The source must not have changed while it was sent; this scan is
+        // also what the removal compares each entry with.
+        let source = job.source();
+        let scan = tokio::task::spawn_blocking(move || Scan::of(&source))
+            .await
+            .ok()
+            .flatten();
+        let changed = !scan
+            .as_ref()
+            .is_some_and(|s| matches(&q.sig, &s.signature()));
+        if result.is_ok() && changed {
+            result = Err(TransferError::transient(
+                "the source changed during the transfer; it will be sent again once stable",
+            ));
+        }
+        match (result, scan) {
+            (Ok(sent), Some(scan)) => self.succeeded(q, sent.bytes, scan, &cfg).await,
+            (Err(e), _) if e.cancelled => {
+                self.shared.journal.record(self.event(
+                    &q,
+                    EventKind::Cancelled,
+                    progress.bytes_done(),
+                    Some("cancelled at shutdown".into()),
+                ));
+                tracing::warn!(poller = %self.name(), path = %q.path, "transfer cancelled");
+                self.state().in_flight.remove(&q.path);
+            }
+            (Err(e), _) => self.failed(q, e, changed, progress.bytes_done()),
+            (Ok(_), None) => self.failed(
+                q,
+                TransferError::transient("the source vanished during the transfer"),
+                true,
+                progress.bytes_done(),
+            ),
+        }
+        self.request_poll();
+    }
+
+    /// The backend's send, with its progress going to the journal.
+    async fn send(
+        &self,
+        cfg: &Settings,
+        job: &Job,
+        q: &Queued,
+        progress: &Arc<Progress>,
+    ) -> Result<dispatch_transfer::Sent, TransferError> {
+        let send = cfg.backend.send(job, progress.clone());
+        tokio::pin!(send);
+        let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut send => break r,
+                _ = ticker.tick() => {
+                    self.shared.journal.record(self.event(q, EventKind::Progress, progress.bytes_done(), None));
+                }
+            }
+        }
+    }
+
+    async fn succeeded(&self, q: Queued, bytes: u64, scan: Scan, cfg: &Settings) {
+        // On disk before the source goes: a crash never loses the record of
+        // a transfer whose source was removed. A record that did not reach
+        // the disk keeps the source: the item is sent again.
+        if let Err(e) = self
+            .shared
+            .journal
+            .record_durable(self.event(&q, EventKind::Complete, bytes, None))
+            .await
+        {
+            let e = TransferError::transient(format!(
+                "sent, but the Complete record could not be written ({e}): the source is kept and sent again"
+            ));
+            return self.failed(q, e, false, bytes);
+        }
+        testhook::wait_at(Point::BeforeRemove).await;
+        let outcome = {
+            let (source, excludes, id) =
+                (self.root.join(&q.path), cfg.excludes.clone(), q.id.clone());
+            tokio::task::spawn_blocking(move || {
+                removal::remove_sent(&source, &scan, &excludes, &id)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        };
+        self.note_removal(&q, bytes, outcome).await;
+        tracing::info!(poller = %self.name(), path = %q.path, bytes, "transfer complete");
+        let done = {
+            let mut s = self.state();
+            s.in_flight.remove(&q.path);
+            s.failures = 0;
+            s.last_error = None;
+            s.item_problems.remove(&q.path);
+            let mut done = Vec::new();
+            let mut i = 0;
+            while i < s.groups.len() {
+                if s.groups[i].remaining.remove(&q.path) && s.groups[i].remaining.is_empty() {
+                    done.push(s.groups.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            done
+        };
+        self.save_groups_with(&q.path).await;
+        for g in done {
+            self.finish_group(g).await;
+        }
+    }
+
+    /// Records what the removal of a sent source did.
+    async fn note_removal(&self, q: &Queued, bytes: u64, outcome: std::io::Result<Removed>) {
+        let removed_event = || self.event(q, EventKind::SourceRemoved, bytes, None);
+        match outcome {
+            Ok(Removed::All | Removed::Gone) => self.shared.journal.record(removed_event()),
+            Ok(Removed::Changed) => {
+                // The version sent is gone (replaced); the new one is an
+                // item of its own and goes through the stability check.
+                tracing::info!(poller = %self.name(), path = %q.path, "a new version arrived after the transfer: it is kept and sent in turn");
+                self.shared.journal.record(removed_event());
+            }
+            Ok(Removed::Kept(why)) => {
+                tracing::warn!(poller = %self.name(), path = %q.path, "sent; {why}: left in place");
+                self.shared.journal.record(removed_event());
+                let rest = self.root.join(&q.path);
+                if let Some(sig) = tokio::task::spawn_blocking(move || signature(&rest))
+                    .await
+                    .ok()
+                    .flatten()
+                {
+                    self.hold_in_journal(&q.path, &sig, &format!("sent; {why}, left in place"))
+                        .await;
+                }
+            }
+            Err(e) => {
+                let why = format!("sent, but the source cannot be removed: {e}");
+                tracing::error!(poller = %self.name(), path = %q.path, "{why}");
+                self.hold_in_journal(&q.path, &q.sig, &why).await;
+            }
+        }
+    }
+
+    /// Saves (in the journal) every group that was waiting for `path`.
+    async fn save_groups_with(&self, path: &str) {
+        let bodies: Vec<(String, String)> = self
+            .state()
+            .groups
+            .iter()
+            .filter(|g| g.transfers.iter().any(|t| t.path == path))
+            .map(|g| (g.key.clone(), g.body()))
+            .collect();
+        for (key, body) in bodies {
+            if let Err(e) = self.shared.journal.save_group(&self.id, &key, &body).await {
+                tracing::error!(poller = %self.name(), "cannot save a group in the journal: {e}");
+            }
+        }
+    }
+
+    /// Every transfer of `g` succeeded: runs its follow-ups, unless a file
+    /// it did not send sits among the ones it did.
+    async fn finish_group(&self, g: Group) {
+        if let Err(e) = self.shared.journal.delete_group(&self.id, &g.key).await {
+            tracing::error!(poller = %self.name(), "cannot update a group in the journal: {e}");
+        }
+        let strangers = {
+            let (g, root) = (g.clone(), self.root.clone());
+            tokio::task::spawn_blocking(move || g.strangers(&root))
+                .await
+                .unwrap_or_default()
+        };
+        if !strangers.is_empty() {
+            let shown: Vec<String> = strangers.iter().take(5).map(|p| format!("`{p}`")).collect();
+            let why = format!(
+                "{} arrived during the delivery and {} not sent, so {} not done: the delivery is not whole",
+                shown.join(", "),
+                if strangers.len() == 1 { "was" } else { "were" },
+                g.then
+                    .iter()
+                    .map(|f| match f {
+                        FollowUp::Touch(p) => format!("`{p}` was"),
+                        FollowUp::RemoveDir(p) => format!("removing `{p}` was"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            );
+            tracing::error!(poller = %self.name(), group = %g.label(), "{why}");
+            self.state().item_problems.insert(g.label(), why);
+            return;
+        }
+        for f in g.then {
+            match f {
+                FollowUp::Touch(p) => self.touch(&p).await,
+                FollowUp::RemoveDir(p) => self.remove_dir(&p).await,
+            }
+        }
+    }
+
+    fn failed(&self, mut q: Queued, e: TransferError, changed: bool, bytes_done: u64) {
+        self.shared.journal.record(self.event(
+            &q,
+            EventKind::Error,
+            bytes_done,
+            Some(e.message.clone()),
+        ));
+        let settings = self.shared.settings();
+        let retry = &settings.retry;
+        let wait = if e.permanent {
+            retry.max
+        } else {
+            let exp = retry.initial.as_secs_f64()
+                * 2f64.powi(
+                    i32::try_from(q.attempt.saturating_sub(1))
+                        .unwrap_or(30)
+                        .min(30),
+                );
+            Duration::from_secs_f64(exp.min(retry.max.as_secs_f64()))
+        };
+        let jitter = 1.0 + retry.jitter * (fastrand::f64() * 2.0 - 1.0);
+        let wait = wait.mul_f64(jitter);
+        let mut s = self.state();
+        s.in_flight.remove(&q.path);
+        s.last_error = Some(e.message.clone());
+        if e.item_only {
+            // This item's own problem: the poller goes on with the others.
+            s.item_problems.insert(q.path.clone(), e.message.clone());
+            tracing::warn!(poller = %self.name(), path = %q.path, retry_in = ?wait, "transfer failed: {}", e.message);
+            q.not_before = Instant::now() + wait;
+            s.queue.push_back(q);
+            return;
+        }
+        s.failures += 1;
+        tracing::warn!(
+            poller = %self.name(), path = %q.path, attempt = q.attempt, retry_in = ?wait,
+            permanent = e.permanent, "transfer failed: {}", e.message
+        );
+        if changed {
+            // Back through the stability check, as a new item.
+            return;
+        }
+        q.not_before = Instant::now() + wait;
+        s.queue.push_front(q);
+        if s.failures >= self.shared.settings().failures_before_disable
+            && s.disabled_until.is_none()
+        {
+            let cooldown = self.shared.settings().disable_cooldown;
+            s.disabled_until = Some(Instant::now() + cooldown);
+            tracing::error!(
+                poller = %self.name(), failures = s.failures, "disabled after {} consecutive failures; re-enabled in {cooldown:?}. Last error: {}",
+                s.failures, e.message
+            );
+            let alert = Alert {
+                poller: self.name(),
+                host: self.shared.host.clone(),
+                failures: s.failures,
+                reason: e.message,
+                reenable_in_secs: cooldown.as_secs(),
+            };
+            let shared = self.shared.clone();
+            tokio::spawn(async move { alert::send(&shared.settings().alerts, alert).await });
+        }
+    }
+}
+
+/// Every item that needs a person, as `path: reason`.
+fn problem_lines(s: &State) -> Vec<String> {
+    s.poll_problems
+        .iter()
+        .chain(s.item_problems.iter())
+        .chain(s.held.iter().map(|(p, (_, r))| (p, r)))
+        .map(|(p, r)| format!("{p}: {r}"))
+        .collect()
+}
+
+/// Every item's problem in one line (the first few).
+fn problems(s: &State) -> Option<String> {
+    let all = problem_lines(s);
+    match all.len() {
+        0 => None,
+        1..=3 => Some(all.join("; ")),
+        n => Some(format!("{}; and {} more", all[..3].join("; "), n - 3)),
+    }
+}

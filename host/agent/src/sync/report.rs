@@ -223,11 +223,8 @@ impl Reporter {
     async fn send_heartbeat(&mut self) -> Result<(), String> {
         let states = self.poller_states();
         let full = self.full_at.is_none_or(|t| t.elapsed() >= FULL_STATE_EVERY);
-        let pollers = if full || states != self.sent_states {
-            states.clone()
-        } else {
-            Vec::new()
-        };
+        let unchanged = !full && states == self.sent_states;
+        let pollers = if unchanged { Vec::new() } else { states.clone() };
         let (config_etag, config_error) = {
             let s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
             (s.etag.clone(), s.error.clone())
@@ -236,6 +233,7 @@ impl Reporter {
             version: env!("CARGO_PKG_VERSION").into(),
             host_name: self.engine.host().to_string(),
             pollers,
+            pollers_unchanged: unchanged,
             config_etag,
             config_error,
             done: self.done.clone(),

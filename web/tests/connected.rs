@@ -315,3 +315,123 @@ async fn a_persons_enable_resets_the_agents_breaker() {
     .await;
     site.agent.take().unwrap().stop();
 }
+
+/// `cargo xtask up`'s two processes, as it starts them, on a clean data
+/// directory: the demo pollers exist, and a ready folder dropped into the
+/// demo directory is delivered and logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_command_start_runs_the_demo_through_a_connected_agent() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let token = dir.path().join("local-agent.token");
+    let demo = dir.path().join("demo");
+    let web = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-web"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--local-agent", "local", "--local-agent-token-file"])
+        .arg(&token)
+        .arg("--demo-dir")
+        .arg(&demo)
+        .arg("--register-plugins")
+        .arg(support::plugin_dir())
+        .env("DISPATCH_ADMIN_PASSWORD", "demo-Admin-pw1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let web = support::Proc(web);
+    wait_until("the token file", Duration::from_secs(30), async || {
+        token.exists()
+    })
+    .await;
+    let agent = support::Proc(
+        std::process::Command::new(support::agent_exe())
+            .args([
+                "run",
+                "--server",
+                &format!("http://127.0.0.1:{port}"),
+                "--token-file",
+            ])
+            .arg(&token)
+            .arg("--state-dir")
+            .arg(dir.path().join("agent"))
+            .env("DISPATCH_PLUGIN_DIR", support::plugin_dir())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // A ready folder for the `dir` poller.
+    let folder = demo.join("outgoing/dir/EP101");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("EP101.mxf"), b"video").unwrap();
+    std::fs::write(folder.join("READY"), b"").unwrap();
+    let delivered = demo.join("delivered/dir/EP101/EP101.mxf");
+    wait_until("the demo delivery", Duration::from_secs(30), async || {
+        delivered.exists()
+    })
+    .await;
+    assert!(
+        !folder.exists(),
+        "the source is removed after the verified transfer"
+    );
+
+    // The Pollers page lists what the agent runs.
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let res = http
+        .post(format!("{base}/api/v1/login"))
+        .json(&json!({"username": "admin", "password": "demo-Admin-pw1"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let pollers: Value = http
+        .get(format!("{base}/api/v1/pollers"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = pollers
+        .as_array()
+        .or_else(|| pollers["pollers"].as_array())
+        .or_else(|| pollers["items"].as_array())
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"demo_dir") && names.contains(&"demo_google"),
+        "{names:?}"
+    );
+    wait_until(
+        "the transfer on the dashboard's log",
+        Duration::from_secs(10),
+        async || {
+            let log: Value = http
+                .get(format!("{base}/api/v1/transfers?status=Complete"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            log["items"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|t| t["poller"] == "demo_dir"))
+        },
+    )
+    .await;
+    agent.stop();
+    web.stop();
+}

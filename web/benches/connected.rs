@@ -44,7 +44,12 @@ async fn config_apply() {
     site.upload(test_plugin("stamp-v2")).await;
     let out = site.local_target("out", json!({})).await;
     let (id, src) = site
-        .poller("stamp", "stamp", "out", json!({"plugin_version": "1.0.0", "stability_secs": 0.0}))
+        .poller(
+            "stamp",
+            "stamp",
+            "out",
+            json!({"plugin_version": "1.0.0", "stability_secs": 0.0}),
+        )
         .await;
     site.start_agent(&token);
     std::fs::write(src.join("warm.v1"), b"w").unwrap();
@@ -66,8 +71,12 @@ async fn config_apply() {
     }
     let (am, ap) = stats(applied);
     let (bm, bp) = stats(baseline);
-    println!("config_apply: change saved -> file sent by the new settings: median {am:.0} ms, p95 {ap:.0} ms (50 changes)");
-    println!("config_apply: baseline, file dropped -> sent (no change): median {bm:.0} ms, p95 {bp:.0} ms");
+    println!(
+        "config_apply: change saved -> file sent by the new settings: median {am:.0} ms, p95 {ap:.0} ms (50 changes)"
+    );
+    println!(
+        "config_apply: baseline, file dropped -> sent (no change): median {bm:.0} ms, p95 {bp:.0} ms"
+    );
     site.agent.take().unwrap().stop();
 }
 
@@ -117,8 +126,10 @@ async fn fleet() {
                 .call(
                     Method::POST,
                     "/pollers",
-                    Some(json!({"name": format!("p{a}_{p}"), "path": src, "plugin": "file",
-                        "target": "out", "agents": [name]})),
+                    Some(
+                        json!({"name": format!("p{a}_{p}"), "path": src, "plugin": "file",
+                        "target": "out", "agents": [name]}),
+                    ),
                 )
                 .await;
             pollers.push(v["id"].as_i64().unwrap().to_string());
@@ -128,7 +139,12 @@ async fn fleet() {
     let web_pid = site.web.as_ref().unwrap().0.id();
     let cpu = || -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{web_pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
         // utime and stime, fields 14 and 15 (11 and 12 after the name).
         let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
         ticks / 100.0
@@ -157,7 +173,8 @@ async fn fleet() {
                     .unwrap();
                 if res.status() == 200 && !etag.is_empty() {
                     let since = changed.lock().unwrap().elapsed();
-                    t2.send(("change -> long-poll answered", since.as_secs_f64() * 1000.0)).ok();
+                    t2.send(("change -> long-poll answered", since.as_secs_f64() * 1000.0))
+                        .ok();
                 }
                 if let Some(tag) = res.headers().get("etag") {
                     etag = tag.to_str().unwrap().to_string();
@@ -195,7 +212,8 @@ async fn fleet() {
         site.local_target(&format!("spare{i}"), json!({})).await;
         let id = 1 + i * POLLERS as i64;
         *changed_at.lock().unwrap() = Instant::now();
-        site.edit_poller(id, json!({"excludes": format!("*.tmp{i}")})).await;
+        site.edit_poller(id, json!({"excludes": format!("*.tmp{i}")}))
+            .await;
     }
     drop(tx);
     tokio::time::sleep_until(stop.into()).await;
@@ -208,7 +226,10 @@ async fn fleet() {
     while let Some((k, v)) = rx.recv().await {
         by.entry(k).or_default().push(v);
     }
-    println!("fleet: {AGENTS} agents x {POLLERS} pollers, 30 s: web app CPU {:.0}% of one core", used / wall * 100.0);
+    println!(
+        "fleet: {AGENTS} agents x {POLLERS} pollers, 30 s: web app CPU {:.0}% of one core",
+        used / wall * 100.0
+    );
     for (k, v) in by {
         let n = v.len();
         let (m, p) = stats(v);
@@ -218,7 +239,10 @@ async fn fleet() {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     if wants("config_apply") {
         config_apply().await;

@@ -102,18 +102,31 @@ pub async fn ensure_local_agent(
                 .await?;
         }
     }
+    write_token(token_file, &token)
+        .map_err(|e| anyhow::anyhow!("--local-agent-token-file {}: {e}", token_file.display()))?;
+    tracing::info!(agent = name, file = %token_file.display(), "local agent token written");
+    Ok(())
+}
+
+/// Writes the token (0600) beside the file, then renames it into place: an
+/// agent started as soon as the file appears never reads half of it.
+fn write_token(path: &std::path::Path, token: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = std::path::PathBuf::from(part);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(token_file)
-        .map_err(|e| anyhow::anyhow!("--local-agent-token-file {}: {e}", token_file.display()))?;
+        .open(&part)?;
+    // Mode applies only to a new file: a leftover part keeps its own.
+    std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o600))?;
     writeln!(f, "{token}")?;
-    tracing::info!(agent = name, file = %token_file.display(), "local agent token written");
-    Ok(())
+    f.sync_all()?;
+    std::fs::rename(&part, path)
 }
 
 /// The user id for this username and password, if they match.

@@ -30,20 +30,19 @@ pub struct Cli {
     /// Send session cookies without `Secure` (plain HTTP away from localhost).
     #[arg(long)]
     pub insecure_cookies: bool,
-    /// An agent on this machine: created at start if missing, its token
-    /// written (0600) to `--local-agent-token-file` for its `[report]`.
-    #[arg(
-        long,
-        env = "DISPATCH_LOCAL_AGENT",
-        requires = "local_agent_token_file"
-    )]
+    /// An agent on this machine: created at start if missing; when it is
+    /// created or its token file is missing, a new token is written (0600)
+    /// to `--local-agent-token-file` (for `dispatch-agent run --token-file`).
+    #[arg(long, env = "DISPATCH_LOCAL_AGENT")]
     pub local_agent: Option<String>,
-    #[arg(
-        long,
-        env = "DISPATCH_LOCAL_AGENT_TOKEN_FILE",
-        requires = "local_agent"
-    )]
+    #[arg(long, env = "DISPATCH_LOCAL_AGENT_TOKEN_FILE")]
     pub local_agent_token_file: Option<PathBuf>,
+    /// With `--local-agent`: on the first start, a demo under this
+    /// directory (a local target `<dir>/delivered`, pollers `dir` and
+    /// `google` on `<dir>/outgoing/...`, enabled, on the local agent).
+    /// Made once per database; later changes are never overwritten.
+    #[arg(long, env = "DISPATCH_DEMO_DIR")]
+    pub demo_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -55,6 +54,9 @@ pub struct FileConfig {
     pub upload_limit_mib: Option<usize>,
     pub register_plugins: Option<PathBuf>,
     pub insecure_cookies: Option<bool>,
+    pub local_agent: Option<String>,
+    pub local_agent_token_file: Option<PathBuf>,
+    pub demo_dir: Option<PathBuf>,
 }
 
 /// The settings in effect.
@@ -68,6 +70,8 @@ pub struct WebConfig {
     pub secure_cookies: bool,
     /// (agent name, token file).
     pub local_agent: Option<(String, PathBuf)>,
+    /// The demo's directory (needs `local_agent`).
+    pub demo_dir: Option<PathBuf>,
 }
 
 impl WebConfig {
@@ -81,6 +85,18 @@ impl WebConfig {
             }
             None => FileConfig::default(),
         };
+        let local_agent = match (
+            cli.local_agent.or(file.local_agent),
+            cli.local_agent_token_file.or(file.local_agent_token_file),
+        ) {
+            (Some(name), Some(file)) => Some((name, file)),
+            (None, None) => None,
+            _ => anyhow::bail!("--local-agent and --local-agent-token-file go together"),
+        };
+        let demo_dir = cli.demo_dir.or(file.demo_dir);
+        if demo_dir.is_some() && local_agent.is_none() {
+            anyhow::bail!("--demo-dir needs --local-agent (the agent that runs the demo)");
+        }
         Ok(Self {
             listen: cli
                 .listen
@@ -94,7 +110,8 @@ impl WebConfig {
             upload_limit: cli.upload_limit_mib.or(file.upload_limit_mib).unwrap_or(50) << 20,
             register_plugins: cli.register_plugins.or(file.register_plugins),
             secure_cookies: !(cli.insecure_cookies || file.insecure_cookies.unwrap_or(false)),
-            local_agent: cli.local_agent.zip(cli.local_agent_token_file),
+            local_agent,
+            demo_dir,
         })
     }
 }

@@ -2,16 +2,19 @@
 //! agents, users), stores and versions poller modules, hands agents their
 //! config and modules, and keeps the central transfer log.
 
+mod agent_config;
 pub mod api;
 mod auth;
 pub mod config;
 mod crypto;
+pub mod demo;
 mod error;
 mod metrics;
 mod registry;
+mod target_store;
 mod ui;
 
-use dispatch_host::{Runtime, RuntimeConfig};
+use dispatch_runtime::{Runtime, RuntimeConfig};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use std::path::PathBuf;
@@ -46,8 +49,11 @@ pub struct Settings {
     pub secure_cookies: bool,
 }
 
+/// Milliseconds since the epoch (how the database keeps times).
 pub fn now_ms() -> i64 {
-    dispatch_host::journal::now_ms()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl AppState {
@@ -71,6 +77,9 @@ impl AppState {
             .await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
         let crypto = crypto::Crypto::load(s.secret_key.as_deref(), &s.data_dir.join("secret.key"))?;
+        target_store::move_inline_targets(&pool, &crypto)
+            .await
+            .map_err(|e| anyhow::anyhow!("moving the pollers' targets into records: {e:#}"))?;
         let runtime = Arc::new(Runtime::new(RuntimeConfig {
             cache_dir: Some(s.data_dir.join("compiled")),
             ..RuntimeConfig::default()

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,dispatch_web=info,dispatch_host=info")
+                tracing_subscriber::EnvFilter::new("warn,dispatch_web=info,dispatch_runtime=info")
             }),
         )
         .with_writer(std::io::stderr)
@@ -68,6 +68,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Some((name, token_file)) = &cfg.local_agent {
         dispatch_web::ensure_local_agent(&state.pool, name, token_file).await?;
+        if let Some(dir) = &cfg.demo_dir
+            && dispatch_web::demo::seed(&state, name, dir).await?
+        {
+            println!(
+                "First start: demo pollers created; drop a folder holding a file named {} into {}",
+                dispatch_web::demo::MARKER,
+                dir.join("outgoing/dir").display()
+            );
+        }
     }
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await

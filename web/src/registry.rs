@@ -5,7 +5,7 @@
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use axum::http::StatusCode;
-use dispatch_host::runtime::cache::sha256_hex;
+use dispatch_runtime::cache::sha256_hex;
 use sqlx::Row;
 
 /// What an upload became.

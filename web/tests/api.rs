@@ -161,9 +161,22 @@ fn assert_no_secret(text: &str) {
 fn poller_body(name: &str) -> Value {
     json!({
         "name": name, "path": "/srv/out", "plugin": "dir", "params": {"markers": "ADI.XML"},
-        "host": "aspera.example.net", "username": "aff", "password": PASSWORD,
-        "destination": "/in", "agents": ["edge1"], "excludes": "*.tmp,Thumbs.db"
+        "target": "aspera1", "agents": ["edge1"], "excludes": "*.tmp,Thumbs.db"
     })
+}
+
+fn aspera_target() -> Value {
+    json!({"name": "aspera1", "target": {"kind": "aspera", "host": "aspera.example.net", "user": "aff",
+        "password": PASSWORD, "destination": "/in", "encrypt": true, "passphrase": PASSPHRASE}})
+}
+
+/// The target `poller_body` sends to.
+async fn create_target(s: &Session<'_>) -> i64 {
+    let (st, t) = s
+        .call(Method::POST, "/api/v1/targets", Some(aspera_target()))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    t["id"].as_i64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,6 +304,7 @@ async fn the_plugin_registry_validates_and_versions_uploads() {
     assert_eq!(st, StatusCode::NOT_FOUND);
 
     // A version in use cannot be deleted; an unused one can.
+    create_target(&s).await;
     s.call(
         Method::POST,
         "/api/v1/agents",
@@ -341,6 +355,7 @@ async fn setup(app: &App) -> (Session<'_>, String, String) {
             Some(json!({"name": "edge2"})),
         )
         .await;
+    create_target(&s).await;
     (
         s,
         a["token"].as_str().unwrap().to_string(),
@@ -374,28 +389,33 @@ async fn pollers_are_validated_and_secrets_are_write_only() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // The target: required, known; the rest as the agent checks it.
     let mut b = poller_body("p1");
-    b["ssh_key"] = json!(KEY);
+    b.as_object_mut().unwrap().remove("target");
     let (st, e) = post(b).await;
     assert_eq!(
         (st, e["field"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("password")),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("target")),
         "{e}"
     );
     let mut b = poller_body("p1");
-    b.as_object_mut().unwrap().remove("password");
-    let (st, e) = post(b).await;
-    assert_eq!(
-        e["error"], "give a password or an SSH key, exactly one of the two",
-        "{st}"
-    );
+    b["target"] = json!("ghost");
+    let (_, e) = post(b).await;
+    assert_eq!(e["field"], "target", "{e}");
+    assert!(e["error"].as_str().unwrap().contains("ghost"), "{e}");
     let mut b = poller_body("p1");
-    b["encrypt"] = json!(true);
-    let (st, e) = post(b).await;
-    assert_eq!(
-        (st, e["field"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("passphrase"))
-    );
+    b["path"] = json!("relative/in");
+    let (_, e) = post(b).await;
+    assert_eq!(e["field"], "path", "{e}");
+    assert!(e["error"].as_str().unwrap().contains("absolute"), "{e}");
+    let mut b = poller_body("p1");
+    b["excludes"] = json!("*.tmp,a[");
+    let (_, e) = post(b).await;
+    assert_eq!(e["field"], "excludes[1]", "{e}");
+    let mut b = poller_body("p1");
+    b["max_transfers"] = json!(0);
+    let (_, e) = post(b).await;
+    assert_eq!(e["field"], "max_transfers", "{e}");
     let mut b = poller_body("p1");
     b["plugin"] = json!("nope");
     let (_, e) = post(b).await;
@@ -423,84 +443,43 @@ async fn pollers_are_validated_and_secrets_are_write_only() {
     let (_, list) = s.call(Method::GET, "/api/v1/pollers", None).await;
     assert_eq!(list, json!([]), "nothing half-written");
 
-    // A good one: secrets stored, never shown.
-    let mut b = poller_body("p1");
-    b["encrypt"] = json!(true);
-    b["passphrase"] = json!(PASSPHRASE);
-    let (st, p) = post(b).await;
+    // A good one, by the target's name.
+    let (st, p) = post(poller_body("p1")).await;
     assert_eq!(st, StatusCode::CREATED, "{p}");
-    assert_eq!(p["has_password"], true);
-    assert_eq!(p["has_passphrase"], true);
-    assert_eq!(p["has_ssh_key"], false);
+    assert_eq!(p["target"], "aspera1");
+    assert_eq!(p["target_summary"], "aspera aff@aspera.example.net:/in");
     assert_eq!(p["plugin_version"], "latest");
     assert_eq!(p["resolved_version"], "0.1.0");
-    assert_eq!(p["speed_mbps"], 150.0);
-    assert_eq!(p["port"], 22);
     assert_eq!(p["max_transfers"], 3);
+    assert_eq!(p["enabled_at"], Value::Null);
     let id = p["id"].as_i64().unwrap();
     let (st, e) = post(poller_body("p1")).await;
     assert_eq!(
         (st, e["field"].as_str()),
         (StatusCode::CONFLICT, Some("name"))
     );
-    // At rest the secrets are ciphertext.
-    let db = std::fs::read(app.data.path().join("data/dispatch.sqlite")).unwrap();
-    let wal = std::fs::read(app.data.path().join("data/dispatch.sqlite-wal")).unwrap_or_default();
-    for bytes in [db, wal] {
-        let text = String::from_utf8_lossy(&bytes);
-        assert!(
-            !text.contains(PASSWORD) && !text.contains(PASSPHRASE),
-            "a secret in the database file"
-        );
-    }
-    let key_mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(app.data.path().join("data/secret.key"))
-            .unwrap()
-            .permissions(),
-    );
-    assert_eq!(key_mode & 0o777, 0o600);
 
-    // Update without secrets keeps them; switching to a key needs the password cleared.
+    // Update, naming the target by id this time.
     let mut b = poller_body("p1");
-    b.as_object_mut().unwrap().remove("password");
-    b["encrypt"] = json!(true);
-    b["speed_mbps"] = json!(300);
-    let (st, p) = s
-        .call(
-            Method::PUT,
-            &format!("/api/v1/pollers/{id}"),
-            Some(b.clone()),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{p}");
-    assert_eq!(
-        (p["has_password"].clone(), p["speed_mbps"].clone()),
-        (json!(true), json!(300.0))
-    );
-    b["ssh_key"] = json!(KEY);
-    let (st, _) = s
-        .call(
-            Method::PUT,
-            &format!("/api/v1/pollers/{id}"),
-            Some(b.clone()),
-        )
-        .await;
-    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
-    b["password"] = json!("");
+    b.as_object_mut().unwrap().remove("target");
+    b["target_id"] = p["target_id"].clone();
+    b["max_transfers"] = json!(5);
     let (st, p) = s
         .call(Method::PUT, &format!("/api/v1/pollers/{id}"), Some(b))
         .await;
-    assert_eq!(st, StatusCode::OK);
+    assert_eq!(st, StatusCode::OK, "{p}");
     assert_eq!(
-        (p["has_password"].clone(), p["has_ssh_key"].clone()),
-        (json!(false), json!(true))
+        (p["max_transfers"].clone(), p["target"].clone()),
+        (json!(5), json!("aspera1"))
     );
 
     // Enable, refuse delete, disable, delete.
+    let before = dispatch_web::now_ms();
     let (_, p) = s
         .call(Method::POST, &format!("/api/v1/pollers/{id}/enable"), None)
         .await;
     assert_eq!(p["enabled"], true);
+    assert!(p["enabled_at"].as_i64().unwrap() >= before, "{p}");
     let (st, e) = s
         .call(Method::DELETE, &format!("/api/v1/pollers/{id}"), None)
         .await;
@@ -590,8 +569,18 @@ async fn agents_see_only_their_config_and_the_long_poll_wakes_on_change() {
     assert_eq!(p1["params"], json!({"markers": "ADI.XML"}));
     assert_eq!(p1["excludes"], json!(["*.tmp", "Thumbs.db"]));
     // The agent itself gets what it needs to transfer.
+    assert_eq!(p1["id"], id.to_string(), "stable across renames");
+    assert_eq!(p1["target"]["kind"], "aspera");
+    assert_eq!(p1["target"]["host"], "aspera.example.net");
     assert_eq!(p1["target"]["password"], PASSWORD);
-    let sha = p1["plugin_sha256"].as_str().unwrap().to_string();
+    assert_eq!(p1["target"]["passphrase"], PASSPHRASE);
+    assert_eq!(p1["stability"], "10s");
+    assert_eq!(cfg["agent"], "edge1");
+    assert_eq!(cfg["settings"]["rescan_interval"], "1m");
+    let parsed: dispatch_protocol::AgentConfig = serde_json::from_value(cfg.clone()).unwrap();
+    parsed.validate(true).unwrap();
+    assert_eq!(p1["module"]["version"], "0.1.0");
+    let sha = p1["module"]["sha256"].as_str().unwrap().to_string();
 
     // The module, immutable, for the agent.
     let res = app
@@ -692,7 +681,7 @@ async fn agents_see_only_their_config_and_the_long_poll_wakes_on_change() {
         )
         .await
         .status(),
-        StatusCode::NO_CONTENT
+        StatusCode::OK
     );
     let (_, agents) = s.call(Method::GET, "/api/v1/agents", None).await;
     let a = agents
@@ -968,7 +957,15 @@ async fn the_openapi_document_covers_the_api() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
-    assert!(doc["components"]["schemas"]["PollerInput"]["properties"]["password"].is_object());
+    for path in [
+        "/api/v1/targets",
+        "/api/v1/targets/{id}",
+        "/api/v1/agents/{id}/settings",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    assert!(doc["components"]["schemas"]["PollerInput"]["properties"]["target"].is_object());
+    assert!(doc["components"]["schemas"]["TargetInput"].is_object());
     let unknown = app
         .http
         .get(app.url("/api/v1/nothing"))
@@ -977,4 +974,671 @@ async fn the_openapi_document_covers_the_api() {
         .unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     assert!(app.state.data_dir.join("dispatch.sqlite").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_are_records_with_write_only_secrets() {
+    let app = App::start().await;
+    let s = app.login().await;
+    let post = |body: Value| s.call(Method::POST, "/api/v1/targets", Some(body));
+    let sftp = |extra: Value| {
+        let mut t = json!({"kind": "sftp", "host": "sftp.example.net", "username": "deliver",
+            "host_key_fingerprint": "SHA256:abc", "destination": "in"});
+        for (k, v) in extra.as_object().unwrap() {
+            t[k] = v.clone();
+        }
+        json!({"name": "sftp1", "target": t})
+    };
+
+    // Refused, naming the field under `target.`, and nothing written.
+    let (st, e) = post(sftp(json!({}))).await;
+    assert_eq!(
+        (st, e["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("target.password")),
+        "{e}"
+    );
+    let (_, e) = post(sftp(json!({"password": PASSWORD, "port": "twenty-two"}))).await;
+    assert_eq!(e["field"], "target.port", "{e}");
+    let (_, e) = post(sftp(json!({"password": PASSWORD, "port": 0}))).await;
+    assert_eq!(e["field"], "target.port", "{e}");
+    let (_, e) = post(sftp(
+        json!({"password": PASSWORD, "known_hosts": "known_hosts"}),
+    ))
+    .await;
+    assert_eq!(e["field"], "target.known_hosts", "{e}");
+    let (_, e) = post(json!({"name": "x", "target": {"kind": "carrier-pigeon"}})).await;
+    assert_eq!(e["field"], "target.kind", "{e}");
+    let (_, e) = post(json!({"name": "x", "target": {"kind": "local"}})).await;
+    assert_eq!(e["field"], "target.destination", "{e}");
+    let (_, e) =
+        post(json!({"name": "x", "target": {"kind": "local", "destination": "out"}})).await;
+    assert_eq!(e["field"], "target.destination", "{e}");
+    let mut bad = sftp(json!({"password": PASSWORD}));
+    bad["name"] = json!("Bad Name");
+    let (_, e) = post(bad).await;
+    assert_eq!(e["field"], "name", "{e}");
+    let (_, list) = s.call(Method::GET, "/api/v1/targets", None).await;
+    assert_eq!(list, json!([]), "nothing half-written");
+
+    // Created: secrets shown only as set.
+    let (st, t) = post(sftp(json!({"password": PASSWORD}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    assert_eq!(
+        t["secrets"],
+        json!({"password": true, "private_key": false, "passphrase": false})
+    );
+    assert_eq!(t["summary"], "sftp deliver@sftp.example.net:22/in");
+    assert!(t["target"].get("password").is_none(), "{t}");
+    assert_eq!(t["target"]["port"], 22, "defaults filled");
+    let id = t["id"].as_i64().unwrap();
+    let (st, e) = post(sftp(json!({"password": PASSWORD}))).await;
+    assert_eq!(
+        (st, e["field"].as_str()),
+        (StatusCode::CONFLICT, Some("name"))
+    );
+
+    // Update: a secret left out keeps its value; `null` clears it.
+    let url = format!("/api/v1/targets/{id}");
+    let put = |body: Value| s.call(Method::PUT, &url, Some(body));
+    let (st, t) = put(sftp(json!({"port": 2222}))).await;
+    assert_eq!(st, StatusCode::OK, "{t}");
+    assert_eq!(
+        (
+            t["target"]["port"].clone(),
+            t["secrets"]["password"].clone()
+        ),
+        (json!(2222), json!(true))
+    );
+    let (st, e) = put(sftp(json!({"private_key": KEY}))).await;
+    assert_eq!(
+        (st, e["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("target.password"))
+    );
+    let (st, t) = put(sftp(
+        json!({"private_key": KEY, "password": null, "passphrase": PASSPHRASE}),
+    ))
+    .await;
+    assert_eq!(st, StatusCode::OK, "{t}");
+    assert_eq!(
+        t["secrets"],
+        json!({"password": false, "private_key": true, "passphrase": true})
+    );
+    let (st, _) = s
+        .call(Method::PUT, "/api/v1/targets/999", Some(sftp(json!({}))))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // At rest the secrets are ciphertext.
+    let db = std::fs::read(app.data.path().join("data/dispatch.sqlite")).unwrap();
+    let wal = std::fs::read(app.data.path().join("data/dispatch.sqlite-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(PASSWORD)
+                && !text.contains(PASSPHRASE)
+                && !text.contains("secretkeymaterial"),
+            "a secret in the database file"
+        );
+    }
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(app.data.path().join("data/secret.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(key_mode & 0o777, 0o600);
+
+    // Delete is refused while a poller uses it, naming the poller.
+    let (st, _) = s.upload(std::fs::read(plugin_file("dir")).unwrap()).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let mut p = poller_body("uses_sftp");
+    p["target"] = json!("sftp1");
+    p["agents"] = json!([]);
+    let (st, p) = s.call(Method::POST, "/api/v1/pollers", Some(p)).await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    let (_, t) = s
+        .call(Method::GET, &format!("/api/v1/targets/{id}"), None)
+        .await;
+    assert_eq!(t["pollers"], json!(["uses_sftp"]));
+    let (st, e) = s
+        .call(Method::DELETE, &format!("/api/v1/targets/{id}"), None)
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert!(e["error"].as_str().unwrap().contains("uses_sftp"), "{e}");
+    let pid = p["id"].as_i64().unwrap();
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/api/v1/pollers/{pid}"), None)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/api/v1/targets/{id}"), None)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = s
+        .call(Method::GET, &format!("/api/v1/targets/{id}"), None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_carries_the_target_and_settings_to_its_agent_only() {
+    let app = App::start().await;
+    let (s, edge1, edge2) = setup(&app).await;
+    let (st, p) = s
+        .call(Method::POST, "/api/v1/pollers", Some(poller_body("p1")))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    let config = |token: String| {
+        let app = &app;
+        async move {
+            let res = app
+                .agent(Method::GET, "/api/v1/agent/config", &token, None)
+                .await;
+            assert_eq!(res.status(), StatusCode::OK);
+            (
+                res.headers()["etag"].to_str().unwrap().to_string(),
+                res.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (_, other) = config(edge2.clone()).await;
+    assert_eq!(other["pollers"], json!([]));
+    assert!(!other.to_string().contains(PASSWORD));
+    let (etag, cfg) = config(edge1.clone()).await;
+    assert_eq!(cfg["pollers"][0]["target"]["password"], PASSWORD);
+
+    // Agent settings: validated, the SMTP password kept apart and never shown.
+    let (_, agents) = s.call(Method::GET, "/api/v1/agents", None).await;
+    let id = agents[0]["id"].as_i64().unwrap();
+    let url = format!("/api/v1/agents/{id}/settings");
+    let (st, view) = s.call(Method::GET, &url, None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(view["failures_before_disable"], 5);
+    let smtp = json!({"host": "mail.example.net", "from": "dispatch@example.net",
+        "to": ["ops@example.net"], "password": PASSPHRASE});
+    let (st, e) = s
+        .call(Method::PUT, &url, Some(json!({"rescan_interval": "soon"})))
+        .await;
+    assert_eq!(
+        (st, e["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("rescan_interval")),
+        "{e}"
+    );
+    let (st, e) = s
+        .call(Method::PUT, &url, Some(json!({"retry": {"jitter": 2.0}})))
+        .await;
+    assert_eq!(
+        (st, e["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("retry.jitter")),
+        "{e}"
+    );
+    let (st, view) = s
+        .call(
+            Method::PUT,
+            &url,
+            Some(json!({"rescan_interval": "30s", "alerts": {"smtp": smtp}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{view}");
+    assert_eq!(view["secrets"]["alerts.smtp.password"], true);
+    assert!(view["alerts"]["smtp"].get("password").is_none(), "{view}");
+    let mut again = view.clone();
+    again["poll_timeout"] = json!("7s");
+    let (st, view) = s.call(Method::PUT, &url, Some(again)).await;
+    assert_eq!(st, StatusCode::OK, "{view}");
+    assert_eq!(view["secrets"]["alerts.smtp.password"], true, "kept");
+
+    // The agent's config changed with it (new ETag), password included.
+    let (etag2, cfg) = config(edge1.clone()).await;
+    assert_ne!(etag, etag2);
+    assert_eq!(cfg["settings"]["rescan_interval"], "30s");
+    assert_eq!(cfg["settings"]["poll_timeout"], "7s");
+    assert_eq!(cfg["settings"]["alerts"]["smtp"]["password"], PASSPHRASE);
+    let (_, other) = config(edge2).await;
+    assert!(
+        !other.to_string().contains(PASSPHRASE),
+        "edge2's settings are its own"
+    );
+
+    // Editing the target reaches the agent.
+    let tid = cfg["pollers"][0]["target"].clone();
+    assert_eq!(tid["host"], "aspera.example.net");
+    let (_, targets) = s.call(Method::GET, "/api/v1/targets", None).await;
+    let target_id = targets[0]["id"].as_i64().unwrap();
+    let mut body = aspera_target();
+    body["target"]["host"] = json!("aspera2.example.net");
+    body["target"].as_object_mut().unwrap().remove("password");
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            &format!("/api/v1/targets/{target_id}"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, cfg) = config(edge1).await;
+    assert_eq!(cfg["pollers"][0]["target"]["host"], "aspera2.example.net");
+    assert_eq!(cfg["pollers"][0]["target"]["password"], PASSWORD);
+
+    // `null` clears the SMTP password.
+    let mut smtp = smtp;
+    smtp["password"] = Value::Null;
+    let (st, view) = s
+        .call(Method::PUT, &url, Some(json!({"alerts": {"smtp": smtp}})))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{view}");
+    assert_eq!(view["secrets"]["alerts.smtp.password"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_targets_of_old_pollers_become_records_at_start() {
+    let app = App::start().await;
+    let (s, edge1, _) = setup(&app).await;
+    // A poller as the previous version stored it: its target inline.
+    let plugin: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = 'dir'")
+        .fetch_one(&app.state.pool)
+        .await
+        .unwrap();
+    let poller: i64 = sqlx::query_scalar(
+        "INSERT INTO pollers (name, path, plugin_id, transfer_kind, destination, speed_mbps, enabled, created_at, updated_at)
+         VALUES ('old_news', '/srv/old', ?, 'local', '/srv/copies', 80, 1, 0, 0) RETURNING id",
+    )
+    .bind(plugin)
+    .fetch_one(&app.state.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO poller_agents (poller_id, agent_id) SELECT ?, id FROM agents WHERE name = 'edge1'")
+        .bind(poller)
+        .execute(&app.state.pool)
+        .await
+        .unwrap();
+    // The next start moves it.
+    let again = dispatch_web::AppState::open(dispatch_web::Settings {
+        data_dir: app.data.path().join("data"),
+        database_url: None,
+        secret_key: None,
+        upload_limit: 1 << 20,
+        secure_cookies: false,
+    })
+    .await
+    .unwrap();
+    drop(again);
+    let (_, p) = s
+        .call(Method::GET, &format!("/api/v1/pollers/{poller}"), None)
+        .await;
+    assert_eq!(p["target"], "old_news", "{p}");
+    assert_eq!(p["target_summary"], "local /srv/copies");
+    let res = app
+        .agent(Method::GET, "/api/v1/agent/config", &edge1, None)
+        .await;
+    let cfg: Value = res.json().await.unwrap();
+    let old = cfg["pollers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "old_news")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        old["target"],
+        json!({"kind": "local", "destination": "/srv/copies",
+        "verify_sha256": false, "rate_limit_mbps": 80.0, "fsync": true})
+    );
+}
+
+/// A heartbeat's answer: the commands (`{"commands": [...]}`).
+async fn beat(app: &App, token: &str, hb: Value) -> Vec<Value> {
+    let res = app
+        .agent(Method::POST, "/api/v1/agent/heartbeat", token, Some(hb))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let reply: Value = res.json().await.unwrap();
+    reply["commands"].as_array().unwrap().clone()
+}
+
+/// An agent's view in `/api/v1/agents`.
+async fn agent_view(s: &Session<'_>, name: &str) -> Value {
+    let (_, agents) = s.call(Method::GET, "/api/v1/agents", None).await;
+    agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap()
+        .clone()
+}
+
+/// A page's HTML, logged in.
+async fn page(app: &App, s: &Session<'_>, path: &str) -> String {
+    let res = app
+        .http
+        .get(app.url(path))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "{path}");
+    res.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_each_pollers_state_and_hand_out_commands() {
+    let app = App::start().await;
+    let (s, edge1, edge2) = setup(&app).await;
+    let (st, p1) = s
+        .call(Method::POST, "/api/v1/pollers", Some(poller_body("p1")))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{p1}");
+    let mut both = poller_body("p2");
+    both["agents"] = json!(["edge1", "edge2"]);
+    let (st, p2) = s.call(Method::POST, "/api/v1/pollers", Some(both)).await;
+    assert_eq!(st, StatusCode::CREATED, "{p2}");
+    let (p1, p2) = (p1["id"].as_i64().unwrap(), p2["id"].as_i64().unwrap());
+
+    // A person enabled them: one command per agent the poller runs on
+    // (made here too, in case the enable action does not make it yet).
+    let pool = &app.state.pool;
+    for id in [p1, p2] {
+        let (st, _) = s
+            .call(Method::POST, &format!("/api/v1/pollers/{id}/enable"), None)
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        dispatch_web::api::agent::enable_command(pool, id)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        dispatch_web::api::agent::enable_command(pool, p2)
+            .await
+            .unwrap(),
+        0,
+        "not twice while open"
+    );
+
+    // p1 by its id, p2 by name only (an older agent).
+    let until = dispatch_web::now_ms() + 3_600_000;
+    let hb = json!({"version": "0.2.0", "host_name": "media-01", "config_etag": "\"e1\"",
+    "config_error": "module dir 9.9.9 did not verify",
+    "pollers": [
+        {"id": p1.to_string(), "name": "p1", "consecutive_errors": 5, "disabled": true,
+         "disabled_until": until, "reason": "disk full", "plugin_version": "0.1.0"},
+        {"name": "p2", "consecutive_errors": 1, "reason": "timeout",
+         "config_error": "bad parameter markers"},
+    ]});
+    let commands = beat(&app, &edge1, hb.clone()).await;
+    let kinds: Vec<(String, String)> = commands
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().into(),
+                c["poller_id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("enable".into(), p1.to_string()),
+            ("enable".into(), p2.to_string())
+        ]
+    );
+    assert!(commands.iter().all(|c| c["id"].is_string()));
+
+    let a = agent_view(&s, "edge1").await;
+    assert_eq!(
+        (a["config_error"].clone(), a["config_etag"].clone()),
+        (json!("module dir 9.9.9 did not verify"), json!("\"e1\""))
+    );
+    let states = a["poller_states"].as_array().unwrap();
+    assert_eq!(states.len(), 2);
+    assert_eq!(
+        (
+            states[0]["poller"].clone(),
+            states[0]["consecutive_errors"].clone(),
+            states[0]["disabled"].clone(),
+            states[0]["disabled_until"].clone(),
+            states[0]["reason"].clone(),
+            states[0]["plugin_version"].clone()
+        ),
+        (
+            json!("p1"),
+            json!(5),
+            json!(true),
+            json!(until),
+            json!("disk full"),
+            json!("0.1.0")
+        )
+    );
+    assert_eq!(states[1]["config_error"], "bad parameter markers");
+    // The poller's own columns, as before, for the pages that read them.
+    let (_, v) = s
+        .call(Method::GET, &format!("/api/v1/pollers/{p1}"), None)
+        .await;
+    assert_eq!(
+        (
+            v["consecutive_errors"].clone(),
+            v["disabled_by_agent"].clone()
+        ),
+        (json!(5), json!("edge1"))
+    );
+
+    // Done commands are not handed out again; another agent's are not
+    // its to close.
+    let edge2_cmds = beat(&app, &edge2, json!({"version": "0.2.0", "host_name": "b"})).await;
+    assert_eq!(edge2_cmds.len(), 1);
+    let mut done = hb.clone();
+    done["done"] = json!([commands[0]["id"], edge2_cmds[0]["id"], "not-a-number"]);
+    let left = beat(&app, &edge1, done).await;
+    assert_eq!(left, commands[1..].to_vec());
+    assert_eq!(beat(&app, &edge1, hb.clone()).await, commands[1..].to_vec());
+    assert_eq!(
+        beat(&app, &edge2, json!({"version": "0.2.0", "host_name": "b"})).await,
+        edge2_cmds
+    );
+
+    // The pages say it: the agent's page, the list, the dashboard.
+    let id = a["id"].as_i64().unwrap();
+    let html = page(&app, &s, &format!("/agents/{id}")).await;
+    for text in [
+        "disk full",
+        "module dir 9.9.9 did not verify",
+        "bad parameter markers",
+        "0.1.0",
+        "Disabled by agent",
+        "reset the breaker of poller p2",
+    ] {
+        assert!(html.contains(text), "{text} missing from the agent page");
+    }
+    let html = page(&app, &s, "/agents").await;
+    assert!(html.contains("Configuration not applied: module dir 9.9.9"));
+    let html = page(&app, &s, "/live/dashboard").await;
+    assert!(html.contains("Configuration not applied: module dir 9.9.9"));
+    assert!(html.contains("on edge1; 5 failures in a row"), "{html}");
+
+    // A poller taken away from the agent: its state goes with it.
+    sqlx::query("DELETE FROM poller_agents WHERE poller_id = ? AND agent_id = ?")
+        .bind(p2)
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+    beat(&app, &edge1, hb).await;
+    let a = agent_view(&s, "edge1").await;
+    assert_eq!(a["poller_states"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_request_becomes_a_command_for_its_agent_only() {
+    let app = App::start().await;
+    let (s, edge1, edge2) = setup(&app).await;
+    let t0 = 1_700_000_000_000i64;
+    // The same transfer id on both agents: two different transfers.
+    for token in [&edge1, &edge2] {
+        let batch = json!({"events": [event("e1", "t1", "A/x.mxf", "error", t0)]});
+        let res = app
+            .agent(Method::POST, "/api/v1/agent/events", token, Some(batch))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let (_, found) = s
+        .call(Method::GET, "/api/v1/transfers?agent=edge1", None)
+        .await;
+    let row = found["items"][0]["id"].as_i64().unwrap();
+    let retry = || async {
+        app.http
+            .post(app.url(&format!("/transfers/{row}/retry")))
+            .header("cookie", &s.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={}", s.csrf))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert!(retry().await.is_success());
+    assert!(retry().await.is_success(), "asked twice");
+    let hb = json!({"version": "0.2.0", "host_name": "h"});
+    let commands = beat(&app, &edge1, hb.clone()).await;
+    assert_eq!(commands.len(), 1, "one command, not two: {commands:?}");
+    assert_eq!(
+        (
+            commands[0]["kind"].clone(),
+            commands[0]["transfer_id"].clone()
+        ),
+        (json!("retry"), json!("t1"))
+    );
+    assert_eq!(beat(&app, &edge2, hb.clone()).await, Vec::<Value>::new());
+    // Commands never go into the configuration.
+    let cfg = app
+        .agent(Method::GET, "/api/v1/agent/config", &edge1, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !cfg.contains("retry_now") && !cfg.contains("\"t1\""),
+        "{cfg}"
+    );
+    // The transfer starts again: the retry is done, said or not.
+    let batch = json!({"events": [event("e2", "t1", "A/x.mxf", "started", t0 + 10)]});
+    app.agent(Method::POST, "/api/v1/agent/events", &edge1, Some(batch))
+        .await;
+    assert_eq!(beat(&app, &edge1, hb).await, Vec::<Value>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_a_newer_agent_sends_are_accepted() {
+    let app = App::start().await;
+    let (s, edge1, _) = setup(&app).await;
+    let mut e = event("e1", "t1", "A/x.mxf", "queued", 1_700_000_000_000);
+    e["checksum"] = json!({"sha256": "ab"});
+    e["poller_id"] = json!("7");
+    let res = app
+        .agent(
+            Method::POST,
+            "/api/v1/agent/events",
+            &edge1,
+            Some(json!({"events": [e], "batch_no": 3})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["accepted"], 1);
+    let hb = json!({"version": "9.0.0", "host_name": "h", "gpu": {"n": 1}, "done": [],
+        "pollers": [{"name": "p9", "temperature": 3, "disabled_until": null, "consecutive_errors": 2}]});
+    assert!(beat(&app, &edge1, hb).await.is_empty());
+    // Agents send the list only when it changed: none means "as before".
+    assert!(
+        beat(&app, &edge1, json!({"version": "9.0.0", "host_name": "h"}))
+            .await
+            .is_empty()
+    );
+    let html = page(&app, &s, "/live/dashboard").await;
+    assert!(html.contains("2 failures in a row on edge1"), "{html}");
+    // Still refused: what the app cannot store.
+    let mut bad = event("e2", "t2", "x", "queued", 1);
+    bad["id"] = json!("");
+    let res = app
+        .agent(
+            Method::POST,
+            "/api/v1/agent/events",
+            &edge1,
+            Some(json!({"events": [bad]})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.json::<Value>().await.unwrap()["field"], "events[0].id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_is_seeded_once_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = App::start().await;
+    let pool = &app.state.pool;
+    for plugin in ["dir", "google"] {
+        dispatch_web::register_file(&app.state, &plugin_file(plugin))
+            .await
+            .unwrap();
+    }
+    let token = app.data.path().join("local.token");
+    dispatch_web::ensure_local_agent(pool, "local", &token)
+        .await
+        .unwrap();
+    let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let demo = app.data.path().join("demo");
+    assert!(
+        dispatch_web::demo::seed(&app.state, "local", &demo)
+            .await
+            .unwrap()
+    );
+    assert!(demo.join("outgoing/google").is_dir() && demo.join("delivered/dir").is_dir());
+    let rows: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT p.name, t.name, p.enabled FROM pollers p JOIN targets t ON t.id = p.target_id
+         JOIN poller_agents pa ON pa.poller_id = p.id JOIN agents a ON a.id = pa.agent_id
+         WHERE a.name = 'local' ORDER BY p.name",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("demo_dir".into(), "demo-dir".into(), true),
+            ("demo_google".into(), "demo-google".into(), true)
+        ]
+    );
+    // The agent gets them, with absolute paths.
+    let tok = std::fs::read_to_string(&token).unwrap();
+    let cfg: Value = app
+        .agent(Method::GET, "/api/v1/agent/config", tok.trim(), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cfg["pollers"].as_array().unwrap().len(), 2, "{cfg}");
+    assert!(cfg["pollers"][0]["path"].as_str().unwrap().starts_with('/'));
+
+    // A person changes one and deletes the other: a restart keeps that,
+    // and the token too.
+    sqlx::query("UPDATE pollers SET stability_secs = 42 WHERE name = 'demo_dir'")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM pollers WHERE name = 'demo_google'")
+        .execute(pool)
+        .await
+        .unwrap();
+    dispatch_web::ensure_local_agent(pool, "local", &token)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&token).unwrap(), tok);
+    assert!(
+        !dispatch_web::demo::seed(&app.state, "local", &demo)
+            .await
+            .unwrap()
+    );
+    let left: Vec<(String, f64)> = sqlx::query_as("SELECT name, stability_secs FROM pollers")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, [("demo_dir".into(), 42.0)]);
 }

@@ -293,8 +293,79 @@ async fn a_person_runs_dispatch_from_the_browser() {
     let row = text(&c, "tr[data-agent=edge1]").await;
     assert!(row.contains("Offline") && row.contains("never"), "{row}");
 
-    // Pollers: the plugin's fields come from its schema; errors sit beside
+    // The agent's settings: checked by the protocol's rules; the SMTP
+    // password is never shown back.
+    click(&c, "tr[data-agent=edge1] a").await;
+    click(&c, "#settings").await;
+    wait_text(&c, "h1", "Settings of agent edge1").await;
+    fill(&c, "#f-rescan_interval", "soon").await;
+    click(&c, "#save").await;
+    let err = wait_text(&c, "#f-rescan_interval-error", "soon").await;
+    assert!(err.contains("not a duration"), "{err}");
+    fill(&c, "#f-rescan_interval", "30s").await;
+    click(&c, "#smtp_on").await;
+    fill(&c, "#f-alerts-smtp-host", "mail.example").await;
+    fill(&c, "#f-alerts-smtp-from", "dispatch@example").await;
+    fill(&c, "#f-alerts-smtp-to", "ops@example, tv@example").await;
+    fill(&c, "#f-alerts-smtp-password", "Mail-Pw-77").await;
+    click(&c, "#save").await;
+    wait_text(&c, "#notice", "Settings saved").await;
+    let to = c.find(Locator::Css("#f-alerts-smtp-to")).await.unwrap();
+    assert_eq!(
+        to.prop("value").await.unwrap().as_deref(),
+        Some("ops@example tv@example")
+    );
+    let page = c.source().await.unwrap();
+    assert!(page.contains("set — leave empty to keep") && !page.contains("Mail-Pw-77"));
+    shot(&c, "agent-settings").await;
+
+    // Targets: the form draws every setting of the kind; errors sit beside
     // their field; secrets are never shown back.
+    c.goto(&format!("{base}/targets/new")).await.unwrap();
+    c.find(Locator::Css("#kind"))
+        .await
+        .unwrap()
+        .select_by_value("s3")
+        .await
+        .unwrap();
+    wait_text(&c, "#target-settings", "bucket").await;
+    c.find(Locator::Css("#kind"))
+        .await
+        .unwrap()
+        .select_by_value("aspera")
+        .await
+        .unwrap();
+    wait_text(&c, "#target-settings", "aspera settings").await;
+    fill(&c, "#name", "aspera1").await;
+    fill(&c, "#f-host", "aspera.example").await;
+    fill(&c, "#f-user", "newsroom").await;
+    click(&c, "#save").await;
+    let err = wait_text(&c, "#f-password-error", "exactly one").await;
+    assert!(err.contains("ssh_key"), "{err}");
+    assert!(text(&c, "#form-error").await.contains("Not saved"));
+    let name = c.find(Locator::Css("#name")).await.unwrap();
+    assert_eq!(
+        name.prop("value").await.unwrap().as_deref(),
+        Some("aspera1")
+    );
+    shot(&c, "target-form-error").await;
+    fill(&c, "#f-password", "S3cret-Word").await;
+    click(&c, "#save").await;
+    wait_text(&c, "#notice", "Target created").await;
+    let row = text(&c, "tr[data-target=aspera1]").await;
+    assert!(row.contains("newsroom@aspera.example"), "{row}");
+    assert!(!c.source().await.unwrap().contains("S3cret-Word"));
+    shot(&c, "targets").await;
+    click(&c, "tr[data-target=aspera1] a").await;
+    wait_text(&c, "h1", "Edit target aspera1").await;
+    let pw = c.find(Locator::Css("#f-password")).await.unwrap();
+    assert_eq!(pw.prop("value").await.unwrap().as_deref(), Some(""));
+    let page = c.source().await.unwrap();
+    assert!(page.contains("set — leave empty to keep") && !page.contains("S3cret-Word"));
+    shot(&c, "target-edit").await;
+
+    // Pollers: the plugin's fields come from its schema; errors sit beside
+    // their field; the target is chosen from the list.
     c.goto(&format!("{base}/pollers/new")).await.unwrap();
     let params = text(&c, "#plugin-params").await;
     assert!(params.contains("dir settings") && params.contains("markers"));
@@ -304,24 +375,38 @@ async fn a_person_runs_dispatch_from_the_browser() {
             .is_ok()
     );
     fill(&c, "#name", "news").await;
-    fill(&c, "#path", "/srv/news").await;
-    fill(&c, "#host", "aspera.example").await;
-    fill(&c, "#username", "newsroom").await;
+    fill(&c, "#path", "srv/news").await;
     click(&c, "input[name=agents][value=edge1]").await;
     click(&c, "#save").await;
-    let err = wait_text(&c, "#password-error", "exactly one").await;
-    assert!(err.contains("password or an SSH key"), "{err}");
+    let err = wait_text(&c, "#target-error", "required").await;
+    assert!(err.contains("target"), "{err}");
     assert!(text(&c, "#form-error").await.contains("Not saved"));
-    // What was typed is kept, apart from secrets.
+    // What was typed is kept.
     let name = c.find(Locator::Css("#name")).await.unwrap();
     assert_eq!(name.prop("value").await.unwrap().as_deref(), Some("news"));
     shot(&c, "poller-form-error").await;
-    fill(&c, "#password", "S3cret-Word").await;
+    c.find(Locator::Css("#target"))
+        .await
+        .unwrap()
+        .select_by_value("aspera1")
+        .await
+        .unwrap();
+    click(&c, "#save").await;
+    let err = wait_text(&c, "#path-error", "absolute").await;
+    assert!(err.contains("srv/news"), "{err}");
+    fill(&c, "#path", "/srv/news").await;
     click(&c, "#save").await;
     wait_text(&c, "#notice", "Poller created").await;
     assert_eq!(text(&c, "#poller-state").await, "Disabled");
-    assert!(text(&c, "dl.facts").await.contains("Password\nset"));
-    assert!(!c.source().await.unwrap().contains("S3cret-Word"));
+    assert!(text(&c, "#poller-target").await.contains("aspera1"));
+    // A target in use cannot be deleted.
+    c.goto(&format!("{base}/targets")).await.unwrap();
+    click(&c, "#delete-aspera1").await;
+    let refusal = wait_text(&c, "#page-error", "Cannot delete").await;
+    assert!(refusal.contains("news"), "{refusal}");
+    c.goto(&format!("{base}/pollers")).await.unwrap();
+    click(&c, "tr[data-poller=news] a").await;
+    wait_text(&c, "h1", "Poller news").await;
     click(&c, "#enable").await;
     wait_text(&c, "#notice", "Poller enabled").await;
     assert_eq!(text(&c, "#poller-state").await, "Enabled");
@@ -336,8 +421,11 @@ async fn a_person_runs_dispatch_from_the_browser() {
     assert_eq!(text(&c, "#poller-state").await, "Disabled");
     assert!(c.source().await.unwrap().contains("maintenance window"));
     click(&c, "#edit").await;
-    let pw = c.find(Locator::Css("#password")).await.unwrap();
-    assert_eq!(pw.prop("value").await.unwrap().as_deref(), Some(""));
+    let target = c.find(Locator::Css("#target")).await.unwrap();
+    assert_eq!(
+        target.prop("value").await.unwrap().as_deref(),
+        Some("aspera1")
+    );
     assert!(!c.source().await.unwrap().contains("S3cret-Word"));
     shot(&c, "poller-edit").await;
     c.goto(&format!("{base}/pollers")).await.unwrap();
@@ -471,16 +559,23 @@ async fn a_person_runs_dispatch_from_the_browser() {
     assert!(row.contains("EP102.mxf") && row.contains("Retry now"));
     click(&c, "#results button[type=submit]").await;
     wait_text(&c, "#results", "retry requested").await;
-    let cfg: Value = reqwest::Client::new()
-        .get(format!("{base}/api/v1/agent/config"))
+    // The agent hears of it in its next heartbeat's answer.
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{base}/api/v1/agent/heartbeat"))
         .bearer_auth(&token)
+        .json(&json!({"version": "0.1.0", "host_name": "h"}))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(cfg["retry_now"], json!(["t2"]), "{cfg}");
+    let retry = &reply["commands"][0];
+    assert_eq!(
+        (retry["kind"].clone(), retry["transfer_id"].clone()),
+        (json!("retry"), json!("t2")),
+        "{reply}"
+    );
     shot(&c, "transfers-retry").await;
 
     // Statistics over the range.

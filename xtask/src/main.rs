@@ -114,7 +114,14 @@ fn main() -> Result<()> {
             // The workspace's package set, so the test build is reused.
             cmd.args(["bench", "--workspace"]);
             exclude_test_plugins(&mut cmd);
-            cmd.args(["--bench", "poller", "--bench", "engine", "--bench", "connected"]);
+            cmd.args([
+                "--bench",
+                "poller",
+                "--bench",
+                "engine",
+                "--bench",
+                "connected",
+            ]);
             if !args.is_empty() {
                 cmd.arg("--").args(args);
             }
@@ -234,8 +241,16 @@ impl Workspace {
         self.build_components(TEST_PLUGINS, &self.test_plugin_dir())?;
         for (krate, feature, name) in TEST_PLUGIN_VARIANTS {
             let mut cmd = self.cargo();
-            cmd.args(["build", "--profile", "plugin", "--target", WASM_TARGET, "-p", krate])
-                .args(["--features", feature]);
+            cmd.args([
+                "build",
+                "--profile",
+                "plugin",
+                "--target",
+                WASM_TARGET,
+                "-p",
+                krate,
+            ])
+            .args(["--features", feature]);
             run(&mut cmd)?;
             let built = self
                 .target

@@ -1,5 +1,8 @@
 //! What agents call, with their bearer token: their configuration (ETag +
-//! long poll), transfer events (idempotent batches), heartbeats.
+//! long poll), transfer events (idempotent batches), heartbeats (whose
+//! answer carries the commands people gave). The JSON types are
+//! `dispatch_protocol`'s, which accept fields they do not know, so a newer
+//! agent is never refused for a field this app does not know yet.
 
 use crate::AppState;
 use crate::auth::Agent;
@@ -9,52 +12,17 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use dispatch_protocol::{
+    Command, EVENT_KINDS, Event, EventBatch, Heartbeat, HeartbeatReply, Ingested, PollerState,
+};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AgentConfig {
-    pub agent: String,
-    pub pollers: Vec<AgentPoller>,
-    /// Failed transfers (their `transfer_id`) a person asked to retry now.
-    pub retry_now: Vec<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AgentPoller {
-    pub name: String,
-    pub path: String,
-    pub plugin: String,
-    pub plugin_version: String,
-    /// Fetch the module at `/api/v1/plugins/{sha256}`.
-    pub plugin_sha256: String,
-    pub params: BTreeMap<String, String>,
-    pub enabled: bool,
-    pub max_transfers: i64,
-    pub stability_secs: f64,
-    pub excludes: Vec<String>,
-    pub target: AgentTarget,
-}
-
-/// Everything needed to transfer, secrets included (this agent only).
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AgentTarget {
-    pub kind: String,
-    pub host: String,
-    pub username: String,
-    pub password: Option<String>,
-    pub ssh_key: Option<String>,
-    pub port: i64,
-    pub destination: String,
-    pub rate_limit_mbps: f64,
-    pub encrypt: bool,
-    pub passphrase: Option<String>,
-}
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct ConfigQuery {
@@ -62,92 +30,34 @@ pub struct ConfigQuery {
     pub wait: Option<u64>,
 }
 
-async fn build_config(state: &AppState, agent: &Agent) -> ApiResult<AgentConfig> {
-    let rows = sqlx::query(
-        "SELECT p.*, pl.name AS plugin_name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id
-         JOIN plugins pl ON pl.id = p.plugin_id WHERE pa.agent_id = ? ORDER BY p.name",
-    )
-    .bind(agent.id)
-    .fetch_all(&state.pool)
-    .await?;
-    let mut pollers = Vec::new();
-    for r in rows {
-        let version_id: Option<i64> = r.get("plugin_version_id");
-        let (version, sha) = match version_id {
-            Some(id) => {
-                let v = sqlx::query("SELECT version, sha256 FROM plugin_versions WHERE id = ?")
-                    .bind(id)
-                    .fetch_one(&state.pool)
-                    .await?;
-                (v.get("version"), v.get("sha256"))
-            }
-            None => match super::plugins::latest_version(&state.pool, r.get("plugin_id")).await? {
-                Some((_, v, s)) => (v, s),
-                None => continue,
-            },
-        };
-        let secret =
-            |col: &str, field: &str| -> ApiResult<Option<String>> {
-                match r.get::<Option<Vec<u8>>, _>(col) {
-                    None => Ok(None),
-                    Some(blob) => state.crypto.decrypt(field, &blob).map(Some).map_err(|e| {
-                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                    }),
-                }
-            };
-        pollers.push(AgentPoller {
-            name: r.get("name"),
-            path: r.get("path"),
-            plugin: r.get("plugin_name"),
-            plugin_version: version,
-            plugin_sha256: sha,
-            params: serde_json::from_str(r.get("params_json")).unwrap_or_default(),
-            enabled: r.get("enabled"),
-            max_transfers: r.get("max_transfers"),
-            stability_secs: r.get("stability_secs"),
-            excludes: r
-                .get::<String, _>("excludes")
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
-            target: AgentTarget {
-                kind: r.get("transfer_kind"),
-                host: r.get("host"),
-                username: r.get("username"),
-                password: secret("password_enc", "password")?,
-                ssh_key: secret("ssh_key_enc", "ssh_key")?,
-                port: r.get("port"),
-                destination: r.get("destination"),
-                rate_limit_mbps: r.get("speed_mbps"),
-                encrypt: r.get("encrypt"),
-                passphrase: secret("passphrase_enc", "passphrase")?,
-            },
-        });
-    }
-    let retry_now = sqlx::query_scalar(
-        "SELECT transfer_id FROM transfers WHERE agent_id = ? AND status = 'Error' AND retry_requested_at IS NOT NULL ORDER BY id",
-    )
-    .bind(agent.id)
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(AgentConfig {
-        agent: agent.name.clone(),
-        pollers,
-        retry_now,
-    })
-}
-
 fn etag_of(body: &[u8]) -> String {
     format!("\"{}\"", &hex::encode(Sha256::digest(body))[..32])
 }
 
-/// This agent's pollers and what they need. With `If-None-Match` equal to
-/// the current ETag: 304, or with `?wait=N`, an answer as soon as the
+/// The agent's configuration as served, and its ETag.
+async fn rendered(state: &AppState, agent: &Agent) -> ApiResult<(Vec<u8>, String)> {
+    let cfg = crate::agent_config::build(state, agent).await?;
+    let body = serde_json::to_vec(&cfg).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot serialize agent {}'s configuration: {e}", agent.name),
+        )
+    })?;
+    let etag = etag_of(&body);
+    Ok((body, etag))
+}
+
+/// The ETag the agent's configuration has now: equal to the one its
+/// heartbeat sent when it runs the newest.
+pub async fn current_etag(state: &AppState, agent: &Agent) -> ApiResult<String> {
+    Ok(rendered(state, agent).await?.1)
+}
+
+/// This agent's settings and pollers. With `If-None-Match` equal to the
+/// current ETag: 304, or with `?wait=N`, an answer as soon as the
 /// configuration changes (304 after N seconds if it does not).
 #[utoipa::path(get, path = "/api/v1/agent/config", tag = "agent", params(ConfigQuery),
-    responses((status = 200, body = AgentConfig), (status = 304), (status = 401, body = crate::error::ErrorBody)),
+    responses((status = 200, body = dispatch_protocol::AgentConfig), (status = 304), (status = 401, body = crate::error::ErrorBody)),
     security(("agent_token" = [])))]
 pub async fn config(
     State(state): State<Arc<AppState>>,
@@ -163,10 +73,7 @@ pub async fn config(
     let mut changes = state.config_version.subscribe();
     loop {
         changes.borrow_and_update();
-        let cfg = build_config(&state, &agent).await?;
-        let body = serde_json::to_vec(&cfg)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let etag = etag_of(&body);
+        let (body, etag) = rendered(&state, &agent).await?;
         if known.as_deref() != Some(etag.as_str()) {
             return Ok((
                 [
@@ -191,38 +98,28 @@ pub async fn config(
         .into_response())
 }
 
-/// One transfer event; `id` is chosen by the agent and makes ingest
-/// idempotent.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EventIn {
-    pub id: String,
-    pub transfer_id: String,
-    pub poller: String,
-    pub path: String,
-    /// queued, started, progress, complete, error, cancelled
-    pub event: String,
-    pub size: Option<i64>,
-    #[serde(default)]
-    pub bytes_done: i64,
-    #[serde(default)]
-    pub attempt: i64,
-    pub error: Option<String>,
-    /// Milliseconds since the epoch.
-    pub at: i64,
-    pub host: Option<String>,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EventBatch {
-    pub events: Vec<EventIn>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Ingested {
-    pub accepted: u64,
-    pub duplicates: u64,
+/// Refuses a batch with an unknown event kind or an empty id (the whole
+/// batch: nothing of it is ingested).
+fn check_events(batch: &EventBatch) -> ApiResult<()> {
+    for (i, e) in batch.events.iter().enumerate() {
+        if !EVENT_KINDS.contains(&e.event.as_str()) {
+            return Err(ApiError::bad(
+                &format!("events[{i}].event"),
+                format!(
+                    "`{}` is not an event kind (one of {})",
+                    e.event,
+                    EVENT_KINDS.join(", ")
+                ),
+            ));
+        }
+        if e.id.is_empty() || e.transfer_id.is_empty() {
+            return Err(ApiError::bad(
+                &format!("events[{i}].id"),
+                "ids must not be empty",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Ingest a batch of transfer events in one transaction; events already
@@ -235,23 +132,7 @@ pub async fn events(
     body: Result<Json<EventBatch>, JsonRejection>,
 ) -> ApiResult<Json<Ingested>> {
     let Json(batch) = body?;
-    for (i, e) in batch.events.iter().enumerate() {
-        if !matches!(
-            e.event.as_str(),
-            "queued" | "started" | "progress" | "complete" | "error" | "cancelled"
-        ) {
-            return Err(ApiError::bad(
-                &format!("events[{i}].event"),
-                format!("`{}` is not an event kind", e.event),
-            ));
-        }
-        if e.id.is_empty() || e.transfer_id.is_empty() {
-            return Err(ApiError::bad(
-                &format!("events[{i}].id"),
-                "ids must not be empty",
-            ));
-        }
-    }
+    check_events(&batch)?;
     let (mut accepted, mut duplicates) = (0u64, 0u64);
     let mut tx = state.pool.begin().await?;
     for e in &batch.events {
@@ -291,11 +172,7 @@ pub async fn events(
     }))
 }
 
-async fn apply(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    agent: &Agent,
-    e: &EventIn,
-) -> Result<(), sqlx::Error> {
+async fn apply(tx: &mut Tx<'_>, agent: &Agent, e: &Event) -> Result<(), sqlx::Error> {
     let file_name = e.path.rsplit('/').next().unwrap_or(&e.path);
     let status = match e.event.as_str() {
         "queued" => "Queued",
@@ -338,72 +215,249 @@ async fn apply(
     .bind(e.at)
     .execute(&mut **tx)
     .await?;
+    if matches!(e.event.as_str(), "queued" | "started") {
+        // The transfer is being tried again: a retry asked for it is done,
+        // even when the agent never says so (an agent that ignores commands).
+        sqlx::query(
+            "UPDATE agent_commands SET done_at = ? WHERE agent_id = ? AND kind = 'retry' AND transfer_id = ? AND done_at IS NULL",
+        )
+        .bind(crate::now_ms())
+        .bind(agent.id)
+        .bind(&e.transfer_id)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Heartbeat {
-    pub version: String,
-    pub host_name: String,
-    #[serde(default)]
-    pub pollers: Vec<PollerState>,
-}
-
-/// How a poller is doing on the agent.
-#[derive(Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PollerState {
-    pub name: String,
-    #[serde(default)]
-    pub consecutive_errors: i64,
-    /// Disabled by the agent after too many failures.
-    #[serde(default)]
-    pub disabled: bool,
-    /// Why it is failing or disabled.
-    pub reason: Option<String>,
-}
-
-/// The agent is alive: its version, host name and poller states.
+/// The agent is alive: its version, host name, the configuration it runs
+/// and how each poller does. The answer lists the agent's open commands
+/// (an older agent that ignores the body loses nothing but them).
 #[utoipa::path(post, path = "/api/v1/agent/heartbeat", tag = "agent", request_body = Heartbeat,
-    responses((status = 204), (status = 422, body = crate::error::ErrorBody)), security(("agent_token" = [])))]
+    responses((status = 200, body = HeartbeatReply), (status = 422, body = crate::error::ErrorBody)), security(("agent_token" = [])))]
 pub async fn heartbeat(
     State(state): State<Arc<AppState>>,
     agent: Agent,
     body: Result<Json<Heartbeat>, JsonRejection>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Json<HeartbeatReply>> {
     let Json(hb) = body?;
     let now = crate::now_ms();
     let mut tx = state.pool.begin().await?;
-    sqlx::query("UPDATE agents SET version = ?, host_name = ?, last_seen = ?, poller_states = ? WHERE id = ?")
-        .bind(&hb.version)
-        .bind(&hb.host_name)
-        .bind(now)
-        .bind(serde_json::to_string(&hb.pollers).unwrap_or_default())
-        .bind(agent.id)
-        .execute(&mut *tx)
-        .await?;
+    record_agent(&mut tx, &agent, &hb, now).await?;
     for p in &hb.pollers {
-        // Only pollers assigned to this agent.
-        sqlx::query(
-            "UPDATE pollers SET consecutive_errors = ?,
-                disabled_at = CASE WHEN ? THEN COALESCE(disabled_at, ?) ELSE NULL END,
-                disabled_by_agent = CASE WHEN ? THEN ? ELSE NULL END,
-                disabled_reason = CASE WHEN ? THEN ? ELSE disabled_reason END
-             WHERE name = ? AND id IN (SELECT poller_id FROM poller_agents WHERE agent_id = ?)",
+        if let Some(poller_id) = poller_of(&mut tx, agent.id, p).await? {
+            record_poller(&mut tx, &agent, poller_id, p, now).await?;
+        }
+    }
+    // States of pollers taken away from this agent would show forever.
+    sqlx::query(
+        "DELETE FROM agent_poller_states WHERE agent_id = ?
+         AND poller_id NOT IN (SELECT poller_id FROM poller_agents WHERE agent_id = ?)",
+    )
+    .bind(agent.id)
+    .bind(agent.id)
+    .execute(&mut *tx)
+    .await?;
+    mark_done(&mut tx, agent.id, &hb.done, now).await?;
+    let commands = open_commands(&mut tx, agent.id).await?;
+    tx.commit().await?;
+    Ok(Json(HeartbeatReply { commands }))
+}
+
+/// The agent's own columns; `poller_states` keeps the whole list for the
+/// pollers only the agent knows (its own file's). Agents send the list
+/// only when it changed (and now and then in full), and say so
+/// (`pollers_unchanged`) when they leave it out.
+async fn record_agent(tx: &mut Tx<'_>, agent: &Agent, hb: &Heartbeat, now: i64) -> ApiResult<()> {
+    let states = (!hb.pollers_unchanged)
+        .then(|| serde_json::to_string(&hb.pollers))
+        .transpose()
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot store agent {}'s poller states: {e}", agent.name),
+            )
+        })?;
+    sqlx::query(
+        "UPDATE agents SET version = ?, host_name = ?, last_seen = ?,
+            poller_states = COALESCE(?, poller_states), config_etag = ?, config_error = ?
+         WHERE id = ?",
+    )
+    .bind(&hb.version)
+    .bind(&hb.host_name)
+    .bind(now)
+    .bind(states)
+    .bind(&hb.config_etag)
+    .bind(hb.config_error.as_deref().filter(|e| !e.is_empty()))
+    .bind(agent.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The web app's poller a state is about, among this agent's pollers only:
+/// by id (the database id, as text), else by name (older agents send no
+/// id; a standalone agent's id is its poller's name).
+async fn poller_of(
+    tx: &mut Tx<'_>,
+    agent_id: i64,
+    p: &PollerState,
+) -> Result<Option<i64>, sqlx::Error> {
+    if let Some(id) = p.id.as_deref().and_then(|s| s.parse::<i64>().ok()) {
+        let found = sqlx::query_scalar(
+            "SELECT poller_id FROM poller_agents WHERE agent_id = ? AND poller_id = ?",
         )
-        .bind(p.consecutive_errors)
-        .bind(p.disabled)
+        .bind(agent_id)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    sqlx::query_scalar(
+        "SELECT p.id FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id
+         WHERE pa.agent_id = ? AND p.name = ?",
+    )
+    .bind(agent_id)
+    .bind(&p.name)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// One (agent, poller) state, then the poller's summary columns (what the
+/// pages and the pollers API read) from the states of all its agents: the
+/// most errors, and the agent that disabled it, if one did.
+async fn record_poller(
+    tx: &mut Tx<'_>,
+    agent: &Agent,
+    poller_id: i64,
+    p: &PollerState,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO agent_poller_states (agent_id, poller_id, consecutive_errors, disabled,
+            disabled_until, reason, plugin_version, config_error, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (agent_id, poller_id) DO UPDATE SET
+            consecutive_errors = excluded.consecutive_errors, disabled = excluded.disabled,
+            disabled_until = excluded.disabled_until, reason = excluded.reason,
+            plugin_version = excluded.plugin_version, config_error = excluded.config_error,
+            updated_at = excluded.updated_at",
+    )
+    .bind(agent.id)
+    .bind(poller_id)
+    .bind(p.consecutive_errors)
+    .bind(p.disabled)
+    .bind(p.disabled.then_some(p.disabled_until).flatten())
+    .bind(&p.reason)
+    .bind(&p.plugin_version)
+    .bind(p.config_error.as_deref().filter(|e| !e.is_empty()))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE pollers SET
+            consecutive_errors = (SELECT COALESCE(MAX(consecutive_errors), 0)
+                FROM agent_poller_states WHERE poller_id = pollers.id),
+            disabled_by_agent = (SELECT a.name FROM agent_poller_states s JOIN agents a ON a.id = s.agent_id
+                WHERE s.poller_id = pollers.id AND s.disabled ORDER BY s.updated_at DESC LIMIT 1),
+            disabled_at = CASE WHEN EXISTS (SELECT 1 FROM agent_poller_states
+                WHERE poller_id = pollers.id AND disabled) THEN COALESCE(disabled_at, ?) ELSE NULL END,
+            disabled_reason = COALESCE((SELECT s.reason FROM agent_poller_states s
+                WHERE s.poller_id = pollers.id AND s.disabled ORDER BY s.updated_at DESC LIMIT 1), disabled_reason)
+         WHERE id = ?",
+    )
+    .bind(now)
+    .bind(poller_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Commands the agent says it did (its own only; ids it cannot have are
+/// ignored).
+async fn mark_done(
+    tx: &mut Tx<'_>,
+    agent_id: i64,
+    done: &[String],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    for id in done.iter().filter_map(|s| s.parse::<i64>().ok()) {
+        sqlx::query(
+            "UPDATE agent_commands SET done_at = ? WHERE id = ? AND agent_id = ? AND done_at IS NULL",
+        )
         .bind(now)
-        .bind(p.disabled)
-        .bind(&agent.name)
-        .bind(p.disabled)
-        .bind(&p.reason)
-        .bind(&p.name)
-        .bind(agent.id)
-        .execute(&mut *tx)
+        .bind(id)
+        .bind(agent_id)
+        .execute(&mut **tx)
         .await?;
     }
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
+}
+
+/// The agent's commands not done yet, oldest first.
+async fn open_commands(tx: &mut Tx<'_>, agent_id: i64) -> Result<Vec<Command>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, kind, transfer_id, poller_id FROM agent_commands
+         WHERE agent_id = ? AND done_at IS NULL ORDER BY id",
+    )
+    .bind(agent_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Command {
+            id: r.get::<i64, _>("id").to_string(),
+            kind: r.get("kind"),
+            transfer_id: r.get("transfer_id"),
+            poller_id: r
+                .get::<Option<i64>, _>("poller_id")
+                .map(|id| id.to_string()),
+        })
+        .collect())
+}
+
+/// A person enabled poller `poller_id`: every agent it is assigned to gets
+/// an `enable` command (reset its breaker now, without waiting for the
+/// configuration). Not twice while one is open. Returns how many were made.
+pub async fn enable_command<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    poller_id: i64,
+) -> Result<u64, sqlx::Error> {
+    let made = sqlx::query(
+        "INSERT INTO agent_commands (agent_id, kind, poller_id, created_at)
+         SELECT pa.agent_id, 'enable', pa.poller_id, ? FROM poller_agents pa WHERE pa.poller_id = ?
+         AND NOT EXISTS (SELECT 1 FROM agent_commands c WHERE c.agent_id = pa.agent_id
+            AND c.kind = 'enable' AND c.poller_id = pa.poller_id AND c.done_at IS NULL)",
+    )
+    .bind(crate::now_ms())
+    .bind(poller_id)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(made)
+}
+
+/// A person asked that the failed transfer (row `id` of the log) be tried
+/// again now: a `retry` command for the agent that reported it, unless
+/// one is open or that agent is gone (the log outlives agents). Returns
+/// whether one was made.
+pub async fn retry_command<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    id: i64,
+) -> Result<bool, sqlx::Error> {
+    let made = sqlx::query(
+        "INSERT INTO agent_commands (agent_id, kind, transfer_id, created_at)
+         SELECT t.agent_id, 'retry', t.transfer_id, ? FROM transfers t
+         WHERE t.id = ? AND t.agent_id IN (SELECT id FROM agents)
+         AND NOT EXISTS (SELECT 1 FROM agent_commands c WHERE c.agent_id = t.agent_id
+            AND c.kind = 'retry' AND c.transfer_id = t.transfer_id AND c.done_at IS NULL)",
+    )
+    .bind(crate::now_ms())
+    .bind(id)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(made == 1)
 }

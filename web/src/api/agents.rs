@@ -1,5 +1,5 @@
-//! Agents as people manage them: create (the token is shown once), list,
-//! delete.
+//! Agents as people manage them: create (the token is shown once), list
+//! (with how their pollers do there), delete.
 
 use crate::AppState;
 use crate::auth::{self, User};
@@ -35,6 +35,70 @@ pub struct AgentView {
     pub last_seen: Option<i64>,
     pub online: bool,
     pub pollers: Vec<String>,
+    /// The ETag of the configuration the agent last said it runs.
+    pub config_etag: Option<String>,
+    /// Why the agent could not apply its newest configuration in full.
+    pub config_error: Option<String>,
+    /// How each of its pollers does there (from its heartbeats).
+    pub poller_states: Vec<PollerHealth>,
+}
+
+/// How one poller does on one agent, as its last heartbeat said.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PollerHealth {
+    pub agent_id: i64,
+    pub agent: String,
+    pub poller_id: i64,
+    pub poller: String,
+    /// Failed transfers in a row.
+    pub consecutive_errors: i64,
+    /// The agent's breaker is open: the poller sends nothing.
+    pub disabled: bool,
+    /// Until when (ms since the epoch), when disabled.
+    pub disabled_until: Option<i64>,
+    /// Why it is failing or disabled.
+    pub reason: Option<String>,
+    pub plugin_version: Option<String>,
+    /// Why its newest configuration is not running there.
+    pub config_error: Option<String>,
+    /// When the agent said so (ms since the epoch).
+    pub updated_at: i64,
+}
+
+/// The states of pollers still assigned to their agent, by poller then
+/// agent name; `agent_id` / `poller_id` narrow them down.
+pub async fn poller_health(
+    pool: &sqlx::SqlitePool,
+    agent_id: Option<i64>,
+    poller_id: Option<i64>,
+) -> Result<Vec<PollerHealth>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT s.*, a.name AS agent, p.name AS poller FROM agent_poller_states s
+         JOIN agents a ON a.id = s.agent_id JOIN pollers p ON p.id = s.poller_id
+         JOIN poller_agents pa ON pa.agent_id = s.agent_id AND pa.poller_id = s.poller_id
+         WHERE (?1 IS NULL OR s.agent_id = ?1) AND (?2 IS NULL OR s.poller_id = ?2)
+         ORDER BY p.name, a.name",
+    )
+    .bind(agent_id)
+    .bind(poller_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PollerHealth {
+            agent_id: r.get("agent_id"),
+            agent: r.get("agent"),
+            poller_id: r.get("poller_id"),
+            poller: r.get("poller"),
+            consecutive_errors: r.get("consecutive_errors"),
+            disabled: r.get("disabled"),
+            disabled_until: r.get("disabled_until"),
+            reason: r.get("reason"),
+            plugin_version: r.get("plugin_version"),
+            config_error: r.get("config_error"),
+            updated_at: r.get("updated_at"),
+        })
+        .collect())
 }
 
 /// An agent heard from within this long is online.
@@ -86,7 +150,7 @@ pub async fn create(
     ))
 }
 
-/// Every agent, with when it was last seen.
+/// Every agent, with when it was last seen and how its pollers do.
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = [AgentView])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
@@ -112,6 +176,9 @@ pub async fn list(
             last_seen,
             online: last_seen.is_some_and(|t| now - t < ONLINE_WITHIN_MS),
             pollers,
+            config_etag: r.get("config_etag"),
+            config_error: r.get("config_error"),
+            poller_states: poller_health(&state.pool, Some(id), None).await?,
         });
     }
     Ok(Json(out))

@@ -6,6 +6,8 @@ pub mod agents;
 pub mod plugins;
 pub mod pollers;
 pub mod session;
+pub mod settings;
+pub mod targets;
 pub mod transfers;
 
 use crate::AppState;
@@ -26,7 +28,8 @@ use utoipa::{Modify, OpenApi};
     paths(
         session::login, session::logout, session::me, session::health,
         plugins::upload, plugins::list, plugins::show, plugins::delete_version, plugins::module,
-        agents::create, agents::list, agents::delete,
+        agents::create, agents::list, agents::delete, settings::show, settings::update,
+        targets::create, targets::list, targets::show, targets::update, targets::delete,
         pollers::create, pollers::list, pollers::show, pollers::update, pollers::enable, pollers::disable, pollers::delete,
         transfers::search, transfers::csv, transfers::stats,
         agent::config, agent::events, agent::heartbeat,
@@ -37,6 +40,7 @@ use utoipa::{Modify, OpenApi};
         (name = "session", description = "Log in (session cookie + X-CSRF-Token on changes)"),
         (name = "plugins", description = "Poller modules and their versions"),
         (name = "pollers", description = "Pollers"),
+        (name = "targets", description = "Targets: where pollers send"),
         (name = "agents", description = "Agents"),
         (name = "transfers", description = "The transfer log and statistics"),
         (name = "agent", description = "Called by agents with their bearer token"),
@@ -141,6 +145,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/agents", get(agents::list).post(agents::create))
         .route("/agents/{id}", delete(agents::delete))
+        .route(
+            "/agents/{id}/settings",
+            get(settings::show).put(settings::update),
+        )
+        .route("/targets", get(targets::list).post(targets::create))
+        .route(
+            "/targets/{id}",
+            get(targets::show)
+                .put(targets::update)
+                .delete(targets::delete),
+        )
         .route("/pollers", get(pollers::list).post(pollers::create))
         .route(
             "/pollers/{id}",

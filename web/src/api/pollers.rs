@@ -1,5 +1,7 @@
-//! Pollers: every setting of the original form, plus plugin and version,
-//! parameters, stability, excludes and agents. Secrets are write-only.
+//! Pollers: a plugin watching a directory on agents, sending to a target
+//! (a record of its own, see `targets`). Every value is checked by the
+//! protocol's own `PollerSpec::validate`, so the web app accepts nothing an
+//! agent would refuse.
 
 use crate::AppState;
 use crate::auth::User;
@@ -8,37 +10,27 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use dispatch_host::params::{ParamSpec, PluginInfo};
+use dispatch_protocol::{ParamValue, PollerSpec};
+use dispatch_runtime::params::{ParamSpec, PluginInfo};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-fn default_port() -> i64 {
-    22
-}
-fn default_speed() -> f64 {
-    150.0
-}
 fn default_max() -> i64 {
     3
 }
 fn default_stability() -> f64 {
     10.0
 }
-fn default_kind() -> String {
-    "aspera".into()
-}
 
-/// A poller as created or replaced. Secrets (`password`, `ssh_key`,
-/// `passphrase`) are write-only: on update, leave one out to keep it, send
-/// `""` to clear it.
+/// A poller as created or replaced.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PollerInput {
     /// Lowercase letters, digits and underscores.
     pub name: String,
-    /// The watched directory on the agent's machine.
+    /// The watched directory on the agent's machine (absolute).
     pub path: String,
     /// A plugin name.
     pub plugin: String,
@@ -48,30 +40,14 @@ pub struct PollerInput {
     /// The plugin's parameters, checked against its schema.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
-    /// `aspera` (default) or `local`.
-    #[serde(default = "default_kind")]
-    pub transfer: String,
-    /// Transfer host.
+    /// Where it sends: a target's name (or give `target_id`).
     #[serde(default)]
-    pub host: String,
+    pub target: Option<String>,
     #[serde(default)]
-    pub username: String,
-    pub password: Option<String>,
-    pub ssh_key: Option<String>,
-    #[serde(default = "default_port")]
-    pub port: i64,
-    /// Folder on the remote (for `local`: the destination directory).
-    #[serde(default)]
-    pub destination: String,
-    #[serde(default = "default_speed")]
-    pub speed_mbps: f64,
+    pub target_id: Option<i64>,
     /// File names never sent, comma-separated (globs allowed).
     #[serde(default)]
     pub excludes: String,
-    /// Encryption at rest; needs `passphrase`.
-    #[serde(default)]
-    pub encrypt: bool,
-    pub passphrase: Option<String>,
     #[serde(default = "default_max")]
     pub max_transfers: i64,
     #[serde(default = "default_stability")]
@@ -83,7 +59,7 @@ pub struct PollerInput {
     pub enabled: bool,
 }
 
-/// A poller as shown: no secret, only whether each is set.
+/// A poller as shown.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PollerView {
     pub id: i64,
@@ -95,21 +71,19 @@ pub struct PollerView {
     /// The version in effect now.
     pub resolved_version: Option<String>,
     pub params: BTreeMap<String, String>,
-    pub transfer: String,
-    pub host: String,
-    pub username: String,
-    pub has_password: bool,
-    pub has_ssh_key: bool,
-    pub has_passphrase: bool,
-    pub port: i64,
-    pub destination: String,
-    pub speed_mbps: f64,
+    /// The target's id and name (none only for a poller whose old inline
+    /// target could not be moved into a record).
+    pub target_id: Option<i64>,
+    pub target: Option<String>,
+    /// The target in one line, without credentials.
+    pub target_summary: Option<String>,
     pub excludes: String,
-    pub encrypt: bool,
     pub max_transfers: i64,
     pub stability_secs: f64,
     pub agents: Vec<String>,
     pub enabled: bool,
+    /// When a person last enabled it (ms since the epoch).
+    pub enabled_at: Option<i64>,
     pub disabled_reason: Option<String>,
     pub consecutive_errors: i64,
     pub disabled_at: Option<i64>,
@@ -123,62 +97,86 @@ pub struct DisableInput {
     pub reason: Option<String>,
 }
 
-/// Checks the input; returns (plugin id, pinned version id).
-async fn validate(
-    pool: &sqlx::SqlitePool,
+/// What a valid input refers to.
+struct Resolved {
+    plugin_id: i64,
+    /// None: follow the latest.
+    version_id: Option<i64>,
+    target_id: i64,
+}
+
+/// The target the input names, with its secrets (to validate it whole).
+async fn resolve_target(
+    state: &AppState,
     p: &PollerInput,
-    has: Secrets,
-) -> ApiResult<(i64, Option<i64>)> {
-    let name_ok = dispatch_host::config::valid_poller_name(&p.name);
-    if !name_ok {
-        return Err(ApiError::bad(
-            "name",
-            "lowercase letters, digits and underscores, starting with a letter",
-        ));
-    }
-    if p.path.trim().is_empty() {
-        return Err(ApiError::bad("path", "is required"));
-    }
-    if !matches!(p.transfer.as_str(), "aspera" | "local") {
-        return Err(ApiError::bad(
-            "transfer",
-            format!("`{}` is not one of aspera, local", p.transfer),
-        ));
-    }
-    if p.transfer == "aspera" {
-        if p.host.trim().is_empty() {
-            return Err(ApiError::bad("host", "is required for aspera"));
+) -> ApiResult<crate::target_store::StoredTarget> {
+    let id: Option<i64> = match (&p.target_id, &p.target) {
+        (Some(id), _) => {
+            sqlx::query_scalar("SELECT id FROM targets WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&state.pool)
+                .await?
         }
-        if p.username.trim().is_empty() {
-            return Err(ApiError::bad("username", "is required for aspera"));
+        (None, Some(name)) if !name.is_empty() => {
+            sqlx::query_scalar("SELECT id FROM targets WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&state.pool)
+                .await?
         }
-        if has.password == has.ssh_key {
-            return Err(ApiError::bad(
-                "password",
-                "give a password or an SSH key, exactly one of the two",
-            ));
-        }
-    } else if p.destination.trim().is_empty() {
-        return Err(ApiError::bad("destination", "is required for local"));
-    }
-    if p.encrypt && !has.passphrase {
-        return Err(ApiError::bad(
-            "passphrase",
-            "is required when encryption is on",
-        ));
-    }
-    if !(1..=65535).contains(&p.port) {
-        return Err(ApiError::bad("port", "must be 1 to 65535"));
-    }
-    if !(p.speed_mbps > 0.0 && p.speed_mbps.is_finite()) {
-        return Err(ApiError::bad("speed_mbps", "must be more than 0"));
-    }
+        _ => return Err(ApiError::bad("target", "is required: a target's name")),
+    };
+    let id = id.ok_or_else(|| {
+        let which = p.target_id.map_or_else(
+            || format!("`{}`", p.target.as_deref().unwrap_or_default()),
+            |id| id.to_string(),
+        );
+        ApiError::bad("target", format!("there is no target {which}"))
+    })?;
+    crate::target_store::load(state, id).await
+}
+
+/// The poller as an agent will get it, checked by the protocol's rules.
+fn check_spec(p: &PollerInput, target: &crate::target_store::StoredTarget) -> ApiResult<()> {
     if !(1..=100).contains(&p.max_transfers) {
         return Err(ApiError::bad("max_transfers", "must be 1 to 100"));
     }
-    if !(p.stability_secs >= 0.0 && p.stability_secs.is_finite()) {
+    let Ok(stability) = std::time::Duration::try_from_secs_f64(p.stability_secs) else {
         return Err(ApiError::bad("stability_secs", "must be 0 or more"));
-    }
+    };
+    let spec = PollerSpec {
+        id: String::new(),
+        name: p.name.clone(),
+        path: p.path.clone().into(),
+        plugin: p.plugin.clone(),
+        module: None,
+        params: p
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), ParamValue::Text(v.clone())))
+            .collect(),
+        target: target.target.clone(),
+        max_transfers: usize::try_from(p.max_transfers).unwrap_or(1),
+        stability,
+        excludes: crate::agent_config::split_excludes(&p.excludes),
+        enabled: p.enabled,
+        enabled_at: None,
+    };
+    spec.validate(true).map_err(|e| {
+        if e.field == "target" || e.field.starts_with("target.") {
+            // Checked when the target was saved; its rules may have changed.
+            ApiError::bad("target", format!("target `{}`: {e}", target.name))
+        } else {
+            ApiError::bad(&e.field, e.message)
+        }
+    })
+}
+
+/// Checks the input: the poller's own settings, its plugin's parameters,
+/// its target and agents.
+async fn validate(state: &AppState, p: &PollerInput) -> ApiResult<Resolved> {
+    let target = resolve_target(state, p).await?;
+    check_spec(p, &target)?;
+    let pool = &state.pool;
     let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = ?")
         .bind(&p.plugin)
         .fetch_optional(pool)
@@ -217,11 +215,15 @@ async fn validate(
             return Err(ApiError::bad("agents", format!("no agent named `{a}`")));
         }
     }
-    Ok((plugin_id, version_id))
+    Ok(Resolved {
+        plugin_id,
+        version_id,
+        target_id: target.id,
+    })
 }
 
-fn param_name(e: &dispatch_host::params::ParamError) -> String {
-    use dispatch_host::params::ParamError as E;
+fn param_name(e: &dispatch_runtime::params::ParamError) -> String {
+    use dispatch_runtime::params::ParamError as E;
     match e {
         E::Unknown { name, .. } | E::Missing { name, .. } | E::BadValue { name, .. } => {
             name.clone()
@@ -229,19 +231,8 @@ fn param_name(e: &dispatch_host::params::ParamError) -> String {
     }
 }
 
-/// Which secrets the poller will have after the change.
-#[derive(Clone, Copy, Default)]
-struct Secrets {
-    password: bool,
-    ssh_key: bool,
-    passphrase: bool,
-}
-
-/// A secret's new stored value: `None` keeps the old one.
-fn secret_update(state: &AppState, field: &str, given: &Option<String>) -> Option<Option<Vec<u8>>> {
-    given
-        .as_ref()
-        .map(|v| (!v.is_empty()).then(|| state.crypto.encrypt(field, v)))
+fn name_taken(name: &str) -> impl FnOnce(sqlx::Error) -> ApiError {
+    crate::error::unique("name", format!("a poller named `{name}` exists"))
 }
 
 /// Create a poller (disabled unless `enabled` is true).
@@ -253,44 +244,30 @@ pub async fn create(
     body: Result<Json<PollerInput>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<PollerView>)> {
     let Json(p) = body?;
-    let has = Secrets {
-        password: p.password.as_deref().is_some_and(|s| !s.is_empty()),
-        ssh_key: p.ssh_key.as_deref().is_some_and(|s| !s.is_empty()),
-        passphrase: p.passphrase.as_deref().is_some_and(|s| !s.is_empty()),
-    };
-    let (plugin_id, version_id) = validate(&state.pool, &p, has).await?;
+    let r = validate(&state, &p).await?;
     let mut tx = state.pool.begin().await?;
     let now = crate::now_ms();
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO pollers (name, path, plugin_id, plugin_version_id, params_json, transfer_kind, host, username,
-            password_enc, ssh_key_enc, passphrase_enc, port, destination, speed_mbps, excludes, encrypt, max_transfers,
-            stability_secs, enabled, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO pollers (name, path, plugin_id, plugin_version_id, params_json, target_id, excludes,
+            max_transfers, stability_secs, enabled, enabled_at, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&p.name)
     .bind(&p.path)
-    .bind(plugin_id)
-    .bind(version_id)
+    .bind(r.plugin_id)
+    .bind(r.version_id)
     .bind(serde_json::to_string(&p.params).unwrap_or_default())
-    .bind(&p.transfer)
-    .bind(&p.host)
-    .bind(&p.username)
-    .bind(secret_update(&state, "password", &p.password).flatten())
-    .bind(secret_update(&state, "ssh_key", &p.ssh_key).flatten())
-    .bind(secret_update(&state, "passphrase", &p.passphrase).flatten())
-    .bind(p.port)
-    .bind(&p.destination)
-    .bind(p.speed_mbps)
+    .bind(r.target_id)
     .bind(&p.excludes)
-    .bind(p.encrypt)
     .bind(p.max_transfers)
     .bind(p.stability_secs)
     .bind(p.enabled)
+    .bind(p.enabled.then_some(now))
     .bind(now)
     .bind(now)
     .fetch_one(&mut *tx)
     .await
-    .map_err(crate::error::unique("name", format!("a poller named `{}` exists", p.name)))?;
+    .map_err(name_taken(&p.name))?;
     set_agents(&mut tx, id, &p.agents).await?;
     state.commit_config_change(tx).await?;
     Ok((StatusCode::CREATED, Json(view(&state.pool, id).await?)))
@@ -315,7 +292,7 @@ async fn set_agents(
     Ok(())
 }
 
-/// Replace a poller's settings (secrets: see `PollerInput`).
+/// Replace a poller's settings.
 #[utoipa::path(put, path = "/api/v1/pollers/{id}", tag = "pollers", request_body = PollerInput, params(("id" = i64, Path)),
     responses((status = 200, body = PollerView), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn update(
@@ -325,60 +302,39 @@ pub async fn update(
     body: Result<Json<PollerInput>, JsonRejection>,
 ) -> ApiResult<Json<PollerView>> {
     let Json(p) = body?;
-    let row = sqlx::query("SELECT password_enc IS NOT NULL AS pw, ssh_key_enc IS NOT NULL AS key, passphrase_enc IS NOT NULL AS pp FROM pollers WHERE id = ?")
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM pollers WHERE id = ?")
         .bind(id)
         .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(&format!("poller {id}")))?;
-    let after = |given: &Option<String>, had: bool| given.as_ref().map_or(had, |v| !v.is_empty());
-    let has = Secrets {
-        password: after(&p.password, row.get("pw")),
-        ssh_key: after(&p.ssh_key, row.get("key")),
-        passphrase: after(&p.passphrase, row.get("pp")),
-    };
-    let (plugin_id, version_id) = validate(&state.pool, &p, has).await?;
+        .await?;
+    if exists.is_none() {
+        return Err(ApiError::not_found(&format!("poller {id}")));
+    }
+    let r = validate(&state, &p).await?;
     let mut tx = state.pool.begin().await?;
+    let now = crate::now_ms();
+    // `enabled` on the right of SET is the old value: enabling stamps the time.
     sqlx::query(
-        "UPDATE pollers SET name = ?, path = ?, plugin_id = ?, plugin_version_id = ?, params_json = ?, transfer_kind = ?, host = ?,
-            username = ?, port = ?, destination = ?, speed_mbps = ?, excludes = ?, encrypt = ?, max_transfers = ?,
-            stability_secs = ?, enabled = ?, updated_at = ? WHERE id = ?",
+        "UPDATE pollers SET name = ?, path = ?, plugin_id = ?, plugin_version_id = ?, params_json = ?, target_id = ?,
+            excludes = ?, max_transfers = ?, stability_secs = ?, enabled = ?,
+            enabled_at = CASE WHEN ? AND NOT enabled THEN ? ELSE enabled_at END, updated_at = ? WHERE id = ?",
     )
     .bind(&p.name)
     .bind(&p.path)
-    .bind(plugin_id)
-    .bind(version_id)
+    .bind(r.plugin_id)
+    .bind(r.version_id)
     .bind(serde_json::to_string(&p.params).unwrap_or_default())
-    .bind(&p.transfer)
-    .bind(&p.host)
-    .bind(&p.username)
-    .bind(p.port)
-    .bind(&p.destination)
-    .bind(p.speed_mbps)
+    .bind(r.target_id)
     .bind(&p.excludes)
-    .bind(p.encrypt)
     .bind(p.max_transfers)
     .bind(p.stability_secs)
     .bind(p.enabled)
-    .bind(crate::now_ms())
+    .bind(p.enabled)
+    .bind(now)
+    .bind(now)
     .bind(id)
     .execute(&mut *tx)
     .await
-    .map_err(crate::error::unique("name", format!("a poller named `{}` exists", p.name)))?;
-    for (field, given) in [
-        ("password", &p.password),
-        ("ssh_key", &p.ssh_key),
-        ("passphrase", &p.passphrase),
-    ] {
-        if let Some(value) = secret_update(&state, field, given) {
-            // `field` is one of three fixed names.
-            let sql = format!("UPDATE pollers SET {field}_enc = ? WHERE id = ?");
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(value)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
+    .map_err(name_taken(&p.name))?;
     set_agents(&mut tx, id, &p.agents).await?;
     state.commit_config_change(tx).await?;
     Ok(Json(view(&state.pool, id).await?))
@@ -444,17 +400,33 @@ async fn set_enabled(
     reason: Option<String>,
 ) -> ApiResult<Json<PollerView>> {
     let mut tx = state.pool.begin().await?;
-    let n = sqlx::query("UPDATE pollers SET enabled = ?, disabled_reason = ?, consecutive_errors = CASE WHEN ? THEN 0 ELSE consecutive_errors END, updated_at = ? WHERE id = ?")
+    let now = crate::now_ms();
+    let was: Option<bool> = sqlx::query_scalar("SELECT enabled FROM pollers WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(was) = was else {
+        return Err(ApiError::not_found(&format!("poller {id}")));
+    };
+    // Turned on: a configuration change (the agents start it, with a fresh
+    // breaker). Already on (its agents' breakers may have tripped): a
+    // command, so the agents do not download their configuration for it.
+    let turned_on = enabled && !was;
+    sqlx::query("UPDATE pollers SET enabled = ?, disabled_reason = ?, consecutive_errors = CASE WHEN ? THEN 0 ELSE consecutive_errors END,
+            enabled_at = CASE WHEN ? THEN ? ELSE enabled_at END, updated_at = ? WHERE id = ?")
         .bind(enabled)
         .bind(reason)
         .bind(enabled)
-        .bind(crate::now_ms())
+        .bind(turned_on)
+        .bind(now)
+        .bind(now)
         .bind(id)
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if n == 0 {
-        return Err(ApiError::not_found(&format!("poller {id}")));
+        .await?;
+    if enabled && was {
+        super::agent::enable_command(&mut *tx, id).await?;
+        tx.commit().await?;
+        return Ok(Json(view(&state.pool, id).await?));
     }
     state.commit_config_change(tx).await?;
     Ok(Json(view(&state.pool, id).await?))
@@ -490,8 +462,9 @@ pub async fn delete(
 
 pub async fn view(pool: &sqlx::SqlitePool, id: i64) -> ApiResult<PollerView> {
     let r = sqlx::query(
-        "SELECT p.*, pl.name AS plugin_name, v.version AS pinned FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id
-         LEFT JOIN plugin_versions v ON v.id = p.plugin_version_id WHERE p.id = ?",
+        "SELECT p.*, pl.name AS plugin_name, v.version AS pinned, t.name AS target_name, t.settings_json AS target_json
+         FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id
+         LEFT JOIN plugin_versions v ON v.id = p.plugin_version_id LEFT JOIN targets t ON t.id = p.target_id WHERE p.id = ?",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -508,7 +481,10 @@ pub async fn view(pool: &sqlx::SqlitePool, id: i64) -> ApiResult<PollerView> {
         .bind(id)
         .fetch_all(pool)
         .await?;
-    let blob = |c: &str| r.get::<Option<Vec<u8>>, _>(c).is_some();
+    let summary = r
+        .get::<Option<String>, _>("target_json")
+        .and_then(|json| crate::target_store::parse_public(&json).ok())
+        .map(|t| t.summary());
     Ok(PollerView {
         id,
         name: r.get("name"),
@@ -517,21 +493,15 @@ pub async fn view(pool: &sqlx::SqlitePool, id: i64) -> ApiResult<PollerView> {
         plugin_version: pinned.unwrap_or_else(|| "latest".into()),
         resolved_version: resolved,
         params: serde_json::from_str(r.get("params_json")).unwrap_or_default(),
-        transfer: r.get("transfer_kind"),
-        host: r.get("host"),
-        username: r.get("username"),
-        has_password: blob("password_enc"),
-        has_ssh_key: blob("ssh_key_enc"),
-        has_passphrase: blob("passphrase_enc"),
-        port: r.get("port"),
-        destination: r.get("destination"),
-        speed_mbps: r.get("speed_mbps"),
+        target_id: r.get("target_id"),
+        target: r.get("target_name"),
+        target_summary: summary,
         excludes: r.get("excludes"),
-        encrypt: r.get("encrypt"),
         max_transfers: r.get("max_transfers"),
         stability_secs: r.get("stability_secs"),
         agents,
         enabled: r.get("enabled"),
+        enabled_at: r.get("enabled_at"),
         disabled_reason: r.get("disabled_reason"),
         consecutive_errors: r.get("consecutive_errors"),
         disabled_at: r.get("disabled_at"),

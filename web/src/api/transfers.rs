@@ -49,7 +49,7 @@ pub struct TransferView {
     pub updated_at: i64,
     pub error: Option<String>,
     pub host: Option<String>,
-    /// A person asked for another try now (see `/agent/config`).
+    /// A person asked for another try now (a `retry` command for its agent).
     pub retry_requested_at: Option<i64>,
 }
 

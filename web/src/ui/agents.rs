@@ -1,22 +1,117 @@
-//! Agents: who is online, what they run; creating one shows its token once.
+//! Agents: who is online, what they run and how each poller does there;
+//! creating one shows its token once.
 
 use super::{Chrome, PageError, PageResult, PageUser, fmt, html, html_status};
 use crate::AppState;
-use crate::api::agents as api;
+use crate::api::agents::{self as api, AgentView, PollerHealth};
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::{Form, Json};
 use serde::Deserialize;
+use sqlx::Row;
 use std::sync::Arc;
 
 pub struct AgentRow {
+    pub id: i64,
     pub name: String,
     pub online: bool,
     pub seen: String,
     pub version: String,
     pub host: String,
     pub pollers: String,
+    /// Pollers failing or disabled there.
+    pub failing: usize,
+    pub config_error: Option<String>,
+}
+
+/// One poller on one agent, as the pages show it (`_poller_health.html`).
+pub struct HealthRow {
+    pub agent_id: i64,
+    pub agent: String,
+    pub poller_id: i64,
+    pub poller: String,
+    /// `Healthy`, `Failing`, `Disabled by agent` or `No report yet`.
+    pub state: &'static str,
+    /// The state as a CSS class (no spaces).
+    pub state_class: String,
+    pub errors: i64,
+    /// When the agent's breaker closes again, if it is open.
+    pub until: String,
+    pub reason: String,
+    pub plugin_version: String,
+    pub config_error: String,
+    pub reported: String,
+}
+
+impl HealthRow {
+    pub fn new(h: &PollerHealth, now: i64) -> Self {
+        let state = if h.disabled {
+            "Disabled by agent"
+        } else if h.consecutive_errors > 0 || h.config_error.is_some() {
+            "Failing"
+        } else {
+            "Healthy"
+        };
+        let until = match h.disabled_until {
+            Some(t) if t > now => format!("{} (in {})", fmt::time(t), fmt::span(t - now)),
+            Some(t) => format!("{} (due)", fmt::time(t)),
+            None if h.disabled => "until a person enables it".into(),
+            None => String::new(),
+        };
+        Self {
+            agent_id: h.agent_id,
+            agent: h.agent.clone(),
+            poller_id: h.poller_id,
+            poller: h.poller.clone(),
+            state,
+            state_class: state.replace(' ', ""),
+            errors: h.consecutive_errors,
+            until,
+            reason: h.reason.clone().unwrap_or_default(),
+            plugin_version: h.plugin_version.clone().unwrap_or_default(),
+            config_error: h.config_error.clone().unwrap_or_default(),
+            reported: fmt::ago(h.updated_at, now),
+        }
+    }
+
+    /// A poller assigned to the agent that no heartbeat mentioned yet.
+    fn unreported(agent: &AgentView, poller_id: i64, poller: String) -> Self {
+        Self {
+            agent_id: agent.id,
+            agent: agent.name.clone(),
+            poller_id,
+            poller,
+            state: "No report yet",
+            state_class: "Noreportyet".into(),
+            errors: 0,
+            until: String::new(),
+            reason: String::new(),
+            plugin_version: String::new(),
+            config_error: String::new(),
+            reported: "never".into(),
+        }
+    }
+
+    pub fn needs_attention(&self) -> bool {
+        matches!(self.state, "Failing" | "Disabled by agent")
+    }
+}
+
+/// Each (agent, poller) state of poller `poller_id` (every poller when
+/// `None`), for the pollers pages (`_poller_health.html` shows them).
+#[allow(dead_code)] // until the pollers pages (another change) call it
+pub async fn poller_health_rows(
+    pool: &sqlx::SqlitePool,
+    poller_id: Option<i64>,
+) -> Result<Vec<HealthRow>, sqlx::Error> {
+    let now = crate::now_ms();
+    Ok(api::poller_health(pool, None, poller_id)
+        .await?
+        .iter()
+        .map(|h| HealthRow::new(h, now))
+        .collect())
 }
 
 /// Just created: the token, on this page only.
@@ -48,6 +143,7 @@ async fn agents_page(
         .0
         .into_iter()
         .map(|a| AgentRow {
+            id: a.id,
             online: a.online,
             seen: a
                 .last_seen
@@ -55,6 +151,12 @@ async fn agents_page(
             version: a.version.unwrap_or_default(),
             host: a.host_name.unwrap_or_default(),
             pollers: a.pollers.join(", "),
+            failing: a
+                .poller_states
+                .iter()
+                .filter(|h| HealthRow::new(h, now).needs_attention())
+                .count(),
+            config_error: a.config_error,
             name: a.name,
         })
         .collect();
@@ -109,4 +211,118 @@ pub async fn create(
     }
 }
 
-use axum::response::IntoResponse;
+/// A command not done yet, in words.
+pub struct PendingCommand {
+    pub what: String,
+    pub since: String,
+}
+
+#[derive(Template)]
+#[template(path = "agent.html")]
+struct AgentPage {
+    chrome: Chrome,
+    a: AgentView,
+    seen: String,
+    /// `Some(true)`: runs the newest configuration; `None`: never said.
+    current: Option<bool>,
+    health: Vec<HealthRow>,
+    commands: Vec<PendingCommand>,
+}
+
+/// One agent: its configuration's state, each poller's health there, and
+/// the commands it has not done yet.
+pub async fn detail(
+    State(state): State<Arc<AppState>>,
+    user: PageUser,
+    Path(id): Path<i64>,
+) -> PageResult {
+    let now = crate::now_ms();
+    let a = api::list(State(state.clone()), user.0.clone())
+        .await?
+        .0
+        .into_iter()
+        .find(|a| a.id == id)
+        .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, format!("agent {id} not found")))?;
+    let agent = crate::auth::Agent {
+        id,
+        name: a.name.clone(),
+    };
+    let etag = crate::api::agent::current_etag(&state, &agent).await?;
+    let current = a.config_etag.as_ref().map(|e| *e == etag);
+    html(&AgentPage {
+        chrome: user.chrome("agents"),
+        seen: a
+            .last_seen
+            .map_or_else(|| "never".into(), |t| fmt::ago(t, now)),
+        current,
+        health: health_of(&state.pool, &a, now).await?,
+        commands: pending(&state.pool, id, now).await?,
+        a,
+    })
+}
+
+/// The agent's reported states, plus its pollers no heartbeat mentioned.
+async fn health_of(
+    pool: &sqlx::SqlitePool,
+    a: &AgentView,
+    now: i64,
+) -> Result<Vec<HealthRow>, sqlx::Error> {
+    let mut rows: Vec<HealthRow> = a
+        .poller_states
+        .iter()
+        .map(|h| HealthRow::new(h, now))
+        .collect();
+    let assigned = sqlx::query(
+        "SELECT p.id, p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id
+         WHERE pa.agent_id = ? ORDER BY p.name",
+    )
+    .bind(a.id)
+    .fetch_all(pool)
+    .await?;
+    for r in assigned {
+        let id: i64 = r.get("id");
+        if !rows.iter().any(|h| h.poller_id == id) {
+            rows.push(HealthRow::unreported(a, id, r.get("name")));
+        }
+    }
+    rows.sort_by(|x, y| x.poller.cmp(&y.poller));
+    Ok(rows)
+}
+
+async fn pending(
+    pool: &sqlx::SqlitePool,
+    agent_id: i64,
+    now: i64,
+) -> Result<Vec<PendingCommand>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT c.kind, c.transfer_id, c.created_at, p.name AS poller FROM agent_commands c
+         LEFT JOIN pollers p ON p.id = c.poller_id
+         WHERE c.agent_id = ? AND c.done_at IS NULL ORDER BY c.id",
+    )
+    .bind(agent_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let kind: String = r.get("kind");
+            let what = match kind.as_str() {
+                "retry" => format!(
+                    "retry transfer {}",
+                    r.get::<Option<String>, _>("transfer_id")
+                        .unwrap_or_default()
+                ),
+                "enable" => format!(
+                    "reset the breaker of poller {}",
+                    r.get::<Option<String>, _>("poller")
+                        .unwrap_or_else(|| "(deleted)".into())
+                ),
+                other => other.to_string(),
+            };
+            PendingCommand {
+                what,
+                since: fmt::ago(r.get("created_at"), now),
+            }
+        })
+        .collect())
+}

@@ -1,6 +1,8 @@
 //! The dashboard: what is moving now, what just finished, which agents are
-//! online, which pollers need a person, and traffic over a day and a week.
+//! online (and whether their configuration applied), which pollers need a
+//! person (per agent), and traffic over a day and a week.
 
+use super::agents::HealthRow;
 use super::chart::{self, Bar};
 use super::transfers::{TransferRow, active};
 use super::{Chrome, PageResult, PageUser, fmt, fragment, html};
@@ -8,14 +10,18 @@ use crate::AppState;
 use crate::api::transfers::row_view;
 use askama::Template;
 use axum::extract::State;
+use dispatch_protocol::PollerState;
 use sqlx::Row;
 use std::sync::Arc;
 
 pub struct AgentRow {
+    pub id: i64,
     pub name: String,
     pub online: bool,
     pub seen: String,
     pub host: String,
+    /// Why its newest configuration could not be applied, if so.
+    pub config_error: Option<String>,
 }
 
 pub struct ProblemRow {
@@ -44,70 +50,127 @@ async fn live_parts(state: &AppState) -> Result<Live, sqlx::Error> {
     .iter()
     .map(|r| TransferRow::new(&row_view(r)))
     .collect();
+    let mut problems = disabled_by_people(&state.pool).await?;
+    problems.extend(failing_on_agents(&state.pool).await?);
+    standalone_problems(&state.pool, &mut problems).await?;
+    Ok(Live {
+        active: active(&state.pool).await?,
+        recent,
+        agents: agents(&state.pool).await?,
+        problems,
+    })
+}
+
+async fn agents(pool: &sqlx::SqlitePool) -> Result<Vec<AgentRow>, sqlx::Error> {
     let now = crate::now_ms();
-    let agents = sqlx::query("SELECT name, last_seen, host_name FROM agents ORDER BY name")
-        .fetch_all(&state.pool)
+    Ok(
+        sqlx::query(
+            "SELECT id, name, last_seen, host_name, config_error FROM agents ORDER BY name",
+        )
+        .fetch_all(pool)
         .await?
         .iter()
         .map(|r| {
             let seen: Option<i64> = r.get("last_seen");
             AgentRow {
+                id: r.get("id"),
                 name: r.get("name"),
                 online: seen.is_some_and(|t| now - t < crate::api::agents::ONLINE_WITHIN_MS),
                 seen: seen.map_or_else(|| "never".into(), |t| fmt::ago(t, now)),
                 host: r.get::<Option<String>, _>("host_name").unwrap_or_default(),
+                config_error: r.get("config_error"),
             }
         })
-        .collect();
-    let problems = sqlx::query(
-        "SELECT id, name, enabled, disabled_reason, consecutive_errors, disabled_by_agent FROM pollers
-         WHERE NOT enabled OR consecutive_errors > 0 OR disabled_by_agent IS NOT NULL ORDER BY name",
+        .collect(),
     )
-    .fetch_all(&state.pool)
-    .await?
-    .iter()
-    .map(|r| {
-        let enabled: bool = r.get("enabled");
-        let by_agent: Option<String> = r.get("disabled_by_agent");
-        let errors: i64 = r.get("consecutive_errors");
-        let reason: Option<String> = r.get("disabled_reason");
-        let (state, reason) = match (enabled, by_agent) {
-            (false, _) => ("Disabled", reason.unwrap_or_default()),
-            (true, Some(agent)) => (
-                "Disabled by agent",
-                format!("{} (on {agent})", reason.unwrap_or_default()),
-            ),
-            (true, None) => (
-                "Failing",
-                format!(
-                    "{errors} failures in a row{}",
-                    reason.map(|r| format!(": {r}")).unwrap_or_default()
-                ),
-            ),
-        };
-        ProblemRow {
+}
+
+/// Pollers a person disabled.
+async fn disabled_by_people(pool: &sqlx::SqlitePool) -> Result<Vec<ProblemRow>, sqlx::Error> {
+    Ok(
+        sqlx::query(
+            "SELECT id, name, disabled_reason FROM pollers WHERE NOT enabled ORDER BY name",
+        )
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| ProblemRow {
             id: Some(r.get("id")),
             name: r.get("name"),
-            state,
-            reason,
-        }
-    })
-    .collect::<Vec<ProblemRow>>();
-    // Pollers an agent runs from its own file: their health comes only from
-    // its heartbeats.
-    let mut problems = problems;
-    let states =
-        sqlx::query("SELECT name, poller_states FROM agents WHERE poller_states IS NOT NULL")
-            .fetch_all(&state.pool)
-            .await?;
+            state: "Disabled",
+            reason: r
+                .get::<Option<String>, _>("disabled_reason")
+                .unwrap_or_default(),
+        })
+        .collect(),
+    )
+}
+
+/// Enabled pollers failing, disabled by their breaker, or not running
+/// their newest configuration on some agent (one line per agent).
+async fn failing_on_agents(pool: &sqlx::SqlitePool) -> Result<Vec<ProblemRow>, sqlx::Error> {
+    let enabled: Vec<i64> = sqlx::query_scalar("SELECT id FROM pollers WHERE enabled")
+        .fetch_all(pool)
+        .await?;
+    let now = crate::now_ms();
+    Ok(crate::api::agents::poller_health(pool, None, None)
+        .await?
+        .iter()
+        .filter(|h| enabled.contains(&h.poller_id))
+        .map(|h| HealthRow::new(h, now))
+        .filter(HealthRow::needs_attention)
+        .map(|h| ProblemRow {
+            id: Some(h.poller_id),
+            reason: health_reason(&h),
+            name: h.poller,
+            state: h.state,
+        })
+        .collect())
+}
+
+fn health_reason(h: &HealthRow) -> String {
+    let mut parts = vec![format!("on {}", h.agent)];
+    if h.errors > 0 {
+        parts.push(format!("{} failures in a row", h.errors));
+    }
+    if !h.until.is_empty() {
+        parts.push(format!("disabled until {}", h.until));
+    }
+    if !h.reason.is_empty() {
+        parts.push(h.reason.clone());
+    }
+    if !h.config_error.is_empty() {
+        parts.push(format!("configuration not applied: {}", h.config_error));
+    }
+    parts.join("; ")
+}
+
+/// Pollers an agent runs from its own file: their health comes only from
+/// its heartbeats' list.
+async fn standalone_problems(
+    pool: &sqlx::SqlitePool,
+    problems: &mut Vec<ProblemRow>,
+) -> Result<(), sqlx::Error> {
+    let states = sqlx::query(
+        "SELECT id, name, poller_states FROM agents WHERE poller_states IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?;
     for r in states {
         let agent: String = r.get("name");
-        let json: String = r.get("poller_states");
-        let list: Vec<crate::api::agent::PollerState> =
-            serde_json::from_str(&json).unwrap_or_default();
+        let known: Vec<String> = sqlx::query_scalar(
+            "SELECT p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id WHERE pa.agent_id = ?",
+        )
+        .bind(r.get::<i64, _>("id"))
+        .fetch_all(pool)
+        .await?;
+        // A list the app cannot read is shown as nothing, not as an error
+        // page: it came from an agent, the page is for people.
+        let list: Vec<PollerState> =
+            serde_json::from_str(r.get("poller_states")).unwrap_or_default();
         for p in list {
             let healthy = p.consecutive_errors == 0 && !p.disabled && p.reason.is_none();
-            if healthy || problems.iter().any(|x| x.name == p.name) {
+            if healthy || known.contains(&p.name) {
                 continue;
             }
             problems.push(ProblemRow {
@@ -128,12 +191,7 @@ async fn live_parts(state: &AppState) -> Result<Live, sqlx::Error> {
             });
         }
     }
-    Ok(Live {
-        active: active(&state.pool).await?,
-        recent,
-        agents,
-        problems,
-    })
+    Ok(())
 }
 
 /// Bytes sent and transfers finished per bucket over the last `buckets`.

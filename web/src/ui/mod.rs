@@ -3,15 +3,18 @@
 //! CSRF token; live parts refresh themselves from fragment URLs
 //! (`static/app.js`), so nothing comes from a CDN.
 
+mod agent_settings;
 mod agents;
 mod assets;
 mod chart;
 mod dashboard;
+mod fields;
 mod fmt;
 mod plugins;
 mod pollers;
 mod session;
 mod stats;
+mod targets;
 mod transfers;
 
 use crate::AppState;
@@ -43,6 +46,17 @@ pub fn router(upload_limit: usize) -> Router<Arc<AppState>> {
         .route("/pollers/{id}/disable", post(pollers::disable))
         .route("/pollers/{id}/delete", post(pollers::delete))
         .route(
+            "/agents/{id}/settings",
+            get(agent_settings::form).post(agent_settings::save),
+        )
+        .route("/targets", get(targets::list))
+        .route("/targets/new", get(targets::new_form).post(targets::create))
+        .route(
+            "/targets/{id}/edit",
+            get(targets::edit_form).post(targets::update),
+        )
+        .route("/targets/{id}/delete", post(targets::delete))
+        .route(
             "/plugins",
             get(plugins::list)
                 .post(plugins::upload)
@@ -53,6 +67,7 @@ pub fn router(upload_limit: usize) -> Router<Arc<AppState>> {
         .route("/plugins/{name}", get(plugins::detail))
         .route("/plugins/{name}/move", post(plugins::move_poller))
         .route("/agents", get(agents::list).post(agents::create))
+        .route("/agents/{id}", get(agents::detail))
         .route("/transfers", get(transfers::page))
         .route("/live/transfers", get(transfers::live))
         .route("/transfers/{id}/retry", post(transfers::retry))

@@ -10,7 +10,7 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::StatusCode;
-use dispatch_host::params::ParamSpec;
+use dispatch_runtime::params::ParamSpec;
 use serde::Deserialize;
 use std::sync::Arc;
 

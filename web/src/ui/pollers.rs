@@ -15,7 +15,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Form, Json};
-use dispatch_host::params::{ParamSpec, ParamType};
+use dispatch_runtime::params::{ParamSpec, ParamType};
 use serde::Deserialize;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -231,23 +231,13 @@ struct Values {
     path: String,
     plugin: String,
     plugin_version: String,
-    transfer: String,
-    host: String,
-    port: String,
-    username: String,
-    destination: String,
-    speed_mbps: String,
+    target: String,
     excludes: String,
-    encrypt: bool,
     max_transfers: String,
     stability_secs: String,
     agents: Vec<String>,
     enabled: bool,
     params: BTreeMap<String, String>,
-    password: String,
-    ssh_key: String,
-    passphrase: String,
-    clear: Vec<String>,
 }
 
 impl Values {
@@ -257,20 +247,13 @@ impl Values {
             path: v.path.clone(),
             plugin: v.plugin.clone(),
             plugin_version: v.plugin_version.clone(),
-            transfer: v.transfer.clone(),
-            host: v.host.clone(),
-            port: v.port.to_string(),
-            username: v.username.clone(),
-            destination: v.destination.clone(),
-            speed_mbps: v.speed_mbps.to_string(),
+            target: v.target.clone().unwrap_or_default(),
             excludes: v.excludes.clone(),
-            encrypt: v.encrypt,
             max_transfers: v.max_transfers.to_string(),
             stability_secs: v.stability_secs.to_string(),
             agents: v.agents.clone(),
             enabled: v.enabled,
             params: v.params.clone(),
-            ..Values::default()
         }
     }
 
@@ -278,9 +261,6 @@ impl Values {
         Values {
             plugin,
             plugin_version: "latest".into(),
-            transfer: "aspera".into(),
-            port: "33001".into(),
-            speed_mbps: "150".into(),
             max_transfers: "3".into(),
             stability_secs: "10".into(),
             ..Values::default()
@@ -296,22 +276,12 @@ impl Values {
                 "path" => v.path = val,
                 "plugin" => v.plugin = val,
                 "plugin_version" => v.plugin_version = val,
-                "transfer" => v.transfer = val,
-                "host" => v.host = val.trim().into(),
-                "port" => v.port = val,
-                "username" => v.username = val,
-                "destination" => v.destination = val,
-                "speed_mbps" => v.speed_mbps = val,
+                "target" => v.target = val,
                 "excludes" => v.excludes = val,
-                "encrypt" => v.encrypt = true,
                 "max_transfers" => v.max_transfers = val,
                 "stability_secs" => v.stability_secs = val,
                 "agents" => v.agents.push(val),
                 "enabled" => v.enabled = true,
-                "password" => v.password = val,
-                "ssh_key" => v.ssh_key = val,
-                "passphrase" => v.passphrase = val,
-                "clear" => v.clear.push(val),
                 other => {
                     if let Some(p) = other.strip_prefix("param.") {
                         v.params.insert(p.to_string(), val);
@@ -322,21 +292,13 @@ impl Values {
         v
     }
 
-    /// The API input: numbers parsed (a bad one names its field), secrets
-    /// left out when empty (kept on edit) unless "clear" is ticked.
+    /// The API input: numbers parsed (a bad one names its field).
     fn input(&self, schema: &[ParamSpec]) -> Result<PollerInput, ApiError> {
         fn num<T: std::str::FromStr>(field: &str, s: &str) -> Result<T, ApiError> {
             s.trim()
                 .parse()
                 .map_err(|_| ApiError::bad(field, format!("`{s}` is not a number")))
         }
-        let secret = |name: &str, value: &str| {
-            if self.clear.iter().any(|c| c == name) {
-                Some(String::new())
-            } else {
-                (!value.is_empty()).then(|| value.to_string())
-            }
-        };
         let mut params = self.params.clone();
         // An unticked checkbox sends nothing: it means false.
         for s in schema {
@@ -353,17 +315,9 @@ impl Values {
             plugin: self.plugin.clone(),
             plugin_version: Some(self.plugin_version.clone()),
             params,
-            transfer: self.transfer.clone(),
-            host: self.host.clone(),
-            username: self.username.clone(),
-            password: secret("password", &self.password),
-            ssh_key: secret("ssh_key", &self.ssh_key),
-            port: num("port", &self.port)?,
-            destination: self.destination.clone(),
-            speed_mbps: num("speed_mbps", &self.speed_mbps)?,
+            target: Some(self.target.clone()),
+            target_id: None,
             excludes: self.excludes.clone(),
-            encrypt: self.encrypt,
-            passphrase: secret("passphrase", &self.passphrase),
             max_transfers: num("max_transfers", &self.max_transfers)?,
             stability_secs: num("stability_secs", &self.stability_secs)?,
             agents: self.agents.clone(),
@@ -383,10 +337,8 @@ struct FormPage {
     versions: Vec<String>,
     params: Vec<ParamField>,
     all_agents: Vec<String>,
-    /// Which secrets are stored (edit form: never their values).
-    has_password: bool,
-    has_ssh_key: bool,
-    has_passphrase: bool,
+    /// Every target: (name, summary).
+    targets: Vec<(String, String)>,
     error: Option<(String, String)>,
 }
 
@@ -394,7 +346,12 @@ impl FormPage {
     /// The error to show beside `field`, if it is the one at fault.
     fn err(&self, field: &str) -> &str {
         match &self.error {
-            Some((f, m)) if f == field => m,
+            // `excludes[2]`: the one text field holds every pattern.
+            Some((f, m))
+                if f == field || f.strip_prefix(field).is_some_and(|r| r.starts_with('[')) =>
+            {
+                m
+            }
             _ => "",
         }
     }
@@ -412,22 +369,20 @@ impl FormPage {
             "path",
             "plugin",
             "plugin_version",
-            "transfer",
-            "host",
-            "port",
-            "username",
-            "password",
-            "ssh_key",
-            "passphrase",
-            "destination",
-            "speed_mbps",
+            "target",
             "excludes",
             "max_transfers",
             "stability_secs",
             "agents",
         ];
         match &self.error {
-            Some((f, m)) if !FIELDS.contains(&f.as_str()) && !f.starts_with("params.") => m,
+            Some((f, m))
+                if !FIELDS.contains(&f.as_str())
+                    && !f.starts_with("params.")
+                    && !f.starts_with("excludes[") =>
+            {
+                m
+            }
             _ => "",
         }
     }
@@ -464,7 +419,6 @@ async fn form_page(
     user: &PageUser,
     id: Option<i64>,
     v: Values,
-    stored: Option<&PollerView>,
     error: Option<(String, String)>,
 ) -> Result<FormPage, PageError> {
     let plugins: Vec<String> = sqlx::query_scalar("SELECT name FROM plugins ORDER BY name")
@@ -499,12 +453,25 @@ async fn form_page(
         versions,
         params,
         all_agents,
-        has_password: stored.is_some_and(|s| s.has_password),
-        has_ssh_key: stored.is_some_and(|s| s.has_ssh_key),
-        has_passphrase: stored.is_some_and(|s| s.has_passphrase),
+        targets: target_choices(&state.pool).await?,
         error,
         v,
     })
+}
+
+/// Every target as the select shows it: (name, summary).
+async fn target_choices(pool: &sqlx::SqlitePool) -> Result<Vec<(String, String)>, PageError> {
+    let rows = sqlx::query("SELECT name, settings_json FROM targets ORDER BY name")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let summary = crate::target_store::parse_public(r.get("settings_json"))
+                .map_or_else(|e| e.to_string(), |t| t.summary());
+            (r.get("name"), summary)
+        })
+        .collect())
 }
 
 #[derive(Deserialize)]
@@ -524,7 +491,7 @@ pub async fn new_form(
             .await?
             .unwrap_or_default(),
     };
-    html(&form_page(&state, &user, None, Values::defaults(plugin), None, None).await?)
+    html(&form_page(&state, &user, None, Values::defaults(plugin), None).await?)
 }
 
 pub async fn edit_form(
@@ -534,7 +501,7 @@ pub async fn edit_form(
 ) -> PageResult {
     let stored = api::view(&state.pool, id).await?;
     let v = Values::from_view(&stored);
-    html(&form_page(&state, &user, Some(id), v, Some(&stored), None).await?)
+    html(&form_page(&state, &user, Some(id), v, None).await?)
 }
 
 /// The form posted: `reload` only redraws it for another plugin or
@@ -552,12 +519,8 @@ async fn submit(
         .unwrap_or("");
     user.0.check_csrf(csrf)?;
     let v = Values::from_form(&pairs);
-    let stored = match id {
-        Some(id) => Some(api::view(&state.pool, id).await?),
-        None => None,
-    };
     if pairs.iter().any(|(k, _)| k == "reload") {
-        return html(&form_page(&state, &user, id, v, stored.as_ref(), None).await?);
+        return html(&form_page(&state, &user, id, v, None).await?);
     }
     let (_, schema) = schema_of(&state.pool, &v.plugin, &v.plugin_version).await?;
     let result = match v.input(&schema) {
@@ -583,21 +546,7 @@ async fn submit(
         )),
         Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
             let field = e.field.clone().unwrap_or_default();
-            let page = form_page(
-                &state,
-                &user,
-                id,
-                // Secrets typed are not sent back into the page.
-                Values {
-                    password: String::new(),
-                    ssh_key: String::new(),
-                    passphrase: String::new(),
-                    ..v
-                },
-                stored.as_ref(),
-                Some((field, e.message)),
-            )
-            .await?;
+            let page = form_page(&state, &user, id, v, Some((field, e.message))).await?;
             html_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }
         Err(e) => Err(e.into()),

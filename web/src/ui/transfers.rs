@@ -213,8 +213,8 @@ pub async fn live(State(state): State<Arc<AppState>>, _user: PageUser) -> PageRe
     })
 }
 
-/// Asks for another try of a failed transfer now (its agent gets it with
-/// its config); the log shows "retry requested" until the agent reports.
+/// Asks for another try of a failed transfer now (a `retry` command for
+/// its agent); the log shows "retry requested" until the agent reports.
 pub async fn retry(
     State(state): State<Arc<AppState>>,
     PageUser(user): PageUser,
@@ -242,6 +242,9 @@ pub async fn retry(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    state.commit_config_change(tx).await?;
+    // The agent hears of it in its next heartbeat's answer, not through
+    // its configuration (which stays what people configured).
+    crate::api::agent::retry_command(&mut *tx, id).await?;
+    tx.commit().await?;
     see_other(&format!("/transfers?status=Error&page=1#t{id}"))
 }

@@ -249,7 +249,13 @@ impl Site {
     }
 
     /// A poller on `src/<name>`, enabled; its id and directory.
-    pub async fn poller(&self, name: &str, plugin: &str, target: &str, extra: Value) -> (i64, PathBuf) {
+    pub async fn poller(
+        &self,
+        name: &str,
+        plugin: &str,
+        target: &str,
+        extra: Value,
+    ) -> (i64, PathBuf) {
         let src = self.path(&format!("src/{name}"));
         std::fs::create_dir_all(&src).unwrap();
         let mut body = json!({
@@ -322,4 +328,3 @@ impl Site {
 pub async fn exists(p: &Path) -> bool {
     p.exists()
 }
-

@@ -224,7 +224,11 @@ impl Reporter {
         let states = self.poller_states();
         let full = self.full_at.is_none_or(|t| t.elapsed() >= FULL_STATE_EVERY);
         let unchanged = !full && states == self.sent_states;
-        let pollers = if unchanged { Vec::new() } else { states.clone() };
+        let pollers = if unchanged {
+            Vec::new()
+        } else {
+            states.clone()
+        };
         let (config_etag, config_error) = {
             let s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
             (s.etag.clone(), s.error.clone())

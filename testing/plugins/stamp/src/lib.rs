@@ -13,7 +13,11 @@ pub struct Stamp;
 
 impl Poller for Stamp {
     fn describe() -> Info {
-        Info::new("stamp", VERSION.0, "Sends the files of one version's suffix (a test component).")
+        Info::new(
+            "stamp",
+            VERSION.0,
+            "Sends the files of one version's suffix (a test component).",
+        )
     }
 
     fn poll(ctx: &Context) -> Result<Vec<Action>, String> {

@@ -1,0 +1,150 @@
+//! The demo of the one-command start (`cargo xtask up`): two pollers
+//! (`dir`, `google`) watching directories under the demo directory, each
+//! with a local target of its own (an agent refuses two pollers delivering
+//! into one folder), assigned to the agent running beside the web app. Made once
+//! per database (table `seeds`): what a person changes or deletes
+//! afterwards stays so, and records already named like the demo's are
+//! left as they are.
+
+use crate::AppState;
+use anyhow::Context;
+use dispatch_protocol::Target;
+use dispatch_protocol::target::LocalTarget;
+use std::path::{Path, PathBuf};
+
+/// The demo pollers: (poller, target, built-in plugin); each watches
+/// `<demo dir>/outgoing/<plugin>` and delivers to `<demo dir>/delivered/<plugin>`.
+pub const POLLERS: [(&str, &str, &str); 2] = [
+    ("demo_dir", "demo-dir", "dir"),
+    ("demo_google", "demo-google", "google"),
+];
+/// The file that tells both demo pollers a folder is complete.
+pub const MARKER: &str = "READY";
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+/// Seeds the demo for `agent` (which must exist) under `dir`, unless it was
+/// seeded before. True when it was seeded now.
+pub async fn seed(state: &AppState, agent: &str, dir: &Path) -> anyhow::Result<bool> {
+    let done: Option<i64> = sqlx::query_scalar("SELECT done_at FROM seeds WHERE name = 'demo'")
+        .fetch_optional(&state.pool)
+        .await
+        .context("reading whether the demo was seeded")?;
+    if done.is_some() {
+        return Ok(false);
+    }
+    let root = directories(dir)?;
+    let agent_id: i64 = sqlx::query_scalar("SELECT id FROM agents WHERE name = ?")
+        .bind(agent)
+        .fetch_optional(&state.pool)
+        .await?
+        .with_context(|| format!("the demo's agent `{agent}` does not exist"))?;
+    let mut tx = state.pool.begin().await?;
+    for (name, target_name, plugin) in POLLERS {
+        let target_id = target(&mut tx, target_name, &root.join("delivered").join(plugin)).await?;
+        let path = root.join("outgoing").join(plugin);
+        poller(&mut tx, name, plugin, &path, target_id, agent_id).await?;
+    }
+    sqlx::query("INSERT INTO seeds (name, done_at) VALUES ('demo', ?)")
+        .bind(crate::now_ms())
+        .execute(&mut *tx)
+        .await?;
+    state
+        .commit_config_change(tx)
+        .await
+        .context("saving the demo")?;
+    tracing::info!(dir = %root.display(), agent, "demo target and pollers created");
+    Ok(true)
+}
+
+/// Creates the demo's directories; returns the root as an absolute path
+/// (an agent's configuration from the web app takes no relative path).
+fn directories(dir: &Path) -> anyhow::Result<PathBuf> {
+    for sub in [
+        "delivered/dir",
+        "delivered/google",
+        "outgoing/dir",
+        "outgoing/google",
+    ] {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d)
+            .with_context(|| format!("--demo-dir: creating {}", d.display()))?;
+    }
+    std::fs::canonicalize(dir).with_context(|| format!("--demo-dir {}", dir.display()))
+}
+
+/// A local target of the demo (an existing one of that name is used as is).
+async fn target(tx: &mut Tx<'_>, name: &str, destination: &Path) -> anyhow::Result<i64> {
+    let t = Target::Local(LocalTarget {
+        destination: destination.to_path_buf(),
+        verify_sha256: false,
+        rate_limit_mbps: None,
+        fsync: true,
+    });
+    let now = crate::now_ms();
+    // A local target has no secrets: its settings are all of it.
+    sqlx::query(
+        "INSERT INTO targets (name, kind, settings_json, secrets_enc, created_at, updated_at)
+         VALUES (?, ?, ?, NULL, ?, ?) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(t.kind())
+    .bind(serde_json::to_string(&t).context("the demo target as JSON")?)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(sqlx::query_scalar("SELECT id FROM targets WHERE name = ?")
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await?)
+}
+
+/// One enabled demo poller, assigned to the agent; one of that name
+/// already there is left alone.
+async fn poller(
+    tx: &mut Tx<'_>,
+    name: &str,
+    plugin: &str,
+    path: &Path,
+    target_id: i64,
+    agent_id: i64,
+) -> anyhow::Result<()> {
+    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = ?")
+        .bind(plugin)
+        .fetch_optional(&mut **tx)
+        .await?
+        .with_context(|| {
+            format!(
+                "the demo needs the built-in plugin `{plugin}`: register it (--register-plugins)"
+            )
+        })?;
+    let path = path
+        .to_str()
+        .with_context(|| format!("--demo-dir {}: not UTF-8", path.display()))?;
+    let now = crate::now_ms();
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO pollers (name, path, plugin_id, params_json, transfer_kind, excludes,
+            max_transfers, stability_secs, enabled, enabled_at, target_id, created_at, updated_at)
+         VALUES (?, ?, ?, ?, 'local', '*.tmp', 3, 5, 1, ?, ?, ?, ?)
+         ON CONFLICT (name) DO NOTHING RETURNING id",
+    )
+    .bind(name)
+    .bind(path)
+    .bind(plugin_id)
+    .bind(serde_json::json!({ "markers": MARKER }).to_string())
+    .bind(now)
+    .bind(target_id)
+    .bind(now)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(id) = id {
+        sqlx::query("INSERT INTO poller_agents (poller_id, agent_id) VALUES (?, ?)")
+            .bind(id)
+            .bind(agent_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}

@@ -835,3 +835,96 @@ async fn unknown_pages_and_stale_forms_get_a_clear_page() {
     assert!(text(&c, "#error-message").await.contains("from"));
     c.close().await.unwrap();
 }
+
+/// The whole path a person takes, with a real connected agent: a target
+/// and a poller made in the pages, the agent started with its token, a
+/// folder dropped into the poller's directory, the transfer on the
+/// dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poller_made_in_the_pages_runs_on_a_connected_agent() {
+    let app = app().await;
+    let (_driver, c) = browser().await;
+    let base = app.base.as_str();
+    login(&c, base).await;
+    c.goto(&format!("{base}/plugins")).await.unwrap();
+    c.find(Locator::Css("#file"))
+        .await
+        .unwrap()
+        .send_keys(&plugin_file("dir").display().to_string())
+        .await
+        .unwrap();
+    click(&c, "#upload").await;
+    wait_text(&c, "#upload-ok", "Stored dir").await;
+    c.goto(&format!("{base}/agents")).await.unwrap();
+    fill(&c, "#agent-name", "edge3").await;
+    click(&c, "#create-agent").await;
+    let token = wait_text(&c, "#token", "dsp_").await.trim().to_string();
+
+    let site = tempfile::tempdir().unwrap();
+    let (src, out) = (site.path().join("src"), site.path().join("out"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    c.goto(&format!("{base}/targets/new")).await.unwrap();
+    c.find(Locator::Css("#kind"))
+        .await
+        .unwrap()
+        .select_by_value("local")
+        .await
+        .unwrap();
+    wait_text(&c, "#target-settings", "Destination directory").await;
+    fill(&c, "#name", "affiliate").await;
+    fill(&c, "#f-destination", &out.display().to_string()).await;
+    click(&c, "#save").await;
+    wait_text(&c, "#notice", "Target created").await;
+
+    c.goto(&format!("{base}/pollers/new")).await.unwrap();
+    wait_text(&c, "#plugin-params", "markers").await;
+    fill(&c, "#name", "newsroom").await;
+    fill(&c, "#path", &src.display().to_string()).await;
+    fill(&c, "#param-markers", "READY").await;
+    fill(&c, "#stability_secs", "0.2").await;
+    c.find(Locator::Css("#target"))
+        .await
+        .unwrap()
+        .select_by_value("affiliate")
+        .await
+        .unwrap();
+    click(&c, "input[name=agents][value=edge3]").await;
+    click(&c, "#save").await;
+    wait_text(&c, "#notice", "Poller created").await;
+    click(&c, "#enable").await;
+    wait_text(&c, "#notice", "Poller enabled").await;
+
+    std::fs::write(site.path().join("token"), &token).unwrap();
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(["run", "--server", base, "--token-file"])
+        .arg(site.path().join("token"))
+        .arg("--state-dir")
+        .arg(site.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(site.path().join("agent.log")).unwrap())
+        .env(
+            "DISPATCH_PLUGIN_DIR",
+            std::env::var_os("DISPATCH_PLUGIN_DIR").unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../target/plugins")
+                    .into_os_string()
+            }),
+        );
+    let _agent = Agent(cmd.spawn().unwrap());
+    c.goto(&format!("{base}/")).await.unwrap();
+    std::fs::create_dir_all(src.join("EP400")).unwrap();
+    std::fs::write(src.join("EP400/EP400.mxf"), b"programme").unwrap();
+    std::fs::write(src.join("EP400/READY"), b"").unwrap();
+    let recent = wait_text(&c, "#recent-transfers", "EP400").await;
+    assert!(
+        recent.contains("Complete") && recent.contains("newsroom"),
+        "{recent}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("EP400/EP400.mxf")).unwrap(),
+        b"programme"
+    );
+    assert!(!src.join("EP400").exists());
+    shot(&c, "dashboard-connected-agent").await;
+}

@@ -128,6 +128,9 @@ pub fn read_token(file: &Path) -> Result<Secret, String> {
 /// The report URL must be `https`, unless it is a loopback address (the
 /// token and the secrets of targets travel over it).
 pub fn check_report_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("`{url}` is not an http:// or https:// URL"));
+    }
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     match parsed.scheme() {
         "https" => Ok(()),
@@ -716,6 +719,26 @@ target = { kind = "local", destination = "/srv/remote" }
     }
 
     #[test]
+    fn the_web_app_is_reached_over_https_unless_on_this_machine() {
+        for ok in [
+            "https://dispatch.example.net",
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080",
+            "http://localhost:8080/",
+        ] {
+            assert_eq!(check_report_url(ok), Ok(()), "{ok}");
+        }
+        let e = check_report_url("http://dispatch.example.net").unwrap_err();
+        assert!(e.contains("use https://"), "{e}");
+        assert!(check_report_url("http://10.0.0.5:8080").is_err());
+        assert!(
+            check_report_url("ftp://h")
+                .unwrap_err()
+                .contains("not an http")
+        );
+    }
+
+    #[test]
     fn report_needs_a_url_and_one_token() {
         let ok = parse(&format!(
             "[report]\nurl = \"http://127.0.0.1:8080\"\ntoken = \"dsp_secret\"\n{LOCAL}"
@@ -733,7 +756,7 @@ target = { kind = "local", destination = "/srv/remote" }
             "{e}"
         );
         let e = parse(&format!(
-            "[report]\nurl = \"http://h\"\ntoken = \"t\"\ntoken_file = \"f\"\n{LOCAL}"
+            "[report]\nurl = \"http://127.0.0.1\"\ntoken = \"t\"\ntoken_file = \"f\"\n{LOCAL}"
         ))
         .unwrap_err();
         assert!(e.contains("field `report.token`: give exactly one"), "{e}");

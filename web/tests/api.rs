@@ -1545,11 +1545,15 @@ async fn fields_a_newer_agent_sends_are_accepted() {
     let hb = json!({"version": "9.0.0", "host_name": "h", "gpu": {"n": 1}, "done": [],
         "pollers": [{"name": "p9", "temperature": 3, "disabled_until": null, "consecutive_errors": 2}]});
     assert!(beat(&app, &edge1, hb).await.is_empty());
-    // Agents send the list only when it changed: none means "as before".
+    // Agents send the list only when it changed, and say so.
     assert!(
-        beat(&app, &edge1, json!({"version": "9.0.0", "host_name": "h"}))
-            .await
-            .is_empty()
+        beat(
+            &app,
+            &edge1,
+            json!({"version": "9.0.0", "host_name": "h", "pollers_unchanged": true})
+        )
+        .await
+        .is_empty()
     );
     let html = page(&app, &s, "/live/dashboard").await;
     assert!(html.contains("2 failures in a row on edge1"), "{html}");

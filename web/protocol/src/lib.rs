@@ -12,6 +12,7 @@
 mod config;
 pub mod duration;
 mod error;
+pub mod overlap;
 mod report;
 mod secret;
 pub mod target;

@@ -121,6 +121,8 @@ fn main() -> Result<()> {
                 "engine",
                 "--bench",
                 "connected",
+                "--bench",
+                "web",
             ]);
             if !args.is_empty() {
                 cmd.arg("--").args(args);

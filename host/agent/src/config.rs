@@ -92,17 +92,6 @@ fn heartbeat_interval() -> Duration {
 }
 
 impl ReportConfig {
-    /// Reports to `url` with `token`, at the default intervals.
-    pub fn new(url: String, token: Secret) -> Self {
-        Self {
-            url,
-            token: Some(token),
-            token_file: None,
-            interval: report_interval(),
-            heartbeat: heartbeat_interval(),
-        }
-    }
-
     /// The token: inline, else read from `token_file`.
     pub fn token(&self) -> Result<Secret, String> {
         match (&self.token, &self.token_file) {
@@ -359,6 +348,15 @@ fn first_unknown(raw: &toml::Table, known: &toml::Table, at: &str) -> Option<Str
 /// followed on this machine (see [`dispatch_protocol::overlap`]).
 pub fn no_overlaps(pollers: &[PollerSpec]) -> Result<(), (String, FieldError)> {
     dispatch_protocol::overlap::no_overlaps(pollers, &real)
+}
+
+/// The enabled pollers an agent does not start because they overlap an
+/// earlier one, by id, with why.
+pub fn refused(pollers: &[PollerSpec]) -> Vec<(String, String)> {
+    dispatch_protocol::overlap::refused(pollers, &real)
+        .into_iter()
+        .map(|(p, e)| (p.id.clone(), e.to_string()))
+        .collect()
 }
 
 /// `path` with symlinks followed: its longest existing leading part

@@ -22,51 +22,69 @@ pub fn no_overlaps(
     pollers: &[PollerSpec],
     real: &dyn Fn(&Path) -> Option<PathBuf>,
 ) -> Result<(), (String, FieldError)> {
-    let enabled: Vec<(&PollerSpec, Dir, Option<Place>)> = pollers
-        .iter()
-        .filter(|p| p.enabled)
-        .map(|p| (p, Dir::new(&p.path, real), place(&p.target, real)))
-        .collect();
-    for (i, (p, root, dest)) in enabled.iter().enumerate() {
-        let err = |field: &str, msg: String| Err((p.name.clone(), FieldError::new(field, msg)));
-        let earlier = &enabled[..i];
-        if let Some((q, theirs, _)) = earlier.iter().find(|(_, r, _)| root.overlaps(r)) {
-            return err(
-                "path",
-                format!(
-                    "overlaps the root of poller `{}` ({}): one file would be seen by both",
-                    q.name,
-                    theirs.describe()
-                ),
-            );
-        }
-        let Some(dest) = dest else { continue };
-        let clash = earlier
-            .iter()
-            .find_map(|(q, _, t)| t.as_ref().filter(|t| collides(dest, t)).map(|t| (q, t)));
-        if let Some((q, theirs)) = clash {
-            let (mine, theirs) = (dest.describe(), theirs.describe());
-            let what = if mine == theirs {
-                format!(
-                    "delivers into the same place as poller `{}` ({theirs})",
-                    q.name
-                )
-            } else {
-                format!(
-                    "delivers into {mine}, which overlaps the destination of poller `{}` ({theirs})",
-                    q.name
-                )
-            };
-            return err(
-                "target",
-                format!(
-                    "{what}: two items of the same name would collide; give each poller its own \
-                     destination folder"
-                ),
-            );
+    match refused(pollers, real).into_iter().next() {
+        Some((p, e)) => Err((p.name.clone(), e)),
+        None => Ok(()),
+    }
+}
+
+/// Every enabled poller that overlaps one before it that is not refused
+/// itself, with why: what an agent does not start.
+pub fn refused<'a>(
+    pollers: &'a [PollerSpec],
+    real: &dyn Fn(&Path) -> Option<PathBuf>,
+) -> Vec<(&'a PollerSpec, FieldError)> {
+    let mut accepted: Vec<(&PollerSpec, Dir, Option<Place>)> = Vec::new();
+    let mut out = Vec::new();
+    for p in pollers.iter().filter(|p| p.enabled) {
+        let (root, dest) = (Dir::new(&p.path, real), place(&p.target, real));
+        match clash(&root, dest.as_ref(), &accepted) {
+            Some(e) => out.push((p, e)),
+            None => accepted.push((p, root, dest)),
         }
     }
-    Ok(())
+    out
+}
+
+/// Why a poller with this root and destination cannot join `earlier`.
+fn clash(
+    root: &Dir,
+    dest: Option<&Place>,
+    earlier: &[(&PollerSpec, Dir, Option<Place>)],
+) -> Option<FieldError> {
+    if let Some((q, theirs, _)) = earlier.iter().find(|(_, r, _)| root.overlaps(r)) {
+        return Some(FieldError::new(
+            "path",
+            format!(
+                "overlaps the root of poller `{}` ({}): one file would be seen by both",
+                q.name,
+                theirs.describe()
+            ),
+        ));
+    }
+    let dest = dest?;
+    let (q, theirs) = earlier
+        .iter()
+        .find_map(|(q, _, t)| t.as_ref().filter(|t| collides(dest, t)).map(|t| (q, t)))?;
+    let (mine, theirs) = (dest.describe(), theirs.describe());
+    let what = if mine == theirs {
+        format!(
+            "delivers into the same place as poller `{}` ({theirs})",
+            q.name
+        )
+    } else {
+        format!(
+            "delivers into {mine}, which overlaps the destination of poller `{}` ({theirs})",
+            q.name
+        )
+    };
+    Some(FieldError::new(
+        "target",
+        format!(
+            "{what}: two items of the same name would collide; give each poller its own \
+             destination folder"
+        ),
+    ))
 }
 
 /// A directory of this machine, as named (absolute, `.` and `..` resolved

@@ -198,7 +198,7 @@ impl Engine {
         };
         let mut errors = BTreeMap::new();
         let wanted: Vec<&PollerSpec> = desired.pollers.iter().filter(|p| p.enabled).collect();
-        refused.extend(overlapping(&wanted));
+        refused.extend(crate::config::refused(&desired.pollers));
         // Stop what is gone or disabled first: its directory may be the
         // one a new poller takes over.
         let gone: Vec<String> = {
@@ -410,19 +410,4 @@ fn limits_of(s: &AgentSettings) -> Limits {
         memory_bytes: s.poll_memory_mib.saturating_mul(1 << 20),
         timeout: s.poll_timeout,
     }
-}
-
-/// Pollers refused because their root or destination overlaps an earlier
-/// one's (each would see, send or overwrite the other's items), by id.
-fn overlapping(wanted: &[&PollerSpec]) -> BTreeMap<String, String> {
-    let mut refused = BTreeMap::new();
-    let mut ok: Vec<PollerSpec> = Vec::new();
-    for p in wanted {
-        ok.push((*p).clone());
-        if let Err((_, e)) = crate::config::no_overlaps(&ok) {
-            refused.insert(p.id.clone(), e.to_string());
-            ok.pop();
-        }
-    }
-    refused
 }

@@ -205,8 +205,9 @@ impl Reporter {
                 }
             })
             .collect();
-        // Pollers whose newest settings could not start at all.
-        for (id, error) in &errors {
+        // Pollers whose newest settings could not start at all (the empty
+        // id is the agent settings' error, said in `config_error`).
+        for (id, error) in errors.iter().filter(|(id, _)| !id.is_empty()) {
             if !states.iter().any(|s| s.id.as_deref() == Some(id)) {
                 states.push(PollerState {
                     id: Some(id.clone()),

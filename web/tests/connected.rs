@@ -10,7 +10,7 @@ mod support;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::{Site, exists, test_plugin, wait_until};
+use support::{Site, test_plugin, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connected_agent_runs_the_web_apps_pollers_and_follows_every_change() {
@@ -30,7 +30,7 @@ async fn a_connected_agent_runs_the_web_apps_pollers_and_follows_every_change() 
     wait_until(
         "the web app's poller runs",
         Duration::from_secs(15),
-        async || exists(&one.join("a.v1")).await,
+        async || one.join("a.v1").exists(),
     )
     .await;
 
@@ -54,7 +54,7 @@ async fn a_connected_agent_runs_the_web_apps_pollers_and_follows_every_change() 
     wait_until(
         "the new version runs",
         Duration::from_secs(15),
-        async || exists(&one.join("b.v2")).await,
+        async || one.join("b.v2").exists(),
     )
     .await;
     assert!(
@@ -64,23 +64,16 @@ async fn a_connected_agent_runs_the_web_apps_pollers_and_follows_every_change() 
     wait_until(
         "the big file arrives",
         Duration::from_secs(30),
-        async || exists(&slow.join("big.mxf")).await,
+        async || slow.join("big.mxf").exists(),
     )
     .await;
     assert_eq!(
         std::fs::metadata(slow.join("big.mxf")).unwrap().len(),
         24 << 20
     );
-    wait_until(
-        "the big transfer in the log",
-        Duration::from_secs(10),
-        async || {
-            site.transfers()
-                .await
-                .iter()
-                .any(|t| t["path"] == "big.mxf" && t["status"] == "Complete")
-        },
-    )
+    site.wait_logged("the big transfer in the log", |t| {
+        t["path"] == "big.mxf" && t["status"] == "Complete"
+    })
     .await;
     let big: Vec<Value> = site
         .transfers()
@@ -97,7 +90,7 @@ async fn a_connected_agent_runs_the_web_apps_pollers_and_follows_every_change() 
         .await;
     std::fs::write(src.join("c.v2"), b"c").unwrap();
     wait_until("the new target", Duration::from_secs(15), async || {
-        exists(&two.join("c.v2")).await
+        two.join("c.v2").exists()
     })
     .await;
     assert!(!one.join("c.v2").exists());
@@ -107,19 +100,12 @@ async fn a_connected_agent_runs_the_web_apps_pollers_and_follows_every_change() 
         .await;
     std::fs::write(src.join("d.v2"), b"d").unwrap();
     wait_until("the renamed poller", Duration::from_secs(15), async || {
-        exists(&two.join("d.v2")).await
+        two.join("d.v2").exists()
     })
     .await;
-    wait_until(
-        "the new name in the log",
-        Duration::from_secs(10),
-        async || {
-            site.transfers()
-                .await
-                .iter()
-                .any(|t| t["path"] == "d.v2" && t["poller"] == "stamp_renamed")
-        },
-    )
+    site.wait_logged("the new name in the log", |t| {
+        t["path"] == "d.v2" && t["poller"] == "stamp_renamed"
+    })
     .await;
 
     // Disabled, then deleted: polling stops.
@@ -136,7 +122,7 @@ async fn a_connected_agent_runs_the_web_apps_pollers_and_follows_every_change() 
     wait_until(
         "the other poller goes on",
         Duration::from_secs(15),
-        async || exists(&slow.join("small.mxf")).await,
+        async || slow.join("small.mxf").exists(),
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -156,7 +142,7 @@ async fn a_module_that_does_not_match_its_sha256_is_refused_and_the_previous_ver
     site.start_agent(&token);
     std::fs::write(src.join("a.v1"), b"a").unwrap();
     wait_until("v1 runs", Duration::from_secs(15), async || {
-        exists(&one.join("a.v1")).await
+        one.join("a.v1").exists()
     })
     .await;
 
@@ -187,7 +173,7 @@ async fn a_module_that_does_not_match_its_sha256_is_refused_and_the_previous_ver
     std::fs::write(src.join("b.v1"), b"b").unwrap();
     std::fs::write(src.join("b.v2"), b"b").unwrap();
     wait_until("v1 still runs", Duration::from_secs(15), async || {
-        exists(&one.join("b.v1")).await
+        one.join("b.v1").exists()
     })
     .await;
     assert!(!one.join("b.v2").exists());
@@ -215,7 +201,7 @@ async fn an_outage_of_the_web_app_loses_and_doubles_nothing() {
     };
     write(0..50);
     wait_until("the first files", Duration::from_secs(20), async || {
-        exists(&out.join("f049.mxf")).await
+        out.join("f049.mxf").exists()
     })
     .await;
 
@@ -301,6 +287,17 @@ async fn a_persons_enable_resets_the_agents_breaker() {
                 .contains("disabled after 1 consecutive failures")
     })
     .await;
+    // The poller's page shows it, per agent.
+    wait_until(
+        "the state on the poller's page",
+        Duration::from_secs(10),
+        async || {
+            site.page(&format!("/pollers/{id}"))
+                .await
+                .contains("Disabled by agent")
+        },
+    )
+    .await;
     // Fixed, and a person enables the poller: the agent resets its breaker
     // (not after its 4 h cooldown).
     std::fs::remove_file(&out).unwrap();
@@ -310,7 +307,7 @@ async fn a_persons_enable_resets_the_agents_breaker() {
     wait_until(
         "sent after the reset",
         Duration::from_secs(15),
-        async || exists(&out.join("x.mxf")).await,
+        async || out.join("x.mxf").exists(),
     )
     .await;
     site.agent.take().unwrap().stop();
@@ -321,47 +318,25 @@ async fn a_persons_enable_resets_the_agents_breaker() {
 /// demo directory is delivered and logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_one_command_start_runs_the_demo_through_a_connected_agent() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let token = dir.path().join("local-agent.token");
-    let demo = dir.path().join("demo");
-    let web = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-web"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--local-agent", "local", "--local-agent-token-file"])
-        .arg(&token)
-        .arg("--demo-dir")
-        .arg(&demo)
-        .arg("--register-plugins")
-        .arg(support::plugin_dir())
-        .env("DISPATCH_ADMIN_PASSWORD", "demo-Admin-pw1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let web = support::Proc(web);
+    let mut site = Site::start_with(|dir| {
+        vec![
+            "--local-agent".into(),
+            "local".into(),
+            "--local-agent-token-file".into(),
+            dir.join("local-agent.token").into(),
+            "--demo-dir".into(),
+            dir.join("demo").into(),
+        ]
+    })
+    .await;
+    let token = site.path("local-agent.token");
     wait_until("the token file", Duration::from_secs(30), async || {
         token.exists()
     })
     .await;
-    let agent = support::Proc(
-        std::process::Command::new(support::agent_exe())
-            .args([
-                "run",
-                "--server",
-                &format!("http://127.0.0.1:{port}"),
-                "--token-file",
-            ])
-            .arg(&token)
-            .arg("--state-dir")
-            .arg(dir.path().join("agent"))
-            .env("DISPATCH_PLUGIN_DIR", support::plugin_dir())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    site.start_agent(&token);
     // A ready folder for the `dir` poller.
+    let demo = site.path("demo");
     let folder = demo.join("outgoing/dir/EP101");
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("EP101.mxf"), b"video").unwrap();
@@ -376,35 +351,10 @@ async fn the_one_command_start_runs_the_demo_through_a_connected_agent() {
         "the source is removed after the verified transfer"
     );
 
-    // The Pollers page lists what the agent runs.
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let res = http
-        .post(format!("{base}/api/v1/login"))
-        .json(&json!({"username": "admin", "password": "demo-Admin-pw1"}))
-        .send()
-        .await
-        .unwrap();
-    let cookie = res.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let pollers: Value = http
-        .get(format!("{base}/api/v1/pollers"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The Pollers page lists what the agent runs; the log has the transfer.
+    let pollers = site.call(Method::GET, "/pollers", None).await;
     let names: Vec<&str> = pollers
         .as_array()
-        .or_else(|| pollers["pollers"].as_array())
-        .or_else(|| pollers["items"].as_array())
         .unwrap()
         .iter()
         .filter_map(|p| p["name"].as_str())
@@ -413,25 +363,9 @@ async fn the_one_command_start_runs_the_demo_through_a_connected_agent() {
         names.contains(&"demo_dir") && names.contains(&"demo_google"),
         "{names:?}"
     );
-    wait_until(
-        "the transfer on the dashboard's log",
-        Duration::from_secs(10),
-        async || {
-            let log: Value = http
-                .get(format!("{base}/api/v1/transfers?status=Complete"))
-                .header("cookie", &cookie)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            log["items"]
-                .as_array()
-                .is_some_and(|i| i.iter().any(|t| t["poller"] == "demo_dir"))
-        },
-    )
+    site.wait_logged("the transfer in the log", |t| {
+        t["poller"] == "demo_dir" && t["status"] == "Complete"
+    })
     .await;
-    agent.stop();
-    web.stop();
+    site.agent.take().unwrap().stop();
 }

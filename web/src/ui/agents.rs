@@ -100,8 +100,7 @@ impl HealthRow {
 }
 
 /// Each (agent, poller) state of poller `poller_id` (every poller when
-/// `None`), for the pollers pages (`_poller_health.html` shows them).
-#[allow(dead_code)] // until the pollers pages (another change) call it
+/// `None`), for the poller's page (`_poller_health.html` shows them).
 pub async fn poller_health_rows(
     pool: &sqlx::SqlitePool,
     poller_id: Option<i64>,

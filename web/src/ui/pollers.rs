@@ -96,6 +96,8 @@ struct DetailPage {
     state: &'static str,
     params: Vec<(String, String)>,
     transfers: Vec<TransferRow>,
+    /// How it does on each of its agents.
+    health: Vec<super::agents::HealthRow>,
     error: Option<String>,
     notice: Option<String>,
 }
@@ -122,6 +124,7 @@ async fn detail_page(
     .iter()
     .map(|r| TransferRow::new(&row_view(r)))
     .collect();
+    let health = super::agents::poller_health_rows(&state.pool, Some(id)).await?;
     Ok(DetailPage {
         chrome: user.chrome("pollers"),
         state: state_of(&p),
@@ -132,6 +135,7 @@ async fn detail_page(
             .collect(),
         p,
         transfers,
+        health,
         error,
         notice,
     })

@@ -87,15 +87,25 @@ pub struct Site {
     pub http: reqwest::Client,
     pub web: Option<Proc>,
     pub agent: Option<Proc>,
+    /// More flags for `dispatch-web`.
+    web_args: Vec<std::ffi::OsString>,
     cookie: String,
     csrf: String,
 }
 
 impl Site {
     pub async fn start() -> Self {
+        Self::start_with(|_| Vec::new()).await
+    }
+
+    /// Started with more `dispatch-web` flags, made from the site's
+    /// directory.
+    pub async fn start_with(web_args: impl FnOnce(&Path) -> Vec<std::ffi::OsString>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
         let mut site = Site {
-            dir: tempfile::tempdir().unwrap(),
+            web_args: web_args(dir.path()),
+            dir,
             port: free_port(),
             http: reqwest::Client::new(),
             web: None,
@@ -124,6 +134,7 @@ impl Site {
             .arg("--register-plugins")
             .arg(plugin_dir())
             .arg("--insecure-cookies")
+            .args(&self.web_args)
             .env("DISPATCH_ADMIN_PASSWORD", ADMIN_PW)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -140,6 +151,19 @@ impl Site {
         // Keep reading, so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in out.lines() {});
         self.web = Some(Proc(child));
+    }
+
+    /// A page, as the logged-in person sees it.
+    pub async fn page(&self, path: &str) -> String {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base()))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "GET {path}: {}", res.status());
+        res.text().await.unwrap()
     }
 
     pub fn start_agent(&mut self, token_file: &Path) {
@@ -323,8 +347,12 @@ impl Site {
         }
         all
     }
-}
 
-pub async fn exists(p: &Path) -> bool {
-    p.exists()
+    /// Waits until the web app's log holds a transfer that `pred` likes.
+    pub async fn wait_logged(&self, what: &str, pred: impl Fn(&Value) -> bool) {
+        wait_until(what, Duration::from_secs(10), async || {
+            self.transfers().await.iter().any(&pred)
+        })
+        .await;
+    }
 }

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{add, terminate, wait_limited};
+use common::{add, terminate, wait_limited, wait_until};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -383,9 +383,9 @@ fn an_unwritable_destination_trips_the_breaker_and_the_cooldown_re_enables() {
         alert["reason"].as_str().unwrap().contains("cannot create"),
         "{alert}"
     );
-    // Disabled: no attempt during the cooldown. Then make the destination
-    // usable; after the cooldown the poller is re-enabled and delivers.
-    std::thread::sleep(Duration::from_millis(500));
+    // Disabled: no attempt during the cooldown (the journal's starts show
+    // it below). Then make the destination usable; after the cooldown the
+    // poller is re-enabled and delivers.
     std::fs::remove_file(site.path("dst/blocked")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !site.path("dst/blocked/a.mpg").exists() && Instant::now() < deadline {
@@ -445,33 +445,19 @@ fn an_unwritable_destination_trips_the_breaker_and_the_cooldown_re_enables() {
 
 /// aiosmtpd (from the test virtualenv that `cargo xtask test` makes),
 /// printing every message it receives.
-struct Smtp(Child);
+struct Smtp(common::ServerProcess);
 
 impl Smtp {
     fn stop(mut self) -> String {
-        let _ = self.0.kill();
-        let out = self.0.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.0.stop();
+        self.0.output()
     }
 }
 
 fn smtp_server() -> (u16, Smtp) {
-    let venv = std::env::var_os("DISPATCH_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `cargo xtask test`",
-        python.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(python)
-        .args([
+    let server = common::ServerProcess::start("aiosmtpd", None, |port| {
+        let mut c = Command::new(common::venv_bin("python"));
+        c.args([
             "-u",
             "-m",
             "aiosmtpd",
@@ -481,17 +467,10 @@ fn smtp_server() -> (u16, Smtp) {
             "-c",
             "aiosmtpd.handlers.Debugging",
             "stdout",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "aiosmtpd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (port, Smtp(child))
+        ]);
+        c
+    });
+    (server.port, Smtp(server))
 }
 
 #[test]
@@ -535,15 +514,16 @@ fn the_agent_wide_cap_limits_transfers_over_all_pollers() {
     }
 }
 
-/// (event, at, error) of a transfer, read straight from the SQLite file.
-/// Whether a temporary (part) file is in `dir`.
-fn has_part(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|rd| {
-        rd.flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".dispatch-part"))
-    })
+/// Bytes in the temporary (part) files of `dir`.
+fn part_bytes(dir: &Path) -> u64 {
+    common::part_files(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
+/// (event, at, error) of a transfer, read straight from the SQLite file.
 fn sqlite_events(journal: &Path, id: &str) -> Vec<(String, i64, Option<String>)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -578,13 +558,11 @@ fn kill_9_mid_transfer_then_restart_delivers_exactly_once() {
     );
     site.config("", &body);
     let agent = site.spawn();
-    let part = || has_part(&site.path("dst/big"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !part() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(part(), "the transfer started");
-    std::thread::sleep(Duration::from_millis(700));
+    let part = || part_bytes(&site.path("dst/big")) > 0;
+    // Killed mid-copy: a quarter of the file is in the part.
+    wait_until("1 MB in the part file", Duration::from_secs(20), || {
+        part_bytes(&site.path("dst/big")) >= 1_000_000
+    });
     Command::new("kill")
         .args(["-KILL", &agent.id().to_string()])
         .status()
@@ -618,6 +596,7 @@ fn sigterm_waits_for_the_grace_period_then_cancels() {
     let site = Site::new();
     std::fs::create_dir_all(site.path("src/slow")).unwrap();
     std::fs::write(site.path("src/slow/slow.mxf"), vec![7u8; 2_000_000]).unwrap();
+    // 1 Mbps: the 2 MB file takes 16 s, far beyond the grace period.
     let body = poller("slow", "file", "").replace(
         "destination = \"dst/slow\" }",
         "destination = \"dst/slow\", rate_limit_mbps = 1.0 }",
@@ -629,22 +608,59 @@ fn sigterm_waits_for_the_grace_period_then_cancels() {
         .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"1s\"");
     std::fs::write(site.path("agent.toml"), cfg).unwrap();
     let agent = site.spawn();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !has_part(&site.path("dst/slow")) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Running: started in the journal, bytes in its part file.
+    wait_until("bytes in the part file", Duration::from_secs(20), || {
+        part_bytes(&site.path("dst/slow")) > 0
+    });
+    let events = site.0.wait_events("started", 1, Duration::from_secs(10));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.event != "queued" && e.event != "started"),
+        "still in flight: {events:?}"
+    );
     let t = Instant::now();
     let out = stop(agent);
-    assert!(
-        t.elapsed() < Duration::from_secs(8),
-        "stopped after the grace period"
-    );
+    let took = t.elapsed();
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("cancelling transfers"), "{log}");
+    assert!(out.status.success(), "{log}");
+    // Not before the grace period was over, and soon after it (the upper
+    // bound on the agent's clock, which a busy machine does not stretch).
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(6),
+        "ended {took:?} after SIGTERM"
+    );
+    let waited = logged_at(&log, "grace period over: cancelling transfers")
+        - logged_at(&log, "SIGTERM: stopping");
+    assert!(
+        (1_000..1_500).contains(&waited),
+        "cancelled {waited} ms after the shutdown began (agent's clock):\n{log}"
+    );
+    let ended = logged_at(&log, "transfer cancelled") - logged_at(&log, "grace period over");
+    assert!(ended < 1_000, "ended {ended} ms after cancelling:\n{log}");
     let rows = site.transfers();
     assert_eq!(rows[0]["status"], "Cancelled", "{rows:?}");
     assert!(site.path("src/slow/slow.mxf").exists(), "source kept");
     assert!(!site.path("dst/slow/slow.mxf").exists());
+}
+
+/// When (ms into the day, agent's clock) the agent logged the first line
+/// holding `needle`: the log's RFC 3339 timestamps.
+fn logged_at(log: &str, needle: &str) -> i64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("`{needle}` not in the log:\n{log}"));
+    let time = line
+        .split_whitespace()
+        .next()
+        .and_then(|t| t.split_once('T'))
+        .map(|(_, t)| t.trim_end_matches('Z'))
+        .unwrap_or_else(|| panic!("no timestamp: {line}"));
+    let mut parts = time.split(':');
+    let mut field = || parts.next().unwrap().parse::<f64>().unwrap();
+    let (h, m, sec) = (field(), field(), field());
+    ((h * 3600.0 + m * 60.0 + sec) * 1000.0) as i64
 }
 
 #[test]
@@ -720,9 +736,9 @@ fn ascp_standin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testing/ascp-standin/ascp")
 }
 
-/// Runs one Aspera poller over `src/asp` with `target` settings and returns
-/// (record lines of each ascp run, the agent's log).
-fn aspera_case(site: &Site, target: &str, fail: Option<&str>) -> (Vec<Vec<String>>, String) {
+/// Runs one Aspera poller over `src/asp` with `target` settings until idle
+/// and returns (record lines of each ascp run, the agent's log).
+fn aspera_case(site: &Site, target: &str) -> (Vec<Vec<String>>, String) {
     let record = site.path("ascp.record");
     let remote = site.path("remote");
     std::fs::create_dir_all(&remote).unwrap();
@@ -730,33 +746,15 @@ fn aspera_case(site: &Site, target: &str, fail: Option<&str>) -> (Vec<Vec<String
         "[[poller]]\nname = \"asp\"\npath = \"src/asp\"\nplugin = \"dir\"\nstability = \"200ms\"\n[poller.target]\nkind = \"aspera\"\nhost = \"aspera.example.net\"\nuser = \"affiliate\"\nascp = {:?}\n{target}\n",
         ascp_standin().display().to_string()
     );
-    site.config(
-        "failures_before_disable = 2\ndisable_cooldown = \"1h\"",
-        &body,
-    );
+    site.config("", &body);
     let mut cmd = site.agent(&["run", "--config", "agent.toml", "--until-idle"]);
     cmd.env("ASCP_STANDIN_RECORD", &record)
         .env("ASCP_STANDIN_ROOT", &remote)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(f) = fail {
-        cmd.env("ASCP_STANDIN_FAIL", f);
-    }
-    let child = Running(Some(cmd.spawn().unwrap()));
-    let out = if fail.is_some() {
-        // A failing poller never gets idle: stop it once it is disabled.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::fs::read_to_string(&record).map_or(0, |r| r.matches("RUN").count()) < 2
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        stop(child)
-    } else {
-        wait_limited(child.take(), Duration::from_secs(30))
-    };
+    let out = wait_limited(cmd.spawn().unwrap(), Duration::from_secs(30));
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
     let text = std::fs::read_to_string(&record).unwrap_or_default();
     let runs = text
         .split("RUN\n")
@@ -774,12 +772,8 @@ fn asset(site: &Site) {
 }
 
 fn assert_no_secret(site: &Site, log: &str) {
-    let journal = std::fs::read(site.path("dispatch-journal.sqlite")).unwrap_or_default();
-    let journal = String::from_utf8_lossy(&journal);
-    for secret in [PASSWORD, PASSPHRASE, "testkeymaterial"] {
-        assert!(!log.contains(secret), "secret in the log:\n{log}");
-        assert!(!journal.contains(secret), "secret in the journal");
-    }
+    site.0
+        .assert_no_secret(log, &[PASSWORD, PASSPHRASE, "testkeymaterial"]);
 }
 
 #[test]
@@ -791,7 +785,6 @@ fn aspera_password_rate_and_destination() {
         &format!(
             "password = \"{PASSWORD}\"\ndestination = \"/incoming/google/\"\nrate_limit_mbps = 300\nport = 2022"
         ),
-        None,
     );
     assert_eq!(runs.len(), 1, "{log}");
     let root = site.path("src/asp").canonicalize().unwrap();
@@ -830,7 +823,6 @@ fn aspera_inline_key_is_a_private_file_removed_afterwards() {
     let (runs, log) = aspera_case(
         &site,
         &format!("ssh_key = \"\"\"\n{KEY}\n\"\"\"\ndestination = \"out\""),
-        None,
     );
     assert_eq!(runs.len(), 1, "{log}");
     let run = &runs[0];
@@ -870,7 +862,6 @@ fn aspera_encryption_at_rest_uses_the_passphrase_from_the_environment() {
         &format!(
             "password = \"{PASSWORD}\"\nencrypt = true\npassphrase = \"{PASSPHRASE}\"\nflags = [\"-T\"]"
         ),
-        None,
     );
     let run = &runs[0];
     assert!(
@@ -891,45 +882,6 @@ fn aspera_encryption_at_rest_uses_the_passphrase_from_the_environment() {
         "no secret on the command line"
     );
     assert_no_secret(&site, &log);
-}
-
-#[test]
-fn aspera_errors_come_from_stderr_and_keep_the_source() {
-    let site = Site::new();
-    asset(&site);
-    let (runs, log) = aspera_case(
-        &site,
-        &format!("password = \"{PASSWORD}\""),
-        Some("Session Stop (Error: Session initiation failed, authentication failed)"),
-    );
-    assert!(runs.len() >= 2, "{log}");
-    assert!(site.path("src/asp/A1/movie.mpg").exists(), "source kept");
-    let rows = site.transfers();
-    assert_eq!(rows[0]["status"], "Error");
-    assert!(
-        rows[0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("authentication failed"),
-        "{rows:?}"
-    );
-    assert!(
-        log.contains("permanent=true"),
-        "an authentication failure is permanent: {log}"
-    );
-    assert_no_secret(&site, &log);
-}
-
-/// Waits for `cond` with a deadline.
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + limit;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -7,13 +7,12 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{AgentSite, add, wait_limited};
+use common::{AgentSite, Live, add, wait_limited};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The agent's settings for these tests: quick retries and rescans.
@@ -31,101 +30,6 @@ fn poller(name: &str, plugin: &str, extra: &str) -> String {
     format!(
         "[[poller]]\nname = \"{name}\"\npath = \"src/{name}\"\nplugin = \"{plugin}\"\nstability = \"200ms\"\n{extra}\ntarget = {{ kind = \"local\", destination = \"dst/{name}\" }}\n\n"
     )
-}
-
-/// A running agent whose log is read as it comes, so a test can wait for
-/// the agent to reach a point.
-struct Live {
-    child: Option<Child>,
-    log: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Live {
-    fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let sink = log.clone();
-        let reader = std::thread::spawn(move || {
-            use std::io::Read;
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Self {
-            child: Some(child),
-            log,
-            reader: Some(reader),
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits until `needle` appears in the log `times` times in all.
-    fn wait_for(&self, needle: &str, times: usize, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.log().matches(needle).count() < times {
-            assert!(
-                Instant::now() < deadline,
-                "the agent never logged `{needle}` {times}×; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn signal(&self, sig: &str) {
-        Command::new("kill")
-            .args([sig, &self.pid().to_string()])
-            .status()
-            .unwrap();
-    }
-
-    /// Waits for the agent to exit (at most `limit`), and gives its log.
-    fn wait(mut self, limit: Duration) -> (bool, String) {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("agent still running after {limit:?}; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if let Some(r) = self.reader.take() {
-            r.join().unwrap();
-        }
-        (status.success(), self.log())
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// `dispatch-agent run` on the site, `--until-idle` or not, with pauses.
@@ -631,25 +535,10 @@ fn case8_kill_9_between_the_complete_record_and_the_removal_removes_it_at_restar
     assert_eq!(rows(&site).len(), 1, "not sent a second time");
 }
 
-/// `sh -c SCRIPT` in a new user and mount namespace (root inside, the
-/// caller's user outside), then the agent: what the script mounts is seen
-/// by the agent alone and vanishes with it.
+/// The agent in a namespace of its own after `script` (see
+/// [`common::in_namespace`]).
 fn in_namespace(site: &AgentSite, script: &str, until_idle: bool) -> Command {
-    let cmd = agent(site, until_idle, "");
-    let program = cmd.get_program().to_owned();
-    let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
-    let envs: Vec<_> = cmd
-        .get_envs()
-        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
-        .collect();
-    let mut ns = Command::new("unshare");
-    ns.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
-        .arg(format!("{script} && exec \"$0\" \"$@\""))
-        .arg(program)
-        .args(args)
-        .current_dir(site.dir.path())
-        .envs(envs);
-    ns
+    common::in_namespace(&agent(site, until_idle, ""), script)
 }
 
 #[test]

@@ -5,9 +5,17 @@
 //! is removed when the transfer ends. `ascp`'s stderr becomes the error text.
 //!
 //! `ascp` verifies what it sends itself; the agent trusts its exit status.
+//!
+//! Progress: unless run with `-q`, `ascp` rewrites one line per file on
+//! stdout with `\r`: `<file>  45%  461MB  120Mb/s  00:12 ETA`, the last one
+//! (100%, no ETA) ending in `\n`. Each line's byte figure (1024-based units,
+//! rounded by ascp) is what that file has sent; the item's progress is
+//! their sum, never above its size, and the rest is added once ascp
+//! succeeded. With `-q` in `flags` the bytes appear only at the end.
 
 use super::{Backend, Job, Progress, Sent, TransferError};
 use dispatch_protocol::target::AsperaTarget as AsperaConfig;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -108,10 +116,111 @@ fn is_permanent(stderr: &str) -> bool {
     .any(|w| s.contains(w))
 }
 
+/// One progress line of `ascp`: the file's name as shown and the bytes it
+/// has sent so far. `None` for any other line (the `Completed:` summary,
+/// log lines).
+pub fn parse_progress(line: &str) -> Option<(&str, u64)> {
+    let words: Vec<(usize, &str)> = line
+        .split_whitespace()
+        .map(|w| (w.as_ptr() as usize - line.as_ptr() as usize, w))
+        .collect();
+    // From the right, since a file name may hold anything: `NN%`, a size,
+    // then a rate in `b/s`.
+    (1..words.len().saturating_sub(2)).rev().find_map(|i| {
+        let pct: f64 = words[i].1.strip_suffix('%')?.parse().ok()?;
+        if !(0.0..=100.0).contains(&pct) || !words[i + 2].1.ends_with("b/s") {
+            return None;
+        }
+        let bytes = parse_size(words[i + 1].1)?;
+        let name = line[..words[i].0].trim();
+        Some((name, bytes))
+    })
+}
+
+/// `461MB`, `1.5GB`, `20KB`, `512B` -> bytes (ascp's units are 1024-based:
+/// its summary counts 1048576000 bytes as `1024000K`).
+fn parse_size(s: &str) -> Option<u64> {
+    let digits = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (n, unit) = s.split_at(digits);
+    let n: f64 = n.parse().ok()?;
+    let scale: u64 = match unit.to_ascii_uppercase().as_str() {
+        "B" => 1,
+        "KB" | "K" => 1 << 10,
+        "MB" | "M" => 1 << 20,
+        "GB" | "G" => 1 << 30,
+        "TB" | "T" => 1 << 40,
+        _ => return None,
+    };
+    // Saturating float-to-int conversion: a huge figure caps at u64::MAX.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Some((n * scale as f64) as u64)
+}
+
+/// The bytes an `ascp` run reports, file by file, as one running total.
+#[derive(Debug, Default)]
+pub struct AscpProgress {
+    files: HashMap<String, u64>,
+    /// What went to `Progress` so far.
+    pub reported: u64,
+    /// The item's size: the total never goes above it.
+    pub size: u64,
+}
+
+impl AscpProgress {
+    pub fn new(size: u64) -> Self {
+        Self {
+            size,
+            ..Self::default()
+        }
+    }
+
+    /// Takes one line; returns the bytes to add to the progress (the
+    /// total's growth; a file's figure never moves it back).
+    pub fn line(&mut self, line: &str) -> u64 {
+        let Some((name, bytes)) = parse_progress(line) else {
+            return 0;
+        };
+        let seen = self.files.entry(name.to_string()).or_default();
+        *seen = (*seen).max(bytes);
+        let total = self.files.values().sum::<u64>().min(self.size);
+        let grew = total.saturating_sub(self.reported);
+        self.reported += grew;
+        grew
+    }
+}
+
+/// Reads `ascp`'s stdout to its end, a `\r`- or `\n`-ended line at a time,
+/// adding what each progress line says to `progress`; returns the total.
+async fn follow_progress(
+    out: Option<tokio::process::ChildStdout>,
+    progress: &Progress,
+    size: u64,
+) -> u64 {
+    use tokio::io::AsyncReadExt;
+    /// A line longer than this is no progress line: dropped.
+    const MAX_LINE: usize = 64 * 1024;
+    let mut seen = AscpProgress::new(size);
+    let Some(mut out) = out else { return 0 };
+    let (mut buf, mut line) = (vec![0u8; 8192], Vec::new());
+    while let Ok(n @ 1..) = out.read(&mut buf).await {
+        for &b in &buf[..n] {
+            if b == b'\r' || b == b'\n' {
+                progress.add(seen.line(&String::from_utf8_lossy(&line)));
+                line.clear();
+            } else if line.len() < MAX_LINE {
+                line.push(b);
+            }
+        }
+    }
+    progress.add(seen.line(&String::from_utf8_lossy(&line)));
+    seen.reported
+}
+
 #[async_trait::async_trait]
 impl Backend for AsperaBackend {
     async fn send(&self, job: &Job, progress: Arc<Progress>) -> Result<Sent, TransferError> {
-        // `ascp` reports no progress here: the item's size once it succeeded.
+        // Progress comes from ascp's stdout; the rest of the item's size once
+        // it succeeded.
         let size = super::item_size(&job.source());
         // An inline key lives only for this run, in a 0700 directory.
         let key_dir = match &self.cfg.ssh_key {
@@ -124,13 +233,14 @@ impl Backend for AsperaBackend {
             .args(&cmd.args)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
                 TransferError::permanent(format!("cannot run {}: {e}", cmd.program.display()))
             })?;
+        let stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
         let read_err = async move {
             let mut text = String::new();
@@ -141,17 +251,19 @@ impl Backend for AsperaBackend {
             text
         };
         let status = tokio::select! {
-            (status, text) = async { (child.wait().await, read_err.await) } => (status, text),
+            (status, text, reported) = async {
+                tokio::join!(child.wait(), read_err, follow_progress(stdout, &progress, size))
+            } => (status, text, reported),
             () = progress.cancel.cancelled() => {
                 let _ = child.kill().await;
                 return Err(TransferError::cancelled());
             }
         };
         drop(key_dir);
-        let (status, text) = status;
+        let (status, text, reported) = status;
         let status = status.map_err(|e| TransferError::transient(format!("ascp: {e}")))?;
         if status.success() {
-            progress.add(size);
+            progress.add(size.saturating_sub(reported));
             return Ok(Sent { bytes: size });
         }
         let said = text.trim();

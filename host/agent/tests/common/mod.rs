@@ -7,7 +7,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub mod servers;
+#[allow(unused_imports)] // not every test binary starts servers
+pub use servers::ServerProcess;
 
 fn dir_from_env(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
@@ -227,20 +232,251 @@ impl AgentSite {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    /// The journal's files (database, WAL) as bytes, to look for secrets.
-    pub fn journal_bytes(&self) -> Vec<u8> {
-        let mut all = Vec::new();
-        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with("dispatch-journal")
-                && e.path().is_file()
-            {
-                all.extend(std::fs::read(e.path()).unwrap());
-            }
+    /// The journal's events, oldest first, read straight from its SQLite
+    /// file (also while an agent runs); none before the journal exists.
+    pub fn events(&self) -> Vec<JournalEvent> {
+        let journal = self.path("dispatch-journal.sqlite");
+        if !journal.exists() {
+            return Vec::new();
         }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Row;
+            // A journal the agent is still creating has no tables yet.
+            let Ok(pool) =
+                sqlx::SqlitePool::connect(&format!("sqlite://{}", journal.display())).await
+            else {
+                return Vec::new();
+            };
+            let rows = sqlx::query(
+                "SELECT transfer_id, path, event, at, error, bytes_done, attempt FROM events ORDER BY seq",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+            pool.close().await;
+            rows.iter()
+                .map(|r| JournalEvent {
+                    transfer_id: r.get("transfer_id"),
+                    path: r.get("path"),
+                    event: r.get("event"),
+                    at: r.get("at"),
+                    error: r.get("error"),
+                    bytes_done: r.get("bytes_done"),
+                    attempt: r.get("attempt"),
+                })
+                .collect()
+        })
+    }
+
+    /// Waits (at most `limit`) until the journal holds `times` events
+    /// `event`, and gives them all.
+    pub fn wait_events(&self, event: &str, times: usize, limit: Duration) -> Vec<JournalEvent> {
+        let mut all = Vec::new();
+        wait_until(
+            &format!("{times}× `{event}` in the journal"),
+            limit,
+            || {
+                all = self.events();
+                all.iter().filter(|e| e.event == event).count() >= times
+            },
+        );
         all
     }
+
+    /// Fails if any of `secrets` is in `log` or in the agent's files: the
+    /// journal (which must exist), its WAL, the agent's state directory
+    /// (`dispatch-journal.state`).
+    pub fn assert_no_secret(&self, log: &str, secrets: &[&str]) {
+        let journal = self.path("dispatch-journal.sqlite");
+        assert!(journal.exists(), "no journal at {}", journal.display());
+        let mut files = Vec::new();
+        let mut stack = vec![self.dir.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                // The journal's files and its state directory beside it.
+                let agents = p
+                    .strip_prefix(self.dir.path())
+                    .ok()
+                    .and_then(|r| r.iter().next())
+                    .is_some_and(|n| n.to_string_lossy().starts_with("dispatch-journal"));
+                if p.is_dir() {
+                    stack.push(p);
+                } else if agents {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(
+            files
+                .iter()
+                .any(|f| f.ends_with("dispatch-journal.sqlite-wal"))
+                || std::fs::metadata(&journal).unwrap().len() > 0,
+            "the journal is empty and has no WAL"
+        );
+        for secret in secrets {
+            assert!(!log.contains(secret), "`{secret}` in the log:\n{log}");
+            for f in &files {
+                assert!(
+                    !contains(&std::fs::read(f).unwrap_or_default(), secret),
+                    "`{secret}` in {}",
+                    f.display()
+                );
+            }
+        }
+    }
+}
+
+/// One row of the journal's `events` table.
+#[derive(Debug, Clone)]
+pub struct JournalEvent {
+    pub transfer_id: String,
+    pub path: String,
+    pub event: String,
+    /// The agent's clock, in ms since the epoch.
+    pub at: i64,
+    pub error: Option<String>,
+    pub bytes_done: i64,
+    pub attempt: i64,
+}
+
+/// Waits for `cond`, checking every 20 ms; fails naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running agent whose log is read as it comes, so a test can wait for
+/// the agent to reach a point; killed if the test ends early.
+pub struct Live {
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Live {
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self {
+            child: Some(child),
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `needle` appears in the log `times` times in all.
+    pub fn wait_for(&self, needle: &str, times: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.log().matches(needle).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "the agent never logged `{needle}` {times}×; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for the agent to exit (at most `limit`), and gives its log.
+    pub fn wait(mut self, limit: Duration) -> (bool, String) {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("agent still running after {limit:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        (status.success(), self.log())
+    }
+
+    /// SIGTERM, then [`Live::wait`] 30 s: the log, which must show a clean exit.
+    pub fn terminate(self) -> String {
+        self.signal("-TERM");
+        let (ok, log) = self.wait(Duration::from_secs(30));
+        assert!(ok, "the agent did not end cleanly on SIGTERM:\n{log}");
+        log
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `cmd` (an agent) run by `sh -c SCRIPT` in a new user and mount
+/// namespace (root inside, the caller's user outside): what the script
+/// mounts is seen by the agent alone and vanishes with it.
+pub fn in_namespace(cmd: &Command, script: &str) -> Command {
+    let mut ns = Command::new("unshare");
+    ns.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg(format!("{script} && exec \"$0\" \"$@\""))
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        ns.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => ns.env(k, v),
+            None => ns.env_remove(k),
+        };
+    }
+    ns
 }
 
 /// Deterministic file contents that do not repeat every 256 bytes.
@@ -267,87 +503,6 @@ pub fn venv_bin(name: &str) -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// A free TCP port on loopback.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A real server the network tests send to: spawned from `command`, ready
-/// once its loopback port accepts, killed on `stop` and on drop (also when
-/// the test panics), and startable again on the same port.
-pub struct ServerProcess {
-    child: Option<Child>,
-    pub port: u16,
-    name: &'static str,
-    /// Read into the message when the server does not come up.
-    log: Option<PathBuf>,
-    command: Box<dyn Fn() -> Command>,
-}
-
-impl ServerProcess {
-    pub fn start(
-        name: &'static str,
-        port: u16,
-        log: Option<PathBuf>,
-        command: impl Fn() -> Command + 'static,
-    ) -> Self {
-        let mut s = Self {
-            child: None,
-            port,
-            name,
-            log,
-            command: Box::new(command),
-        };
-        s.restart();
-        s
-    }
-
-    pub fn restart(&mut self) {
-        let child = (self.command)()
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "{} did not start on port {}: {}",
-                self.name,
-                self.port,
-                self.log
-                    .as_ref()
-                    .and_then(|l| std::fs::read_to_string(l).ok())
-                    .unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The running process's id.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Names starting with a dot in `dir`: temporary (part) files a backend

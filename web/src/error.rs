@@ -119,3 +119,40 @@ impl From<JsonRejection> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Middleware for `/api`: an error answered by anything but an `ApiError`
+/// (axum's path, query and body rejections, 405, 413 from the body limit)
+/// becomes the same JSON error object, with axum's text as the message,
+/// so a client never has to parse plain text. Headers such as `Allow` are
+/// kept.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    // axum's rejection texts are one line; a bigger body is not one of them.
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let json = ApiError::new(status, message).into_response();
+    let (json_parts, json_body) = json.into_parts();
+    parts.headers.extend(json_parts.headers);
+    Response::from_parts(parts, json_body)
+}

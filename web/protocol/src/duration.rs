@@ -31,3 +31,28 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. `10s`, `500ms`, `4h`"))
 }
+
+/// The OpenAPI schema of a duration: text such as `10s`, `500ms`, `4h`
+/// (how it is written back) or a number of seconds.
+pub fn schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(PATTERN))
+                .examples([serde_json::json!("10s")]),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(0.0)),
+        )
+        .description(Some(
+            "A duration: text such as `10s`, `500ms`, `1h 30m`, or a number of seconds",
+        ))
+        .into()
+}
+
+/// The text [`parse`] reads: numbers, each with a unit.
+const PATTERN: &str = r"^\s*([0-9]{1,9}\s*(nsec|ns|usec|us|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|w)\s*)+$";

@@ -25,9 +25,12 @@ use std::time::Duration;
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConfigQuery {
-    /// Seconds to wait for a change when `If-None-Match` matches (at most 60).
-    pub wait: Option<u64>,
+    /// Seconds to wait for a change when `If-None-Match` matches (more
+    /// than 60 waits 60).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
+    pub wait: Option<u32>,
 }
 
 fn etag_of(body: &[u8]) -> String {
@@ -56,8 +59,10 @@ pub async fn current_etag(state: &AppState, agent: &Agent) -> ApiResult<String> 
 /// This agent's settings and pollers. With `If-None-Match` equal to the
 /// current ETag: 304, or with `?wait=N`, an answer as soon as the
 /// configuration changes (304 after N seconds if it does not).
-#[utoipa::path(get, path = "/api/v1/agent/config", tag = "agent", params(ConfigQuery),
-    responses((status = 200, body = dispatch_protocol::AgentConfig), (status = 304), (status = 401, body = crate::error::ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/agent/config", tag = "agent", operation_id = "agent_config",
+    params(ConfigQuery, ("If-None-Match" = Option<String>, Header, description = "The ETag of the configuration the agent has")),
+    responses((status = 200, body = dispatch_protocol::AgentConfig, headers(("ETag" = String, description = "Send it back as `If-None-Match`"))),
+              (status = 304, description = "`If-None-Match` is the current ETag: unchanged")),
     security(("agent_token" = [])))]
 pub async fn config(
     State(state): State<Arc<AppState>>,
@@ -69,7 +74,8 @@ pub async fn config(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(u64::from(q.wait.unwrap_or(0).min(60)));
     let mut changes = state.config_version.subscribe();
     loop {
         changes.borrow_and_update();
@@ -124,7 +130,7 @@ fn check_events(batch: &EventBatch) -> ApiResult<()> {
 
 /// Ingest a batch of transfer events in one transaction; events already
 /// ingested (same agent, same id) change nothing.
-#[utoipa::path(post, path = "/api/v1/agent/events", tag = "agent", request_body = EventBatch,
+#[utoipa::path(post, path = "/api/v1/agent/events", tag = "agent", operation_id = "agent_events", request_body = EventBatch,
     responses((status = 200, body = Ingested), (status = 422, body = crate::error::ErrorBody)), security(("agent_token" = [])))]
 pub async fn events(
     State(state): State<Arc<AppState>>,
@@ -233,7 +239,7 @@ async fn apply(tx: &mut Tx<'_>, agent: &Agent, e: &Event) -> Result<(), sqlx::Er
 /// The agent is alive: its version, host name, the configuration it runs
 /// and how each poller does. The answer lists the agent's open commands
 /// (an older agent that ignores the body loses nothing but them).
-#[utoipa::path(post, path = "/api/v1/agent/heartbeat", tag = "agent", request_body = Heartbeat,
+#[utoipa::path(post, path = "/api/v1/agent/heartbeat", tag = "agent", operation_id = "agent_heartbeat", request_body = Heartbeat,
     responses((status = 200, body = HeartbeatReply), (status = 422, body = crate::error::ErrorBody)), security(("agent_token" = [])))]
 pub async fn heartbeat(
     State(state): State<Arc<AppState>>,
@@ -337,13 +343,13 @@ async fn record_poller(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO agent_poller_states (agent_id, poller_id, consecutive_errors, disabled,
-            disabled_until, reason, plugin_version, config_error, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            disabled_until, reason, plugin_version, config_error, not_ready, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (agent_id, poller_id) DO UPDATE SET
             consecutive_errors = excluded.consecutive_errors, disabled = excluded.disabled,
             disabled_until = excluded.disabled_until, reason = excluded.reason,
             plugin_version = excluded.plugin_version, config_error = excluded.config_error,
-            updated_at = excluded.updated_at",
+            not_ready = excluded.not_ready, updated_at = excluded.updated_at",
     )
     .bind(agent.id)
     .bind(poller_id)
@@ -353,6 +359,7 @@ async fn record_poller(
     .bind(&p.reason)
     .bind(&p.plugin_version)
     .bind(p.config_error.as_deref().filter(|e| !e.is_empty()))
+    .bind((!p.not_ready.is_empty()).then(|| serde_json::json!(p.not_ready).to_string()))
     .bind(now)
     .execute(&mut **tx)
     .await?;

@@ -15,6 +15,8 @@ use std::sync::Arc;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgent {
+    /// Lowercase letters, digits, `_` or `-`, starting with a letter (64 at most).
+    #[schema(pattern = "^[a-z][a-z0-9_-]{0,63}$")]
     pub name: String,
 }
 
@@ -58,6 +60,8 @@ pub struct PollerHealth {
     pub disabled_until: Option<i64>,
     /// Why it is failing or disabled.
     pub reason: Option<String>,
+    /// What its plugin said is not ready there, and why (`item: reason`).
+    pub not_ready: Vec<String>,
     pub plugin_version: Option<String>,
     /// Why its newest configuration is not running there.
     pub config_error: Option<String>,
@@ -94,6 +98,10 @@ pub async fn poller_health(
             disabled: r.get("disabled"),
             disabled_until: r.get("disabled_until"),
             reason: r.get("reason"),
+            not_ready: r
+                .get::<Option<String>, _>("not_ready")
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default(),
             plugin_version: r.get("plugin_version"),
             config_error: r.get("config_error"),
             updated_at: r.get("updated_at"),
@@ -113,8 +121,8 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// Register an agent; the response holds its token, shown once.
-#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = NewAgent,
-    responses((status = 201, body = CreatedAgent), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", operation_id = "create_agent", request_body = NewAgent,
+    responses((status = 201, body = CreatedAgent), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -151,7 +159,7 @@ pub async fn create(
 }
 
 /// Every agent, with when it was last seen and how its pollers do.
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = [AgentView])))]
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", operation_id = "list_agents", responses((status = 200, body = [AgentView])), security(("session" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -185,8 +193,8 @@ pub async fn list(
 }
 
 /// Remove an agent (its token stops working).
-#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", operation_id = "delete_agent", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     _user: User,

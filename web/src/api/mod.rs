@@ -16,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -27,7 +27,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "Dispatch", description = "Dispatch control plane: pollers, plugins, agents, transfer log."),
     paths(
         session::login, session::logout, session::me, session::health,
-        plugins::upload, plugins::list, plugins::show, plugins::delete_version, plugins::module,
+        plugins::upload, plugins::list, plugin_or_module, plugins::delete_version,
         agents::create, agents::list, agents::delete, settings::show, settings::update,
         targets::create, targets::list, targets::show, targets::update, targets::delete,
         pollers::create, pollers::list, pollers::show, pollers::update, pollers::enable, pollers::disable, pollers::delete,
@@ -35,7 +35,7 @@ use utoipa::{Modify, OpenApi};
         agent::config, agent::events, agent::heartbeat,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&Security),
+    modifiers(&Security, &CommonErrors),
     tags(
         (name = "session", description = "Log in (session cookie + X-CSRF-Token on changes)"),
         (name = "plugins", description = "Poller modules and their versions"),
@@ -66,12 +66,107 @@ impl Modify for Security {
     }
 }
 
+/// The errors every operation of a kind can answer, documented in one
+/// place rather than at each handler: the extractors answer them before
+/// the handler runs (`error::json_errors` makes each the error object).
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{HttpMethod, ParameterIn};
+        for item in openapi.paths.paths.values_mut() {
+            for (method, op) in [
+                (HttpMethod::Get, item.get.as_mut()),
+                (HttpMethod::Put, item.put.as_mut()),
+                (HttpMethod::Post, item.post.as_mut()),
+                (HttpMethod::Delete, item.delete.as_mut()),
+            ] {
+                let Some(op) = op else { continue };
+                let schemes = serde_json::to_string(&op.security).unwrap_or_default();
+                let params = op.parameters.as_deref().unwrap_or_default();
+                let integer_in_path = params.iter().any(|p| {
+                    p.parameter_in == ParameterIn::Path
+                        && serde_json::to_string(&p.schema).is_ok_and(|s| s.contains("integer"))
+                });
+                let query = params.iter().any(|p| p.parameter_in == ParameterIn::Query);
+                let body = op.request_body.is_some();
+                let mut add = |status: &str, why: &str| {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error_response(why));
+                };
+                if schemes.contains("\"session\"") {
+                    add("401", "Not logged in, or the session expired");
+                    if method != HttpMethod::Get {
+                        add("403", "Missing or wrong `X-CSRF-Token`");
+                    }
+                }
+                if schemes.contains("\"agent_token\"") {
+                    add("401", "Missing or unknown agent token");
+                }
+                if integer_in_path {
+                    add("400", "A path parameter is not a number (an integer id)");
+                }
+                if query {
+                    add("400", "A query parameter is unknown or not of its type");
+                }
+                if body {
+                    add("400", "The body is not well-formed (JSON or multipart)");
+                    add("413", "The body is over the size limit");
+                    add("415", "The body's Content-Type is not the one documented");
+                    add(
+                        "422",
+                        "A field is missing, unknown, of the wrong type or refused",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn error_response(why: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(why)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-/// `/api/v1/plugins/{x}`: a 64-hex `x` is a module (by sha256), anything
-/// else a plugin name.
+/// A module's bytes, as the document describes them.
+struct WasmBytes;
+
+impl utoipa::PartialSchema for WasmBytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .content_media_type("application/wasm")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for WasmBytes {}
+
+/// A plugin's version history, or a module's bytes. The key is a plugin
+/// name, or a module's sha256 (64 hex digits), which agents fetch with
+/// their token: the URL is the hash, so the bytes never change.
+#[utoipa::path(get, path = "/api/v1/plugins/{key}", tag = "plugins", operation_id = "show_plugin_or_module",
+    params(("key" = String, Path, description = "a plugin name, or a module's sha256 (64 hex digits)")),
+    responses(
+        (status = 200, description = "A plugin name: its versions, newest first. A sha256: the module (`application/wasm`).",
+         content((plugins::PluginView = "application/json"), (WasmBytes = "application/wasm"))),
+        (status = 404, description = "No such plugin or module", body = ErrorBody)),
+    security(("session" = []), ("agent_token" = [])))]
 async fn plugin_or_module(
     state: State<Arc<AppState>>,
     headers: HeaderMap,
@@ -178,6 +273,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi_json))
+        // Anything else under /api is an API path too: a JSON 404, never
+        // the pages' HTML one.
+        .route("/api", any(not_found))
+        .route("/api/{*rest}", any(not_found))
+        .layer(middleware::from_fn(crate::error::json_errors))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)

@@ -26,8 +26,8 @@ pub struct VersionView {
     pub size: i64,
     pub wit_version: String,
     pub description: String,
-    /// The parameter schema from describe().
-    #[schema(value_type = Object)]
+    /// The parameter schema from describe(): one object per parameter.
+    #[schema(value_type = Vec<Object>)]
     pub params: serde_json::Value,
     pub uploaded_at: i64,
     pub uploaded_by: String,
@@ -42,12 +42,25 @@ pub struct PluginView {
     pub versions: Vec<VersionView>,
 }
 
+/// The upload form: its `file` field is the component.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+// the document's schema of what `upload` reads
+// Parts other than `file` are read past, but their names must be valid
+// header text: the schema states the one part a client sends.
+#[serde(deny_unknown_fields)]
+pub struct UploadForm {
+    #[schema(value_type = String, format = Binary, content_media_type = "application/wasm")]
+    file: Vec<u8>,
+}
+
 /// Upload a `.wasm` component (multipart field `file`): validated in the
 /// sandbox, then stored as a version of the plugin its describe() names.
-#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins",
-    request_body(content_type = "multipart/form-data", description = "field `file`: the component"),
+#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins", operation_id = "upload_plugin",
+    request_body(content = UploadForm, content_type = "multipart/form-data", description = "field `file`: the component"),
     responses((status = 201, body = Stored), (status = 200, body = Stored, description = "the same bytes were already stored"),
-              (status = 422, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)))]
+              (status = 422, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)),
+    security(("session" = [])))]
 pub async fn upload(
     State(state): State<Arc<AppState>>,
     user: User,
@@ -107,7 +120,7 @@ pub async fn upload(
 }
 
 /// Every plugin with its latest version.
-#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", responses((status = 200, body = [PluginSummary])))]
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", operation_id = "list_plugins", responses((status = 200, body = [PluginSummary])), security(("session" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -203,10 +216,8 @@ pub fn semver_key(v: &str) -> (u64, u64, u64, bool, String) {
     )
 }
 
-/// A plugin's version history, each with its schema and users.
-#[utoipa::path(get, path = "/api/v1/plugins/{name}", tag = "plugins",
-    params(("name" = String, Path, description = "plugin name")),
-    responses((status = 200, body = PluginView), (status = 404, body = crate::error::ErrorBody)))]
+/// A plugin's version history, each with its schema and users (served by
+/// `GET /api/v1/plugins/{key}`, see `api::plugin_or_module`).
 pub async fn show(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -252,9 +263,10 @@ pub async fn show(
 }
 
 /// Delete a version nobody uses.
-#[utoipa::path(delete, path = "/api/v1/plugins/{name}/versions/{version}", tag = "plugins",
+#[utoipa::path(delete, path = "/api/v1/plugins/{name}/versions/{version}", tag = "plugins", operation_id = "delete_plugin_version",
     params(("name" = String, Path), ("version" = String, Path)),
-    responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
+    security(("session" = [])))]
 pub async fn delete_version(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -299,10 +311,8 @@ pub async fn delete_version(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A module's bytes, for agents (or people). Immutable: the URL is its hash.
-#[utoipa::path(get, path = "/api/v1/modules/{sha256}", tag = "agent",
-    params(("sha256" = String, Path)),
-    responses((status = 200, content_type = "application/wasm"), (status = 404, body = crate::error::ErrorBody)))]
+/// A module's bytes, for agents (or people). Immutable: the URL is its hash
+/// (served by `GET /api/v1/plugins/{key}`, see `api::plugin_or_module`).
 pub async fn module(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -17,6 +17,9 @@ use sqlx::Row;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The longest stability window, as the OpenAPI document states it.
+const MAX_STABILITY_SECS: u64 = 31_536_000;
+
 fn default_max() -> i64 {
     3
 }
@@ -28,11 +31,14 @@ fn default_stability() -> f64 {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PollerInput {
-    /// Lowercase letters, digits and underscores.
+    /// Lowercase letters, digits and underscores, starting with a letter.
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
     pub name: String,
     /// The watched directory on the agent's machine (absolute).
+    #[schema(pattern = "^/")]
     pub path: String,
     /// A plugin name.
+    #[schema(min_length = 1)]
     pub plugin: String,
     /// A version of the plugin, or `latest` (default) to follow new uploads.
     #[serde(default)]
@@ -48,9 +54,14 @@ pub struct PollerInput {
     /// File names never sent, comma-separated (globs allowed).
     #[serde(default)]
     pub excludes: String,
+    /// Transfers at a time on each agent.
     #[serde(default = "default_max")]
+    #[schema(minimum = 1, maximum = 100, default = 3)]
     pub max_transfers: i64,
+    /// How long an item must stay unchanged before it is sent (seconds,
+    /// a year at most).
     #[serde(default = "default_stability")]
+    #[schema(minimum = 0, maximum = 31536000, default = 10.0)]
     pub stability_secs: f64,
     /// Names of the agents that run it.
     #[serde(default)]
@@ -140,9 +151,15 @@ fn check_spec(p: &PollerInput, target: &crate::target_store::StoredTarget) -> Ap
     if !(1..=100).contains(&p.max_transfers) {
         return Err(ApiError::bad("max_transfers", "must be 1 to 100"));
     }
-    let Ok(stability) = std::time::Duration::try_from_secs_f64(p.stability_secs) else {
-        return Err(ApiError::bad("stability_secs", "must be 0 or more"));
-    };
+    let stability = std::time::Duration::try_from_secs_f64(p.stability_secs)
+        .ok()
+        .filter(|d| d.as_secs() <= MAX_STABILITY_SECS)
+        .ok_or_else(|| {
+            ApiError::bad(
+                "stability_secs",
+                format!("must be 0 to {MAX_STABILITY_SECS} (a year)"),
+            )
+        })?;
     let spec = PollerSpec {
         id: String::new(),
         name: p.name.clone(),
@@ -236,8 +253,8 @@ fn name_taken(name: &str) -> impl FnOnce(sqlx::Error) -> ApiError {
 }
 
 /// Create a poller (disabled unless `enabled` is true).
-#[utoipa::path(post, path = "/api/v1/pollers", tag = "pollers", request_body = PollerInput,
-    responses((status = 201, body = PollerView), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/pollers", tag = "pollers", operation_id = "create_poller", request_body = PollerInput,
+    responses((status = 201, body = PollerView), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -293,8 +310,8 @@ async fn set_agents(
 }
 
 /// Replace a poller's settings.
-#[utoipa::path(put, path = "/api/v1/pollers/{id}", tag = "pollers", request_body = PollerInput, params(("id" = i64, Path)),
-    responses((status = 200, body = PollerView), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+#[utoipa::path(put, path = "/api/v1/pollers/{id}", tag = "pollers", operation_id = "update_poller", request_body = PollerInput, params(("id" = i64, Path)),
+    responses((status = 200, body = PollerView), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -341,7 +358,7 @@ pub async fn update(
 }
 
 /// Every poller.
-#[utoipa::path(get, path = "/api/v1/pollers", tag = "pollers", responses((status = 200, body = [PollerView])))]
+#[utoipa::path(get, path = "/api/v1/pollers", tag = "pollers", operation_id = "list_pollers", responses((status = 200, body = [PollerView])), security(("session" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -357,8 +374,8 @@ pub async fn list(
 }
 
 /// One poller.
-#[utoipa::path(get, path = "/api/v1/pollers/{id}", tag = "pollers", params(("id" = i64, Path)),
-    responses((status = 200, body = PollerView), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/pollers/{id}", tag = "pollers", operation_id = "show_poller", params(("id" = i64, Path)),
+    responses((status = 200, body = PollerView), (status = 404, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -368,8 +385,8 @@ pub async fn show(
 }
 
 /// Enable a poller.
-#[utoipa::path(post, path = "/api/v1/pollers/{id}/enable", tag = "pollers", params(("id" = i64, Path)),
-    responses((status = 200, body = PollerView), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/pollers/{id}/enable", tag = "pollers", operation_id = "enable_poller", params(("id" = i64, Path)),
+    responses((status = 200, body = PollerView), (status = 404, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn enable(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -379,8 +396,8 @@ pub async fn enable(
 }
 
 /// Disable a poller, with an optional reason.
-#[utoipa::path(post, path = "/api/v1/pollers/{id}/disable", tag = "pollers", params(("id" = i64, Path)), request_body = DisableInput,
-    responses((status = 200, body = PollerView), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/pollers/{id}/disable", tag = "pollers", operation_id = "disable_poller", params(("id" = i64, Path)), request_body(content = DisableInput, description = "optional: with no body (no Content-Type), the reason is \"disabled by a user\""),
+    responses((status = 200, body = PollerView), (status = 404, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn disable(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -433,8 +450,8 @@ async fn set_enabled(
 }
 
 /// Delete a poller; it must be disabled first.
-#[utoipa::path(delete, path = "/api/v1/pollers/{id}", tag = "pollers", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/pollers/{id}", tag = "pollers", operation_id = "delete_poller", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     _user: User,

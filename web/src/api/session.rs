@@ -26,7 +26,7 @@ pub struct Me {
 }
 
 /// Log in: sets the session cookie and returns the CSRF token.
-#[utoipa::path(post, path = "/api/v1/login", request_body = Login, tag = "session",
+#[utoipa::path(post, path = "/api/v1/login", request_body = Login, tag = "session", operation_id = "login",
     responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn login(
     State(state): State<Arc<AppState>>,
@@ -52,7 +52,7 @@ pub async fn login(
 }
 
 /// Log out: ends the session.
-#[utoipa::path(post, path = "/api/v1/logout", tag = "session", responses((status = 204)))]
+#[utoipa::path(post, path = "/api/v1/logout", tag = "session", operation_id = "logout", responses((status = 204)), security(("session" = [])))]
 pub async fn logout(State(state): State<Arc<AppState>>, user: User) -> ApiResult<Response> {
     sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
         .bind(&user.session_hash)
@@ -69,7 +69,7 @@ pub async fn logout(State(state): State<Arc<AppState>>, user: User) -> ApiResult
 }
 
 /// Who is logged in.
-#[utoipa::path(get, path = "/api/v1/me", tag = "session", responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/me", tag = "session", operation_id = "me", responses((status = 200, body = Me)), security(("session" = [])))]
 pub async fn me(user: User) -> Json<Me> {
     Json(Me {
         username: user.username,
@@ -84,7 +84,7 @@ pub struct Health {
 }
 
 /// Liveness and database check (no login).
-#[utoipa::path(get, path = "/api/v1/health", tag = "session", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/api/v1/health", tag = "session", operation_id = "health", responses((status = 200, body = Health)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
     sqlx::query("SELECT 1").execute(&state.pool).await?;
     Ok(Json(Health {

@@ -78,8 +78,8 @@ fn view(mut settings: AgentSettings) -> SettingsView {
 }
 
 /// An agent's settings (the SMTP password only as set or not).
-#[utoipa::path(get, path = "/api/v1/agents/{id}/settings", tag = "agents", params(("id" = i64, Path)),
-    responses((status = 200, body = SettingsView), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/agents/{id}/settings", tag = "agents", operation_id = "show_agent_settings", params(("id" = i64, Path)),
+    responses((status = 200, body = SettingsView), (status = 404, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -108,9 +108,9 @@ fn password_change(body: &Value) -> PasswordChange {
 
 /// Replace an agent's settings. `alerts.smtp.password`: left out or `""`
 /// keeps the stored one, `null` clears it.
-#[utoipa::path(put, path = "/api/v1/agents/{id}/settings", tag = "agents", params(("id" = i64, Path)),
+#[utoipa::path(put, path = "/api/v1/agents/{id}/settings", tag = "agents", operation_id = "update_agent_settings", params(("id" = i64, Path)),
     request_body = AgentSettings,
-    responses((status = 200, body = SettingsView), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = SettingsView), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     _user: User,

@@ -27,7 +27,8 @@ use std::sync::Arc;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetInput {
-    /// Lowercase letters, digits, `_` or `-`, starting with a letter.
+    /// Lowercase letters, digits, `_` or `-`, starting with a letter (64 at most).
+    #[schema(pattern = "^[a-z][a-z0-9_-]{0,63}$")]
     pub name: String,
     /// The kind and its settings. Secrets: left out or `""` keeps the
     /// stored value (on update), `null` clears it.
@@ -155,8 +156,8 @@ fn taken(name: &str) -> impl FnOnce(sqlx::Error) -> ApiError {
 }
 
 /// Create a target.
-#[utoipa::path(post, path = "/api/v1/targets", tag = "targets", request_body = TargetInput,
-    responses((status = 201, body = TargetView), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/targets", tag = "targets", operation_id = "create_target", request_body = TargetInput,
+    responses((status = 201, body = TargetView), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -185,8 +186,8 @@ pub async fn create(
 }
 
 /// Replace a target's settings (secrets: see `TargetInput`).
-#[utoipa::path(put, path = "/api/v1/targets/{id}", tag = "targets", request_body = TargetInput, params(("id" = i64, Path)),
-    responses((status = 200, body = TargetView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+#[utoipa::path(put, path = "/api/v1/targets/{id}", tag = "targets", operation_id = "update_target", request_body = TargetInput, params(("id" = i64, Path)),
+    responses((status = 200, body = TargetView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -215,7 +216,7 @@ pub async fn update(
 }
 
 /// Every target.
-#[utoipa::path(get, path = "/api/v1/targets", tag = "targets", responses((status = 200, body = [TargetView])))]
+#[utoipa::path(get, path = "/api/v1/targets", tag = "targets", operation_id = "list_targets", responses((status = 200, body = [TargetView])), security(("session" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -231,8 +232,8 @@ pub async fn list(
 }
 
 /// One target.
-#[utoipa::path(get, path = "/api/v1/targets/{id}", tag = "targets", params(("id" = i64, Path)),
-    responses((status = 200, body = TargetView), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/targets/{id}", tag = "targets", operation_id = "show_target", params(("id" = i64, Path)),
+    responses((status = 200, body = TargetView), (status = 404, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -242,8 +243,8 @@ pub async fn show(
 }
 
 /// Delete a target; refused while a poller sends to it.
-#[utoipa::path(delete, path = "/api/v1/targets/{id}", tag = "targets", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/targets/{id}", tag = "targets", operation_id = "delete_target", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     _user: User,

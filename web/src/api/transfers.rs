@@ -15,11 +15,13 @@ use std::sync::Arc;
 const STATUSES: &[&str] = &["Queued", "Transferring", "Complete", "Error", "Cancelled"];
 
 #[derive(Deserialize, Serialize, utoipa::IntoParams, Default)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Search {
     /// A substring of the file name.
     pub q: Option<String>,
     /// Queued, Transferring, Complete, Error or Cancelled.
+    #[param(pattern = "^(Queued|Transferring|Complete|Error|Cancelled)$")]
     pub status: Option<String>,
     pub poller: Option<String>,
     pub agent: Option<String>,
@@ -28,8 +30,10 @@ pub struct Search {
     /// Until this time (ms since the epoch, exclusive).
     pub to: Option<i64>,
     /// 1-based.
+    #[param(minimum = 1)]
     pub page: Option<i64>,
     /// 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub per_page: Option<i64>,
 }
 
@@ -124,8 +128,9 @@ pub fn row_view(r: &sqlx::sqlite::SqliteRow) -> TransferView {
     }
 }
 
-/// Search the log, newest first.
-pub async fn search_page(pool: &sqlx::SqlitePool, s: &Search) -> ApiResult<Page> {
+/// The page and page size asked for (1 and 50 by default), checked: the
+/// CSV export refuses what the search refuses, as the document says.
+fn paging(s: &Search) -> ApiResult<(i64, i64)> {
     let per_page = s.per_page.unwrap_or(50);
     if !(1..=500).contains(&per_page) {
         return Err(ApiError::bad("per_page", "must be 1 to 500"));
@@ -134,12 +139,19 @@ pub async fn search_page(pool: &sqlx::SqlitePool, s: &Search) -> ApiResult<Page>
     if page < 1 {
         return Err(ApiError::bad("page", "must be 1 or more"));
     }
+    Ok((page, per_page))
+}
+
+/// Search the log, newest first.
+pub async fn search_page(pool: &sqlx::SqlitePool, s: &Search) -> ApiResult<Page> {
+    let (page, per_page) = paging(s)?;
     let mut qb = QueryBuilder::new("SELECT t.* FROM transfers t");
     push_filters(&mut qb, s)?;
     qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
         .push_bind(per_page + 1)
         .push(" OFFSET ")
-        .push_bind((page - 1) * per_page);
+        // A page far past the end is empty, not an overflow.
+        .push_bind((page - 1).saturating_mul(per_page));
     let rows = qb.build().fetch_all(pool).await?;
     let has_more = rows.len() as i64 > per_page;
     Ok(Page {
@@ -151,8 +163,8 @@ pub async fn search_page(pool: &sqlx::SqlitePool, s: &Search) -> ApiResult<Page>
 }
 
 /// Search the transfer log (file-name substring, status, poller, agent, time range).
-#[utoipa::path(get, path = "/api/v1/transfers", tag = "transfers", params(Search),
-    responses((status = 200, body = Page), (status = 422, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/transfers", tag = "transfers", operation_id = "search_transfers", params(Search),
+    responses((status = 200, body = Page), (status = 422, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn search(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -164,8 +176,8 @@ pub async fn search(
 }
 
 /// The same search as CSV (every match, up to 100,000 rows).
-#[utoipa::path(get, path = "/api/v1/transfers.csv", tag = "transfers", params(Search),
-    responses((status = 200, content_type = "text/csv")))]
+#[utoipa::path(get, path = "/api/v1/transfers.csv", tag = "transfers", operation_id = "export_transfers_csv", params(Search),
+    responses((status = 200, content_type = "text/csv", body = String), (status = 422, body = crate::error::ErrorBody)), security(("session" = [])))]
 pub async fn csv(
     State(state): State<Arc<AppState>>,
     _user: User,
@@ -173,6 +185,7 @@ pub async fn csv(
 ) -> ApiResult<Response> {
     let Query(s) =
         q.map_err(|e| ApiError::new(axum::http::StatusCode::BAD_REQUEST, e.body_text()))?;
+    paging(&s)?;
     let mut qb = QueryBuilder::new("SELECT t.* FROM transfers t");
     push_filters(&mut qb, &s)?;
     qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT 100000");
@@ -233,6 +246,7 @@ fn csv_field(f: &str) -> String {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Range {
     pub from: Option<i64>,
@@ -260,7 +274,7 @@ pub struct Stats {
 }
 
 /// Totals, bytes sent, successes and errors, overall and per poller.
-#[utoipa::path(get, path = "/api/v1/stats", tag = "transfers", params(Range), responses((status = 200, body = Stats)))]
+#[utoipa::path(get, path = "/api/v1/stats", tag = "transfers", operation_id = "transfer_stats", params(Range), responses((status = 200, body = Stats)), security(("session" = [])))]
 pub async fn stats(
     State(state): State<Arc<AppState>>,
     _user: User,

@@ -36,12 +36,19 @@ pub fn agent_exe() -> PathBuf {
     agent
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A program of the test virtualenv `cargo xtask test` makes (its
+/// `PYTHON_TOOLS`).
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("DISPATCH_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/venv"));
+    let bin = venv.join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo xtask test`, which installs it",
+        bin.display()
+    );
+    bin
 }
 
 /// Waits for `cond` with a deadline.
@@ -89,6 +96,7 @@ pub struct Site {
     pub agent: Option<Proc>,
     /// More flags for `dispatch-web`.
     web_args: Vec<std::ffi::OsString>,
+    /// `name=value` of the logged-in session's cookie, and its CSRF token.
     cookie: String,
     csrf: String,
 }
@@ -106,7 +114,8 @@ impl Site {
         let mut site = Site {
             web_args: web_args(dir.path()),
             dir,
-            port: free_port(),
+            // Chosen by the kernel at the first start (no pick-then-release race).
+            port: 0,
             http: reqwest::Client::new(),
             web: None,
             agent: None,
@@ -126,7 +135,29 @@ impl Site {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Starts the web app: on a port the kernel picks the first time (read
+    /// back from its output), on the same port after that (agents know
+    /// it), retried while another process holds it.
     pub fn start_web(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.try_start_web() {
+                Ok(()) => return,
+                Err(why) => assert!(
+                    self.port != 0 && Instant::now() < deadline,
+                    "dispatch-web did not start: {why}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn try_start_web(&mut self) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("web.log"))
+            .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch-web"))
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--data-dir")
@@ -137,20 +168,40 @@ impl Site {
             .args(&self.web_args)
             .env("DISPATCH_ADMIN_PASSWORD", ADMIN_PW)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        loop {
+        let port = loop {
             let mut line = String::new();
-            assert!(out.read_line(&mut line).unwrap() > 0, "dispatch-web exited");
-            if line.starts_with("dispatch-web listening on") {
-                break;
+            if out.read_line(&mut line).unwrap() == 0 {
+                let _ = child.wait();
+                let log = std::fs::read_to_string(self.path("web.log")).unwrap_or_default();
+                let last = log.lines().last().unwrap_or("no output").to_string();
+                return Err(format!("it exited: {last}"));
             }
-        }
+            if let Some(addr) = line
+                .trim()
+                .strip_prefix("dispatch-web listening on http://")
+            {
+                break addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+            }
+        };
+        self.port = port;
         // Keep reading, so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in out.lines() {});
         self.web = Some(Proc(child));
+        Ok(())
+    }
+
+    /// The session's `Cookie` header value.
+    pub fn cookie(&self) -> &str {
+        &self.cookie
+    }
+
+    /// The session's CSRF token (`X-CSRF-Token`).
+    pub fn csrf(&self) -> &str {
+        &self.csrf
     }
 
     /// A page, as the logged-in person sees it.

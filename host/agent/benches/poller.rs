@@ -7,23 +7,48 @@
 //! 1. `dir` poll over 100,000 files in 10,000 directories vs a native Rust
 //!    scan doing the same reads (list + stat every entry).
 //! 2. Per-poll overhead (Store + instantiate + call) on an empty root.
-//! 3. Agent start with the seven built-in plugins, whole process, to the end
-//!    of a first poll of each: cold (compiling) and warm (compile cache).
+//! 3. `agent_start`: the seven built-in plugins loaded and polled once each
+//!    by `dispatch-agent plugins --poll-root`, whole process: cold
+//!    (compiling) and warm (compile cache).
+//! 4. `agent_run_start`: `dispatch-agent run` (configuration, journal,
+//!    watcher, engine) with one poller of each built-in, from the process's
+//!    start to the first poll of all seven, compile cache warm.
+//!
+//! Run: `cargo xtask bench -- NAME...` (`cargo xtask bench --list` lists the
+//! names); no name, or `poller`, runs them all.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that fails panics
 
 use dispatch_runtime::{Runtime, RuntimeConfig};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const DIRS: usize = 10_000;
 const FILES_PER_DIR: usize = 10;
 
+/// The names the filter accepts (exact).
+const NAMES: &[&str] = &[
+    "dir_poll",
+    "poll_overhead",
+    "agent_start",
+    "agent_run_start",
+];
+
 fn main() {
-    // `cargo bench` passes `--bench`; a filter word selects one benchmark.
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    // `cargo bench` passes `--bench`; words select benchmarks.
+    let names: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    for n in &names {
+        assert!(
+            n == "poller" || NAMES.contains(&n.as_str()),
+            "no poller benchmark is named `{n}`: the names are {NAMES:?} (or `poller` for all)"
+        );
+    }
+    let wants = |name: &str| names.is_empty() || names.iter().any(|n| n == name || n == "poller");
     let plugins = plugin_dir();
     println!("benchmark                                   median        (runs)  notes");
     if wants("dir_poll") {
@@ -34,6 +59,9 @@ fn main() {
     }
     if wants("agent_start") {
         agent_start(&plugins);
+    }
+    if wants("agent_run_start") {
+        agent_run_start(&plugins);
     }
 }
 
@@ -200,5 +228,98 @@ fn agent_start(plugins: &Path) {
         "agent_start warm, 7 plugins from cache     {:>12}  ({})  floor: < 100 ms",
         ms(median(warm)),
         runs * 3
+    );
+}
+
+/// The seven built-ins, one poller each.
+const BUILTINS: [&str; 7] = ["file", "dir", "subdir", "telus", "pa", "google", "dirtar"];
+
+/// `dispatch-agent run` with one poller of each built-in on an empty root:
+/// from spawning the process to the first poll of all seven (each poller
+/// logs `polled` at trace level when its poll returns), compile cache warm
+/// (filled by a first run), a new journal each time.
+fn agent_run_start(plugins: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pollers = String::new();
+    for name in BUILTINS {
+        std::fs::create_dir_all(dir.path().join("src").join(name)).unwrap();
+        pollers.push_str(&format!(
+            "[[poller]]\nname = \"{name}\"\npath = \"src/{name}\"\nplugin = \"{name}\"\ntarget = {{ kind = \"local\", destination = \"dst/{name}\" }}\n\n"
+        ));
+    }
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ncache_dir = {:?}\n\n{pollers}",
+            dir.path().join("cache").display().to_string()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        for f in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(format!("dispatch-journal.sqlite{f}")));
+        }
+        let t = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("DISPATCH_PLUGIN_DIR", plugins)
+            .env("RUST_LOG", "warn,dispatch_agent::engine::poller=trace")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut polled = std::collections::BTreeSet::new();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while polled.len() < BUILTINS.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if line.contains(" polled ")
+                        && let Some(name) = line
+                            .split_whitespace()
+                            .find_map(|w| w.strip_prefix("poller="))
+                    {
+                        polled.insert(name.to_string());
+                    }
+                    seen.push(line);
+                }
+                Err(_) => panic!(
+                    "not every poller polled within 30 s (polled: {polled:?}); the agent said:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+        let took = t.elapsed();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        drop(rx);
+        assert!(
+            child.wait().unwrap().success(),
+            "the agent's exit on SIGTERM"
+        );
+        reader.join().unwrap();
+        took
+    };
+    run(); // fills the compile cache
+    let runs = 15;
+    let times: Vec<Duration> = (0..runs).map(|_| run()).collect();
+    println!(
+        "agent_run_start warm, run to 7 first polls {:>12}  ({runs})",
+        ms(median(times))
     );
 }

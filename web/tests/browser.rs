@@ -212,6 +212,26 @@ async fn login(c: &Client, base: &str) {
     wait_text(c, "h1", "Dashboard").await;
 }
 
+/// Where each chart's axis labels are drawn, per chart: [left, right,
+/// top, bottom] in CSS pixels.
+async fn label_boxes(c: &Client) -> Vec<Vec<[f64; 4]>> {
+    let v = c
+        .execute(
+            "return Array.from(document.querySelectorAll('svg.chart')).map(function (svg) {
+               return Array.from(svg.querySelectorAll('.x-label, .y-label')).map(function (t) {
+                 const r = t.getBoundingClientRect(); return [r.left, r.right, r.top, r.bottom]; }); });",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+/// Two boxes share more than half a pixel each way.
+fn overlap(a: &[f64; 4], b: &[f64; 4]) -> bool {
+    a[0] < b[1] - 0.5 && b[0] < a[1] - 0.5 && a[2] < b[3] - 0.5 && b[2] < a[3] - 0.5
+}
+
 /// Posts agent events through the agent API, as an agent would.
 async fn agent_events(base: &str, token: &str, events: Value) {
     let res = reqwest::Client::new()
@@ -586,6 +606,67 @@ async fn a_person_runs_dispatch_from_the_browser() {
     let per = text(&c, "#per-poller").await;
     assert!(per.contains("news"), "{per}");
     assert!(c.source().await.unwrap().contains("<svg class=\"chart\""));
+
+    // 34 more pollers (the old system's count), their bytes spread over
+    // the day: the time axis (25 hourly buckets) and the per-poller chart
+    // stay legible, at a desktop's width and a phone's.
+    let now = dispatch_web::now_ms();
+    let many: Vec<Value> = (0..34i64)
+        .map(|i| {
+            let n = (i * 7919) % 34; // not in name order
+            event(
+                &format!("m{i}"),
+                &format!("tm{i}"),
+                "complete",
+                (n + 1) * 10_000_000,
+                json!({"poller": format!("poller-{i:02}"), "path": format!("f{i}.mxf"),
+                       "size": (n + 1) * 10_000_000, "at": now - i * 2_400_000}),
+            )
+        })
+        .collect();
+    agent_events(base, &token, json!(many)).await;
+    for (width, height) in [(1280, 1000), (390, 844)] {
+        c.set_window_size(width, height).await.unwrap();
+        c.goto(&format!("{base}/stats?last=24h")).await.unwrap();
+        let charts = label_boxes(&c).await;
+        assert_eq!(charts.len(), 3, "three charts");
+        let time_labels = &charts[0];
+        assert!(
+            (6..=25).contains(&time_labels.len()),
+            "{width} px: {} time labels",
+            time_labels.len()
+        );
+        for (k, boxes) in charts.iter().enumerate() {
+            for (i, a) in boxes.iter().enumerate() {
+                for b in &boxes[i + 1..] {
+                    assert!(
+                        !overlap(a, b),
+                        "{width} px: chart {k}: labels overlap: {a:?} and {b:?}"
+                    );
+                }
+            }
+        }
+        // Per poller: one row each, largest first.
+        let rows = c
+            .execute(
+                "return Array.from(document.querySelectorAll('svg.hbars g.row')).map(function (g) {
+                   return [Number(g.dataset.value), g.querySelector('rect').getBoundingClientRect().width,
+                           g.querySelector('title').textContent]; });",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let rows: Vec<(f64, f64, String)> = serde_json::from_value(rows).unwrap();
+        assert_eq!(rows.len(), 35, "{width} px: 34 pollers and news: {rows:?}");
+        assert!(
+            rows.windows(2)
+                .all(|w| w[0].0 >= w[1].0 && w[0].1 >= w[1].1 - 0.5),
+            "{width} px: per-poller bars not sorted by value: {rows:?}"
+        );
+        assert!(rows[0].2.starts_with("news:"), "{rows:?}");
+        assert!(rows[1].2.starts_with("poller-"), "{rows:?}");
+    }
+    c.set_window_size(1280, 1000).await.unwrap();
     shot(&c, "stats").await;
 
     // On a phone: the same dashboard, nothing cut off sideways.

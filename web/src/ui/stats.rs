@@ -49,6 +49,51 @@ struct StatsPage {
     charts: Vec<String>,
 }
 
+/// The time axis over `start..end`: the first bucket's start (a whole
+/// bucket, in UTC), the bucket's width (a round one, at most about 30 over
+/// the range: 24 hours are 24 hourly buckets) and how a bucket is labelled
+/// (as short as the range allows).
+fn time_axis(start: i64, end: i64) -> (i64, i64, fn(i64) -> String) {
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
+    const DAY: i64 = 24 * HOUR;
+    const STEPS: [i64; 16] = [
+        MIN,
+        5 * MIN,
+        15 * MIN,
+        30 * MIN,
+        HOUR,
+        2 * HOUR,
+        3 * HOUR,
+        6 * HOUR,
+        12 * HOUR,
+        DAY,
+        2 * DAY,
+        7 * DAY,
+        14 * DAY,
+        30 * DAY,
+        91 * DAY,
+        365 * DAY,
+    ];
+    let span = end - start;
+    let bucket = STEPS
+        .into_iter()
+        .find(|s| span / s <= 30)
+        .unwrap_or(span / 30);
+    let first = start.div_euclid(bucket) * bucket;
+    // `fmt::time` is `YYYY-MM-DD HH:MM:SS UTC`.
+    let label: fn(i64) -> String = if bucket >= DAY && span > 365 * DAY {
+        |ms| fmt::time(ms).get(..10).unwrap_or("").to_string()
+    } else if bucket >= DAY {
+        |ms| fmt::time(ms).get(5..10).unwrap_or("").to_string()
+    } else if span <= DAY {
+        |ms| fmt::time(ms).get(11..16).unwrap_or("").to_string()
+    } else {
+        |ms| fmt::time(ms).get(5..16).unwrap_or("").to_string()
+    };
+    (first, bucket, label)
+}
+
 pub async fn page(
     State(state): State<Arc<AppState>>,
     user: PageUser,
@@ -92,25 +137,22 @@ pub async fn page(
             .unwrap_or(now - 7 * DAY),
     };
     let end = to.unwrap_or(now).max(start + 1);
-    let bucket = ((end - start) / 30).max(60_000);
+    let (first, bucket, label_of) = time_axis(start, end);
     let rows = sqlx::query(
         "SELECT (updated_at - ?) / ? AS b,
                 COALESCE(SUM(CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END), 0) AS bytes
          FROM transfers WHERE updated_at >= ? AND updated_at < ? GROUP BY b",
     )
-    .bind(start)
+    .bind(first)
     .bind(bucket)
     .bind(start)
     .bind(end)
     .fetch_all(&state.pool)
     .await?;
-    let n = (end - start + bucket - 1) / bucket;
+    let n = (end - first + bucket - 1) / bucket;
     let over_time: Vec<Bar> = (0..n)
         .map(|i| Bar {
-            label: fmt::time(start + i * bucket)
-                .get(5..16)
-                .unwrap_or("")
-                .to_string(),
+            label: label_of(first + i * bucket),
             value: rows
                 .iter()
                 .find(|r| r.get::<i64, _>("b") == i)
@@ -163,7 +205,7 @@ pub async fn page(
         pollers_disabled: s.pollers_disabled,
         charts: vec![
             chart::bars("Bytes sent over time", &over_time, show_bytes),
-            chart::bars("Bytes sent per poller", &per_poller_bars, show_bytes),
+            chart::hbars("Bytes sent per poller", &per_poller_bars, show_bytes),
             chart::bars("Transfers by outcome", &outcome, |v| format!("{v:.0}")),
         ],
         per_poller: s

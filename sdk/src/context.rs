@@ -115,6 +115,14 @@ impl Context {
         }
     }
 
+    /// Says why `item` is not ready yet (a marker missing, a file in the
+    /// way): the agent reports it on the poller's page. It is a debug log
+    /// line `not ready: <item>: <reason>`, which pollers in other languages
+    /// can write as they are.
+    pub fn not_ready(&self, item: &str, reason: &str) {
+        self.log(Level::Debug, &format!("not ready: {item}: {reason}"));
+    }
+
     /// The regular files directly inside `dir` (not recursive), honouring the
     /// hidden-name rule.
     pub fn files_of(&self, dir: &str) -> Result<Vec<Entry>, String> {

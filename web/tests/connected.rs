@@ -313,6 +313,63 @@ async fn a_persons_enable_resets_the_agents_breaker() {
     site.agent.take().unwrap().stop();
 }
 
+/// A Google asset that is not ready says why on the poller's page, per
+/// agent: a marker missing (the plugin's reason, from its poll), an
+/// excluded name in it (the agent's: a group goes whole or not at all).
+/// Once the marker comes, the asset goes and its reason with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_google_asset_that_is_not_ready_says_why_on_the_pollers_page() {
+    let mut site = Site::start().await;
+    let token = site.agent_token("edge").await;
+    let out = site.local_target("out", json!({})).await;
+    let (id, src) = site
+        .poller("google", "google", "out", json!({"excludes": "*.tmp"}))
+        .await;
+    let asset = |dir: &str, names: &[&str]| {
+        std::fs::create_dir_all(src.join(dir)).unwrap();
+        for n in names {
+            std::fs::write(src.join(dir).join(n), n.as_bytes()).unwrap();
+        }
+    };
+    asset("A1", &["ADI.XML", "movie.mpg"]);
+    asset("B2", &["ADI.XML", "ADI.DTD", "movie.mpg", "notes.tmp"]);
+    asset("C3", &["ADI.XML", "ADI.DTD", "movie.mpg"]);
+    site.start_agent(&token);
+    wait_until(
+        "the ready asset is sent",
+        Duration::from_secs(20),
+        async || out.join("C3/delivery.complete").exists(),
+    )
+    .await;
+    let page = format!("/pollers/{id}");
+    wait_until(
+        "each asset's reason on the poller's page",
+        Duration::from_secs(15),
+        async || {
+            let html = site.page(&page).await;
+            html.contains("A1: waiting for the markers: ADI.DTD missing")
+                && html.contains("B2/notes.tmp")
+        },
+    )
+    .await;
+    assert!(!out.join("A1").exists() && !out.join("B2").exists());
+
+    asset("A1", &["ADI.DTD"]);
+    wait_until(
+        "the asset goes once ready",
+        Duration::from_secs(20),
+        async || out.join("A1/delivery.complete").exists(),
+    )
+    .await;
+    wait_until(
+        "its reason leaves the page",
+        Duration::from_secs(15),
+        async || !site.page(&page).await.contains("A1: waiting"),
+    )
+    .await;
+    site.agent.take().unwrap().stop();
+}
+
 /// `cargo xtask up`'s two processes, as it starts them, on a clean data
 /// directory: the demo pollers exist, and a ready folder dropped into the
 /// demo directory is delivered and logged.

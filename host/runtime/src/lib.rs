@@ -290,6 +290,49 @@ pub struct Polled {
     /// Names left out of the plugin's listings because they are not UTF-8
     /// (`dir/name`, bad bytes replaced): such entries cannot be sent.
     pub unreadable: Vec<String>,
+    /// Items the plugin said are not ready, with why (the first
+    /// [`MAX_NOT_READY`]), and how many more it said.
+    pub not_ready: Vec<NotReady>,
+    pub not_ready_more: usize,
+}
+
+/// How a plugin says an item is not ready and why, in any language: a log
+/// line (any level) `not ready: <item>: <reason>` (the SDK's
+/// `Context::not_ready`). The contract has no field for it, and a log line
+/// needs no new contract version.
+pub const NOT_READY_PREFIX: &str = "not ready: ";
+/// Not-ready lines kept per poll; a plugin may log without bound.
+pub const MAX_NOT_READY: usize = 100;
+
+/// An item the plugin is waiting on, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub item: String,
+    pub reason: String,
+}
+
+impl NotReady {
+    /// `not ready: A1: missing ADI.DTD` -> (`A1`, `missing ADI.DTD`); a
+    /// line without a reason (`not ready: A1`) gets none. Other lines:
+    /// `None`.
+    pub fn parse(line: &str) -> Option<Self> {
+        let rest = line.strip_prefix(NOT_READY_PREFIX)?;
+        let (item, reason) = rest.split_once(": ").unwrap_or((rest, ""));
+        // One line each, bounded: this text is shown on a web page.
+        let clean = |s: &str| -> String {
+            s.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(300)
+                .collect()
+        };
+        let item = clean(item);
+        (!item.is_empty()).then(|| Self {
+            item,
+            reason: clean(reason),
+        })
+    }
 }
 
 impl Plugin {
@@ -356,9 +399,12 @@ impl Plugin {
             plugin: self.info.name.clone(),
             source,
         })?;
+        let data = store.data_mut();
         Ok(Polled {
             actions,
-            unreadable: std::mem::take(&mut store.data_mut().unreadable),
+            unreadable: std::mem::take(&mut data.unreadable),
+            not_ready: std::mem::take(&mut data.not_ready),
+            not_ready_more: data.not_ready_more,
         })
     }
 

@@ -5,7 +5,8 @@
 //! 2. only `delivery.complete`: send it, then create `D/dispatch.done`;
 //! 3. every marker and no `delivery.complete`: send each file, then create
 //!    `D/delivery.complete`;
-//! 4. anything else: not ready.
+//! 4. anything else: not ready, and the poll says why (`Context::not_ready`),
+//!    which the agent shows on the poller's page.
 //!
 //! The markers are created as follow-ups of a group, so the host makes them
 //! only once every transfer of the step succeeded: `delivery.complete` reaches
@@ -50,6 +51,7 @@ impl Poller for GooglePoller {
                         Level::Warn,
                         &format!("{d}: done, but holds subdirectories: left in place"),
                     );
+                    ctx.not_ready(d, "done, but holds subdirectories: left in place");
                 }
             } else if only(DELIVERY_COMPLETE) {
                 actions.push(Action::group(
@@ -64,11 +66,50 @@ impl Poller for GooglePoller {
                     vec![FollowUp::Touch(join(d, DELIVERY_COMPLETE))],
                 ));
             } else {
-                ctx.log(Level::Debug, &format!("{d}: not ready"));
+                ctx.not_ready(d, &why_not_ready(&files, &markers));
             }
         }
         Ok(actions)
     }
+}
+
+/// Why a directory matches no step: its markers missing, or a marker of a
+/// later step beside other files.
+fn why_not_ready(files: &[Entry], markers: &[String]) -> String {
+    let names = |it: &mut dyn Iterator<Item = &str>| {
+        let all: Vec<&str> = it.collect();
+        let shown = all.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+        match all.len() {
+            0..=5 => shown,
+            n => format!("{shown} and {} more", n - 5),
+        }
+    };
+    let others = |marker: &str| {
+        names(
+            &mut files
+                .iter()
+                .map(|f| f.name.as_str())
+                .filter(move |n| *n != marker),
+        )
+    };
+    for marker in [DISPATCH_DONE, DELIVERY_COMPLETE] {
+        if files.iter().any(|f| f.name == marker) {
+            return format!(
+                "`{marker}` is there beside other files ({}): sent already, or they came after it; remove what does not belong",
+                others(marker)
+            );
+        }
+    }
+    if files.is_empty() {
+        return "no files yet".into();
+    }
+    let missing = names(
+        &mut markers
+            .iter()
+            .map(String::as_str)
+            .filter(|m| !files.iter().any(|f| f.name == *m)),
+    );
+    format!("waiting for the markers: {missing} missing")
 }
 
 fn file_transfer(dir: &str, file: &Entry) -> Transfer {

@@ -42,6 +42,8 @@ pub struct HealthRow {
     pub reason: String,
     pub plugin_version: String,
     pub config_error: String,
+    /// What the plugin said is not ready there, and why.
+    pub not_ready: Vec<String>,
     pub reported: String,
 }
 
@@ -72,6 +74,7 @@ impl HealthRow {
             reason: h.reason.clone().unwrap_or_default(),
             plugin_version: h.plugin_version.clone().unwrap_or_default(),
             config_error: h.config_error.clone().unwrap_or_default(),
+            not_ready: h.not_ready.clone(),
             reported: fmt::ago(h.updated_at, now),
         }
     }
@@ -90,6 +93,7 @@ impl HealthRow {
             reason: String::new(),
             plugin_version: String::new(),
             config_error: String::new(),
+            not_ready: Vec::new(),
             reported: "never".into(),
         }
     }

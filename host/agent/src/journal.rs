@@ -114,6 +114,7 @@ enum Msg {
 pub struct Journal {
     tx: mpsc::UnboundedSender<Msg>,
     pool: SqlitePool,
+    path: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,7 +222,11 @@ impl Journal {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(pool.clone(), rx, host.to_string()));
-        Ok(Self { tx, pool })
+        Ok(Self {
+            tx,
+            pool,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Records an event (committed with the next batch).
@@ -433,6 +438,19 @@ static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Msg>, host: String) {
     let run = format!("{:08x}", fastrand::u32(..));
+    // One connection of its own, whose `synchronous` follows the batch: a
+    // batch nobody waits for (queued, started, progress…) is committed
+    // without an fsync; the next durable batch's fsync of the WAL makes it
+    // durable too. Thousands of small transfers then cost about one fsync
+    // per batch of Completes, not one per batch of any events.
+    let mut conn = match pool.acquire().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot open the transfer journal's writer: {e}");
+            return;
+        }
+    };
+    let mut durable_mode = true;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < 2000 {
@@ -441,9 +459,22 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Msg>, host: St
                 Err(_) => break,
             }
         }
+        let durable = batch.iter().any(|m| match m {
+            Msg::Flush(_) | Msg::Event(_, _, Some(_)) => true,
+            Msg::Event(_, _, None) => false,
+        });
         let mut acks = Vec::new();
         let result: Result<(), sqlx::Error> = async {
-            let mut tx = pool.begin().await?;
+            if durable != durable_mode {
+                let pragma = if durable {
+                    "PRAGMA synchronous = FULL"
+                } else {
+                    "PRAGMA synchronous = NORMAL"
+                };
+                sqlx::query(pragma).execute(&mut *conn).await?;
+                durable_mode = durable;
+            }
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             for msg in batch {
                 let (e, at) = match msg {
                     Msg::Flush(ack) => {
@@ -629,5 +660,182 @@ impl Journal {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// What one pruning of the journal removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub transfers: u64,
+}
+
+impl Journal {
+    /// Keeps the journal's size bounded on a busy agent: removes the events
+    /// the web app has acknowledged (at or before the report cursor), and
+    /// finished transfers (sent and source removed, failed, cancelled) that
+    /// ended more than `keep` ago with their events. Events not reported
+    /// yet are kept whatever their age when `reporting`; without a web app
+    /// they go with their age. What recovery needs (queued, in flight,
+    /// sent with the source not yet removed, held items, markers, groups)
+    /// is never removed. Freed pages are reused, so the file stops growing.
+    pub async fn prune(
+        &self,
+        keep: std::time::Duration,
+        reporting: bool,
+    ) -> Result<Pruned, sqlx::Error> {
+        let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        self.prune_ended_before(now_ms().saturating_sub(keep), reporting)
+            .await
+    }
+
+    async fn prune_ended_before(
+        &self,
+        cutoff: i64,
+        reporting: bool,
+    ) -> Result<Pruned, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let transfers = sqlx::query(
+            "DELETE FROM transfers WHERE ended_at < ?
+               AND ((status = 'Complete' AND source_removed = 1) OR status IN ('Error', 'Cancelled'))",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let cursor: i64 = sqlx::query_scalar("SELECT seq FROM report_cursor WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(0);
+        let mut events = sqlx::query("DELETE FROM events WHERE seq <= ?")
+            .bind(cursor)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if !reporting {
+            events += sqlx::query(
+                "DELETE FROM events WHERE at < ? AND transfer_id NOT IN (SELECT id FROM transfers)",
+            )
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(Pruned { events, transfers })
+    }
+}
+
+impl Journal {
+    /// The journal's size on disk (the database and its write-ahead log).
+    pub fn size_on_disk(&self) -> u64 {
+        let with = |suffix: &str| {
+            let mut p = self.path.as_os_str().to_owned();
+            p.push(suffix);
+            std::fs::metadata(p).map_or(0, |m| m.len())
+        };
+        with("") + with("-wal")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, kind: EventKind) -> Event {
+        Event {
+            transfer_id: id.into(),
+            poller: "p".into(),
+            path: format!("{id}.mxf"),
+            item_kind: "file",
+            kind,
+            size: Some(1),
+            bytes_done: 0,
+            attempt: 1,
+            error: None,
+            signature: None,
+        }
+    }
+
+    async fn journal_with(transfers: &[(&str, &[EventKind])]) -> (tempfile::TempDir, Journal) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let j = Journal::open(&dir.path().join("j.sqlite"), "h")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (id, kinds) in transfers {
+            for k in *kinds {
+                j.record(event(id, *k));
+            }
+        }
+        j.flush().await;
+        (dir, j)
+    }
+
+    async fn ids(j: &Journal, sql: &'static str) -> Vec<String> {
+        sqlx::query_scalar(sql)
+            .fetch_all(&j.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    use EventKind::{Complete, Error as Failed, Queued, SourceRemoved, Started};
+
+    #[tokio::test]
+    async fn old_finished_transfers_go_and_what_recovery_needs_stays() {
+        let (_d, j) = journal_with(&[
+            ("sent", &[Queued, Started, Complete, SourceRemoved]),
+            ("failed", &[Queued, Started, Failed]),
+            ("not_removed", &[Queued, Started, Complete]),
+            ("in_flight", &[Queued, Started]),
+        ])
+        .await;
+        let later = now_ms() + 1;
+        let pruned = j
+            .prune_ended_before(later, false)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pruned.transfers, 2);
+        let left = ids(&j, "SELECT id FROM transfers ORDER BY id").await;
+        assert_eq!(left, ["in_flight", "not_removed"]);
+        let with_events = ids(&j, "SELECT DISTINCT transfer_id FROM events ORDER BY 1").await;
+        assert_eq!(with_events, ["in_flight", "not_removed"]);
+        // Nothing ended before the cutoff: nothing more goes.
+        let again = j
+            .prune_ended_before(0, false)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again, Pruned::default());
+    }
+
+    #[tokio::test]
+    async fn with_a_web_app_only_acknowledged_events_go() {
+        let (_d, j) = journal_with(&[
+            ("a", &[Queued, Started, Complete, SourceRemoved]),
+            ("b", &[Queued, Started, Complete, SourceRemoved]),
+        ])
+        .await;
+        let first_b: i64 =
+            sqlx::query_scalar("SELECT min(seq) FROM events WHERE transfer_id = 'b'")
+                .fetch_one(&j.pool)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        j.set_report_cursor(first_b - 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Both transfers are old, but b's events were never acknowledged.
+        j.prune_ended_before(now_ms() + 1, true)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let left = ids(&j, "SELECT DISTINCT transfer_id FROM events ORDER BY 1").await;
+        assert_eq!(left, ["b"]);
+        let (events, _) = j
+            .events_after(first_b - 1, 100)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            events.len(),
+            3,
+            "b's events are still reported (source removal aside)"
+        );
     }
 }

@@ -51,6 +51,7 @@ pub async fn run_standalone(
     };
     let engine = Engine::new(local, journal)?;
     let applied = engine.apply(&file.desired(), BTreeMap::new()).await;
+    engine.keep_journal_pruned(file.report.is_some());
     if let Some(e) = applied.errors.values().next() {
         // At start, a poller that cannot run is an error of the file.
         let name = applied

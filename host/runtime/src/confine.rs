@@ -43,6 +43,10 @@ pub struct Root {
     /// listing of their parent: they resolve without another `realpath`, which
     /// keeps large scans cheap.
     known_dirs: HashSet<String>,
+    /// Other entries a listing in this poll saw as not symlinks: the poll's
+    /// actions on them resolve without another `lstat` (a poll of a large
+    /// directory returns most of what it listed).
+    known_entries: HashSet<String>,
 }
 
 impl Root {
@@ -68,6 +72,7 @@ impl Root {
         Ok(Self {
             canonical,
             known_dirs,
+            known_entries: HashSet::new(),
         })
     }
 
@@ -81,13 +86,19 @@ impl Root {
         self.known_dirs.insert(rel);
     }
 
+    /// Remembers that `rel` is not a symlink nor a directory (seen by
+    /// listing its parent).
+    pub fn note_entry(&mut self, rel: String) {
+        self.known_entries.insert(rel);
+    }
+
     /// Resolves `rel` to an absolute path inside the root. A path that does
     /// not exist resolves (there is nothing to escape through); one that
     /// exists must canonicalize to somewhere inside the root.
     pub fn resolve(&self, rel: &str) -> Result<PathBuf, PathError> {
         let normal = normalize(rel)?;
         let joined = self.canonical.join(&normal);
-        if self.known_dirs.contains(&normal) {
+        if self.known_dirs.contains(&normal) || self.known_entries.contains(&normal) {
             return Ok(joined);
         }
         // Inside a known real directory only the last component can be a

@@ -56,6 +56,10 @@ pub struct PollState {
     /// contract's strings cannot carry them), as `dir/name` with the bad
     /// bytes replaced, for the engine to report.
     pub unreadable: Vec<String>,
+    /// What the plugin logged as not ready (`not ready: <item>: <reason>`),
+    /// the first `MAX_NOT_READY`, and how many more there were.
+    pub not_ready: Vec<crate::NotReady>,
+    pub not_ready_more: usize,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -83,6 +87,8 @@ impl PollState {
             stdout,
             stderr,
             unreadable: Vec::new(),
+            not_ready: Vec::new(),
+            not_ready_more: 0,
             wasi,
             table: ResourceTable::new(),
         }
@@ -175,8 +181,13 @@ impl fs::Host for PollState {
         }
         out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         if let Some(root) = self.root.as_mut() {
-            for e in out.iter().filter(|e| e.kind == types::EntryKind::Dir) {
-                root.note_dir(crate::confine::join(&normal, &e.name));
+            for e in &out {
+                let rel = crate::confine::join(&normal, &e.name);
+                match e.kind {
+                    types::EntryKind::Dir => root.note_dir(rel),
+                    types::EntryKind::Symlink => {}
+                    types::EntryKind::File | types::EntryKind::Other => root.note_entry(rel),
+                }
             }
         }
         Ok(out)
@@ -201,6 +212,13 @@ impl fs::Host for PollState {
 
 impl log::Host for PollState {
     fn log(&mut self, level: log::Level, message: String) {
+        if let Some(n) = crate::NotReady::parse(&message) {
+            if self.not_ready.len() < crate::MAX_NOT_READY {
+                self.not_ready.push(n);
+            } else {
+                self.not_ready_more += 1;
+            }
+        }
         let plugin = &self.plugin;
         match level {
             log::Level::Trace => tracing::trace!(target: "plugin", %plugin, "{message}"),

@@ -4,6 +4,7 @@
 //! after that.
 
 pub mod aspera;
+mod dir_sync;
 pub mod ftp;
 pub mod local;
 mod rate;

@@ -10,6 +10,7 @@
 //! so a full disk is not kept full by parts.
 
 use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError, part_name};
+use crate::dir_sync::DirSyncs;
 use crate::testhook::{self, Point};
 use dispatch_runtime::actions::ItemKind;
 use sha2::{Digest, Sha256};
@@ -27,6 +28,9 @@ pub struct LocalBackend {
     verify_sha256: bool,
     fsync: bool,
     rate: Option<Arc<RateLimiter>>,
+    /// Shared by this target's transfers: one directory fsync serves all
+    /// the renames made into it before it started.
+    dir_syncs: Arc<DirSyncs>,
 }
 
 impl LocalBackend {
@@ -41,6 +45,7 @@ impl LocalBackend {
             verify_sha256,
             fsync,
             rate,
+            dir_syncs: Arc::default(),
         }
     }
 }
@@ -53,6 +58,7 @@ impl Backend for LocalBackend {
         let verify = self.verify_sha256;
         let fsync = self.fsync;
         let rate = self.rate.clone();
+        let dir_syncs = self.dir_syncs.clone();
         // The copy is blocking I/O; it checks `progress` for cancellation.
         tokio::task::spawn_blocking(move || {
             let copier = Copier {
@@ -60,6 +66,7 @@ impl Backend for LocalBackend {
                 progress: &progress,
                 verify,
                 fsync,
+                dir_syncs: &dir_syncs,
             };
             match job.kind {
                 ItemKind::File => copier.file_item(&job, &dest),
@@ -110,6 +117,7 @@ struct Copier<'a> {
     progress: &'a Progress,
     verify: bool,
     fsync: bool,
+    dir_syncs: &'a DirSyncs,
 }
 
 impl Copier<'_> {
@@ -194,12 +202,17 @@ impl Copier<'_> {
         if !self.fsync {
             return Ok(());
         }
+        let sync = |dir: &Path| {
+            self.dir_syncs
+                .sync(dir)
+                .map_err(|e| TransferError::io(&format!("cannot sync {}", dir.display()), &e))
+        };
         if let Some(parent) = dst.parent() {
-            sync_dir(parent)?;
+            sync(parent)?;
         }
         for d in created.iter().rev() {
             if let Some(parent) = d.parent() {
-                sync_dir(parent)?;
+                sync(parent)?;
             }
         }
         Ok(())

@@ -34,27 +34,32 @@ pub struct AgentSettings {
     /// Full rescan of every poller, the safety net for file systems without
     /// events (NFS).
     #[serde(with = "crate::duration")]
-    #[schema(value_type = String, example = "1m")]
+    #[schema(schema_with = crate::duration::schema)]
     pub rescan_interval: Duration,
     /// On shutdown, how long in-flight transfers may finish before they are
     /// cancelled.
     #[serde(with = "crate::duration")]
-    #[schema(value_type = String, example = "1m")]
+    #[schema(schema_with = crate::duration::schema)]
     pub shutdown_grace: Duration,
     /// Memory a poll may use (MiB).
     pub poll_memory_mib: usize,
     /// Time a poll may take.
     #[serde(with = "crate::duration")]
-    #[schema(value_type = String, example = "5s")]
+    #[schema(schema_with = crate::duration::schema)]
     pub poll_timeout: Duration,
     pub retry: RetrySettings,
     /// Consecutive failed transfers that disable a poller (its breaker).
     pub failures_before_disable: u32,
     /// How long a poller disabled by failures stays disabled.
     #[serde(with = "crate::duration")]
-    #[schema(value_type = String, example = "4h")]
+    #[schema(schema_with = crate::duration::schema)]
     pub disable_cooldown: Duration,
     pub alerts: AlertSettings,
+    /// How long the agent's journal keeps finished transfers (the web app
+    /// keeps the central log; events it acknowledged go at once).
+    #[serde(with = "crate::duration")]
+    #[schema(schema_with = crate::duration::schema)]
+    pub journal_retention: Duration,
 }
 
 impl Default for AgentSettings {
@@ -69,6 +74,7 @@ impl Default for AgentSettings {
             failures_before_disable: 5,
             disable_cooldown: Duration::from_secs(4 * 3600),
             alerts: AlertSettings::default(),
+            journal_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -78,10 +84,10 @@ impl Default for AgentSettings {
 #[serde(default)]
 pub struct RetrySettings {
     #[serde(with = "crate::duration")]
-    #[schema(value_type = String, example = "2s")]
+    #[schema(schema_with = crate::duration::schema)]
     pub initial: Duration,
     #[serde(with = "crate::duration")]
-    #[schema(value_type = String, example = "5m")]
+    #[schema(schema_with = crate::duration::schema)]
     pub max: Duration,
     /// Each wait is multiplied by a random factor in [1 - jitter, 1 + jitter].
     pub jitter: f64,
@@ -155,7 +161,7 @@ pub struct PollerSpec {
     pub max_transfers: usize,
     /// How long an item must stay unchanged before it is sent.
     #[serde(default = "default_stability", with = "crate::duration")]
-    #[schema(value_type = String, example = "10s")]
+    #[schema(schema_with = crate::duration::schema)]
     pub stability: Duration,
     /// Glob patterns of file names never sent (e.g. `*.tmp`).
     #[serde(default)]
@@ -244,6 +250,9 @@ impl AgentSettings {
         }
         if self.failures_before_disable == 0 {
             return bad("failures_before_disable", "must be at least 1");
+        }
+        if self.journal_retention < Duration::from_secs(3600) {
+            return bad("journal_retention", "must be at least 1h");
         }
         if !(0.0..1.0).contains(&self.retry.jitter) {
             return bad("retry.jitter", "must be at least 0 and below 1");

@@ -74,6 +74,10 @@ pub struct Heartbeat {
     /// Commands done since the last heartbeat.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub done: Vec<String>,
+    /// The size of the agent's journal on disk (bytes), so a journal that
+    /// grows is seen before the disk fills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_bytes: Option<i64>,
 }
 
 /// How a poller is doing on the agent.
@@ -99,6 +103,10 @@ pub struct PollerState {
     /// Why its newest configuration is not running (the previous one is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_error: Option<String>,
+    /// What its plugin's latest poll said is not ready, and why (`item:
+    /// reason`, a bounded list: the last line may count the rest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ready: Vec<String>,
 }
 
 /// The answer to a heartbeat: commands for the agent.

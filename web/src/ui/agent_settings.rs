@@ -74,6 +74,12 @@ const GENERAL: &[FieldDef] = &[
         DURATION,
     ),
     def(
+        "journal_retention",
+        "The agent's journal keeps finished transfers for",
+        Input::Text,
+        "At least 1h. The web app's log keeps them for good.",
+    ),
+    def(
         "alerts.webhook",
         "Alert webhook URL",
         Input::OptText,

@@ -101,6 +101,8 @@ pub struct Engine {
     applying: tokio::sync::Mutex<()>,
     watcher: watch::Watcher,
     stop: CancellationToken,
+    /// A desired state was applied (its settings are the agent's).
+    applied_once: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -126,6 +128,7 @@ impl Engine {
             applying: tokio::sync::Mutex::new(()),
             watcher: watch::Watcher::new(),
             stop: CancellationToken::new(),
+            applied_once: std::sync::atomic::AtomicBool::new(false),
         });
         engine.clone().spawn_slot_listener();
         Ok(engine)
@@ -140,6 +143,41 @@ impl Engine {
                         for p in self.pollers() { p.request_poll(); }
                     }
                     () = self.stop.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    /// Prunes the journal now and then (see `Journal::prune`), until the
+    /// engine stops. `reporting`: a web app is told the events, so those it
+    /// has not acknowledged are kept.
+    pub fn keep_journal_pruned(self: &Arc<Self>, reporting: bool) {
+        const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            // Not before the configured retention is known (a connected
+            // agent's settings arrive after the start).
+            let mut first = true;
+            loop {
+                if engine
+                    .applied_once
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    let keep = engine.shared.settings().journal_retention;
+                    match engine.shared.journal.prune(keep, reporting).await {
+                        Ok(p) => tracing::debug!(
+                            events = p.events,
+                            transfers = p.transfers,
+                            "journal pruned"
+                        ),
+                        Err(e) => tracing::warn!("cannot prune the transfer journal: {e}"),
+                    }
+                    first = false;
+                }
+                let wait = if first { EVERY / 60 } else { EVERY };
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = engine.stop.cancelled() => break,
                 }
             }
         });
@@ -227,6 +265,8 @@ impl Engine {
         }
         lock(&self.live).errors.clone_from(&errors);
         self.sweep_retired();
+        self.applied_once
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Applied { errors }
     }
 

@@ -26,8 +26,18 @@ use tokio_util::sync::CancellationToken;
 
 /// Polls closer together than this are merged (bursts of file events).
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// A poll starts at most once per this many times its own cost, so that
+/// polling a large directory (whose cost grows with it) takes at most a
+/// fifth of a thread while transfers drain it, instead of running back to
+/// back after every transfer (quadratic in the directory's size).
+const POLL_COST_FACTOR: u32 = 5;
+/// Polls while a backlog waits are at least this far apart.
+const BACKLOG_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a running transfer's progress goes to the journal.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Not-ready items a poller reports (the rest are counted): enough for a
+/// person to see the pattern, small enough for every heartbeat.
+const NOT_READY_SHOWN: usize = 20;
 
 /// What waits for stability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +86,9 @@ struct State {
     /// What the latest poll found wrong (names that are not UTF-8, groups
     /// holding an excluded name).
     poll_problems: BTreeMap<String, String>,
+    /// What the plugin said, in its latest poll, is not ready and why
+    /// (`item: reason`), and how many more it said.
+    not_ready: (Vec<String>, usize),
     failures: u32,
     disabled_until: Option<Instant>,
     /// Why the last poll failed (root missing, plugin crashed…).
@@ -84,11 +97,30 @@ struct State {
     last_error: Option<String>,
     poll_requested: bool,
     last_poll: Option<Instant>,
+    /// How long the last poll took (plugin, listing, signatures).
+    poll_cost: Duration,
     /// The last poll changed nothing (nothing new pending, queued, touched
     /// or removed).
     quiet: bool,
     /// Removed or disabled: nothing new starts.
     stopped: bool,
+}
+
+impl State {
+    /// The least time from one poll's start to the next one's (the rescan
+    /// interval aside).
+    fn poll_gap(&self) -> Duration {
+        let gap = MIN_POLL_INTERVAL.max(self.poll_cost * POLL_COST_FACTOR);
+        // While items wait in the queue (every slot busy, or a retry's
+        // backoff), what a poll would find waits behind them anyway: no
+        // hurry (a drain of thousands of files would otherwise re-list
+        // them after every few transfers).
+        if !self.queue.is_empty() {
+            gap.max(BACKLOG_POLL_INTERVAL)
+        } else {
+            gap
+        }
+    }
 }
 
 /// A poller's health as the web app shows it.
@@ -279,6 +311,19 @@ impl Poller {
         self.cfg().excludes.clone()
     }
 
+    /// What the plugin's latest poll said is not ready, `item: reason` a
+    /// line, the first `NOT_READY_SHOWN` and then how many more.
+    pub fn not_ready(&self) -> Vec<String> {
+        let s = self.state();
+        let (lines, more) = &s.not_ready;
+        let mut shown: Vec<String> = lines.iter().take(NOT_READY_SHOWN).cloned().collect();
+        let more = more + lines.len().saturating_sub(NOT_READY_SHOWN);
+        if more > 0 {
+            shown.push(format!("and {more} more"));
+        }
+        shown
+    }
+
     /// Holds back this version of an item (read from the journal).
     pub fn hold(&self, path: String, sig: String, reason: String) {
         self.state().held.insert(path, (sig, reason));
@@ -309,6 +354,7 @@ impl Poller {
             let now = Instant::now();
             if self.reenable_if_due(now) || self.poll_due(now) {
                 self.poll_once().await;
+                self.state().poll_cost = now.elapsed();
             }
             self.dispatch();
             let deadline = self.next_deadline();
@@ -328,11 +374,12 @@ impl Poller {
         }
         let Some(last) = s.last_poll else { return true };
         let since = now.saturating_duration_since(last);
-        (s.poll_requested && since >= MIN_POLL_INTERVAL)
-            || since >= self.shared.settings().rescan_interval
-            || s.pending
-                .values()
-                .any(|p| now.saturating_duration_since(p.since) >= cfg.stability)
+        since >= self.shared.settings().rescan_interval
+            || (since >= s.poll_gap()
+                && (s.poll_requested
+                    || s.pending
+                        .values()
+                        .any(|p| now.saturating_duration_since(p.since) >= cfg.stability)))
     }
 
     fn next_deadline(&self) -> Instant {
@@ -347,11 +394,11 @@ impl Poller {
         if let Some(last) = s.last_poll {
             next = next.min(last + rescan);
             if s.poll_requested {
-                next = next.min(last + MIN_POLL_INTERVAL);
+                next = next.min(last + s.poll_gap());
             }
-        }
-        for p in s.pending.values() {
-            next = next.min(p.since + cfg.stability);
+            for p in s.pending.values() {
+                next = next.min((p.since + cfg.stability).max(last + s.poll_gap()));
+            }
         }
         if s.in_flight.len() < cfg.max_transfers
             && let Some(q) = s.queue.iter().map(|q| q.not_before).min()
@@ -398,13 +445,27 @@ impl Poller {
         let Polled {
             actions,
             unreadable,
+            not_ready,
+            not_ready_more,
         } = match result {
             Ok(Ok(polled)) => polled,
             Ok(Err(e)) => return self.poll_failed(e.to_string()),
             Err(e) => return self.poll_failed(format!("poll task failed: {e}")),
         };
         tracing::trace!(poller = %self.name(), actions = actions.len(), "polled");
-        if let Some(was) = self.state().failing.take() {
+        let not_ready = not_ready
+            .into_iter()
+            .map(|n| match n.reason.as_str() {
+                "" => n.item,
+                why => format!("{}: {why}", n.item),
+            })
+            .collect();
+        let was_failing = {
+            let mut s = self.state();
+            s.not_ready = (not_ready, not_ready_more);
+            s.failing.take()
+        };
+        if let Some(was) = was_failing {
             tracing::info!(poller = %self.name(), "polling again (was failing: {was})");
         }
         let mut problems = self.unreadable_names(unreadable).await;

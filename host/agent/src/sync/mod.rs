@@ -175,6 +175,7 @@ pub async fn run_connected(c: Connected, options: RunOptions) -> anyhow::Result<
         },
         journal,
     )?;
+    engine.keep_journal_pruned(true);
     let client = Client::new(&c.server, c.token.clone())?;
     let status = Arc::new(Mutex::new(ConfigStatus::default()));
     let mut etag = None;

@@ -202,6 +202,7 @@ impl Reporter {
                     reason: h.reason,
                     plugin_version: Some(cfg.plugin.info().version.clone()),
                     config_error: errors.get(&p.id).cloned(),
+                    not_ready: p.not_ready(),
                 }
             })
             .collect();
@@ -242,6 +243,7 @@ impl Reporter {
             config_etag,
             config_error,
             done: self.done.clone(),
+            journal_bytes: i64::try_from(self.engine.journal().size_on_disk()).ok(),
         };
         let answer = self.client.post("/api/v1/agent/heartbeat", &beat).await?;
         self.done.clear();

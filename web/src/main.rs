@@ -78,6 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
+    dispatch_web::keep_event_ids_pruned(state.pool.clone());
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;

@@ -932,6 +932,25 @@ async fn ingest_is_idempotent_and_the_log_is_searchable() {
         "{metrics}"
     );
     assert!(metrics.contains("dispatch_agents 2"), "{metrics}");
+
+    // Ingested ids are remembered for a week, then forgotten (the log stays).
+    let kept = dispatch_web::EVENT_IDS_KEPT;
+    let forget = || dispatch_web::forget_event_ids(&app.state.pool, kept);
+    let (_, log_before) = s.call(Method::GET, "/api/v1/transfers", None).await;
+    assert_eq!(forget().await.unwrap(), 0, "recent ids are kept");
+    let ids: i64 = sqlx::query_scalar("SELECT count(*) FROM ingested_events")
+        .fetch_one(&app.state.pool)
+        .await
+        .unwrap();
+    let week_ms = i64::try_from(kept.as_millis()).unwrap();
+    sqlx::query("UPDATE ingested_events SET at = at - ? - 1000")
+        .bind(week_ms)
+        .execute(&app.state.pool)
+        .await
+        .unwrap();
+    assert_eq!(forget().await.unwrap(), u64::try_from(ids).unwrap());
+    let (_, log) = s.call(Method::GET, "/api/v1/transfers", None).await;
+    assert_eq!(log, log_before, "forgetting ids leaves the log as it was");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,14 +142,16 @@ pub async fn events(
     let (mut accepted, mut duplicates) = (0u64, 0u64);
     let mut tx = state.pool.begin().await?;
     for e in &batch.events {
-        let fresh =
-            sqlx::query("INSERT OR IGNORE INTO ingested_events (agent_id, event_id) VALUES (?, ?)")
-                .bind(agent.id)
-                .bind(&e.id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
+        let fresh = sqlx::query(
+            "INSERT OR IGNORE INTO ingested_events (agent_id, event_id, at) VALUES (?, ?, ?)",
+        )
+        .bind(agent.id)
+        .bind(&e.id)
+        .bind(crate::now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
         if !fresh {
             duplicates += 1;
             continue;

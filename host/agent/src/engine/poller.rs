@@ -75,6 +75,11 @@ struct State {
     pending: HashMap<String, Pending>,
     queue: VecDeque<Queued>,
     in_flight: HashMap<String, Arc<Progress>>,
+    /// Of those, how many are still sending (what `max_transfers` caps):
+    /// one that is recording its Complete and removing its source no
+    /// longer holds a slot, so the next send overlaps that bookkeeping
+    /// (with many small files, its fsyncs are most of the time).
+    sending: usize,
     groups: Vec<Group>,
     /// Versions of items not to send (again), with why (sent but the
     /// source cannot be removed; what was left of an item because it was
@@ -400,7 +405,7 @@ impl Poller {
                 next = next.min((p.since + cfg.stability).max(last + s.poll_gap()));
             }
         }
-        if s.in_flight.len() < cfg.max_transfers
+        if s.sending < cfg.max_transfers
             && let Some(q) = s.queue.iter().map(|q| q.not_before).min()
         {
             next = next.min(q);
@@ -805,7 +810,7 @@ impl Poller {
             return;
         }
         let cfg = self.cfg();
-        while s.in_flight.len() < cfg.max_transfers {
+        while s.sending < cfg.max_transfers {
             let Some(i) = s.queue.iter().position(|q| q.not_before <= now) else {
                 break;
             };
@@ -819,6 +824,7 @@ impl Poller {
             let Some(q) = s.queue.remove(i) else { break };
             let progress = Arc::new(Progress::default());
             s.in_flight.insert(q.path.clone(), progress.clone());
+            s.sending += 1;
             let (this, cfg) = (self.clone(), cfg.clone());
             tokio::spawn(async move {
                 let shared = this.shared.clone();
@@ -860,6 +866,9 @@ impl Poller {
             .await
             .ok()
             .flatten();
+        // Sent (or failed): the slot goes to the next item now.
+        self.state().sending -= 1;
+        self.wake.notify_one();
         let changed = !scan
             .as_ref()
             .is_some_and(|s| matches(&q.sig, &s.signature()));

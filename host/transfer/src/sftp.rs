@@ -10,6 +10,12 @@
 //! for the next item for a while, so a burst of items costs one login.
 //! OpenSSH's sftp-server offers no hash extension, so the check is the size
 //! (plus, on resume, the part's last bytes compared with the source's).
+//!
+//! Round trips per file on a pooled connection: four (stat + open of the
+//! part, the writes, fsync + close + stat, rename). Requests whose outcome
+//! does not decide whether the next may be sent go together: the server
+//! (OpenSSH's handles them in order) answers them in one round trip, and
+//! the rename still waits for the fsync's and the size check's answers.
 
 use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError};
 use dispatch_protocol::Secret;
@@ -48,6 +54,10 @@ const IDLE_FOR: Duration = Duration::from_secs(30);
 const MAX_IDLE: usize = 4;
 /// An idle connection must answer this fast to be used again.
 const ALIVE_CHECK: Duration = Duration::from_secs(5);
+/// A connection that finished an item this recently is used again without
+/// that check (a round trip per item); if it died meanwhile, the item is
+/// sent again on a new connection at once (see `send`).
+const TRUSTED_FOR: Duration = Duration::from_secs(5);
 /// How long the removal of a failed upload's part may take.
 const PART_REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -420,7 +430,7 @@ impl SftpBackend {
         let part = self.remote(&part_segs);
         let target = self.remote(remote);
         let result = self
-            .upload(conn, &mut file, len, (&part, &target), progress)
+            .upload(conn, &mut file, len, (&part, &target, dirs), progress)
             .await;
         if let Err(e) = &result
             && e.permanent
@@ -434,55 +444,62 @@ impl SftpBackend {
     }
 
     /// The part made whole (resumed from what the server has), synced, its
-    /// size checked, then renamed over `target`.
+    /// size checked, then renamed over `target`. `dirs`: its folders, made
+    /// again if one known to exist was removed since.
     async fn upload(
         &self,
         conn: &mut Connection,
         file: &mut tokio::fs::File,
         len: u64,
-        (part, target): (&str, &str),
+        (part, target, dirs): (&str, &str, &[String]),
         progress: &Arc<Progress>,
     ) -> Result<u64, TransferError> {
-        let offset = self.resumable(conn, part, file, len).await;
-        let flags = if offset > 0 {
+        let opened = match self.open_part(conn, part, file, len).await {
+            // The known folders are kept across items: one may have been
+            // removed on the server since.
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::NoSuchFile => {
+                conn.made.clear();
+                self.make_dirs(conn, dirs).await?;
+                self.open_part(conn, part, file, len).await
+            }
+            other => other,
+        };
+        let (handle, offset) = opened.map_err(|e| self.sftp_failed("open", part, &e))?;
+        if offset > 0 {
             tracing::info!(
                 server = %self.server(),
                 "resuming the upload of `{target}` at byte {offset} of {len}"
             );
-            OpenFlags::WRITE
-        } else {
-            OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE
-        };
-        let handle = conn
-            .sftp
-            .open(part, flags, FileAttributes::empty())
-            .await
-            .map_err(|e| self.sftp_failed("open", part, &e))?
-            .handle;
+        }
         // Bytes of a resumed part count as done.
         progress.add(offset);
         let written = self
             .write_all(conn, (&handle, part), file, (offset, len), progress)
             .await;
-        // On the server's disk before the name is final and the source goes.
-        let synced = match written {
-            Ok(()) if conn.fsync => conn
-                .sftp
-                .fsync(handle.as_str())
-                .await
-                .map(|_| ())
-                .map_err(|e| self.sftp_failed("fsync", part, &e)),
-            other => other,
+        if let Err(e) = written {
+            let _ = conn.sftp.close(handle.as_str()).await;
+            return Err(e);
+        }
+        // Sent together, in this order: the fsync puts the data on the
+        // server's disk before the name is final and the source goes; the
+        // stat gives the size the server has. Each answer is checked before
+        // the rename is sent.
+        let sync = async {
+            if conn.fsync {
+                conn.sftp.fsync(handle.as_str()).await.map(|_| ())
+            } else {
+                Ok(())
+            }
         };
-        let closed = conn.sftp.close(handle.as_str()).await;
-        synced?;
+        let (synced, closed, stat) = futures_util::future::join3(
+            sync,
+            conn.sftp.close(handle.as_str()),
+            conn.sftp.stat(part),
+        )
+        .await;
+        synced.map_err(|e| self.sftp_failed("fsync", part, &e))?;
         closed.map_err(|e| self.sftp_failed("close", part, &e))?;
-
-        // The size the server has, before the name becomes final.
-        let remote_len = conn
-            .sftp
-            .stat(part)
-            .await
+        let remote_len = stat
             .map_err(|e| self.sftp_failed("stat", part, &e))?
             .attrs
             .size;
@@ -494,6 +511,55 @@ impl SftpBackend {
         }
         self.rename(conn, part, target).await?;
         Ok(len)
+    }
+
+    /// Opens the part for writing: its handle, and where the upload
+    /// continues (0: from the start, the part empty). The stat and the open
+    /// go together (one round trip); the open neither truncates nor writes,
+    /// so the stat sees the part as an earlier attempt left it, whichever
+    /// the server handles first.
+    async fn open_part(
+        &self,
+        conn: &Connection,
+        part: &str,
+        file: &mut tokio::fs::File,
+        len: u64,
+    ) -> Result<(String, u64), SftpError> {
+        let (stat, open) = futures_util::future::join(
+            conn.sftp.stat(part),
+            conn.sftp.open(
+                part,
+                OpenFlags::WRITE | OpenFlags::CREATE,
+                FileAttributes::empty(),
+            ),
+        )
+        .await;
+        let handle = open?.handle;
+        let size = match stat {
+            Ok(a) => a.attrs.size,
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::NoSuchFile => Some(0),
+            // Unknown: start over.
+            Err(_) => None,
+        };
+        let offset = match size {
+            Some(size) if size > 0 => self.resumable(conn, part, file, size, len).await,
+            _ => 0,
+        };
+        if offset == 0 && size != Some(0) {
+            // A part that cannot be continued: emptied, to start over.
+            let _ = conn.sftp.close(handle.as_str()).await;
+            let handle = conn
+                .sftp
+                .open(
+                    part,
+                    OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                    FileAttributes::empty(),
+                )
+                .await?
+                .handle;
+            return Ok((handle, 0));
+        }
+        Ok((handle, offset))
     }
 
     /// Removes a part after a permanent failure, best effort: the outcome
@@ -516,22 +582,19 @@ impl SftpBackend {
         }
     }
 
-    /// Where a part file from an earlier attempt lets us continue: its size,
-    /// when it is smaller than (or as big as) the source and its last bytes
-    /// equal the source's there (so a source rewritten since starts over).
-    /// OpenSSH's sftp-server handles requests in order, so a part is the
-    /// source's first bytes without holes.
+    /// Where a part file of `size` bytes from an earlier attempt lets us
+    /// continue: its size, when it is smaller than (or as big as) the source
+    /// and its last bytes equal the source's there (so a source rewritten
+    /// since starts over). OpenSSH's sftp-server handles requests in order,
+    /// so a part is the source's first bytes without holes.
     async fn resumable(
         &self,
         conn: &Connection,
         part: &str,
         file: &mut tokio::fs::File,
+        size: u64,
         len: u64,
     ) -> u64 {
-        let Ok(attrs) = conn.sftp.stat(part).await else {
-            return 0;
-        };
-        let size = attrs.attrs.size.unwrap_or(0);
         if size == 0 || size > len {
             return 0;
         }
@@ -674,11 +737,21 @@ struct Connection {
     /// The server offers `fsync@openssh.com` and the poller wants it.
     fsync: bool,
     write_len: u64,
-    /// Folders known to exist.
+    /// Folders known to exist, kept across items (a part's open that finds
+    /// no folder makes them again).
     made: HashSet<String>,
 }
 
 impl Connection {
+    /// Whether the server still answers, soon enough.
+    async fn answers(&self) -> bool {
+        !self.handle.is_closed()
+            && matches!(
+                tokio::time::timeout(ALIVE_CHECK, self.sftp.realpath(".")).await,
+                Ok(Ok(_))
+            )
+    }
+
     async fn close(self) {
         let _ = self.sftp.close_session();
         let _ = self
@@ -775,14 +848,30 @@ impl russh::client::Handler for Client {
 impl Backend for SftpBackend {
     async fn send(&self, job: &Job, progress: Arc<Progress>) -> Result<Sent, TransferError> {
         let item = segments(&job.path);
-        let mut conn = match self.reuse().await {
+        let (mut conn, checked) = match self.reuse().await {
             Some(c) => c,
-            None => tokio::select! {
-                c = self.connect() => c?,
-                () = progress.cancel.cancelled() => return Err(TransferError::cancelled()),
-            },
+            None => (self.connect_unless_cancelled(&progress).await?, true),
         };
-        let result = self.send_on(&mut conn, job, &item, &progress).await;
+        let before = progress.bytes_done();
+        let mut result = self.send_on(&mut conn, job, &item, &progress).await;
+        if let Err(e) = &result
+            && !checked
+            && !e.permanent
+            && !e.cancelled
+            && progress.bytes_done() == before
+            && !conn.answers().await
+        {
+            // The connection, used again without a check, had died since
+            // its last item: this item goes on a new one, as it would have
+            // after a failed check.
+            tracing::debug!(
+                server = %self.server(),
+                "a pooled connection no longer answers ({e}): sending on a new one"
+            );
+            conn.close().await;
+            conn = self.connect_unless_cancelled(&progress).await?;
+            result = self.send_on(&mut conn, job, &item, &progress).await;
+        }
         if result.is_ok() {
             self.keep(conn).await;
         } else {
@@ -805,27 +894,35 @@ impl Backend for SftpBackend {
 }
 
 impl SftpBackend {
+    async fn connect_unless_cancelled(
+        &self,
+        progress: &Progress,
+    ) -> Result<Connection, TransferError> {
+        tokio::select! {
+            c = self.connect() => c,
+            () = progress.cancel.cancelled() => Err(TransferError::cancelled()),
+        }
+    }
+
     /// A logged-in connection left by an earlier item, if one is fresh and
-    /// still answers.
-    async fn reuse(&self) -> Option<Connection> {
+    /// still answers, and whether that was checked (not when it finished
+    /// an item within `TRUSTED_FOR`).
+    async fn reuse(&self) -> Option<(Connection, bool)> {
         loop {
             let (conn, since) = self.idle.lock().ok()?.pop()?;
-            if since.elapsed() < IDLE_FOR
-                && matches!(
-                    tokio::time::timeout(ALIVE_CHECK, conn.sftp.realpath(".")).await,
-                    Ok(Ok(_))
-                )
-            {
-                return Some(conn);
+            let idle = since.elapsed();
+            if idle < TRUSTED_FOR && !conn.handle.is_closed() {
+                return Some((conn, false));
+            }
+            if idle < IDLE_FOR && conn.answers().await {
+                return Some((conn, true));
             }
             conn.close().await;
         }
     }
 
     /// Keeps a connection for the next item, and closes those idle too long.
-    async fn keep(&self, mut conn: Connection) {
-        // Folders may be removed on the server between items.
-        conn.made.clear();
+    async fn keep(&self, conn: Connection) {
         let mut spare = Some(conn);
         let mut stale = Vec::new();
         if let Ok(mut idle) = self.idle.lock() {

@@ -1376,7 +1376,7 @@ async fn heartbeats_keep_each_pollers_state_and_hand_out_commands() {
     // p1 by its id, p2 by name only (an older agent).
     let until = dispatch_web::now_ms() + 3_600_000;
     let hb = json!({"version": "0.2.0", "host_name": "media-01", "config_etag": "\"e1\"",
-    "config_error": "module dir 9.9.9 did not verify",
+    "config_error": "module dir 9.9.9 did not verify", "journal_bytes": 52_400_000,
     "pollers": [
         {"id": p1.to_string(), "name": "p1", "consecutive_errors": 5, "disabled": true,
          "disabled_until": until, "reason": "disk full", "plugin_version": "0.1.0"},
@@ -1464,6 +1464,7 @@ async fn heartbeats_keep_each_pollers_state_and_hand_out_commands() {
         "0.1.0",
         "Disabled by agent",
         "reset the breaker of poller p2",
+        "52.4 MB",
     ] {
         assert!(html.contains(text), "{text} missing from the agent page");
     }

@@ -288,7 +288,8 @@ async fn record_agent(tx: &mut Tx<'_>, agent: &Agent, hb: &Heartbeat, now: i64) 
         })?;
     sqlx::query(
         "UPDATE agents SET version = ?, host_name = ?, last_seen = ?,
-            poller_states = COALESCE(?, poller_states), config_etag = ?, config_error = ?
+            poller_states = COALESCE(?, poller_states), config_etag = ?, config_error = ?,
+            journal_bytes = COALESCE(?, journal_bytes)
          WHERE id = ?",
     )
     .bind(&hb.version)
@@ -297,6 +298,7 @@ async fn record_agent(tx: &mut Tx<'_>, agent: &Agent, hb: &Heartbeat, now: i64) 
     .bind(states)
     .bind(&hb.config_etag)
     .bind(hb.config_error.as_deref().filter(|e| !e.is_empty()))
+    .bind(hb.journal_bytes)
     .bind(agent.id)
     .execute(&mut **tx)
     .await?;

@@ -43,6 +43,8 @@ pub struct AgentView {
     pub config_error: Option<String>,
     /// How each of its pollers does there (from its heartbeats).
     pub poller_states: Vec<PollerHealth>,
+    /// The size of its journal on disk (bytes), as its last heartbeat said.
+    pub journal_bytes: Option<i64>,
 }
 
 /// How one poller does on one agent, as its last heartbeat said.
@@ -187,6 +189,7 @@ pub async fn list(
             config_etag: r.get("config_etag"),
             config_error: r.get("config_error"),
             poller_states: poller_health(&state.pool, Some(id), None).await?,
+            journal_bytes: r.get("journal_bytes"),
         });
     }
     Ok(Json(out))

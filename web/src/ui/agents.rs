@@ -226,6 +226,8 @@ struct AgentPage {
     chrome: Chrome,
     a: AgentView,
     seen: String,
+    /// The agent's journal on disk, as it last said.
+    journal: String,
     /// `Some(true)`: runs the newest configuration; `None`: never said.
     current: Option<bool>,
     health: Vec<HealthRow>,
@@ -257,6 +259,9 @@ pub async fn detail(
         seen: a
             .last_seen
             .map_or_else(|| "never".into(), |t| fmt::ago(t, now)),
+        journal: a
+            .journal_bytes
+            .map_or_else(|| "not reported".into(), fmt::bytes),
         current,
         health: health_of(&state.pool, &a, now).await?,
         commands: pending(&state.pool, id, now).await?,

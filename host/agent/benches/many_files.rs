@@ -257,20 +257,12 @@ fn files() {
             sides.ours.push(ours.wall);
             sides.peak_kib.push(ours.peak_kib);
         }
-        let (what, theirs, ours) = if fsync {
-            (
-                "3k x 4 KiB",
-                "rsync --fsync --remove-src",
-                "dispatch (default)",
-            )
+        let (theirs, ours) = if fsync {
+            ("rsync --fsync --remove-src", "dispatch (default)")
         } else {
-            (
-                "3k x 4 KiB",
-                "rsync --remove-source-files",
-                "dispatch (fsync = false)",
-            )
+            ("rsync --remove-source-files", "dispatch (fsync = false)")
         };
-        sides.report(what, ours, theirs, n, "files");
+        sides.report(&format!("{n} x 4 KiB"), ours, theirs, n, "files");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -326,7 +318,7 @@ fn dirs() {
         sides.peak_kib.push(ours.peak_kib);
     }
     sides.report(
-        "10k dirs x 10",
+        &format!("{n} dirs x 10"),
         "dispatch (dir poller)",
         "rsync --fsync --remove-src",
         n,

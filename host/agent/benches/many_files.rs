@@ -23,13 +23,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The names the filter accepts.
+const NAMES: &[&str] = &["files", "dirs"];
+
 fn main() {
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let wants = |name: &str| {
-        filter
-            .as_deref()
-            .is_none_or(|f| name.contains(f) || f == "many_files")
-    };
+    // `cargo bench` passes `--bench`; words select benchmarks.
+    let names: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    for n in &names {
+        assert!(
+            n == "many_files" || NAMES.contains(&n.as_str()),
+            "no many_files benchmark is named `{n}`: the names are {NAMES:?} (or `many_files` for all)"
+        );
+    }
+    let wants =
+        |name: &str| names.is_empty() || names.iter().any(|n| n == name || n == "many_files");
     assert!(
         rsync_can_fsync(),
         "the baseline needs rsync 3.2.4 or later (`--fsync`): apt install rsync"
@@ -189,6 +199,39 @@ struct Sides {
 }
 
 impl Sides {
+    /// One run of each side from the same fresh source (`make`): rsync
+    /// into `rsync-dst`, then the agent with `cfg` into `dst`; each must
+    /// deliver `files` files and the agent must leave the source empty.
+    fn race(&mut self, dir: &Path, make: impl Fn(), cfg: &Path, fsync: bool, files: usize) {
+        reset(dir);
+        make();
+        let theirs = timed(
+            dir,
+            &mut rsync(&dir.join("src"), &dir.join("rsync-dst"), fsync),
+        );
+        assert_eq!(
+            count_files(&dir.join("rsync-dst")),
+            files,
+            "rsync sent everything"
+        );
+        reset(dir);
+        make();
+        let ours = timed(dir, &mut agent(cfg));
+        assert_eq!(
+            count_files(&dir.join("src")),
+            0,
+            "the agent drained the source"
+        );
+        assert_eq!(
+            count_files(&dir.join("dst")),
+            files,
+            "the agent sent everything"
+        );
+        self.theirs.push(theirs.wall);
+        self.ours.push(ours.wall);
+        self.peak_kib.push(ours.peak_kib);
+    }
+
     fn report(&self, what: &str, ours: &str, theirs: &str, items: usize, unit: &str) {
         let (o, t) = (median(self.ours.clone()), median(self.theirs.clone()));
         let rate = |d: Duration| items as f64 / d.as_secs_f64();
@@ -229,33 +272,7 @@ fn files() {
         );
         let mut sides = Sides::default();
         for _ in 0..runs {
-            reset(&dir);
-            make();
-            let theirs = timed(
-                &dir,
-                &mut rsync(&dir.join("src"), &dir.join("rsync-dst"), fsync),
-            );
-            assert_eq!(
-                count_files(&dir.join("rsync-dst")),
-                n,
-                "rsync sent everything"
-            );
-            reset(&dir);
-            make();
-            let ours = timed(&dir, &mut agent(&cfg));
-            assert_eq!(
-                count_files(&dir.join("src")),
-                0,
-                "the agent drained the source"
-            );
-            assert_eq!(
-                count_files(&dir.join("dst")),
-                n,
-                "the agent sent everything"
-            );
-            sides.theirs.push(theirs.wall);
-            sides.ours.push(ours.wall);
-            sides.peak_kib.push(ours.peak_kib);
+            sides.race(&dir, make, &cfg, fsync, n);
         }
         let (theirs, ours) = if fsync {
             ("rsync --fsync --remove-src", "dispatch (default)")
@@ -289,33 +306,7 @@ fn dirs() {
     let cfg = config(&dir, "dir", "{ kind = \"local\", destination = \"dst\" }");
     let mut sides = Sides::default();
     for _ in 0..runs {
-        reset(&dir);
-        make();
-        let theirs = timed(
-            &dir,
-            &mut rsync(&dir.join("src"), &dir.join("rsync-dst"), true),
-        );
-        assert_eq!(
-            count_files(&dir.join("rsync-dst")),
-            n * 10,
-            "rsync sent everything"
-        );
-        reset(&dir);
-        make();
-        let ours = timed(&dir, &mut agent(&cfg));
-        assert_eq!(
-            count_files(&dir.join("src")),
-            0,
-            "the agent drained the source"
-        );
-        assert_eq!(
-            count_files(&dir.join("dst")),
-            n * 10,
-            "the agent sent everything"
-        );
-        sides.theirs.push(theirs.wall);
-        sides.ours.push(ours.wall);
-        sides.peak_kib.push(ours.peak_kib);
+        sides.race(&dir, make, &cfg, true, n * 10);
     }
     sides.report(
         &format!("{n} dirs x 10"),

@@ -97,6 +97,40 @@ impl Context {
         }
     }
 
+    /// Every entry directly inside `dir`, read in pages: unsorted, hidden
+    /// ones included, memory bounded whatever the directory's size. Use it
+    /// where a folder can hold hundreds of thousands of files.
+    ///
+    /// ```
+    /// use dispatch_poller_sdk::{Context, Params};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// for i in 0..3000 {
+    ///     std::fs::write(dir.path().join(format!("f{i}")), b"").unwrap();
+    /// }
+    /// let ctx = Context::native(dir.path(), Params::default(), 0).unwrap();
+    /// let n = ctx.entries("").unwrap().filter(|e| e.is_ok()).count();
+    /// assert_eq!(n, 3000);
+    /// ```
+    pub fn entries(&self, dir: &str) -> Result<crate::Entries, String> {
+        match &self.backend {
+            Backend::Host => crate::Entries::host(dir),
+            #[cfg(not(target_arch = "wasm32"))]
+            Backend::Native(root) => native::entries(root, dir),
+        }
+    }
+
+    /// The content of the regular file at `path` (a manifest, a sidecar),
+    /// at most `max_bytes` and never over [`crate::READ_FILE_MAX`]: a larger
+    /// file, a directory, a path out of the root is an error naming why.
+    /// The host also caps what one poll reads in all (8 MiB).
+    pub fn read_file(&self, path: &str, max_bytes: u32) -> Result<Vec<u8>, String> {
+        match &self.backend {
+            Backend::Host => crate::glue::host_read_file(path, max_bytes),
+            #[cfg(not(target_arch = "wasm32"))]
+            Backend::Native(root) => native::read_file(root, path, max_bytes),
+        }
+    }
+
     /// The entry at `path`, or `None` when nothing is there.
     pub fn stat(&self, path: &str) -> Result<Option<Entry>, String> {
         match &self.backend {
@@ -165,6 +199,9 @@ pub fn join(dir: &str, name: &str) -> String {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
+pub(crate) use native::entry as native_entry;
+
+#[cfg(not(target_arch = "wasm32"))]
 mod native {
     //! The same view the host gives, read with `std::fs`.
     use crate::{Entry, EntryKind};
@@ -182,7 +219,7 @@ mod native {
         Ok(root.join(rel_path))
     }
 
-    fn entry(name: String, meta: &std::fs::Metadata) -> Entry {
+    pub(crate) fn entry(name: String, meta: &std::fs::Metadata) -> Entry {
         let ft = meta.file_type();
         let kind = if ft.is_symlink() {
             EntryKind::Symlink
@@ -226,6 +263,33 @@ mod native {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    pub(super) fn entries(root: &Path, dir: &str) -> Result<crate::Entries, String> {
+        let path = resolve(root, dir)?;
+        let read = std::fs::read_dir(&path).map_err(|e| format!("cannot list `{dir}`: {e}"))?;
+        Ok(crate::Entries::native(dir, read))
+    }
+
+    /// As the host does, without its kernel-side confinement: native tests
+    /// run on the author's own directory.
+    pub(super) fn read_file(root: &Path, rel: &str, max_bytes: u32) -> Result<Vec<u8>, String> {
+        let path = resolve(root, rel)?;
+        let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read `{rel}`: {e}"))?;
+        if meta.is_dir() {
+            return Err(format!("cannot read `{rel}`: it is a directory"));
+        }
+        if !meta.is_file() {
+            return Err(format!("cannot read `{rel}`: it is not a regular file"));
+        }
+        let bound = u64::from(max_bytes).min(crate::READ_FILE_MAX);
+        if meta.len() > bound {
+            return Err(format!(
+                "cannot read `{rel}`: it is {} bytes, over the bound of {bound} bytes",
+                meta.len()
+            ));
+        }
+        std::fs::read(&path).map_err(|e| format!("cannot read `{rel}`: {e}"))
     }
 
     pub(super) fn stat(root: &Path, rel: &str) -> Result<Option<Entry>, String> {

@@ -24,8 +24,41 @@ impl<P: Poller> Guest for Export<P> {
     }
 }
 
+/// Entries asked of the host per page: one page is all a listing holds.
+const PAGE: u32 = 1024;
+
+/// A directory read from the host in pages.
+pub(crate) struct HostListing(fs::Listing);
+
+impl HostListing {
+    pub(crate) fn open(dir: &str) -> Result<Self, String> {
+        fs::open_dir(dir).map(Self)
+    }
+
+    /// The next page; empty when the listing is done.
+    pub(crate) fn next_page(&self) -> Result<Vec<Entry>, String> {
+        Ok(self.0.next(PAGE)?.into_iter().map(entry_from_wit).collect())
+    }
+}
+
+/// The whole listing, read in pages (the host never lowers one huge list
+/// into the plugin's memory), sorted by name.
 pub(crate) fn host_list(dir: &str) -> Result<Vec<Entry>, String> {
-    Ok(fs::list_dir(dir)?.into_iter().map(entry_from_wit).collect())
+    let listing = HostListing::open(dir)?;
+    let mut out = Vec::new();
+    loop {
+        let page = listing.next_page()?;
+        if page.is_empty() {
+            break;
+        }
+        out.extend(page);
+    }
+    out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+pub(crate) fn host_read_file(path: &str, max_bytes: u32) -> Result<Vec<u8>, String> {
+    fs::read_file(path, max_bytes)
 }
 
 pub(crate) fn host_stat(path: &str) -> Result<Option<Entry>, String> {

@@ -43,12 +43,14 @@
 mod context;
 #[doc(hidden)]
 pub mod glue;
+mod listing;
 mod params;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;
 
 pub use context::{Context, Level, join};
+pub use listing::Entries;
 pub use params::Params;
 pub use types::{
     Action, DEFAULT_MARKERS, Entry, EntryKind, FollowUp, Group, Info, ItemKind, ParamSpec,
@@ -56,7 +58,10 @@ pub use types::{
 };
 
 /// The WIT package version this SDK builds plugins for.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
+
+/// The most [`Context::read_file`] gives: the host's bound per call.
+pub const READ_FILE_MAX: u64 = 1 << 20;
 
 /// Name of the standard hidden-names flag (see [`ParamSpec::include_hidden`]).
 pub const INCLUDE_HIDDEN: &str = "include_hidden";
@@ -88,7 +93,7 @@ pub trait Poller {
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "dispatch:poller/poller@0.1.0",
+        world: "dispatch:poller/poller@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_poller_component",
         default_bindings_module: "dispatch_poller_sdk::bindings",

@@ -251,7 +251,7 @@ async fn the_plugin_registry_validates_and_versions_uploads() {
     assert_eq!(st, StatusCode::CREATED, "{v}");
     assert_eq!(v["plugin"], "dir");
     assert_eq!(v["version"], "0.1.0");
-    assert_eq!(v["wit_version"], "0.1.0");
+    assert_eq!(v["wit_version"], "0.2.0");
     assert_eq!(v["created"], true);
     let sha = v["sha256"].as_str().unwrap().to_string();
     assert!(

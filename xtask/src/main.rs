@@ -409,7 +409,8 @@ impl Workspace {
         run(Command::new(&tool)
             .current_dir(&app_dir)
             .arg("-d")
-            .arg(self.root.join("wit"))
+            // The twin stays a 0.1.0 plugin: it proves old plugins still run.
+            .arg(self.root.join("wit").join("frozen").join("0.1.0"))
             .args([
                 "-w",
                 "dispatch:poller/poller@0.1.0",

@@ -261,6 +261,6 @@ fn every_builtin_describes_its_parameters() {
             matches!(*name, "dir" | "pa" | "google"),
             "{name} markers"
         );
-        assert_eq!(p.wit_version(), "0.1.0");
+        assert_eq!(p.wit_version(), "0.2.0");
     }
 }

@@ -167,8 +167,8 @@ fn bad_input_gets_one_line_errors() {
     let future = component("test", "future-version");
     let err = one_line_error(&agent(&["describe", "--plugin", future.to_str().unwrap()]));
     assert!(
-        err.contains("built for dispatch:poller@0.2.0")
-            && err.contains("supports dispatch:poller@0.1.0"),
+        err.contains("built for dispatch:poller@0.3.0")
+            && err.contains("supports dispatch:poller@0.1.0, @0.2.0"),
         "{err}"
     );
 
@@ -227,7 +227,7 @@ fn describe_prints_the_schema() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.starts_with("dir 0.1.0\n"), "{text}");
-    assert!(text.contains("contract: dispatch:poller@0.1.0"), "{text}");
+    assert!(text.contains("contract: dispatch:poller@0.2.0"), "{text}");
     assert!(
         text.contains("markers (text-list, default `ADI.XML,ADI.DTD`)"),
         "{text}"

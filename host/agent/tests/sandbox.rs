@@ -199,7 +199,7 @@ fn files_that_are_not_pollers_are_named() {
     assert_eq!(
         err.to_string(),
         format!(
-            "plugin {} was built for dispatch:poller@0.2.0; this agent supports dispatch:poller@0.1.0",
+            "plugin {} was built for dispatch:poller@0.3.0; this agent supports dispatch:poller@0.1.0, @0.2.0",
             component("test", "future-version").display()
         )
     );

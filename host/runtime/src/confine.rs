@@ -35,6 +35,9 @@ pub enum RootError {
     Unreadable { path: PathBuf, source: io::Error },
 }
 
+/// Entries remembered per poll (see [`Root::note_entry`]).
+pub const KNOWN_ENTRIES_MAX: usize = 100_000;
+
 /// A poller's root directory, canonicalized once.
 #[derive(Debug)]
 pub struct Root {
@@ -87,9 +90,13 @@ impl Root {
     }
 
     /// Remembers that `rel` is not a symlink nor a directory (seen by
-    /// listing its parent).
+    /// listing its parent), up to [`KNOWN_ENTRIES_MAX`]: past that a
+    /// listing of a huge folder would cost the agent more memory than the
+    /// `lstat`s it saves.
     pub fn note_entry(&mut self, rel: String) {
-        self.known_entries.insert(rel);
+        if self.known_entries.len() < KNOWN_ENTRIES_MAX {
+            self.known_entries.insert(rel);
+        }
     }
 
     /// Resolves `rel` to an absolute path inside the root. A path that does

@@ -1,9 +1,9 @@
 //! Telling what a `.wasm` file is before compiling it, so a wrong file gets
 //! an error that names the problem.
 
-/// The WIT package versions this host runs. Older versions are added here
-/// (and converted in the host) when the contract moves on.
-pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
+/// The WIT package versions this host runs, oldest first: each has its
+/// bindings module, converted into the latest's types (`bindings`).
+pub const SUPPORTED_WIT_VERSIONS: &[&str] = crate::bindings::WIT_VERSIONS;
 
 /// The export every poller has, without its version.
 pub const PLUGIN_EXPORT: &str = "dispatch:poller/plugin";

@@ -11,6 +11,7 @@ mod capture;
 pub mod confine;
 pub mod inspect;
 pub mod params;
+mod root_fs;
 mod sandbox;
 
 pub use actions::Action;
@@ -19,7 +20,7 @@ pub use params::PluginInfo;
 use crate::actions::{FollowUp, ItemKind, Transfer};
 use crate::confine::{PathError, Root, RootError};
 use crate::params::{ParamError, ParamSpec, ParamType};
-use bindings::{Poller, PollerPre, types as wit};
+use bindings::{PollerPre, types as wit};
 use cache::{CacheError, CacheStats, CompileCache, sha256_hex};
 use inspect::{BinaryKind, SUPPORTED_WIT_VERSIONS, Target};
 use sandbox::PollState;
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
@@ -138,7 +139,7 @@ impl Runtime {
         // Every WASI interface, granting nothing: components built by other
         // toolchains import clocks, random, filesystem and sockets at start.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        Poller::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        bindings::add_to_linker(&mut linker)?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(CompileCache::open(dir, &engine)?),
             None => None,
@@ -231,7 +232,7 @@ impl Runtime {
             reason: one_line(&e),
         };
         let pre = self.linker.instantiate_pre(&component).map_err(link)?;
-        let pre = PollerPre::new(pre).map_err(link)?;
+        let pre = PollerPre::new(pre, &wit_version).map_err(link)?;
         let mut plugin = Plugin {
             engine: self.engine.clone(),
             pre,
@@ -276,7 +277,7 @@ fn spawn_epoch_ticker(engine: &Engine) {
 /// A loaded plugin, ready to poll any number of times (also concurrently).
 pub struct Plugin {
     engine: Engine,
-    pre: PollerPre<PollState>,
+    pre: PollerPre,
     limits: Limits,
     info: PluginInfo,
     sha256: String,
@@ -373,10 +374,7 @@ impl Plugin {
             now_ms,
         };
         let mut store = self.store(Some(root));
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|p| p.dispatch_poller_plugin().call_poll(&mut store, &request));
+        let result = self.pre.poll(&mut store, &request);
         let stderr = store.data().take_output();
         let actions = match result {
             Ok(Ok(actions)) => actions,
@@ -410,10 +408,7 @@ impl Plugin {
 
     fn describe(&self) -> Result<PluginInfo, PollError> {
         let mut store = self.store(None);
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|p| p.dispatch_poller_plugin().call_describe(&mut store));
+        let result = self.pre.describe(&mut store);
         let stderr = store.data().take_output();
         let info = result.map_err(|e| self.failure(&store, &e, &stderr))?;
         store.data().log_stderr(&stderr);

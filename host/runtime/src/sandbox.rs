@@ -1,11 +1,10 @@
-//! What one poll's `Store` holds, and the host functions a plugin may call:
-//! listing and stat'ing inside its root, and logging. Nothing else of the
-//! machine is reachable: WASI is linked with a context that grants nothing.
+//! What one poll's `Store` holds, and the logging a plugin may call (reading
+//! its root is `root_fs`). Nothing else of the machine is reachable: WASI is
+//! linked with a context that grants nothing.
 
-use super::bindings::dispatch::poller::{fs, log, types};
+use super::bindings::latest::{log, types};
 use super::capture::Capture;
 use crate::confine::Root;
-use std::time::UNIX_EPOCH;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -60,8 +59,13 @@ pub struct PollState {
     /// the first `MAX_NOT_READY`, and how many more there were.
     pub not_ready: Vec<crate::NotReady>,
     pub not_ready_more: usize,
+    /// Bytes `read-file` gave in this poll (bounded per poll).
+    pub read_bytes: u64,
+    /// Listings the plugin holds open (bounded per poll).
+    pub open_listings: usize,
     wasi: WasiCtx,
-    table: ResourceTable,
+    /// WASI's resources and the poll's open listings.
+    pub table: ResourceTable,
 }
 
 impl PollState {
@@ -89,6 +93,8 @@ impl PollState {
             unreadable: Vec::new(),
             not_ready: Vec::new(),
             not_ready_more: 0,
+            read_bytes: 0,
+            open_listings: 0,
             wasi,
             table: ResourceTable::new(),
         }
@@ -115,7 +121,7 @@ impl PollState {
         }
     }
 
-    fn root(&self) -> Result<&Root, String> {
+    pub fn root(&self) -> Result<&Root, String> {
         self.root
             .as_ref()
             .ok_or_else(|| "the file system cannot be read during describe()".to_string())
@@ -131,84 +137,7 @@ impl WasiView for PollState {
     }
 }
 
-fn entry(name: String, meta: &std::fs::Metadata) -> types::Entry {
-    let ft = meta.file_type();
-    let kind = if ft.is_symlink() {
-        types::EntryKind::Symlink
-    } else if ft.is_file() {
-        types::EntryKind::File
-    } else if ft.is_dir() {
-        types::EntryKind::Dir
-    } else {
-        types::EntryKind::Other
-    };
-    let mtime_ms = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    types::Entry {
-        name,
-        kind,
-        size: if ft.is_dir() { 0 } else { meta.len() },
-        mtime_ms,
-    }
-}
-
 impl types::Host for PollState {}
-
-impl fs::Host for PollState {
-    fn list_dir(&mut self, path: String) -> Result<Vec<types::Entry>, String> {
-        let root = self.root()?;
-        let normal = crate::confine::normalize(&path).map_err(|e| e.to_string())?;
-        let abs = root.resolve(&normal).map_err(|e| e.to_string())?;
-        let read = std::fs::read_dir(&abs).map_err(|e| format!("cannot list `{path}`: {e}"))?;
-        let mut out = Vec::new();
-        for item in read {
-            let item = item.map_err(|e| format!("cannot list `{path}`: {e}"))?;
-            let name = match item.file_name().into_string() {
-                Ok(name) => name,
-                Err(raw) => {
-                    tracing::debug!(plugin = %self.plugin, dir = %path, "skipping a name that is not UTF-8");
-                    self.unreadable
-                        .push(crate::confine::join(&normal, &raw.to_string_lossy()));
-                    continue;
-                }
-            };
-            // Vanished between readdir and stat: leave it out.
-            let Ok(meta) = item.metadata() else { continue };
-            out.push(entry(name, &meta));
-        }
-        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        if let Some(root) = self.root.as_mut() {
-            for e in &out {
-                let rel = crate::confine::join(&normal, &e.name);
-                match e.kind {
-                    types::EntryKind::Dir => root.note_dir(rel),
-                    types::EntryKind::Symlink => {}
-                    types::EntryKind::File | types::EntryKind::Other => root.note_entry(rel),
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn stat(&mut self, path: String) -> Result<Option<types::Entry>, String> {
-        let root = self.root()?;
-        let abs = root.resolve(&path).map_err(|e| e.to_string())?;
-        match std::fs::metadata(&abs) {
-            Ok(meta) => {
-                let name = abs
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                Ok(Some(entry(name, &meta)))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot stat `{path}`: {e}")),
-        }
-    }
-}
 
 impl log::Host for PollState {
     fn log(&mut self, level: log::Level, message: String) {

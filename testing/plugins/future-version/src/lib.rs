@@ -1,6 +1,6 @@
 //! A poller built against a WIT version the host does not support.
 
-wit_bindgen::generate!({ path: "wit", world: "dispatch:poller/poller@0.2.0" });
+wit_bindgen::generate!({ path: "wit", world: "dispatch:poller/poller@0.3.0" });
 
 use dispatch::poller::types::{Action, Info, PollRequest};
 use exports::dispatch::poller::plugin::Guest;

@@ -7,12 +7,20 @@ pub struct Hostile;
 
 impl Poller for Hostile {
     fn describe() -> Info {
-        Info::new("hostile", "0.1.0", "Misbehaves on request (tests only).").param(ParamSpec::new(
-            "mode",
-            ParamType::Text,
-            Some("ok"),
-            "ok, loop, panic, trap, oom, absolute, dotdot, symlink, list-escape, stderr",
-        ))
+        Info::new("hostile", "0.1.0", "Misbehaves on request (tests only).")
+            .param(ParamSpec::new(
+                "mode",
+                ParamType::Text,
+                Some("ok"),
+                "ok, loop, panic, trap, oom, absolute, dotdot, symlink, list-escape, stderr, read, read-loop",
+            ))
+            .param(ParamSpec::new("path", ParamType::Text, Some(""), "What `read` reads"))
+            .param(ParamSpec::new(
+                "max_bytes",
+                ParamType::Integer,
+                Some("1048576"),
+                "What `read` allows",
+            ))
     }
 
     fn poll(ctx: &Context) -> Result<Vec<Action>, String> {
@@ -45,9 +53,27 @@ impl Poller for Hostile {
                 eprintln!("hello from the plugin's stderr");
                 Ok(Vec::new())
             }
+            // Success shows as a marker named for the bytes read.
+            "read" => {
+                let bytes = read(ctx)?;
+                Ok(vec![Action::touch(format!("read-{}", bytes.len()))])
+            }
+            "read-loop" => {
+                for n in 0.. {
+                    if let Err(e) = read(ctx) {
+                        return Err(format!("after {n} reads: {e}"));
+                    }
+                }
+                Ok(Vec::new())
+            }
             other => Err(format!("unknown mode `{other}`")),
         }
     }
+}
+
+fn read(ctx: &Context) -> Result<Vec<u8>, String> {
+    let max = u32::try_from(ctx.params().integer("max_bytes")?).map_err(|e| e.to_string())?;
+    ctx.read_file(ctx.params().text("path")?, max)
 }
 
 /// A bare `unreachable` instruction (no panic message).

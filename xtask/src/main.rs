@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod templates;
+
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Built-in pollers: (crate, name under target/plugins).
 const PLUGINS: &[(&str, &str)] = &[
@@ -144,6 +146,7 @@ fn main() -> Result<()> {
             ws.build()?;
             ws.build_test_plugins()?;
             ws.build_python_plugin()?;
+            ws.build_template_plugins()?;
             let mut cmd = ws.cargo();
             cmd.args(["test", "--release", "--workspace"]);
             exclude_test_plugins(&mut cmd);

@@ -9,6 +9,7 @@ pub mod builtin;
 pub mod cache;
 mod capture;
 pub mod confine;
+mod crash;
 pub mod inspect;
 pub mod params;
 mod root_fs;
@@ -456,18 +457,12 @@ impl Plugin {
                 limit: self.limits.timeout,
             };
         }
-        let mut reason = match trap {
-            Some(t) => format!("wasm trap: {t}"),
+        // wasmtime's own text already starts "wasm trap: ".
+        let trap_text = match trap {
+            Some(t) => t.to_string(),
             None => one_line(e),
         };
-        let said: Vec<&str> = stderr
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
-            .collect();
-        if !said.is_empty() {
-            reason = format!("{reason} (stderr: {})", said.join(" "));
-        }
+        let reason = crash::reason(stderr).unwrap_or(trap_text);
         PollError::Trap { plugin, reason }
     }
 }

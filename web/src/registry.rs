@@ -32,6 +32,13 @@ fn semver_ok(v: &str) -> bool {
 /// Validates `bytes` and stores them as a plugin version.
 pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiResult<Stored> {
     let sha256 = sha256_hex(&bytes);
+    // A refused upload leaves no compiled artifact behind (35 MB for a
+    // Python plugin). Bytes already stored are never refused (below), so
+    // this never drops a stored version's artifact.
+    let refused = |e: ApiError| {
+        state.runtime.forget_compiled(&sha256);
+        e
+    };
     // Compiling and describe() are CPU work: off the async threads.
     let bytes = std::sync::Arc::new(bytes);
     let plugin = {
@@ -41,20 +48,20 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     }
     .map_err(|e| {
-        ApiError::bad(
+        refused(ApiError::bad(
             "file",
             e.to_string().replacen("plugin upload", "the upload", 1),
-        )
+        ))
     })?;
     let info = plugin.info().clone();
     if !semver_ok(&info.version) {
-        return Err(ApiError::bad(
+        return Err(refused(ApiError::bad(
             "file",
             format!(
                 "describe() gives version `{}`, which is not semver (e.g. 1.2.0)",
                 info.version
             ),
-        ));
+        )));
     }
     if info.name.is_empty()
         || !info
@@ -62,13 +69,13 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(ApiError::bad(
+        return Err(refused(ApiError::bad(
             "file",
             format!(
                 "describe() gives the name `{}`: use letters, digits, `_` or `-`",
                 info.name
             ),
-        ));
+        )));
     }
     let mut tx = state.pool.begin().await?;
     if let Some(row) = sqlx::query(
@@ -106,13 +113,13 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
     .fetch_optional(&mut *tx)
     .await?;
     if taken.is_some() {
-        return Err(ApiError::conflict(
+        return Err(refused(ApiError::conflict(
             Some("file"),
             format!(
                 "plugin `{}` already has a version {} with other content: raise the version in describe()",
                 info.name, info.version
             ),
-        ));
+        )));
     }
     let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
     let params = serde_json::to_string(&info.params)

@@ -5,7 +5,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -265,6 +265,26 @@ async fn the_plugin_registry_validates_and_versions_uploads() {
     let (st, v) = s.upload(dir.clone()).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["created"], false);
+
+    // Other bytes under a version `dir` already has: refused, and the
+    // compiled artifact of the refused upload is not kept.
+    let old_build = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testing/compat/wit-0.1.0/dir.wasm"),
+    )
+    .unwrap();
+    let (st, e) = s.upload(old_build).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("raise the version"),
+        "{e}"
+    );
+    let compiled: Vec<String> = std::fs::read_dir(app.data.path().join("data/compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cwasm"))
+        .collect();
+    assert_eq!(compiled.len(), 1, "{compiled:?}");
+    assert!(compiled[0].starts_with(&sha), "{compiled:?}");
 
     let (st, e) = s.upload(b"not a component at all".to_vec()).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);

@@ -16,7 +16,8 @@ use support::{Site, test_plugin, wait_until};
 async fn a_connected_agent_runs_the_web_apps_pollers_and_follows_every_change() {
     let mut site = Site::start().await;
     let token = site.agent_token("edge").await;
-    site.upload(test_plugin("stamp-v1")).await;
+    let v1 = site.upload(test_plugin("stamp-v1")).await;
+    let v1_sha = v1["sha256"].as_str().unwrap().to_string();
     let one = site.local_target("one", json!({})).await;
     // 40 Mb/s: a 24 MiB file stays in flight for about 5 s.
     let slow = site
@@ -57,6 +58,24 @@ async fn a_connected_agent_runs_the_web_apps_pollers_and_follows_every_change() 
         async || one.join("b.v2").exists(),
     )
     .await;
+    // The version no poller runs any more is not kept compiled on the agent.
+    let cache = site.path("agent-state/cache");
+    let cached = |sha: &str| {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(sha))
+    };
+    wait_until(
+        "stamp 1.0.0's compiled artifact is dropped",
+        Duration::from_secs(15),
+        async || !cached(&v1_sha),
+    )
+    .await;
+    assert!(
+        std::fs::read_dir(&cache).unwrap().count() >= 2,
+        "stamp 2.0.0 and the file poller stay compiled"
+    );
     assert!(
         !slow.join("big.mxf").exists(),
         "the big transfer should still be in flight (rate limited)"

@@ -89,6 +89,7 @@ const BENCHES: &[(&str, &str, &[&str])] = &[
         ],
     ),
     ("many_files", "dispatch-agent", &["files", "dirs"]),
+    ("languages", "dispatch-agent", &["manifest"]),
     (
         "connected",
         "dispatch-web",
@@ -169,6 +170,10 @@ fn main() -> Result<()> {
             ws.build()?;
             // The network benchmarks run the test servers of the venv.
             ws.python_tools()?;
+            // `languages` times the author templates' pollers.
+            if selected.iter().any(|(target, _)| *target == "languages") {
+                ws.build_template_plugins()?;
+            }
             for (target, names) in selected {
                 let mut cmd = ws.cargo();
                 // The workspace's package set, so the test build is reused.

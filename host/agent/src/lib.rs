@@ -5,6 +5,7 @@
 //!
 //! The binary `dispatch-agent` is a thin CLI over this.
 
+pub mod author;
 pub mod config;
 pub mod engine;
 pub mod journal;

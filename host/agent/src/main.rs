@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use dispatch_agent::author::{self, Credentials, Lang};
 use dispatch_agent::config::{AgentFile, read_token};
 use dispatch_agent::run::{RunOptions, host_name as host_name_of, run_standalone};
 use dispatch_agent::sync::{Connected, run_connected};
@@ -98,6 +99,58 @@ enum Command {
         #[arg(long)]
         poll_root: Option<PathBuf>,
     },
+    /// Write, check and publish a plugin of your own.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a component as the agent does and print its describe(); with
+    /// --root, poll once there (the plugin's log lines on stderr).
+    Check {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Poll once on this directory.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// A parameter, `key=value` (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param, requires = "root")]
+        params: Vec<(String, String)>,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+    /// Upload a component to the web app as a new version of its plugin.
+    Push {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The web app, e.g. `https://dispatch.example.net`.
+        #[arg(long, env = "DISPATCH_SERVER")]
+        server: String,
+        /// The web app user to upload as.
+        #[arg(long, env = "DISPATCH_USER", default_value = "admin")]
+        user: String,
+        /// A file holding the user's password (else $DISPATCH_PASSWORD).
+        #[arg(long, env = "DISPATCH_PASSWORD_FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Write a new plugin project NAME from the SDK's template.
+    New {
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// The plugin's name: lowercase letters, digits, `-`, `_`.
+        name: String,
+        /// Where the project's directory goes.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The Rust SDK (`sdk` of a Dispatch source tree; default: the tree
+        /// this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -162,17 +215,27 @@ fn main() -> ExitCode {
     } else {
         0
     };
-    let default = match cli.verbose + quiet {
+    let mut default = match cli.verbose + quiet {
         0 => "warn",
         1 => "warn,dispatch_agent=info,dispatch_transfer=info,dispatch_runtime=info,plugin=info",
         _ => {
             "warn,dispatch_agent=debug,dispatch_transfer=debug,dispatch_runtime=debug,plugin=debug"
         }
-    };
+    }
+    .to_string();
+    // `plugin check` is for seeing what the plugin says, at any verbosity.
+    if matches!(
+        cli.command,
+        Command::Plugin {
+            command: PluginCommand::Check { .. }
+        }
+    ) {
+        default.push_str(",plugin=debug");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -180,9 +243,18 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes.
-            let msg: Vec<String> = e.chain().map(ToString::to_string).collect();
-            eprintln!("error: {}", msg.join(": "));
+            // One line: the error and its causes, each said once (an error
+            // that quotes its cause is not followed by it again).
+            let mut msg = String::new();
+            for cause in e.chain().map(ToString::to_string) {
+                if !msg.contains(&cause) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&cause);
+                }
+            }
+            eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
     }
@@ -274,22 +346,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 v["sha256"] = loaded.sha256().into();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{} {}", info.name, info.version);
-                println!("{}", info.description);
-                println!("contract: dispatch:poller@{}", loaded.wit_version());
-                println!("sha256:   {}", loaded.sha256());
-                if info.params.is_empty() {
-                    println!("parameters: none");
-                } else {
-                    println!("parameters:");
-                    for p in &info.params {
-                        let default = p
-                            .default
-                            .as_deref()
-                            .map_or("required".to_string(), |d| format!("default `{d}`"));
-                        println!("  {} ({}, {default}): {}", p.name, p.kind.as_str(), p.help);
-                    }
-                }
+                print!("{}", author::describe_text(&loaded));
             }
         }
         Command::Plugins { runtime, poll_root } => {
@@ -318,8 +375,44 @@ fn run(command: Command) -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64() * 1000.0
             );
         }
+        Command::Plugin { command } => plugin(command)?,
     }
     Ok(())
+}
+
+fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Check {
+            file,
+            root,
+            params,
+            runtime,
+        } => author::check(&runtime.runtime()?, &file, root.as_deref(), &params),
+        PluginCommand::Push {
+            file,
+            server,
+            user,
+            password_file,
+        } => {
+            let credentials = Credentials::new(user, password_file.as_deref())?;
+            let rt = tokio::runtime::Runtime::new()?;
+            println!(
+                "{}",
+                rt.block_on(author::push(&file, &server, &credentials))?
+            );
+            Ok(())
+        }
+        PluginCommand::New {
+            lang,
+            name,
+            dir,
+            sdk,
+        } => {
+            let made = author::new_project(lang, &name, &dir, sdk.as_deref())?;
+            println!("wrote {}: see its README.md", made.display());
+            Ok(())
+        }
+    }
 }
 
 fn print_transfers(

@@ -237,3 +237,20 @@ fn describe_prints_the_schema() {
     assert_eq!(v["params"][1]["name"], "include_hidden");
     assert_eq!(v["params"][1]["type"], "boolean");
 }
+
+#[test]
+fn a_memory_limit_error_is_said_once() {
+    let err = one_line_error(&agent(&[
+        "describe",
+        "--plugin",
+        "dir",
+        "--memory-limit",
+        "1",
+    ]));
+    assert_eq!(
+        err.matches("over its limit of 1048576 bytes").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("describe() failed"), "{err}");
+}

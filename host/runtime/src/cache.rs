@@ -108,7 +108,89 @@ impl CompileCache {
     }
 }
 
+impl CompileCache {
+    /// Removes the artifact of `sha256` (a component nobody runs, e.g. an
+    /// upload that was refused). Returns the bytes freed.
+    pub fn forget(&self, sha256: &str) -> u64 {
+        let path = self.path_for(sha256);
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        match std::fs::remove_file(&path) {
+            Ok(()) => size,
+            Err(_) => 0,
+        }
+    }
+
+    /// Removes every artifact but those of `keep` (sha256s), and those an
+    /// older wasmtime or other engine settings wrote: a Python or
+    /// JavaScript poller's artifact is ~35 MB, so versions no configuration
+    /// runs would otherwise fill the disk. Returns (files, bytes) removed.
+    pub fn retain(&self, keep: &std::collections::HashSet<String>) -> (usize, u64) {
+        let Ok(read) = std::fs::read_dir(&self.dir) else {
+            return (0, 0);
+        };
+        let (mut files, mut bytes) = (0, 0);
+        for entry in read.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".cwasm") else {
+                continue;
+            };
+            let kept = stem
+                .split_once('-')
+                .is_some_and(|(sha, key)| key == self.engine_key && keep.contains(sha));
+            if kept {
+                continue;
+            }
+            let size = entry.metadata().map_or(0, |m| m.len());
+            if std::fs::remove_file(entry.path()).is_ok() {
+                files += 1;
+                bytes += size;
+            }
+        }
+        if files > 0 {
+            tracing::info!(
+                files,
+                bytes,
+                "compiled components no configuration uses were removed"
+            );
+        }
+        (files, bytes)
+    }
+}
+
 /// Lowercase hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn retain_keeps_only_what_is_in_use_for_this_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("c");
+        let engine = Engine::default();
+        let cache = CompileCache::open(&cache_dir, &engine).unwrap();
+        let key = cache.engine_key.clone();
+        for name in [
+            format!("aaa-{key}.cwasm"),
+            format!("bbb-{key}.cwasm"),
+            "aaa-0123456789abcdef.cwasm".to_string(),
+            "notes.txt".to_string(),
+        ] {
+            std::fs::write(cache_dir.join(name), b"12345").unwrap();
+        }
+        let keep = std::collections::HashSet::from(["aaa".to_string()]);
+        assert_eq!(cache.retain(&keep), (2, 10));
+        let mut left: Vec<String> = std::fs::read_dir(&cache_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [format!("aaa-{key}.cwasm"), "notes.txt".to_string()]);
+        assert_eq!(cache.forget("aaa"), 5);
+        assert_eq!(cache.forget("aaa"), 0);
+    }
 }

@@ -173,6 +173,20 @@ impl Runtime {
         self.stats.loaded_from_cache.load(Ordering::Relaxed)
     }
 
+    /// Drops the compiled artifact of `sha256` from the cache (a component
+    /// that will not run, e.g. a refused upload).
+    pub fn forget_compiled(&self, sha256: &str) {
+        if let Some(cache) = &self.cache {
+            cache.forget(sha256);
+        }
+    }
+
+    /// Drops every compiled artifact but those of `keep` (sha256s): the
+    /// versions no configuration runs any more. Returns (files, bytes).
+    pub fn keep_compiled(&self, keep: &std::collections::HashSet<String>) -> (usize, u64) {
+        self.cache.as_ref().map_or((0, 0), |c| c.retain(keep))
+    }
+
     /// Loads a plugin from a `.wasm` file.
     pub fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
         let label = path.display().to_string();
@@ -296,6 +310,11 @@ pub struct Polled {
     /// [`MAX_NOT_READY`]), and how many more it said.
     pub not_ready: Vec<NotReady>,
     pub not_ready_more: usize,
+    /// The plugin's linear memory at the end of the poll, in bytes, summed
+    /// over its memories (as created at instantiation, then grown); memory
+    /// never shrinks, so this is the poll's peak. What the memory limit
+    /// bounds (per memory), without the host's own allocations.
+    pub memory_peak: usize,
 }
 
 /// How a plugin says an item is not ready and why, in any language: a log
@@ -404,6 +423,7 @@ impl Plugin {
             unreadable: std::mem::take(&mut data.unreadable),
             not_ready: std::mem::take(&mut data.not_ready),
             not_ready_more: data.not_ready_more,
+            memory_peak: data.memory.held,
         })
     }
 

@@ -17,12 +17,16 @@ const CAPTURE_CAP: usize = 64 * 1024;
 pub struct MemoryCap {
     limit: usize,
     pub exceeded: Option<usize>,
+    /// Bytes of linear memory the Store's instances hold, summed over their
+    /// memories (each counted from its creation). Linear memory never
+    /// shrinks, so this is also the poll's peak.
+    pub held: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -30,6 +34,7 @@ impl ResourceLimiter for MemoryCap {
             self.exceeded = Some(desired);
             return Ok(false);
         }
+        self.held += desired.saturating_sub(current);
         Ok(true)
     }
 
@@ -87,6 +92,7 @@ impl PollState {
             memory: MemoryCap {
                 limit: memory_limit,
                 exceeded: None,
+                held: 0,
             },
             stdout,
             stderr,

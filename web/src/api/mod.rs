@@ -9,6 +9,7 @@ pub mod session;
 pub mod settings;
 pub mod targets;
 pub mod transfers;
+pub mod wit;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -27,7 +28,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "Dispatch", description = "Dispatch control plane: pollers, plugins, agents, transfer log."),
     paths(
         session::login, session::logout, session::me, session::health,
-        plugins::upload, plugins::list, plugin_or_module, plugins::delete_version,
+        plugins::upload, plugins::list, plugin_or_module, plugins::delete_version, wit::show,
         agents::create, agents::list, agents::delete, settings::show, settings::update,
         targets::create, targets::list, targets::show, targets::update, targets::delete,
         pollers::create, pollers::list, pollers::show, pollers::update, pollers::enable, pollers::disable, pollers::delete,
@@ -238,6 +239,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/plugins/{name}/versions/{version}",
             delete(plugins::delete_version),
         )
+        .route("/wit/{version}", get(wit::show))
         .route("/agents", get(agents::list).post(agents::create))
         .route("/agents/{id}", delete(agents::delete))
         .route(

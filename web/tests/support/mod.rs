@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ADMIN_PW: &str = "connected-Admin-pw1";
+pub const ADMIN_PW: &str = "connected-Admin-pw1";
 
 pub fn plugin_dir() -> PathBuf {
     std::env::var_os("DISPATCH_PLUGIN_DIR")

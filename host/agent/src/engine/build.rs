@@ -31,6 +31,13 @@ impl Builder {
         super::lock(&self.plugins).clear();
     }
 
+    /// Forgets the plugins (and their compiled artifacts) that no poller in
+    /// `in_use` (sha256s) runs.
+    pub fn keep_only(&self, in_use: &std::collections::HashSet<String>) {
+        super::lock(&self.plugins).retain(|_, p| in_use.contains(p.sha256()));
+        self.runtime.keep_compiled(in_use);
+    }
+
     /// The settings of `spec`; the error names the field at fault.
     pub async fn build(&self, spec: &PollerSpec) -> Result<Settings, String> {
         let plugin = self.plugin(spec).await?;

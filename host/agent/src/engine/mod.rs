@@ -265,6 +265,15 @@ impl Engine {
         }
         lock(&self.live).errors.clone_from(&errors);
         self.sweep_retired();
+        let in_use: HashSet<String> = {
+            let live = lock(&self.live);
+            let running = live.running.values().map(|r| &r.poller);
+            running
+                .chain(live.retired.iter())
+                .map(|p| p.cfg().plugin.sha256().to_string())
+                .collect()
+        };
+        self.builder.keep_only(&in_use);
         self.applied_once
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Applied { errors }

@@ -452,6 +452,7 @@ impl Poller {
             unreadable,
             not_ready,
             not_ready_more,
+            memory_peak: _,
         } = match result {
             Ok(Ok(polled)) => polled,
             Ok(Err(e)) => return self.poll_failed(e.to_string()),

@@ -540,3 +540,35 @@ pub fn part_file(dir: &Path) -> Option<PathBuf> {
     assert!(parts.len() <= 1, "several part files: {parts:?}");
     parts.pop()
 }
+
+/// `dispatch-agent ARGS` as a user runs it, with a private compile cache
+/// and built-in names resolving where the tests' components are.
+pub fn agent_output(args: &[&str]) -> Output {
+    let cache = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_dispatch-agent"))
+        .args(args)
+        .env("DISPATCH_CACHE_DIR", cache.path().join("c"))
+        .env(
+            "DISPATCH_PLUGIN_DIR",
+            component("plugin", "dir").parent().unwrap(),
+        )
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+/// The error is one line on stderr (`error: ...`) and the exit code is 1;
+/// that line.
+pub fn one_line_error(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout: {} stderr: {err}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "not one line: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    lines[0].to_string()
+}

@@ -1,0 +1,133 @@
+//! A plugin author's side of the web app, with real processes:
+//! `dispatch-agent plugin push` uploads to `dispatch-web` as a person
+//! logged in, and the web app serves the contract's WIT by version.
+#![allow(clippy::unwrap_used, clippy::zombie_processes)] // a test that fails panics
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use std::path::Path;
+use std::process::{Command, Output};
+use support::{ADMIN_PW, Site, agent_exe, test_plugin};
+
+fn push(site: &Site, file: &Path, password_file: &Path) -> Output {
+    Command::new(agent_exe())
+        .args(["plugin", "push"])
+        .arg(file)
+        .args([
+            "--server",
+            &site.base(),
+            "--user",
+            "admin",
+            "--password-file",
+        ])
+        .arg(password_file)
+        .env_remove("DISPATCH_PASSWORD")
+        .output()
+        .unwrap()
+}
+
+/// The one `error: ...` line of a failed command (exit code 1).
+fn one_line_error(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "not one line: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    lines[0].to_string()
+}
+
+/// `bytes` with a custom section appended: the same component, other bytes
+/// (so another sha256 under the same describe() version).
+fn with_custom_section(mut bytes: Vec<u8>) -> Vec<u8> {
+    let name = b"dispatch-test";
+    let payload = b"rebuilt";
+    let size = u8::try_from(1 + name.len() + payload.len()).unwrap();
+    bytes.extend([0, size, u8::try_from(name.len()).unwrap()]);
+    bytes.extend(name);
+    bytes.extend(payload);
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_uploads_a_version_and_a_refusal_says_why() {
+    let site = Site::start().await;
+    let password = site.path("password");
+    std::fs::write(&password, format!("{ADMIN_PW}\n")).unwrap();
+    let file = site.path("stamp.wasm");
+    std::fs::write(&file, test_plugin("stamp-v1")).unwrap();
+
+    let out = push(&site, &file, &password);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `pushed stamp 1.0.0 (dispatch:poller@0.1.0), sha256 <hex>`
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    assert_eq!(words[..2], ["pushed", "stamp"], "{stdout}");
+    let (version, sha256) = (words[2], words[words.len() - 1]);
+    let wit = words[3]
+        .trim_start_matches("(dispatch:poller@")
+        .trim_end_matches("),");
+    let listed = site.call(Method::GET, "/plugins/stamp", None).await;
+    let v = listed["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == version)
+        .unwrap_or_else(|| panic!("version {version} not listed: {listed}"));
+    assert_eq!(v["sha256"], sha256);
+    assert_eq!(v["wit_version"], wit);
+    assert_eq!(v["uploaded_by"], "admin");
+
+    // Other bytes under the same version: refused, with the web app's reason.
+    std::fs::write(&file, with_custom_section(test_plugin("stamp-v1"))).unwrap();
+    let err = one_line_error(&push(&site, &file, &password));
+    assert!(
+        err.contains(&format!(
+            "plugin `stamp` already has a version {version} with other content"
+        )),
+        "{err}"
+    );
+    // A wrong password: the login's reason.
+    std::fs::write(&password, "wrong").unwrap();
+    let err = one_line_error(&push(&site, &file, &password));
+    assert!(err.contains("wrong username or password"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wit_of_every_supported_version_is_served() {
+    let site = Site::start().await;
+    let get = async |version: &str| {
+        site.http
+            .get(format!("{}/api/v1/wit/{version}", site.base()))
+            .send()
+            .await
+            .unwrap()
+    };
+    for version in dispatch_runtime::inspect::SUPPORTED_WIT_VERSIONS {
+        let res = get(version).await;
+        assert_eq!(res.status(), StatusCode::OK, "{version}");
+        assert!(
+            res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let text = res.text().await.unwrap();
+        assert!(
+            text.contains(&format!("package dispatch:poller@{version};")),
+            "{version}: {text}"
+        );
+    }
+    let res = get("9.9.9").await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let known = dispatch_runtime::inspect::SUPPORTED_WIT_VERSIONS.join(", ");
+    assert_eq!(
+        body["error"],
+        format!("no WIT version `9.9.9`: this server knows {known}")
+    );
+}

@@ -38,7 +38,8 @@
 //! [`testing::poll`], against a real temporary directory.
 //!
 //! Pollers in other languages target the same WIT package
-//! (`wit/poller.wit`, world `poller`); see `sdk/OTHER-LANGUAGES.md`.
+//! (`wit/poller.wit`, world `poller`); see `sdk/README.md` and the pages per
+//! language beside it.
 
 mod context;
 #[doc(hidden)]

@@ -217,6 +217,11 @@ fn manifest() {
             let polled = p.poll_full(&tree, &[]).unwrap();
             polls[i].push(t.elapsed());
             assert_eq!(polled.actions.len(), DIRS);
+            assert!(
+                polled.memory_peak > 0,
+                "{}: no memory recorded",
+                LANGUAGES[i]
+            );
             memory[i] = memory[i].max(polled.memory_peak);
         }
     }

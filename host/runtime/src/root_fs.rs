@@ -102,11 +102,12 @@ impl PollState {
         Ok(out)
     }
 
-    fn next_page(
-        &mut self,
-        listing: &mut Listing,
-        max: usize,
-    ) -> Result<Vec<types::Entry>, String> {
+    /// Up to `max` entries of the open listing `res`.
+    fn page(&mut self, res: &Resource<Listing>, max: usize) -> Result<Vec<types::Entry>, String> {
+        let listing = self
+            .table
+            .get_mut(res)
+            .map_err(|e| format!("the listing is gone: {e}"))?;
         Self::read_page(
             self.root.as_mut(),
             &mut self.unreadable,
@@ -209,8 +210,15 @@ impl fs::Host for PollState {
     }
 
     fn list_dir(&mut self, path: String) -> Result<Vec<types::Entry>, String> {
-        let mut listing = self.open_listing(&path)?;
-        let mut out = self.next_page(&mut listing, usize::MAX)?;
+        let listing = self.open_listing(&path)?;
+        let res = self
+            .table
+            .push(listing)
+            .map_err(|e| format!("cannot list `{path}`: {e}"))?;
+        let out = self.page(&res, usize::MAX);
+        // Closed whatever the page gave.
+        let _ = self.table.delete(res);
+        let mut out = out?;
         out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -239,17 +247,7 @@ impl fs::Host for PollState {
 impl fs::HostListing for PollState {
     fn next(&mut self, this: Resource<Listing>, max: u32) -> Result<Vec<types::Entry>, String> {
         let max = usize::try_from(max.clamp(1, PAGE_MAX)).unwrap_or(1);
-        let listing = self
-            .table
-            .get_mut(&this)
-            .map_err(|e| format!("the listing is gone: {e}"))?;
-        Self::read_page(
-            self.root.as_mut(),
-            &mut self.unreadable,
-            &self.plugin,
-            listing,
-            max,
-        )
+        self.page(&this, max)
     }
 
     fn drop(&mut self, this: Resource<Listing>) -> wasmtime::Result<()> {

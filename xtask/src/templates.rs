@@ -7,7 +7,13 @@ use anyhow::{Context as _, Result};
 use std::process::Command;
 
 /// The JavaScript toolchain, installed under target/npm (not globally).
-const NPM_TOOLS: &[&str] = &["@bytecodealliance/componentize-js@0.23.0"];
+/// componentize-js imports preview2-shim without depending on it (it comes
+/// through jco, whose newest pulls 0.26, which cannot read the WIT path):
+/// pinned to the 0.17 line that works.
+const NPM_TOOLS: &[&str] = &[
+    "@bytecodealliance/componentize-js@0.23.0",
+    "@bytecodealliance/preview2-shim@0.17.9",
+];
 
 impl Workspace {
     pub(super) fn build_template_plugins(&self) -> Result<()> {

@@ -1,5 +1,6 @@
 //! `dispatch-agent plugin`: what a plugin author runs. `check` loads a
-//! component and polls it as the agent will, `push` uploads it to the web
+//! component and polls it as the agent will, `test` runs its kind's
+//! conformance cases (`crate::conformance`), `push` uploads it to the web
 //! app, `new` writes a project from the SDK's templates.
 
 use anyhow::Context as _;
@@ -76,6 +77,14 @@ pub fn check(
         }
     }
     Ok(())
+}
+
+/// Loads `file` and runs the conformance cases of `kind` (default: the
+/// name its `describe()` gives) on it; an error when any case failed.
+pub fn test(runtime: &Runtime, file: &Path, kind: Option<&str>) -> anyhow::Result<()> {
+    let plugin = runtime.load_file(file)?;
+    let kind = kind.unwrap_or(&plugin.info().name).to_string();
+    crate::conformance::run_suite(&plugin, &kind)
 }
 
 /// How `push` logs in: the web app's uploads are a person's (the version

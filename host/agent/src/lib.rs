@@ -7,6 +7,7 @@
 
 pub mod author;
 pub mod config;
+pub mod conformance;
 pub mod engine;
 pub mod journal;
 pub mod run;

@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use dispatch_agent::author::{self, Credentials, Lang};
 use dispatch_agent::config::{AgentFile, read_token};
+use dispatch_agent::conformance;
 use dispatch_agent::run::{RunOptions, host_name as host_name_of, run_standalone};
 use dispatch_agent::sync::{Connected, run_connected};
 use dispatch_runtime::{Limits, Runtime, RuntimeConfig, actions, builtin};
@@ -122,6 +123,17 @@ enum PluginCommand {
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
+    /// Run the conformance cases of a poller kind (sdk/conformance) on a
+    /// component, under the default limits; exit 0 only if all pass.
+    Test {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The kind whose cases to run (default: the name its describe() gives).
+        #[arg(long)]
+        kind: Option<String>,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
     /// Upload a component to the web app as a new version of its plugin.
     Push {
         /// The component (.wasm).
@@ -170,6 +182,12 @@ struct RuntimeArgs {
     /// Time a poll may take, in milliseconds.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     timeout_ms: u64,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+#[derive(Args)]
+struct CacheArgs {
     /// Where compiled components are cached.
     #[arg(long, env = "DISPATCH_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -178,8 +196,8 @@ struct RuntimeArgs {
     no_cache: bool,
 }
 
-impl RuntimeArgs {
-    fn runtime(&self) -> anyhow::Result<Runtime> {
+impl CacheArgs {
+    fn runtime(&self, limits: Limits) -> anyhow::Result<Runtime> {
         let cache_dir = if self.no_cache {
             None
         } else {
@@ -187,12 +205,15 @@ impl RuntimeArgs {
                 .clone()
                 .or_else(|| dirs::cache_dir().map(|d| d.join("dispatch").join("components")))
         };
-        Runtime::new(RuntimeConfig {
-            limits: Limits {
-                memory_bytes: self.memory_limit.saturating_mul(1 << 20),
-                timeout: Duration::from_millis(self.timeout_ms),
-            },
-            cache_dir,
+        Runtime::new(RuntimeConfig { limits, cache_dir })
+    }
+}
+
+impl RuntimeArgs {
+    fn runtime(&self) -> anyhow::Result<Runtime> {
+        self.cache.runtime(Limits {
+            memory_bytes: self.memory_limit.saturating_mul(1 << 20),
+            timeout: Duration::from_millis(self.timeout_ms),
         })
     }
 }
@@ -388,6 +409,11 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             params,
             runtime,
         } => author::check(&runtime.runtime()?, &file, root.as_deref(), &params),
+        PluginCommand::Test { file, kind, cache } => author::test(
+            &cache.runtime(conformance::limits())?,
+            &file,
+            kind.as_deref(),
+        ),
         PluginCommand::Push {
             file,
             server,

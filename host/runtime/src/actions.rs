@@ -63,6 +63,43 @@ impl Action {
     }
 }
 
+/// The short form people and tests read: `file a/b`, `dir a`, `touch a/x`,
+/// `remove a`, `group[file a/b, file a/c] then[touch a/x]`.
+impl std::fmt::Display for Transfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind.as_str(), self.path)
+    }
+}
+
+impl std::fmt::Display for FollowUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FollowUp::Touch(p) => write!(f, "touch {p}"),
+            FollowUp::RemoveDir(p) => write!(f, "remove {p}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn list<T: std::fmt::Display>(items: &[T]) -> String {
+            items
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+        match self {
+            Action::Transfer(t) => t.fmt(f),
+            Action::Touch(p) => write!(f, "touch {p}"),
+            Action::RemoveDir(p) => write!(f, "remove {p}"),
+            Action::Group { transfers, then } => {
+                write!(f, "group[{}] then[{}]", list(transfers), list(then))
+            }
+        }
+    }
+}
+
 fn transfer_json(t: &Transfer) -> Value {
     json!({"action": "transfer", "path": t.path, "kind": t.kind.as_str()})
 }

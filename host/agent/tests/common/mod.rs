@@ -95,25 +95,9 @@ pub fn poll(plugin: &Plugin, root: &Path, pairs: &[(&str, &str)]) -> Vec<String>
     actions.iter().map(show).collect()
 }
 
+/// The action's short form (its `Display`).
 pub fn show(a: &Action) -> String {
-    use dispatch_runtime::actions::{FollowUp, Transfer};
-    let t = |t: &Transfer| format!("{} {}", t.kind.as_str(), t.path);
-    match a {
-        Action::Transfer(tr) => t(tr),
-        Action::Touch(p) => format!("touch {p}"),
-        Action::RemoveDir(p) => format!("remove {p}"),
-        Action::Group { transfers, then } => format!(
-            "group[{}] then[{}]",
-            transfers.iter().map(t).collect::<Vec<_>>().join(", "),
-            then.iter()
-                .map(|f| match f {
-                    FollowUp::Touch(p) => format!("touch {p}"),
-                    FollowUp::RemoveDir(p) => format!("remove {p}"),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
+    a.to_string()
 }
 
 /// Waits for a process (an agent), reading its stderr meanwhile so a chatty
@@ -545,9 +529,15 @@ pub fn part_file(dir: &Path) -> Option<PathBuf> {
 /// and built-in names resolving where the tests' components are.
 pub fn agent_output(args: &[&str]) -> Output {
     let cache = tempfile::tempdir().unwrap();
+    agent_output_cached(args, &cache.path().join("c"))
+}
+
+/// [`agent_output`] with the compile cache in `cache`, which several runs
+/// may share (a Python or JavaScript component compiles in seconds).
+pub fn agent_output_cached(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dispatch-agent"))
         .args(args)
-        .env("DISPATCH_CACHE_DIR", cache.path().join("c"))
+        .env("DISPATCH_CACHE_DIR", cache)
         .env(
             "DISPATCH_PLUGIN_DIR",
             component("plugin", "dir").parent().unwrap(),

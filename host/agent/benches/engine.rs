@@ -24,6 +24,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that fails panics
 
+#[path = "support/filter.rs"]
+mod filter;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,18 +46,8 @@ const NAMES: &[&str] = &[
 ];
 
 fn main() {
-    // `cargo bench` passes `--bench`; words select benchmarks.
-    let names: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    for n in &names {
-        assert!(
-            n == "engine" || NAMES.contains(&n.as_str()),
-            "no engine benchmark is named `{n}`: the names are {NAMES:?} (or `engine` for all)"
-        );
-    }
-    let wants = |name: &str| names.is_empty() || names.iter().any(|n| n == name || n == "engine");
+    let filter = filter::Filter::from_args("engine", NAMES);
+    let wants = |name: &str| filter.wants(name);
     println!("benchmark                                   median        (runs)  notes");
     if wants("latency") {
         latency();

@@ -24,6 +24,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that fails panics
 
+#[path = "support/filter.rs"]
+mod filter;
+
 use dispatch_runtime::{Limits, Plugin, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,19 +39,8 @@ const LANGUAGES: [&str; 3] = ["rust", "python", "js"];
 const DIRS: usize = 10_000;
 
 fn main() {
-    // `cargo bench` passes `--bench`; words select benchmarks.
-    let names: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    for n in &names {
-        assert!(
-            n == "languages" || NAMES.contains(&n.as_str()),
-            "no languages benchmark is named `{n}`: the names are {NAMES:?} (or `languages` for all)"
-        );
-    }
-    let wants =
-        |name: &str| names.is_empty() || names.iter().any(|n| n == name || n == "languages");
+    let filter = filter::Filter::from_args("languages", NAMES);
+    let wants = |name: &str| filter.wants(name);
     if wants("manifest") {
         manifest();
     }

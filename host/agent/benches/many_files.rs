@@ -19,6 +19,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that fails panics
 
+#[path = "support/filter.rs"]
+mod filter;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,19 +30,8 @@ use std::time::{Duration, Instant};
 const NAMES: &[&str] = &["files", "dirs"];
 
 fn main() {
-    // `cargo bench` passes `--bench`; words select benchmarks.
-    let names: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    for n in &names {
-        assert!(
-            n == "many_files" || NAMES.contains(&n.as_str()),
-            "no many_files benchmark is named `{n}`: the names are {NAMES:?} (or `many_files` for all)"
-        );
-    }
-    let wants =
-        |name: &str| names.is_empty() || names.iter().any(|n| n == name || n == "many_files");
+    let filter = filter::Filter::from_args("many_files", NAMES);
+    let wants = |name: &str| filter.wants(name);
     assert!(
         rsync_can_fsync(),
         "the baseline needs rsync 3.2.4 or later (`--fsync`): apt install rsync"

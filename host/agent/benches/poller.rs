@@ -19,6 +19,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that fails panics
 
+#[path = "support/filter.rs"]
+mod filter;
+
 use dispatch_runtime::{Runtime, RuntimeConfig};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -37,18 +40,8 @@ const NAMES: &[&str] = &[
 ];
 
 fn main() {
-    // `cargo bench` passes `--bench`; words select benchmarks.
-    let names: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    for n in &names {
-        assert!(
-            n == "poller" || NAMES.contains(&n.as_str()),
-            "no poller benchmark is named `{n}`: the names are {NAMES:?} (or `poller` for all)"
-        );
-    }
-    let wants = |name: &str| names.is_empty() || names.iter().any(|n| n == name || n == "poller");
+    let filter = filter::Filter::from_args("poller", NAMES);
+    let wants = |name: &str| filter.wants(name);
     let plugins = plugin_dir();
     println!("benchmark                                   median        (runs)  notes");
     if wants("dir_poll") {

@@ -169,11 +169,23 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
     })
 }
 
-/// Registers a `.wasm` file (the built-in pollers at start-up).
+/// Registers a `.wasm` file (the built-in pollers at start-up). A build
+/// whose version is already registered with other bytes (the built-ins
+/// rebuilt without a version bump, e.g. for a newer contract) is not an
+/// error: the registered one stays, with a warning, so an existing
+/// database still starts.
 pub async fn register_file(state: &AppState, path: &std::path::Path) -> anyhow::Result<String> {
     let bytes = std::fs::read(path)?;
-    let stored = store(state, bytes, "dispatch")
-        .await
-        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message))?;
-    Ok(format!("{} {}", stored.plugin, stored.version))
+    match store(state, bytes, "dispatch").await {
+        Ok(stored) => Ok(format!("{} {}", stored.plugin, stored.version)),
+        Err(e) if e.status == StatusCode::CONFLICT => {
+            tracing::warn!(
+                "{}: not registered, the registered build of this version stays: {}",
+                path.display(),
+                e.message
+            );
+            Ok(format!("{} (kept the registered build)", path.display()))
+        }
+        Err(e) => Err(anyhow::anyhow!("{}: {}", path.display(), e.message)),
+    }
 }

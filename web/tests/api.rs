@@ -1686,3 +1686,22 @@ async fn the_demo_is_seeded_once_and_never_overwrites() {
         .unwrap();
     assert_eq!(left, [("demo_dir".into(), 42.0)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_builtin_under_a_registered_version_still_starts_and_keeps_the_registered_build()
+{
+    let app = App::start().await;
+    // The `dir` built-in as registered before WIT 0.2.0, then its rebuild
+    // under the same version: start-up goes on with the registered build.
+    let old = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testing/compat/wit-0.1.0/dir.wasm");
+    dispatch_web::register_file(&app.state, &old).await.unwrap();
+    let kept = dispatch_web::register_file(&app.state, &plugin_file("dir"))
+        .await
+        .unwrap();
+    assert!(kept.contains("kept the registered build"), "{kept}");
+    let wit: Vec<String> = sqlx::query_scalar("SELECT wit_version FROM plugin_versions")
+        .fetch_all(&app.state.pool)
+        .await
+        .unwrap();
+    assert_eq!(wit, ["0.1.0"]);
+}

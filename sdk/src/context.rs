@@ -176,6 +176,16 @@ impl Context {
             .collect())
     }
 
+    /// The names of `names` that `entries` lacks (exact, case-sensitive), in
+    /// order: what to say in [`Context::not_ready`].
+    pub fn missing(&self, entries: &[Entry], names: &[String]) -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| !entries.iter().any(|e| &e.name == *n))
+            .cloned()
+            .collect()
+    }
+
     /// Whether `entries` contains every name of `names` (exact,
     /// case-sensitive).
     pub fn has_all(&self, entries: &[Entry], names: &[String]) -> bool {

@@ -41,6 +41,17 @@ fn dir_poller_sends_directories_with_every_marker() {
         "ADI.XML",
     ]);
     assert_eq!(poll(&p, root.path(), &[]), ["dir ready"]);
+    // Why the others wait, for the poller's page.
+    let why: Vec<(String, String)> = p
+        .poll_full(root.path(), &[])
+        .unwrap()
+        .not_ready
+        .into_iter()
+        .map(|n| (n.item, n.reason))
+        .collect();
+    let half = ("half".to_string(), "missing ADI.DTD".to_string());
+    let empty = ("empty".to_string(), "missing ADI.XML, ADI.DTD".to_string());
+    assert!(why.contains(&half) && why.contains(&empty), "{why:?}");
     assert_eq!(
         poll(&p, root.path(), &[("include_hidden", "true")]),
         ["dir .hidden", "dir ready"]

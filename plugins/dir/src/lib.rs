@@ -1,7 +1,7 @@
 //! DirPoller: each subdirectory of the root whose files include every ready
 //! marker is sent as one directory transfer; the others are not ready yet.
 
-use dispatch_poller_sdk::{Action, Context, Info, Level, ParamSpec, Poller, export_poller};
+use dispatch_poller_sdk::{Action, Context, Info, ParamSpec, Poller, export_poller};
 
 pub struct DirPoller;
 
@@ -20,13 +20,11 @@ impl Poller for DirPoller {
         let markers = ctx.markers()?;
         let mut actions = Vec::new();
         for dir in ctx.subdirs_of("")? {
-            if ctx.has_all(&ctx.files_of(&dir.name)?, &markers) {
+            let missing = ctx.missing(&ctx.files_of(&dir.name)?, &markers);
+            if missing.is_empty() {
                 actions.push(Action::transfer_dir(dir.name));
             } else {
-                ctx.log(
-                    Level::Debug,
-                    &format!("{}: not ready (markers missing)", dir.name),
-                );
+                ctx.not_ready(&dir.name, &format!("missing {}", missing.join(", ")));
             }
         }
         Ok(actions)

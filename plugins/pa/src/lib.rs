@@ -1,7 +1,7 @@
 //! PAPoller: root/PROVIDER/ASSET/, each ASSET directory whose files include
 //! every marker is sent as one directory transfer. Providers stay.
 
-use dispatch_poller_sdk::{Action, Context, Info, Level, ParamSpec, Poller, export_poller, join};
+use dispatch_poller_sdk::{Action, Context, Info, ParamSpec, Poller, export_poller, join};
 
 pub struct PaPoller;
 
@@ -22,13 +22,11 @@ impl Poller for PaPoller {
         for provider in ctx.subdirs_of("")? {
             for asset in ctx.subdirs_of(&provider.name)? {
                 let path = join(&provider.name, &asset.name);
-                if ctx.has_all(&ctx.files_of(&path)?, &markers) {
+                let missing = ctx.missing(&ctx.files_of(&path)?, &markers);
+                if missing.is_empty() {
                     actions.push(Action::transfer_dir(path));
                 } else {
-                    ctx.log(
-                        Level::Debug,
-                        &format!("{path}: not ready (markers missing)"),
-                    );
+                    ctx.not_ready(&path, &format!("missing {}", missing.join(", ")));
                 }
             }
         }

@@ -3,19 +3,8 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{component, tree};
-use std::process::{Command, Output};
-
-fn agent(args: &[&str]) -> Output {
-    let cache = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
-    cmd.args(args)
-        .env("DISPATCH_CACHE_DIR", cache.path().join("c"));
-    // Built-in names resolve where the tests' components are.
-    let dir = component("plugin", "dir");
-    cmd.env("DISPATCH_PLUGIN_DIR", dir.parent().unwrap());
-    cmd.output().unwrap()
-}
+use common::{agent_output as agent, component, one_line_error, tree};
+use std::process::Output;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -23,22 +12,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The error is one line on stderr and the exit code is 1.
-fn one_line_error(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "stdout: {} stderr: {}",
-        stdout(o),
-        stderr(o)
-    );
-    let err = stderr(o);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "not one line: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    lines[0].to_string()
 }
 
 #[test]

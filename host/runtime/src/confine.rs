@@ -50,6 +50,9 @@ pub struct Root {
     /// actions on them resolve without another `lstat` (a poll of a large
     /// directory returns most of what it listed).
     known_entries: HashSet<String>,
+    /// The root opened as a directory, for reads resolved beneath it; opened
+    /// at the first read, then kept for the poll.
+    dir_fd: std::sync::OnceLock<std::os::fd::OwnedFd>,
 }
 
 impl Root {
@@ -76,12 +79,29 @@ impl Root {
             canonical,
             known_dirs,
             known_entries: HashSet::new(),
+            dir_fd: std::sync::OnceLock::new(),
         })
     }
 
     /// The root's canonical absolute path.
     pub fn path(&self) -> &Path {
         &self.canonical
+    }
+
+    /// The root as an open directory (see `dir_fd`).
+    pub fn dir_fd(&self) -> io::Result<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        if let Some(fd) = self.dir_fd.get() {
+            return Ok(fd.as_fd());
+        }
+        let fd = rustix::fs::open(
+            &self.canonical,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        Ok(self.dir_fd.get_or_init(|| fd).as_fd())
     }
 
     /// Remembers that `rel` is a real directory (seen by listing its parent).

@@ -132,7 +132,10 @@ impl PollState {
                 "cannot read `{path}`: this poll has read {READ_PER_POLL} bytes, the most one poll may read"
             ));
         }
-        let file = open_beneath(root.path(), &rel).map_err(|e| match e {
+        let dir = root
+            .dir_fd()
+            .map_err(|e| format!("cannot read `{path}`: cannot open the root: {e}"))?;
+        let file = open_beneath(dir, &rel).map_err(|e| match e {
             rustix::io::Errno::XDEV | rustix::io::Errno::LOOP => {
                 format!("cannot read `{path}`: it leads outside the root")
             }
@@ -175,17 +178,15 @@ impl PollState {
     }
 }
 
-/// Opens `rel` under `root` read-only with `RESOLVE_BENEATH`: a symlink or
+/// Opens `rel` under the root directory `dir`, read-only, with `RESOLVE_BENEATH`: a symlink or
 /// `..` that leads out fails with `EXDEV`; a fifo does not block the poll.
-fn open_beneath(root: &std::path::Path, rel: &str) -> rustix::io::Result<std::os::fd::OwnedFd> {
+fn open_beneath(
+    dir: std::os::fd::BorrowedFd<'_>,
+    rel: &str,
+) -> rustix::io::Result<std::os::fd::OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let dir = rustix::fs::open(
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
     rustix::fs::openat2(
-        &dir,
+        dir,
         rel,
         OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
         Mode::empty(),

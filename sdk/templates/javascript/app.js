@@ -12,7 +12,7 @@
 // a ComponentError whose `payload` is the text, and poll fails by throwing a
 // string (throwing anything else traps).
 
-import { listDir, readFile, stat } from 'dispatch:poller/fs@0.2.0';
+import { listDir, readFile } from 'dispatch:poller/fs@0.2.0';
 import { log } from 'dispatch:poller/log@0.2.0';
 
 // The host refuses larger files anyway; asking for its bound keeps the error
@@ -88,17 +88,52 @@ function parseManifest(bytes) {
 }
 
 /**
+ * The entries of the directory `path` by name, read once per directory: a
+ * host call per folder rather than one per listed file.
+ * @param {Map<string, Map<string, import('dispatch:poller/types@0.2.0').Entry> | null>} cache
+ * @param {string} path
+ */
+function entriesOf(cache, path) {
+  let entries = cache.get(path);
+  if (entries === undefined) {
+    entries = new Map(listDir(path).map((e) => [e.name, e]));
+    cache.set(path, entries);
+  }
+  return entries;
+}
+
+/**
+ * The entry of `name` (which may hold `/`) inside `folder`, or undefined when
+ * it, or a folder on its way, is missing. Symlinks are not followed: a
+ * directory transfer does not send them.
+ * @param {Map<string, Map<string, import('dispatch:poller/types@0.2.0').Entry> | null>} cache
+ * @param {string} folder
+ * @param {string} name
+ */
+function lookUp(cache, folder, name) {
+  const parts = name.split('/').filter((p) => p !== '' && p !== '.');
+  let dir = folder;
+  for (const [i, part] of parts.entries()) {
+    const entry = entriesOf(cache, dir).get(part);
+    if (entry === undefined || i === parts.length - 1) return entry;
+    if (entry.kind !== 'dir') return undefined;
+    dir = `${dir}/${part}`;
+  }
+  return undefined;
+}
+
+/**
  * Why `folder` is not ready yet, or null when it is.
  * @param {string} folder
  * @param {string} manifest
  * @returns {string | null}
  */
 function notReadyReason(folder, manifest) {
-  const path = `${folder}/${manifest}`;
+  const cache = new Map();
   let bytes;
   try {
-    if (stat(path) === undefined) return `no ${manifest}`;
-    bytes = readFile(path, MAX_MANIFEST_BYTES);
+    if (lookUp(cache, folder, manifest) === undefined) return `no ${manifest}`;
+    bytes = readFile(`${folder}/${manifest}`, MAX_MANIFEST_BYTES);
   } catch (e) {
     return errorText(e);
   }
@@ -112,7 +147,7 @@ function notReadyReason(folder, manifest) {
   for (const [name, size] of files) {
     let entry;
     try {
-      entry = stat(`${folder}/${name}`);
+      entry = lookUp(cache, folder, name);
     } catch (e) {
       return errorText(e);
     }

@@ -60,13 +60,38 @@ def parse_manifest(data: bytes) -> list[tuple[str, int]]:
     return out
 
 
+class Listings:
+    """The directories of one folder, each listed once: a host call per
+    folder rather than one per listed file."""
+
+    def __init__(self) -> None:
+        self.dirs: dict[str, dict[str, types.Entry]] = {}
+
+    def look_up(self, folder: str, name: str) -> types.Entry | None:
+        """The entry of `name` (which may hold `/`) inside `folder`, or None
+        when it, or a folder on its way, is missing. Symlinks are not
+        followed: a directory transfer does not send them."""
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        path = folder
+        for i, part in enumerate(parts):
+            if path not in self.dirs:
+                self.dirs[path] = {e.name: e for e in fs.list_dir(path)}
+            entry = self.dirs[path].get(part)
+            if entry is None or i == len(parts) - 1:
+                return entry
+            if entry.kind != types.EntryKind.DIR:
+                return None
+            path = f"{path}/{part}"
+        return None
+
+
 def not_ready_reason(folder: str, manifest: str) -> str | None:
     """Why `folder` is not ready yet, or None when it is."""
-    path = f"{folder}/{manifest}"
+    listings = Listings()
     try:
-        if fs.stat(path) is None:
+        if listings.look_up(folder, manifest) is None:
             return f"no {manifest}"
-        data = fs.read_file(path, MAX_MANIFEST_BYTES)
+        data = fs.read_file(f"{folder}/{manifest}", MAX_MANIFEST_BYTES)
     except Err as e:
         return str(e.value)
     try:
@@ -75,7 +100,7 @@ def not_ready_reason(folder: str, manifest: str) -> str | None:
         return f"{manifest} is not valid: {e}"
     for name, size in files:
         try:
-            entry = fs.stat(f"{folder}/{name}")
+            entry = listings.look_up(folder, name)
         except Err as e:
             return str(e.value)
         if entry is None:

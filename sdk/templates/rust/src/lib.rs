@@ -2,7 +2,8 @@
 //! that are all present with the listed sizes, and says why a folder is not
 //! ready yet. Build: `cargo build --release --target wasm32-wasip2`.
 
-use dispatch_poller_sdk::{Action, Context, EntryKind, Info, ParamSpec, ParamType, Poller, export_poller, join};
+use dispatch_poller_sdk::{Action, Context, Entry, EntryKind, Info, ParamSpec, ParamType, Poller, export_poller, join};
+use std::collections::hash_map::{self, HashMap};
 use serde::Deserialize;
 
 /// What the manifest says: `{"files": [{"name": "a.mxf", "size": 123}]}`.
@@ -45,13 +46,13 @@ impl Poller for ManifestPoller {
 
 /// Why `folder` is not ready, or `None` when it is.
 fn why_not_ready(ctx: &Context, folder: &str, manifest: &str) -> Option<String> {
-    let path = join(folder, manifest);
-    match ctx.stat(&path) {
+    let mut dirs = Listings::default();
+    match dirs.look_up(ctx, folder, manifest) {
         Ok(None) => return Some(format!("no {manifest}")),
         Err(e) => return Some(e),
         Ok(Some(_)) => {}
     }
-    let bytes = match ctx.read_file(&path, 1 << 20) {
+    let bytes = match ctx.read_file(&join(folder, manifest), 1 << 20) {
         Ok(b) => b,
         Err(e) => return Some(e),
     };
@@ -63,7 +64,7 @@ fn why_not_ready(ctx: &Context, folder: &str, manifest: &str) -> Option<String> 
         return Some(format!("{manifest} is not valid: bad name `{}`", bad.name));
     }
     for file in &listed {
-        match ctx.stat(&join(folder, &file.name)) {
+        match dirs.look_up(ctx, folder, &file.name) {
             Err(e) => return Some(e),
             Ok(None) => return Some(format!("missing {}", file.name)),
             Ok(Some(e)) if e.kind != EntryKind::File => {
@@ -76,6 +77,38 @@ fn why_not_ready(ctx: &Context, folder: &str, manifest: &str) -> Option<String> 
         }
     }
     None
+}
+
+/// The directories of one folder, each listed once: a host call per folder
+/// rather than one per listed file.
+#[derive(Default)]
+struct Listings(HashMap<String, Vec<Entry>>);
+
+impl Listings {
+    /// The entry of `name` (which may hold `/`) inside `folder`, or `None`
+    /// when it, or a folder on its way, is missing. Symlinks are not
+    /// followed: a directory transfer does not send them.
+    fn look_up(&mut self, ctx: &Context, folder: &str, name: &str) -> Result<Option<Entry>, String> {
+        let parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        let mut dir = folder.to_string();
+        for (i, part) in parts.iter().enumerate() {
+            let entries = match self.0.entry(dir.clone()) {
+                hash_map::Entry::Occupied(o) => o.into_mut(),
+                hash_map::Entry::Vacant(v) => v.insert(ctx.list(&dir)?),
+            };
+            let Some(entry) = entries.iter().find(|e| e.name == *part) else {
+                return Ok(None);
+            };
+            if i + 1 == parts.len() {
+                return Ok(Some(entry.clone()));
+            }
+            if entry.kind != EntryKind::Dir {
+                return Ok(None);
+            }
+            dir = join(&dir, part);
+        }
+        Ok(None)
+    }
 }
 
 /// A name inside the folder: not empty, not absolute, no `..`.

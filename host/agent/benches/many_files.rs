@@ -13,7 +13,8 @@
 //! Each side runs as one process from start to exit (`dispatch-agent run
 //! --until-idle`, `rsync`) under `/usr/bin/time`, after `sync`, with the
 //! previous run's output dropped. Sizes: `DISPATCH_BENCH_FILES`,
-//! `DISPATCH_BENCH_DIRS`, `DISPATCH_BENCH_RUNS`.
+//! `DISPATCH_BENCH_DIRS`, `DISPATCH_BENCH_RUNS`; where:
+//! `DISPATCH_BENCH_SCRATCH` (default `target/bench-many-files`).
 //!
 //! Run: `cargo xtask bench -- many_files` (or `-- files`, `-- dirs`).
 
@@ -97,10 +98,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// A scratch directory on the same file system as the target dir (not tmpfs).
+/// A scratch directory on the same file system as the target dir (not
+/// tmpfs), or under `DISPATCH_BENCH_SCRATCH` to measure another file system.
 fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/bench-many-files")
+    let d = std::env::var_os("DISPATCH_BENCH_SCRATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-many-files")
+        })
         .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();

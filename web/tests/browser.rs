@@ -51,14 +51,6 @@ impl Drop for Driver {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -74,19 +66,31 @@ async fn browser() -> (Driver, Client) {
     let chromium = which("chromium")
         .or_else(|| which("chromium-browser"))
         .expect("chromium is not installed: apt-get install chromium (.ci/run does)");
-    let port = free_port();
-    let child = Command::new(driver_bin)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
+    // Port 0: chromedriver binds a free port itself and says which, so no
+    // other process can take it between a pick and the bind.
+    let mut child = Command::new(driver_bin)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Read to the end, so chromedriver never blocks on a full pipe.
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if let Some(port) = line
+                .strip_prefix("ChromeDriver was started successfully on port ")
+                .and_then(|rest| rest.trim_end_matches('.').parse::<u16>().ok())
+            {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("chromedriver did not say its port within 20 s");
     let driver = Driver { child, port };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", driver.port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),

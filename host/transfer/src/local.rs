@@ -402,3 +402,50 @@ fn sync_dir(dir: &Path) -> Result<(), TransferError> {
         .and_then(|d| d.sync_all())
         .map_err(|e| TransferError::io(&format!("cannot sync {}", dir.display()), &e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(root: &Path, path: &str, kind: ItemKind) -> Job {
+        Job {
+            root: root.to_path_buf(),
+            path: path.into(),
+            kind,
+            excludes: Arc::new(globset::GlobSet::empty()),
+            id: "00112233445566778899aabbccddeeff".into(),
+            sig: String::new(),
+        }
+    }
+
+    /// A file where the destination needs a folder (or a folder where it
+    /// needs the file) fails this item for good, instead of being retried
+    /// as if it could pass; the source stays.
+    #[tokio::test]
+    async fn a_destination_blocked_by_the_wrong_kind_is_this_items_problem() {
+        let src = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dst = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let write = |p: PathBuf| {
+            std::fs::create_dir_all(p.parent().unwrap_or(&p)).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(&p, b"frame").unwrap_or_else(|e| panic!("{e}"));
+        };
+        write(src.path().join("show/ep1.mxf"));
+        write(src.path().join("clip.mxf"));
+        write(dst.path().join("show")); // a file where the folder goes
+        std::fs::create_dir(dst.path().join("clip.mxf")).unwrap_or_else(|e| panic!("{e}"));
+        let backend = LocalBackend::new(dst.path().to_path_buf(), false, true, None);
+        for path in ["show/ep1.mxf", "clip.mxf"] {
+            let e = match backend
+                .send(&job(src.path(), path, ItemKind::File), Arc::default())
+                .await
+            {
+                Ok(_) => panic!("{path}: sent over the wrong kind of entry"),
+                Err(e) => e,
+            };
+            assert!(e.permanent && e.item_only, "{path}: {e:?}");
+            assert!(src.path().join(path).is_file(), "{path}: source gone");
+        }
+        assert!(dst.path().join("show").is_file());
+        assert!(dst.path().join("clip.mxf").is_dir());
+    }
+}

@@ -134,16 +134,13 @@ impl TransferError {
         }
     }
 
-    /// Classifies an I/O error: permission problems are permanent; a name
-    /// the destination cannot take (too long, or a file where a folder must
-    /// be, or the reverse) is this item's own problem. Retrying cannot fix
-    /// either; a person must.
+    /// Classifies an I/O error: permission problems are permanent.
     pub fn io(context: &str, e: &std::io::Error) -> Self {
         use std::io::ErrorKind as K;
         let message = format!("{context}: {e}");
         match e.kind() {
             K::PermissionDenied | K::ReadOnlyFilesystem => Self::permanent(message),
-            K::InvalidFilename | K::NotADirectory | K::IsADirectory => Self::item_only(message),
+            K::InvalidFilename => Self::item_only(message),
             K::Interrupted if e.to_string().contains("cancelled") => Self::cancelled(),
             _ => Self::transient(message),
         }

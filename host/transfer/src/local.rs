@@ -125,6 +125,13 @@ impl Copier<'_> {
         self.deliver(job, dest_root, |tmp, dst| {
             let bytes = self.copy_file(&job.source(), tmp)?;
             std::fs::rename(tmp, dst).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::IsADirectory {
+                    // Retrying cannot help; a person must move it away.
+                    return TransferError::item_only(format!(
+                        "{} is a folder: move it away to send this file",
+                        dst.display()
+                    ));
+                }
                 TransferError::io(&format!("cannot rename {} into place", tmp.display()), &e)
             })?;
             Ok(bytes)
@@ -162,7 +169,7 @@ impl Copier<'_> {
         put: impl FnOnce(&Path, &Path) -> Result<u64, TransferError>,
     ) -> Result<Sent, TransferError> {
         let dst = dest_root.join(&job.path);
-        let created = create_dirs(&dst)?;
+        let created = create_dirs(dest_root, &dst)?;
         let tmp = part_path(&dst, &job.id)?;
         let bytes = put(&tmp, &dst).inspect_err(|_| {
             let _ = clear(&tmp);
@@ -310,7 +317,7 @@ impl Copier<'_> {
 
 /// Creates the missing directories down to `dst`'s parent; gives the
 /// ones it created (parents first), whose entries must be synced too.
-fn create_dirs(dst: &Path) -> Result<Vec<PathBuf>, TransferError> {
+fn create_dirs(dest_root: &Path, dst: &Path) -> Result<Vec<PathBuf>, TransferError> {
     let parent = dst
         .parent()
         .ok_or_else(|| TransferError::permanent(format!("no parent for {}", dst.display())))?;
@@ -319,6 +326,17 @@ fn create_dirs(dst: &Path) -> Result<Vec<PathBuf>, TransferError> {
     while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         missing.push(d.to_path_buf());
         at = d.parent();
+    }
+    // A file inside the destination where this item needs a folder is the
+    // item's own problem, which retrying cannot fix (at or above the
+    // destination, it is the target's, and counts toward its breaker).
+    if let Some(blocker) = at.filter(|a| a.starts_with(dest_root) && *a != dest_root && !a.is_dir())
+    {
+        return Err(TransferError::item_only(format!(
+            "cannot create {}: {} is not a folder",
+            missing.last().map_or(dst, |d| d.as_path()).display(),
+            blocker.display()
+        )));
     }
     missing.reverse();
     for d in &missing {

@@ -39,7 +39,7 @@ pub async fn seed(state: &AppState, agent: &str, dir: &Path) -> anyhow::Result<b
         .fetch_optional(&state.pool)
         .await?
         .with_context(|| format!("the demo's agent `{agent}` does not exist"))?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     for (name, target_name, plugin) in POLLERS {
         let target_id = target(&mut tx, target_name, &root.join("delivered").join(plugin)).await?;
         let path = root.join("outgoing").join(plugin);

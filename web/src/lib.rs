@@ -50,6 +50,16 @@ pub struct Settings {
 }
 
 /// Milliseconds since the epoch (how the database keeps times).
+/// Starts a transaction that writes. It takes SQLite's write lock at
+/// `BEGIN`, so it waits (the busy timeout) for another writer; a deferred
+/// one that read first fails at once with "database is locked" if another
+/// connection wrote in between (seen in the test suite on a busy machine).
+pub async fn begin_write(
+    pool: &sqlx::SqlitePool,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

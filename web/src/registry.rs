@@ -77,7 +77,7 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
             ),
         )));
     }
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     if let Some(row) = sqlx::query(
         "SELECT p.name, v.version, v.size, v.wit_version FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE v.sha256 = ?",
     )

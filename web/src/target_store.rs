@@ -164,7 +164,7 @@ pub async fn move_inline_targets(pool: &sqlx::SqlitePool, crypto: &Crypto) -> an
                 continue;
             }
         };
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::begin_write(pool).await?;
         let name = free_name(&mut tx, &poller).await?;
         let now = crate::now_ms();
         let id: i64 = sqlx::query_scalar(

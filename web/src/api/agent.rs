@@ -140,7 +140,7 @@ pub async fn events(
     let Json(batch) = body?;
     check_events(&batch)?;
     let (mut accepted, mut duplicates) = (0u64, 0u64);
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     for e in &batch.events {
         let fresh = sqlx::query(
             "INSERT OR IGNORE INTO ingested_events (agent_id, event_id, at) VALUES (?, ?, ?)",
@@ -250,7 +250,7 @@ pub async fn heartbeat(
 ) -> ApiResult<Json<HeartbeatReply>> {
     let Json(hb) = body?;
     let now = crate::now_ms();
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     record_agent(&mut tx, &agent, &hb, now).await?;
     for p in &hb.pollers {
         if let Some(poller_id) = poller_of(&mut tx, agent.id, p).await? {

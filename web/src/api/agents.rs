@@ -203,7 +203,7 @@ pub async fn delete(
     _user: User,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     let n = sqlx::query("DELETE FROM agents WHERE id = ?")
         .bind(id)
         .execute(&mut *tx)

@@ -272,7 +272,7 @@ pub async fn delete_version(
     _user: User,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     let row = sqlx::query("SELECT v.id, v.plugin_id, v.sha256 FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE p.name = ? AND v.version = ?")
         .bind(&name)
         .bind(&version)

@@ -262,7 +262,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<PollerView>)> {
     let Json(p) = body?;
     let r = validate(&state, &p).await?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     let now = crate::now_ms();
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO pollers (name, path, plugin_id, plugin_version_id, params_json, target_id, excludes,
@@ -327,7 +327,7 @@ pub async fn update(
         return Err(ApiError::not_found(&format!("poller {id}")));
     }
     let r = validate(&state, &p).await?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     let now = crate::now_ms();
     // `enabled` on the right of SET is the old value: enabling stamps the time.
     sqlx::query(
@@ -416,7 +416,7 @@ async fn set_enabled(
     enabled: bool,
     reason: Option<String>,
 ) -> ApiResult<Json<PollerView>> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     let now = crate::now_ms();
     let was: Option<bool> = sqlx::query_scalar("SELECT enabled FROM pollers WHERE id = ?")
         .bind(id)
@@ -457,7 +457,7 @@ pub async fn delete(
     _user: User,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     let enabled: bool = sqlx::query_scalar("SELECT enabled FROM pollers WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -568,7 +568,7 @@ pub async fn move_to_version(
             format!("{poller}'s settings do not fit version {version}: {e}"),
         )
     })?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     sqlx::query("UPDATE pollers SET plugin_version_id = ?, updated_at = ? WHERE id = ?")
         .bind(version_id)
         .bind(crate::now_ms())

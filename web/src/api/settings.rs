@@ -148,7 +148,7 @@ async fn save(
     let sealed = password.map(|p| state.crypto.encrypt(SECRETS_AAD, p.expose()));
     let json = serde_json::to_string(&settings)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     sqlx::query("UPDATE agents SET settings_json = ?, settings_secrets_enc = ? WHERE id = ?")
         .bind(json)
         .bind(sealed)

@@ -167,7 +167,7 @@ pub async fn create(
     check_name(&input.name)?;
     let target = parse_target(input.target, None)?;
     let now = crate::now_ms();
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO targets (name, kind, settings_json, secrets_enc, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
@@ -198,7 +198,7 @@ pub async fn update(
     let stored = target_store::load(&state, id).await?;
     check_name(&input.name)?;
     let target = parse_target(input.target, Some(&stored.target))?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     sqlx::query(
         "UPDATE targets SET name = ?, kind = ?, settings_json = ?, secrets_enc = ?, updated_at = ? WHERE id = ?",
     )
@@ -250,7 +250,7 @@ pub async fn delete(
     _user: User,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     let name: String = sqlx::query_scalar("SELECT name FROM targets WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut *tx)

@@ -222,7 +222,7 @@ pub async fn retry(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     user.check_csrf(&f.csrf)?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::begin_write(&state.pool).await?;
     let status: Option<String> = sqlx::query_scalar("SELECT status FROM transfers WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut *tx)

@@ -61,11 +61,17 @@ fn with_custom_section(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
+/// The admin's password in a file, as `plugin push --password-file` reads it.
+fn password_file(site: &Site) -> std::path::PathBuf {
+    let path = site.path("password");
+    std::fs::write(&path, format!("{ADMIN_PW}\n")).unwrap();
+    path
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_uploads_a_version_and_a_refusal_says_why() {
     let site = Site::start().await;
-    let password = site.path("password");
-    std::fs::write(&password, format!("{ADMIN_PW}\n")).unwrap();
+    let password = password_file(&site);
     let file = site.path("stamp.wasm");
     std::fs::write(&file, test_plugin("stamp-v1")).unwrap();
 
@@ -153,8 +159,7 @@ fn workspace_target(rel: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_project_in_each_language_builds_checks_and_pushes() {
     let site = Site::start().await;
-    let password = site.path("password");
-    std::fs::write(&password, format!("{ADMIN_PW}\n")).unwrap();
+    let password = password_file(&site);
     // One folder whose manifest lists a file that is there.
     let root = site.path("root");
     std::fs::create_dir_all(root.join("ready")).unwrap();

@@ -96,6 +96,10 @@ pub struct TransferRow {
     pub queued_at: Option<i64>,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
+    /// When `bytes_done` was measured (the attempt's start until the first
+    /// progress): a progress report carries this time, not the time of the
+    /// report, so it never looks newer than the attempt's end.
+    pub progress_at: Option<i64>,
     pub signature: Option<String>,
 }
 
@@ -140,7 +144,8 @@ const SCHEMA: &[&str] = &[
         started_at INTEGER,
         ended_at INTEGER,
         signature TEXT,
-        source_removed INTEGER NOT NULL DEFAULT 0
+        source_removed INTEGER NOT NULL DEFAULT 0,
+        progress_at INTEGER
     )",
     "CREATE INDEX IF NOT EXISTS transfers_status ON transfers(status, source_removed)",
     "CREATE TABLE IF NOT EXISTS events (
@@ -185,6 +190,20 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS report_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)",
 ];
 
+/// Columns added after a journal's first release: a journal written by an
+/// older agent gets them on open.
+async fn add_missing_columns(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let has: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('transfers')")
+        .fetch_all(pool)
+        .await?;
+    if !has.iter().any(|c| c == "progress_at") {
+        sqlx::query("ALTER TABLE transfers ADD COLUMN progress_at INTEGER")
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -220,6 +239,7 @@ impl Journal {
         for stmt in SCHEMA.iter().copied() {
             sqlx::query(stmt).execute(&pool).await.map_err(err)?;
         }
+        add_missing_columns(&pool).await.map_err(err)?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(pool.clone(), rx, host.to_string()));
         Ok(Self {
@@ -430,6 +450,7 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> TransferRow {
         queued_at: r.get("queued_at"),
         started_at: r.get("started_at"),
         ended_at: r.get("ended_at"),
+        progress_at: r.get("progress_at"),
         signature: r.get("signature"),
     }
 }
@@ -557,7 +578,7 @@ async fn apply(
         }
         EventKind::Started => {
             sqlx::query(
-                "UPDATE transfers SET status = 'Transferring', attempts = ?, started_at = ?, bytes_done = 0, ended_at = NULL WHERE id = ?",
+                "UPDATE transfers SET status = 'Transferring', attempts = ?1, started_at = ?2, progress_at = ?2, bytes_done = 0, ended_at = NULL WHERE id = ?3",
             )
             .bind(e.attempt)
             .bind(at)
@@ -566,8 +587,9 @@ async fn apply(
             .await?;
         }
         EventKind::Progress => {
-            sqlx::query("UPDATE transfers SET bytes_done = ? WHERE id = ?")
+            sqlx::query("UPDATE transfers SET bytes_done = ?, progress_at = ? WHERE id = ?")
                 .bind(done)
+                .bind(at)
                 .bind(&e.transfer_id)
                 .execute(&mut **tx)
                 .await?;
@@ -805,6 +827,50 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again, Pruned::default());
+    }
+
+    /// A journal an older agent wrote (no `progress_at`) opens and records
+    /// progress with its time.
+    #[tokio::test]
+    async fn a_journal_from_before_progress_times_opens_and_keeps_them() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("j.sqlite");
+        let old = SqlitePoolOptions::new()
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let old_schema = SCHEMA[0].replace(",\n        progress_at INTEGER", "");
+        assert!(!old_schema.contains("progress_at"), "{old_schema}");
+        sqlx::query(sqlx::AssertSqlSafe(old_schema))
+            .execute(&old)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        old.close().await;
+        let j = Journal::open(&path, "h")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut progress = event("t", EventKind::Progress);
+        progress.bytes_done = 7;
+        for e in [
+            event("t", EventKind::Queued),
+            event("t", EventKind::Started),
+            progress,
+        ] {
+            j.record(e);
+        }
+        j.flush().await;
+        let rows = j.transferring().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].bytes_done, 7);
+        assert!(
+            rows[0]
+                .progress_at
+                .is_some_and(|t| t >= rows[0].started_at.unwrap_or(i64::MAX))
+        );
     }
 
     #[tokio::test]

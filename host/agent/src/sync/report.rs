@@ -6,7 +6,7 @@
 
 use super::Client;
 use crate::engine::Engine;
-use crate::journal::{ReportEvent, new_id, now_ms};
+use crate::journal::{ReportEvent, TransferRow, new_id, now_ms};
 use dispatch_protocol::{Command, Heartbeat, HeartbeatReply, PollerState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -157,24 +157,11 @@ impl Reporter {
             .transferring()
             .await
             .map_err(|e| format!("reading the journal: {e}"))?;
-        let now = now_ms();
+        let host = self.engine.host();
         let events: Vec<ReportEvent> = rows
             .iter()
             .filter(|r| self.sent_progress.get(&r.id) != Some(&r.bytes_done))
-            .map(|r| ReportEvent {
-                id: format!("progress-{}", new_id()),
-                transfer_id: r.id.clone(),
-                poller: r.poller.clone(),
-                poller_id: Some(r.poller.clone()),
-                path: r.path.clone(),
-                event: "progress".into(),
-                size: r.size,
-                bytes_done: r.bytes_done,
-                attempt: r.attempts,
-                error: None,
-                at: now,
-                host: Some(self.engine.host().to_string()),
-            })
+            .map(|r| progress_event(r, host))
             .collect();
         if events.is_empty() {
             return Ok(());
@@ -276,5 +263,90 @@ impl Reporter {
             }
             (kind, _, _) => tracing::debug!(command = %c.id, "ignored a command of kind `{kind}`"),
         }
+    }
+}
+
+/// A progress report of a transfer in flight, timed when its bytes were
+/// measured: the attempt's end may already be recorded (and go out in the
+/// next batch) with a time earlier than now, and the web app keeps the
+/// newest status by time.
+fn progress_event(r: &TransferRow, host: &str) -> ReportEvent {
+    ReportEvent {
+        id: format!("progress-{}", new_id()),
+        transfer_id: r.id.clone(),
+        poller: r.poller.clone(),
+        poller_id: Some(r.poller.clone()),
+        path: r.path.clone(),
+        event: "progress".into(),
+        size: r.size,
+        bytes_done: r.bytes_done,
+        attempt: r.attempts,
+        error: None,
+        at: r.progress_at.or(r.started_at).unwrap_or_else(now_ms),
+        host: Some(host.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Event, EventKind, Journal};
+
+    fn event(kind: EventKind, bytes_done: u64) -> Event {
+        Event {
+            transfer_id: "t".into(),
+            poller: "p".into(),
+            path: "big.mxf".into(),
+            item_kind: "file",
+            kind,
+            size: Some(100),
+            bytes_done,
+            attempt: 1,
+            error: None,
+            signature: None,
+        }
+    }
+
+    /// Seen in CI: the reporter read a transfer in flight, the transfer
+    /// ended meanwhile, and the progress went out stamped "now", newer
+    /// than the end: the web app's log kept showing it in flight.
+    #[tokio::test]
+    async fn a_progress_read_before_the_end_is_never_newer_than_the_end() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let j = Journal::open(&dir.path().join("j.sqlite"), "h")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (kind, done) in [
+            (EventKind::Queued, 0),
+            (EventKind::Started, 0),
+            (EventKind::Progress, 40),
+        ] {
+            j.record(event(kind, done));
+        }
+        j.flush().await;
+        let in_flight = j.transferring().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(in_flight.len(), 1);
+        j.record(event(EventKind::Complete, 100));
+        j.flush().await;
+        let (events, _) = j
+            .events_after(0, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let end = events
+            .iter()
+            .find(|e| e.event == "complete")
+            .map(|e| e.at)
+            .unwrap_or_else(|| panic!("no complete event in {events:?}"));
+        // The report is built after the end, on a later clock tick.
+        while now_ms() <= end {
+            tokio::task::yield_now().await;
+        }
+        let progress = progress_event(&in_flight[0], "h");
+        assert_eq!(progress.bytes_done, 40);
+        assert!(
+            progress.at <= end,
+            "progress at {} is newer than the end at {end}",
+            progress.at
+        );
     }
 }

@@ -1344,6 +1344,15 @@ fn sftp_files() {
         std::fs::hard_link(src.join(&name), kept.join(&name)).unwrap();
         sources.push((kept.join(&name), src.join(&name)));
     }
+    // The same parallelism rclone is given (`--transfers 8`), beside the
+    // default of 3 transfers at once (`config` writes `agent.toml`).
+    let eight = sshd.poller("file", &server_root.join("ours")).replace(
+        "stability = \"0s\"\n",
+        "stability = \"0s\"\nmax_transfers = 8\n",
+    );
+    assert!(eight.contains("max_transfers = 8"));
+    let cfg8 = dir.join("agent-8.toml");
+    std::fs::rename(config(&dir, "", &eight), &cfg8).unwrap();
     let cfg = config(&dir, "", &sshd.poller("file", &server_root.join("ours")));
     std::fs::write(dir.join("rclone.conf"), "").unwrap();
     // Without its hash check (an `md5sum` run on the server for each file,
@@ -1363,12 +1372,13 @@ fn sftp_files() {
         assert_eq!(count, n, "{}", to.display());
         std::fs::remove_dir_all(to).unwrap();
     };
-    let (mut ours, mut sftp, mut rclone) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut ours8, mut sftp, mut rclone) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let runs = 3;
     for run in 0..runs {
-        for k in 0..3 {
+        for k in 0..4 {
             settle();
-            match (run + k) % 3 {
+            match (run + k) % 4 {
                 0 => {
                     let to = server_root.join("sftp");
                     let mut batch = format!("mkdir {}\n", to.display());
@@ -1397,7 +1407,7 @@ fn sftp_files() {
                     eprintln!("  run {run}: rclone copy {}", ms(rclone[run]));
                     check(&to);
                 }
-                _ => {
+                2 => {
                     ours.push(timed_agent(agent(&cfg, true), &dir, &sources));
                     eprintln!(
                         "  run {run}: dispatch {} (journal {})",
@@ -1406,19 +1416,31 @@ fn sftp_files() {
                     );
                     check(&server_root.join("ours"));
                 }
+                _ => {
+                    ours8.push(timed_agent(agent(&cfg8, true), &dir, &sources));
+                    eprintln!(
+                        "  run {run}: dispatch max_transfers = 8 {} (journal {})",
+                        ms(ours8[run].whole),
+                        ms(ours8[run].journal)
+                    );
+                    check(&server_root.join("ours"));
+                }
             }
         }
     }
     drop(sshd);
-    report(
-        "sftp 1,000 x 1 MiB",
+    let what = "sftp 1,000 x 1 MiB";
+    let faster = report_clients(
+        what,
         ((n * size) as u64, runs),
         &[
             ("OpenSSH sftp -b (puts)", sftp),
             ("rclone copy --transfers 8", rclone),
         ],
-        &ours,
     );
+    let bytes = ((n * size) as u64, runs);
+    report_ours(what, "dispatch (default: 3 at once)", bytes, faster, &ours);
+    report_ours(what, "dispatch max_transfers = 8", bytes, faster, &ours8);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

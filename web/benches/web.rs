@@ -6,7 +6,13 @@
 //! 2. `ingest`: agent events in batches of 500 through the HTTP API;
 //!    baseline: the same rows inserted by plain SQL, same run.
 //!
-//! Run: `cargo xtask bench -- search` (or `ingest`).
+//! 3. `stats`: the dashboard, the statistics page and `/api/v1/stats` over
+//!    the last 24 hours and 30 days of a log of 1,000,000 transfers spread
+//!    over 30 days (`DISPATCH_BENCH_TRANSFERS` for another count), read
+//!    from the hourly rollups; baseline: the aggregate the API made before
+//!    the rollups (a scan of the log's range), in-process, same run.
+//!
+//! Run: `cargo xtask bench -- search` (or `ingest`, `stats`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that fails panics
 
@@ -35,6 +41,9 @@ fn main() {
     }
     if wants("ingest") {
         rt.block_on(ingest());
+    }
+    if wants("stats") {
+        rt.block_on(stats());
     }
 }
 
@@ -100,21 +109,22 @@ fn show(i: i64) -> String {
 
 const STATUSES: [&str; 4] = ["Complete", "Complete", "Complete", "Error"];
 
-async fn fill(pool: &sqlx::SqlitePool) {
+/// `rows` transfers of one agent and 34 pollers, one every `step` ms from
+/// `t0` (kept when the database already has them).
+async fn fill(pool: &sqlx::SqlitePool, rows: i64, t0: i64, step: i64) {
     let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transfers")
         .fetch_one(pool)
         .await
         .unwrap();
-    if have >= ROWS {
+    if have >= rows {
         return;
     }
     sqlx::query("INSERT INTO agents (name, token_hash, created_at) VALUES ('edge1', 'x', 0)")
         .execute(pool)
         .await
         .unwrap();
-    let t0 = 1_700_000_000_000i64;
     let mut tx = pool.begin().await.unwrap();
-    for i in 0..ROWS {
+    for i in 0..rows {
         let name = format!("{}_S{:02}E{:03}_{:07}.mxf", show(i), i % 7, i % 997, i);
         sqlx::query(
             "INSERT INTO transfers (agent_id, agent, transfer_id, poller, path, file_name, size, bytes_done, status, attempts, started_at, ended_at, host, updated_at)
@@ -125,9 +135,9 @@ async fn fill(pool: &sqlx::SqlitePool) {
         .bind(format!("{}/{name}", show(i)))
         .bind(&name)
         .bind(STATUSES[(i % 4) as usize])
-        .bind(t0 + i * 1000)
-        .bind(t0 + i * 1000 + 500)
-        .bind(t0 + i * 1000 + 500)
+        .bind(t0 + i * step)
+        .bind(t0 + i * step + step / 2)
+        .bind(t0 + i * step + step / 2)
         .execute(&mut *tx)
         .await
         .unwrap();
@@ -154,7 +164,7 @@ async fn search() {
     std::fs::create_dir_all(&data).unwrap();
     let s = serve(&data).await;
     let t = Instant::now();
-    fill(&s.state.pool).await;
+    fill(&s.state.pool, ROWS, 1_700_000_000_000, 1000).await;
     let filled = t.elapsed();
     let runs = 200;
     let (mut api, mut like) = (Vec::new(), Vec::new());
@@ -304,4 +314,101 @@ async fn ingest() {
         "ingest plain SQL inserts, same batches      {:>9.0} ev/s  ({runs})  baseline (id rows only)",
         med(sql_rates)
     );
+}
+
+async fn stats() {
+    const DAY: i64 = 86_400_000;
+    let rows: i64 = std::env::var("DISPATCH_BENCH_TRANSFERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/bench-web")
+        .join(format!("stats-{rows}"));
+    // The log must end now for "the last 24 hours" to hold its share: a
+    // kept database from another day is made again.
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let s = serve(&data).await;
+    let now = dispatch_web::now_ms();
+    let t = Instant::now();
+    fill(&s.state.pool, rows, now - 30 * DAY, 30 * DAY / rows).await;
+    let filled = t.elapsed();
+    println!(
+        "stats: {rows} transfers over 30 days (filled in {:.0} s, rollups kept by triggers)",
+        filled.as_secs_f64()
+    );
+    let runs = 30;
+    let get = async |path: &str| {
+        let t = Instant::now();
+        let res = s
+            .http
+            .get(format!("{}{path}", s.base))
+            .header("cookie", &s.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        let body = res.bytes().await.unwrap();
+        assert!(!body.is_empty());
+        t.elapsed()
+    };
+    // What `/api/v1/stats` ran before the rollups: the log's range, scanned.
+    let scan = async |from: i64| {
+        let t = Instant::now();
+        let rows = sqlx::query(
+            "SELECT poller, COUNT(*) AS n, SUM(status = 'Complete') AS ok, SUM(status = 'Error') AS err,
+                    COALESCE(SUM(CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END), 0) AS bytes
+             FROM transfers WHERE updated_at >= ? AND updated_at < ? GROUP BY poller ORDER BY poller",
+        )
+        .bind(from)
+        .bind(i64::MAX)
+        .fetch_all(&s.state.pool)
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 34);
+        t.elapsed()
+    };
+    let from_24h = now - DAY;
+    let from_30d = now - 30 * DAY;
+    let cases: [(&str, String); 4] = [
+        (
+            "/api/v1/stats, last 24 hours",
+            format!("/api/v1/stats?from={from_24h}"),
+        ),
+        (
+            "/api/v1/stats, last 30 days",
+            format!("/api/v1/stats?from={from_30d}"),
+        ),
+        ("dashboard page (24 h and 7 d charts)", "/".to_string()),
+        (
+            "statistics page, last 30 days",
+            "/stats?last=30d".to_string(),
+        ),
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
+    let (mut scan_24h, mut scan_30d) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        for (i, (_, path)) in cases.iter().enumerate() {
+            times[i].push(get(path).await);
+        }
+        scan_24h.push(scan(from_24h).await);
+        scan_30d.push(scan(from_30d).await);
+    }
+    for ((what, _), t) in cases.iter().zip(times) {
+        println!(
+            "{:<44}{:>12}  ({runs})  p95 {}  floor: p95 < 200 ms",
+            format!("{what}, p50"),
+            ms(percentile(t.clone(), 0.5)),
+            ms(percentile(t, 0.95)),
+        );
+    }
+    for (what, t) in [("last 24 hours", scan_24h), ("last 30 days", scan_30d)] {
+        println!(
+            "{:<44}{:>12}  ({runs})  p95 {}  baseline",
+            format!("scan of the log, {what}, p50"),
+            ms(percentile(t.clone(), 0.5)),
+            ms(percentile(t, 0.95)),
+        );
+    }
 }

@@ -43,6 +43,10 @@ pub struct Cli {
     /// Made once per database; later changes are never overwritten.
     #[arg(long, env = "DISPATCH_DEMO_DIR")]
     pub demo_dir: Option<PathBuf>,
+    /// Keep finished transfers in the log this many days, then remove them
+    /// (the statistics keep counting them) [default: kept forever].
+    #[arg(long, env = "DISPATCH_KEEP_TRANSFERS_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_transfers_days: Option<u32>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -57,6 +61,7 @@ pub struct FileConfig {
     pub local_agent: Option<String>,
     pub local_agent_token_file: Option<PathBuf>,
     pub demo_dir: Option<PathBuf>,
+    pub keep_transfers_days: Option<u32>,
 }
 
 /// The settings in effect.
@@ -72,6 +77,8 @@ pub struct WebConfig {
     pub local_agent: Option<(String, PathBuf)>,
     /// The demo's directory (needs `local_agent`).
     pub demo_dir: Option<PathBuf>,
+    /// How long finished transfers stay in the log (`None`: forever).
+    pub keep_transfers: Option<std::time::Duration>,
 }
 
 impl WebConfig {
@@ -94,6 +101,10 @@ impl WebConfig {
             _ => anyhow::bail!("--local-agent and --local-agent-token-file go together"),
         };
         let demo_dir = cli.demo_dir.or(file.demo_dir);
+        let keep_transfers = match cli.keep_transfers_days.or(file.keep_transfers_days) {
+            Some(0) => anyhow::bail!("keep_transfers_days must be at least 1"),
+            days => days.map(|d| std::time::Duration::from_secs(u64::from(d) * 86_400)),
+        };
         if demo_dir.is_some() && local_agent.is_none() {
             anyhow::bail!("--demo-dir needs --local-agent (the agent that runs the demo)");
         }
@@ -112,6 +123,7 @@ impl WebConfig {
             secure_cookies: !(cli.insecure_cookies || file.insecure_cookies.unwrap_or(false)),
             local_agent,
             demo_dir,
+            keep_transfers,
         })
     }
 }

@@ -11,6 +11,8 @@ pub mod demo;
 mod error;
 mod metrics;
 mod registry;
+pub mod retention;
+pub mod rollups;
 mod target_store;
 mod ui;
 
@@ -134,34 +136,4 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> axum::Router {
     let pages = ui::router(state.upload_limit).with_state(state.clone());
     api::router(state).merge(pages).fallback(ui::not_found)
-}
-
-/// How long an ingested event's id is remembered (idempotent ingest): far
-/// longer than an agent retries a batch whose answer it did not get.
-pub const EVENT_IDS_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
-
-/// Forgets ingested event ids older than `kept`; gives how many went.
-pub async fn forget_event_ids(
-    pool: &sqlx::SqlitePool,
-    kept: std::time::Duration,
-) -> Result<u64, sqlx::Error> {
-    let cutoff = now_ms().saturating_sub(i64::try_from(kept.as_millis()).unwrap_or(i64::MAX));
-    Ok(sqlx::query("DELETE FROM ingested_events WHERE at < ?")
-        .bind(cutoff)
-        .execute(pool)
-        .await?
-        .rows_affected())
-}
-
-/// Forgets old ingested event ids every hour, for as long as the server runs.
-pub fn keep_event_ids_pruned(pool: sqlx::SqlitePool) {
-    tokio::spawn(async move {
-        loop {
-            match forget_event_ids(&pool, EVENT_IDS_KEPT).await {
-                Ok(n) => tracing::debug!(forgotten = n, "old ingested event ids forgotten"),
-                Err(e) => tracing::warn!("cannot prune ingested event ids: {e}"),
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-        }
-    });
 }

@@ -78,7 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
-    dispatch_web::keep_event_ids_pruned(state.pool.clone());
+    dispatch_web::retention::keep_pruned(state.pool.clone(), cfg.keep_transfers);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;

@@ -954,8 +954,8 @@ async fn ingest_is_idempotent_and_the_log_is_searchable() {
     assert!(metrics.contains("dispatch_agents 2"), "{metrics}");
 
     // Ingested ids are remembered for a week, then forgotten (the log stays).
-    let kept = dispatch_web::EVENT_IDS_KEPT;
-    let forget = || dispatch_web::forget_event_ids(&app.state.pool, kept);
+    let kept = dispatch_web::retention::EVENT_IDS_KEPT;
+    let forget = || dispatch_web::retention::forget_event_ids(&app.state.pool, kept);
     let (_, log_before) = s.call(Method::GET, "/api/v1/transfers", None).await;
     assert_eq!(forget().await.unwrap(), 0, "recent ids are kept");
     let ids: i64 = sqlx::query_scalar("SELECT count(*) FROM ingested_events")
@@ -1704,4 +1704,201 @@ async fn a_rebuilt_builtin_under_a_registered_version_still_starts_and_keeps_the
         .await
         .unwrap();
     assert_eq!(wit, ["0.1.0"]);
+}
+
+/// The statistics come from hourly rollups kept at ingest, not from a scan
+/// of the log: whatever the events (retries, progress, transfers moving
+/// across hours, batches out of order, replays), every range's figures are
+/// what the log itself says, to the millisecond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_from_the_rollups_are_what_the_log_says() {
+    const HOUR: i64 = 3_600_000;
+    let app = App::start().await;
+    let (s, edge1, edge2) = setup(&app).await;
+    let mut rng = fastrand::Rng::with_seed(0xD15_7A7C);
+    let t0 = 1_700_000_000_000i64 - 1_700_000_000_000i64 % HOUR + 1234;
+    let mut batches: Vec<(String, Vec<Value>)> = Vec::new();
+    for t in 0..240 {
+        let agent = if rng.bool() { &edge1 } else { &edge2 };
+        let poller = ["news", "sports", "promos"][rng.usize(..3)];
+        let size = rng.i64(1..5_000_000);
+        let mut at = t0 + rng.i64(0..72 * HOUR);
+        let mut events = Vec::new();
+        let mut push = |kind: &str, at: i64, attempt: i64, done: i64| {
+            events.push(
+                json!({"id": format!("e{t}-{}", events.len()), "transfer_id": format!("t{t}"),
+                "poller": poller, "path": format!("{poller}/f{t}.mxf"), "event": kind,
+                "size": size, "bytes_done": done, "attempt": attempt, "at": at, "host": "h",
+                "error": (kind == "error").then_some("refused")}),
+            );
+        };
+        push("queued", at, 0, 0);
+        for attempt in 1..=rng.i64(1..4) {
+            at += rng.i64(0..HOUR / 2);
+            push("started", at, attempt, 0);
+            at += rng.i64(0..HOUR / 2);
+            push("progress", at, attempt, size / 2);
+            at += rng.i64(0..HOUR);
+            let end = ["complete", "error", "cancelled", "complete"][rng.usize(..4)];
+            if end == "complete" || rng.bool() {
+                push(
+                    end,
+                    at,
+                    attempt,
+                    if end == "complete" { size } else { size / 2 },
+                );
+            }
+            if end == "complete" {
+                break;
+            }
+        }
+        batches.push((agent.clone(), events));
+    }
+    // Out of order, in pieces, some twice.
+    let mut pieces: Vec<(String, Vec<Value>)> = Vec::new();
+    for (agent, events) in batches {
+        for chunk in events.chunks(2) {
+            pieces.push((agent.clone(), chunk.to_vec()));
+        }
+    }
+    rng.shuffle(&mut pieces);
+    let replays: Vec<(String, Vec<Value>)> = pieces.iter().take(40).cloned().collect();
+    for (agent, events) in pieces.into_iter().chain(replays) {
+        let res = app
+            .agent(
+                Method::POST,
+                "/api/v1/agent/events",
+                &agent,
+                Some(json!({ "events": events })),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    let mut log = Vec::new();
+    for page in 1.. {
+        let (_, v) = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/transfers?per_page=200&page={page}"),
+                None,
+            )
+            .await;
+        log.extend(v["items"].as_array().unwrap().clone());
+        if v["has_more"] != true {
+            break;
+        }
+    }
+    assert_eq!(log.len(), 240);
+    let expected = |from: Option<i64>, to: Option<i64>| -> Value {
+        let mut per: std::collections::BTreeMap<String, [i64; 4]> = Default::default();
+        for t in &log {
+            let at = t["updated_at"].as_i64().unwrap();
+            if from.is_some_and(|f| at < f) || to.is_some_and(|e| at >= e) {
+                continue;
+            }
+            let c = per
+                .entry(t["poller"].as_str().unwrap().to_string())
+                .or_default();
+            c[0] += 1;
+            match t["status"].as_str().unwrap() {
+                "Complete" => {
+                    c[1] += 1;
+                    c[3] += t["size"].as_i64().unwrap();
+                }
+                "Error" => c[2] += 1,
+                _ => {}
+            }
+        }
+        Value::Array(
+            per.into_iter()
+                .map(|(p, [n, ok, err, bytes])| {
+                    json!({"poller": p, "transfers": n, "complete": ok, "errors": err, "bytes_sent": bytes})
+                })
+                .collect(),
+        )
+    };
+    let mut ranges = vec![
+        (None, None),
+        (Some(t0 - 1234), None),
+        (None, Some(t0 + 24 * HOUR)),
+        (Some(t0 + HOUR), Some(t0 + HOUR + 60_000)),
+        (Some(t0 - 1234 + 5 * HOUR), Some(t0 - 1234 + 30 * HOUR)),
+    ];
+    for _ in 0..25 {
+        let a = t0 + rng.i64(-HOUR..80 * HOUR);
+        let b = a + rng.i64(0..40 * HOUR);
+        ranges.push((Some(a), Some(b)));
+    }
+    for (from, to) in ranges {
+        let mut q = vec![];
+        q.extend(from.map(|f| format!("from={f}")));
+        q.extend(to.map(|t| format!("to={t}")));
+        let (st, stats) = s
+            .call(Method::GET, &format!("/api/v1/stats?{}", q.join("&")), None)
+            .await;
+        assert_eq!(st, StatusCode::OK, "{stats}");
+        assert_eq!(
+            stats["per_poller"],
+            expected(from, to),
+            "from {from:?} to {to:?}"
+        );
+        let total: i64 = stats["per_poller"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["transfers"].as_i64().unwrap())
+            .sum();
+        assert_eq!(stats["transfers"], total);
+    }
+}
+
+/// With a retention, finished transfers older than it leave the log (and
+/// its search); transfers not finished stay whatever their age, and the
+/// statistics go on counting what left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_forgets_old_finished_transfers_and_the_statistics_keep_them() {
+    const DAY: i64 = 86_400_000;
+    let app = App::start().await;
+    let (s, edge1, _) = setup(&app).await;
+    let now = dispatch_web::now_ms();
+    let (old, recent) = (now - 40 * DAY, now - DAY);
+    let batch = json!({"events": [
+        event("a1", "old-ok", "A/old_sent.mxf", "started", old),
+        event("a2", "old-ok", "A/old_sent.mxf", "complete", old + 10),
+        event("b1", "old-err", "A/old_failed.mxf", "started", old),
+        event("b2", "old-err", "A/old_failed.mxf", "error", old + 10),
+        event("c1", "old-stuck", "A/old_stuck.mxf", "started", old),
+        event("d1", "new-ok", "A/new_sent.mxf", "started", recent),
+        event("d2", "new-ok", "A/new_sent.mxf", "complete", recent + 10),
+    ]});
+    let res = app
+        .agent(Method::POST, "/api/v1/agent/events", &edge1, Some(batch))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (_, before) = s.call(Method::GET, "/api/v1/stats", None).await;
+    assert_eq!(before["transfers"], 4, "{before}");
+
+    let gone = dispatch_web::retention::forget_finished_transfers(
+        &app.state.pool,
+        std::time::Duration::from_secs(30 * 86_400),
+    )
+    .await
+    .unwrap();
+    assert_eq!(gone, 2);
+    let (_, log) = s.call(Method::GET, "/api/v1/transfers", None).await;
+    let mut names: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["file_name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["new_sent.mxf", "old_stuck.mxf"]);
+    let (_, found) = s
+        .call(Method::GET, "/api/v1/transfers?q=old_sent", None)
+        .await;
+    assert_eq!(found["items"], json!([]), "the search still finds it");
+    let (_, after) = s.call(Method::GET, "/api/v1/stats", None).await;
+    assert_eq!(after, before, "the statistics lost what left the log");
 }

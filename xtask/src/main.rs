@@ -95,7 +95,7 @@ const BENCHES: &[(&str, &str, &[&str])] = &[
         "dispatch-web",
         &["config_apply", "new_version", "fleet"],
     ),
-    ("web", "dispatch-web", &["search", "ingest"]),
+    ("web", "dispatch-web", &["search", "ingest", "stats"]),
 ];
 
 #[derive(Parser)]

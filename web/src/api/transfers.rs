@@ -273,31 +273,27 @@ pub struct Stats {
     pub per_poller: Vec<PollerStats>,
 }
 
-/// Totals, bytes sent, successes and errors, overall and per poller.
+/// Totals, bytes sent, successes and errors, overall and per poller, of
+/// the transfers last changed in the range (from the hourly rollups).
 #[utoipa::path(get, path = "/api/v1/stats", tag = "transfers", operation_id = "transfer_stats", params(Range), responses((status = 200, body = Stats)), security(("session" = [])))]
 pub async fn stats(
     State(state): State<Arc<AppState>>,
     _user: User,
     Query(r): Query<Range>,
 ) -> ApiResult<Json<Stats>> {
-    let (from, to) = (r.from.unwrap_or(i64::MIN), r.to.unwrap_or(i64::MAX));
-    let rows = sqlx::query(
-        "SELECT poller, COUNT(*) AS n, SUM(status = 'Complete') AS ok, SUM(status = 'Error') AS err,
-                COALESCE(SUM(CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END), 0) AS bytes
-         FROM transfers WHERE updated_at >= ? AND updated_at < ? GROUP BY poller ORDER BY poller",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_all(&state.pool)
-    .await?;
-    let per_poller: Vec<PollerStats> = rows
-        .iter()
-        .map(|r| PollerStats {
-            poller: r.get("poller"),
-            transfers: r.get("n"),
-            complete: r.get("ok"),
-            errors: r.get("err"),
-            bytes_sent: r.get("bytes"),
+    let span = crate::rollups::Span {
+        from: r.from,
+        to: r.to,
+    };
+    let per_poller: Vec<PollerStats> = crate::rollups::per_poller(&state.pool, span)
+        .await?
+        .into_iter()
+        .map(|(poller, s)| PollerStats {
+            poller,
+            transfers: s.transfers,
+            complete: s.complete,
+            errors: s.errors,
+            bytes_sent: s.bytes,
         })
         .collect();
     let enabled: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pollers WHERE enabled")

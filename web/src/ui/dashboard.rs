@@ -194,7 +194,8 @@ async fn standalone_problems(
     Ok(())
 }
 
-/// Bytes sent and transfers finished per bucket over the last `buckets`.
+/// Bytes sent and transfers finished per bucket over the last `buckets`
+/// (from the hourly rollups: a finished transfer counts when it ended).
 async fn traffic(
     pool: &sqlx::SqlitePool,
     bucket_ms: i64,
@@ -203,29 +204,23 @@ async fn traffic(
 ) -> Result<(Vec<Bar>, Vec<Bar>), sqlx::Error> {
     let now = crate::now_ms();
     let first = (now / bucket_ms - buckets + 1) * bucket_ms;
-    let rows = sqlx::query(
-        "SELECT (COALESCE(ended_at, updated_at) / ?) AS b, COUNT(*) AS n,
-                COALESCE(SUM(CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END), 0) AS bytes
-         FROM transfers WHERE status IN ('Complete', 'Error', 'Cancelled') AND COALESCE(ended_at, updated_at) >= ?
-         GROUP BY b",
-    )
-    .bind(bucket_ms)
-    .bind(first)
-    .fetch_all(pool)
-    .await?;
+    let span = crate::rollups::Span {
+        from: Some(first),
+        to: None,
+    };
+    let sums = crate::rollups::per_bucket(pool, span, first, bucket_ms).await?;
     let mut bytes = Vec::new();
     let mut count = Vec::new();
     for i in 0..buckets {
-        let b = first / bucket_ms + i;
-        let row = rows.iter().find(|r| r.get::<i64, _>("b") == b);
-        let at = label(b * bucket_ms);
+        let s = sums.get(&i).copied().unwrap_or_default();
+        let at = label(first + i * bucket_ms);
         bytes.push(Bar {
             label: at.clone(),
-            value: row.map_or(0.0, |r| r.get::<i64, _>("bytes") as f64),
+            value: s.bytes as f64,
         });
         count.push(Bar {
             label: at,
-            value: row.map_or(0.0, |r| r.get::<i64, _>("n") as f64),
+            value: s.finished as f64,
         });
     }
     Ok((bytes, count))

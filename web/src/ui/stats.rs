@@ -9,7 +9,6 @@ use crate::error::ApiError;
 use askama::Template;
 use axum::extract::{Query, State};
 use serde::Deserialize;
-use sqlx::Row;
 use std::sync::Arc;
 
 #[derive(Deserialize, Default)]
@@ -131,32 +130,27 @@ pub async fn page(
     // Over time: up to 30 buckets across the range (or the data's span).
     let start = match from {
         Some(f) => f,
-        None => sqlx::query_scalar::<_, Option<i64>>("SELECT MIN(updated_at) FROM transfers")
-            .fetch_one(&state.pool)
+        None => crate::rollups::first_hour(&state.pool)
             .await?
             .unwrap_or(now - 7 * DAY),
     };
     let end = to.unwrap_or(now).max(start + 1);
     let (first, bucket, label_of) = time_axis(start, end);
-    let rows = sqlx::query(
-        "SELECT (updated_at - ?) / ? AS b,
-                COALESCE(SUM(CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END), 0) AS bytes
-         FROM transfers WHERE updated_at >= ? AND updated_at < ? GROUP BY b",
+    let sums = crate::rollups::per_bucket(
+        &state.pool,
+        crate::rollups::Span {
+            from: Some(start),
+            to: Some(end),
+        },
+        first,
+        bucket,
     )
-    .bind(first)
-    .bind(bucket)
-    .bind(start)
-    .bind(end)
-    .fetch_all(&state.pool)
     .await?;
     let n = (end - first + bucket - 1) / bucket;
     let over_time: Vec<Bar> = (0..n)
         .map(|i| Bar {
             label: label_of(first + i * bucket),
-            value: rows
-                .iter()
-                .find(|r| r.get::<i64, _>("b") == i)
-                .map_or(0.0, |r| r.get::<i64, _>("bytes") as f64),
+            value: sums.get(&i).map_or(0.0, |s| s.bytes as f64),
         })
         .collect();
     let per_poller_bars: Vec<Bar> = s

@@ -141,23 +141,31 @@ pub async fn events(
     check_events(&batch)?;
     let (mut accepted, mut duplicates) = (0u64, 0u64);
     let mut tx = crate::begin_write(&state.pool).await?;
+    let mut fresh = fresh_ids(&mut tx, agent.id, &batch.events).await?;
+    let mut open_retries = open_retries(&mut tx, agent.id).await?;
     for e in &batch.events {
-        let fresh = sqlx::query(
-            "INSERT OR IGNORE INTO ingested_events (agent_id, event_id, at) VALUES (?, ?, ?)",
-        )
-        .bind(agent.id)
-        .bind(&e.id)
-        .bind(crate::now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
+        // An id twice in one batch is fresh once.
+        if !fresh.remove(e.id.as_str()) {
             duplicates += 1;
             continue;
         }
         accepted += 1;
         apply(&mut tx, &agent, e).await?;
+        if matches!(e.event.as_str(), "queued" | "started")
+            && open_retries.remove(e.transfer_id.as_str())
+        {
+            // The transfer is being tried again: a retry asked for it is
+            // done, even when the agent never says so (an agent that
+            // ignores commands).
+            sqlx::query(
+                "UPDATE agent_commands SET done_at = ? WHERE agent_id = ? AND kind = 'retry' AND transfer_id = ? AND done_at IS NULL",
+            )
+            .bind(crate::now_ms())
+            .bind(agent.id)
+            .bind(&e.transfer_id)
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     // An agent that reports is alive, heartbeat or not.
     sqlx::query("UPDATE agents SET last_seen = ? WHERE id = ?")
@@ -178,6 +186,47 @@ pub async fn events(
         accepted,
         duplicates,
     }))
+}
+
+/// The ids of `events` this agent never sent before, now remembered: one
+/// statement per few thousand events rather than one per event.
+async fn fresh_ids(
+    tx: &mut Tx<'_>,
+    agent_id: i64,
+    events: &[Event],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    // Three values per event, under SQLite's 32,766 parameters.
+    const PER_STATEMENT: usize = 5000;
+    let now = crate::now_ms();
+    let mut fresh = std::collections::HashSet::new();
+    for chunk in events.chunks(PER_STATEMENT) {
+        let mut q =
+            sqlx::QueryBuilder::new("INSERT INTO ingested_events (agent_id, event_id, at) ");
+        q.push_values(chunk, |mut row, e| {
+            row.push_bind(agent_id).push_bind(&e.id).push_bind(now);
+        });
+        q.push(" ON CONFLICT (agent_id, event_id) DO NOTHING RETURNING event_id");
+        fresh.extend(
+            q.build_query_scalar::<String>()
+                .fetch_all(&mut **tx)
+                .await?,
+        );
+    }
+    Ok(fresh)
+}
+
+/// Transfers with a retry a person asked for and the agent has not done.
+async fn open_retries(
+    tx: &mut Tx<'_>,
+    agent_id: i64,
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT transfer_id FROM agent_commands WHERE agent_id = ? AND kind = 'retry' AND done_at IS NULL AND transfer_id IS NOT NULL",
+    )
+    .bind(agent_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(ids.into_iter().collect())
 }
 
 async fn apply(tx: &mut Tx<'_>, agent: &Agent, e: &Event) -> Result<(), sqlx::Error> {
@@ -223,18 +272,6 @@ async fn apply(tx: &mut Tx<'_>, agent: &Agent, e: &Event) -> Result<(), sqlx::Er
     .bind(e.at)
     .execute(&mut **tx)
     .await?;
-    if matches!(e.event.as_str(), "queued" | "started") {
-        // The transfer is being tried again: a retry asked for it is done,
-        // even when the agent never says so (an agent that ignores commands).
-        sqlx::query(
-            "UPDATE agent_commands SET done_at = ? WHERE agent_id = ? AND kind = 'retry' AND transfer_id = ? AND done_at IS NULL",
-        )
-        .bind(crate::now_ms())
-        .bind(agent.id)
-        .bind(&e.transfer_id)
-        .execute(&mut **tx)
-        .await?;
-    }
     Ok(())
 }
 

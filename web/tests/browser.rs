@@ -9,6 +9,7 @@
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -38,7 +39,9 @@ fn screenshots() -> PathBuf {
     dir
 }
 
-/// chromedriver, killed when the test ends (even by a panic).
+/// chromedriver and the Chromium it started, killed when the test ends
+/// (even by a panic): chromedriver runs in a process group of its own, and
+/// the whole group goes, so no browser outlives its test.
 struct Driver {
     child: Child,
     port: u16,
@@ -46,7 +49,8 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         let _ = self.child.wait();
     }
 }
@@ -69,6 +73,7 @@ async fn browser() -> (Driver, Client) {
     // Port 0: chromedriver binds a free port itself and says which, so no
     // other process can take it between a pick and the bind.
     let mut child = Command::new(driver_bin)
+        .process_group(0)
         .arg("--port=0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -5,6 +5,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sqlx::QueryBuilder;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1901,4 +1902,83 @@ async fn a_retention_forgets_old_finished_transfers_and_the_statistics_keep_them
     assert_eq!(found["items"], json!([]), "the search still finds it");
     let (_, after) = s.call(Method::GET, "/api/v1/stats", None).await;
     assert_eq!(after, before, "the statistics lost what left the log");
+}
+
+/// A substring search reads the newest rows in order when its matches are
+/// many, and asks the trigram index when they are few: either way a page
+/// is exactly what a full scan gives (ties in time included), at any depth
+/// and with the other filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_gives_the_same_pages_for_common_and_rare_substrings() {
+    const ROWS: i64 = 25_000;
+    let app = App::start().await;
+    let s = app.login().await;
+    let pool = &app.state.pool;
+    let mut tx = pool.begin().await.unwrap();
+    for i in 0..ROWS {
+        let tag = if i % 2500 == 7 {
+            "_RareCut"
+        } else if i % 97 == 0 {
+            "_promo"
+        } else {
+            ""
+        };
+        let name = format!("show{:03}_ep{i:05}{tag}.mxf", i % 300);
+        sqlx::query(
+            "INSERT INTO transfers (agent_id, agent, transfer_id, poller, path, file_name, size, bytes_done, status, attempts, host, updated_at)
+             VALUES (1, 'edge', ?, ?, ?, ?, 1, 1, 'Complete', 1, 'h', ?)",
+        )
+        .bind(format!("t{i}"))
+        .bind(if i % 3 == 0 { "news" } else { "sports" })
+        .bind(format!("in/{name}"))
+        .bind(&name)
+        // Three rows per millisecond: ties in time.
+        .bind(1_700_000_000_000i64 + i / 3)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let cases = [
+        ("q=.mxf", "%.mxf%", None, 1, 50),
+        ("q=.MXF", "%.mxf%", None, 3, 50),
+        ("q=.mxf", "%.mxf%", None, 450, 50),
+        ("q=promo", "%promo%", None, 1, 100),
+        ("q=promo", "%promo%", None, 3, 100),
+        ("q=rarecut", "%rarecut%", None, 1, 50),
+        ("q=show042", "%show042%", Some("news"), 1, 20),
+        ("q=show042", "%show042%", Some("news"), 2, 20),
+        ("q=nothing-like-it", "%nothing-like-it%", None, 1, 50),
+    ];
+    for (q, like, poller, page, per_page) in cases {
+        let mut path = format!("/api/v1/transfers?{q}&page={page}&per_page={per_page}");
+        let mut reference = QueryBuilder::new("SELECT id FROM transfers WHERE file_name LIKE ");
+        reference.push_bind(like);
+        if let Some(p) = poller {
+            path.push_str(&format!("&poller={p}"));
+            reference.push(" AND poller = ").push_bind(p);
+        }
+        reference
+            .push(" ORDER BY updated_at DESC, id DESC LIMIT ")
+            .push_bind(per_page + 1)
+            .push(" OFFSET ")
+            .push_bind((page - 1) * per_page);
+        let want: Vec<i64> = reference
+            .build_query_scalar()
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        let (st, got) = s.call(Method::GET, &path, None).await;
+        assert_eq!(st, StatusCode::OK, "{path}: {got}");
+        let ids: Vec<i64> = got["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_i64().unwrap())
+            .collect();
+        let more = want.len() as i64 > per_page;
+        let want: Vec<i64> = want.into_iter().take(per_page as usize).collect();
+        assert_eq!(ids, want, "{path}");
+        assert_eq!(got["has_more"], more, "{path}");
+    }
 }

@@ -66,10 +66,24 @@ pub struct Page {
     pub has_more: bool,
 }
 
-fn push_filters(qb: &mut QueryBuilder<Sqlite>, s: &Search) -> ApiResult<()> {
+/// How the file-name substring is matched.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Text {
+    /// The trigram index for 3+ characters (a scan for fewer).
+    Index,
+    /// `LIKE`, row by row (same matches for ASCII text).
+    Scan,
+    /// Not at all (the other filters only).
+    Ignore,
+}
+
+fn push_filters(qb: &mut QueryBuilder<Sqlite>, s: &Search, text: Text) -> ApiResult<()> {
     qb.push(" WHERE 1 = 1");
-    if let Some(q) = s.q.as_deref().filter(|q| !q.is_empty()) {
-        if q.chars().count() >= 3 {
+    if let Some(q) =
+        s.q.as_deref()
+            .filter(|q| !q.is_empty() && text != Text::Ignore)
+    {
+        if text == Text::Index && q.chars().count() >= 3 {
             // The trigram index answers substrings of 3+ characters.
             qb.push(" AND t.id IN (SELECT rowid FROM transfers_fts WHERE transfers_fts MATCH ")
                 .push_bind(format!("\"{}\"", q.replace('"', "\"\"")))
@@ -145,14 +159,17 @@ fn paging(s: &Search) -> ApiResult<(i64, i64)> {
 /// Search the log, newest first.
 pub async fn search_page(pool: &sqlx::SqlitePool, s: &Search) -> ApiResult<Page> {
     let (page, per_page) = paging(s)?;
-    let mut qb = QueryBuilder::new("SELECT t.* FROM transfers t");
-    push_filters(&mut qb, s)?;
-    qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
-        .push_bind(per_page + 1)
-        .push(" OFFSET ")
-        // A page far past the end is empty, not an overflow.
-        .push_bind((page - 1).saturating_mul(per_page));
-    let rows = qb.build().fetch_all(pool).await?;
+    // A page far past the end is empty, not an overflow.
+    let offset = (page - 1).saturating_mul(per_page);
+    let rows = match newest_first(pool, s, per_page, offset).await? {
+        Some(rows) => rows,
+        None => {
+            let mut qb = QueryBuilder::new("SELECT t.* FROM transfers t");
+            push_filters(&mut qb, s, Text::Index)?;
+            page_of(&mut qb, per_page, offset);
+            qb.build().fetch_all(pool).await?
+        }
+    };
     let has_more = rows.len() as i64 > per_page;
     Ok(Page {
         items: rows.iter().take(per_page as usize).map(row_view).collect(),
@@ -160,6 +177,52 @@ pub async fn search_page(pool: &sqlx::SqlitePool, s: &Search) -> ApiResult<Page>
         per_page,
         has_more,
     })
+}
+
+fn page_of(qb: &mut QueryBuilder<Sqlite>, per_page: i64, offset: i64) {
+    qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
+        .push_bind(per_page + 1)
+        .push(" OFFSET ")
+        .push_bind(offset);
+}
+
+/// How many of the newest rows (those the other filters keep) a substring
+/// search reads one by one before it asks the trigram index instead.
+const WALK: i64 = 20_000;
+
+/// A substring found in many names (`.mxf`, a show's name) is answered by
+/// reading the newest rows in time order until the page is full: the
+/// trigram index would hand over every match, to be sorted. Reading stops
+/// at the `WALK`-th newest row; a page not full by then (a rare substring)
+/// is left to the index (`None`). Exact either way: every row past the
+/// horizon is older than every row before it.
+async fn newest_first(
+    pool: &sqlx::SqlitePool,
+    s: &Search,
+    per_page: i64,
+    offset: i64,
+) -> ApiResult<Option<Vec<sqlx::sqlite::SqliteRow>>> {
+    // `LIKE` folds ASCII case only, as the index does for ASCII text.
+    let walkable =
+        s.q.as_deref()
+            .is_some_and(|q| q.chars().count() >= 3 && q.is_ascii());
+    if !walkable || offset.saturating_add(per_page) >= WALK {
+        return Ok(None);
+    }
+    let mut h = QueryBuilder::new("SELECT t.updated_at FROM transfers t");
+    push_filters(&mut h, s, Text::Ignore)?;
+    h.push(" ORDER BY t.updated_at DESC LIMIT 1 OFFSET ")
+        .push_bind(WALK);
+    let horizon: Option<i64> = h.build_query_scalar().fetch_optional(pool).await?;
+    let mut qb = QueryBuilder::new("SELECT t.* FROM transfers t");
+    push_filters(&mut qb, s, Text::Scan)?;
+    if let Some(h) = horizon {
+        qb.push(" AND t.updated_at >= ").push_bind(h);
+    }
+    page_of(&mut qb, per_page, offset);
+    let rows = qb.build().fetch_all(pool).await?;
+    // Without a horizon the walk saw every row.
+    Ok((horizon.is_none() || rows.len() as i64 > per_page).then_some(rows))
 }
 
 /// Search the transfer log (file-name substring, status, poller, agent, time range).
@@ -187,7 +250,7 @@ pub async fn csv(
         q.map_err(|e| ApiError::new(axum::http::StatusCode::BAD_REQUEST, e.body_text()))?;
     paging(&s)?;
     let mut qb = QueryBuilder::new("SELECT t.* FROM transfers t");
-    push_filters(&mut qb, &s)?;
+    push_filters(&mut qb, &s, Text::Index)?;
     qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT 100000");
     let rows = qb.build().fetch_all(&state.pool).await?;
     let mut out = String::from(

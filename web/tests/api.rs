@@ -1905,9 +1905,9 @@ async fn a_retention_forgets_old_finished_transfers_and_the_statistics_keep_them
 }
 
 /// A substring search reads the newest rows in order when its matches are
-/// many, and asks the trigram index when they are few: either way a page
-/// is exactly what a full scan gives (ties in time included), at any depth
-/// and with the other filters.
+/// many, and asks the trigram index when they are few or the newest rows
+/// hold too few of them: either way a page is exactly what a full scan
+/// gives (ties in time included), at any depth and with the other filters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_gives_the_same_pages_for_common_and_rare_substrings() {
     const ROWS: i64 = 25_000;
@@ -1923,7 +1923,10 @@ async fn a_search_gives_the_same_pages_for_common_and_rare_substrings() {
         } else {
             ""
         };
-        let name = format!("show{:03}_ep{i:05}{tag}.mxf", i % 300);
+        // The oldest 20,000: a substring common in the log but not among
+        // its newest rows.
+        let age = if i < 20_000 { "early_" } else { "" };
+        let name = format!("{age}show{:03}_ep{i:05}{tag}.mxf", i % 300);
         sqlx::query(
             "INSERT INTO transfers (agent_id, agent, transfer_id, poller, path, file_name, size, bytes_done, status, attempts, host, updated_at)
              VALUES (1, 'edge', ?, ?, ?, ?, 1, 1, 'Complete', 1, 'h', ?)",
@@ -1949,6 +1952,9 @@ async fn a_search_gives_the_same_pages_for_common_and_rare_substrings() {
         ("q=show042", "%show042%", Some("news"), 1, 20),
         ("q=show042", "%show042%", Some("news"), 2, 20),
         ("q=nothing-like-it", "%nothing-like-it%", None, 1, 50),
+        ("q=early", "%early%", None, 1, 50),
+        ("q=early", "%early%", None, 300, 50),
+        ("q=early", "%early%", Some("news"), 2, 50),
     ];
     for (q, like, poller, page, per_page) in cases {
         let mut path = format!("/api/v1/transfers?{q}&page={page}&per_page={per_page}");

@@ -71,8 +71,6 @@ pub struct Page {
 enum Text {
     /// The trigram index for 3+ characters (a scan for fewer).
     Index,
-    /// `LIKE`, row by row (same matches for ASCII text).
-    Scan,
     /// Not at all (the other filters only).
     Ignore,
 }
@@ -86,15 +84,11 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, s: &Search, text: Text) -> ApiRes
         if text == Text::Index && q.chars().count() >= 3 {
             // The trigram index answers substrings of 3+ characters.
             qb.push(" AND t.id IN (SELECT rowid FROM transfers_fts WHERE transfers_fts MATCH ")
-                .push_bind(format!("\"{}\"", q.replace('"', "\"\"")))
+                .push_bind(fts_phrase(q))
                 .push(")");
         } else {
-            let escaped = q
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
             qb.push(" AND t.file_name LIKE ")
-                .push_bind(format!("%{escaped}%"))
+                .push_bind(like_pattern(q))
                 .push(" ESCAPE '\\'");
         }
     }
@@ -186,16 +180,19 @@ fn page_of(qb: &mut QueryBuilder<Sqlite>, per_page: i64, offset: i64) {
         .push_bind(offset);
 }
 
-/// How many of the newest rows (those the other filters keep) a substring
-/// search reads one by one before it asks the trigram index instead.
+/// A substring with at least this many matches in the trigram index is
+/// "common", and the newest rows the other filters keep (at most this many)
+/// are read in order instead.
 const WALK: i64 = 20_000;
 
-/// A substring found in many names (`.mxf`, a show's name) is answered by
-/// reading the newest rows in time order until the page is full: the
-/// trigram index would hand over every match, to be sorted. Reading stops
-/// at the `WALK`-th newest row; a page not full by then (a rare substring)
-/// is left to the index (`None`). Exact either way: every row past the
-/// horizon is older than every row before it.
+/// A substring found in many names (`.mxf`, a show's name) makes the
+/// trigram index hand over every match, to be sorted: seconds on a large
+/// log. Such a page is answered by reading the newest rows the other
+/// filters keep, in time order, until it is full; reading stops at the
+/// `WALK`-th newest row, and a page not full by then is left to the index
+/// (`None`), as is a substring with fewer matches (counting them stops at
+/// `WALK`: a few ms). Exact either way: every row past the walked ones is
+/// older than all of them.
 async fn newest_first(
     pool: &sqlx::SqlitePool,
     s: &Search,
@@ -203,26 +200,52 @@ async fn newest_first(
     offset: i64,
 ) -> ApiResult<Option<Vec<sqlx::sqlite::SqliteRow>>> {
     // `LIKE` folds ASCII case only, as the index does for ASCII text.
-    let walkable =
+    let Some(q) =
         s.q.as_deref()
-            .is_some_and(|q| q.chars().count() >= 3 && q.is_ascii());
-    if !walkable || offset.saturating_add(per_page) >= WALK {
+            .filter(|q| q.chars().count() >= 3 && q.is_ascii())
+    else {
+        return Ok(None);
+    };
+    if offset.saturating_add(per_page) >= WALK {
         return Ok(None);
     }
-    let mut h = QueryBuilder::new("SELECT t.updated_at FROM transfers t");
-    push_filters(&mut h, s, Text::Ignore)?;
-    h.push(" ORDER BY t.updated_at DESC LIMIT 1 OFFSET ")
-        .push_bind(WALK);
-    let horizon: Option<i64> = h.build_query_scalar().fetch_optional(pool).await?;
-    let mut qb = QueryBuilder::new("SELECT t.* FROM transfers t");
-    push_filters(&mut qb, s, Text::Scan)?;
-    if let Some(h) = horizon {
-        qb.push(" AND t.updated_at >= ").push_bind(h);
+    let matches: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT rowid FROM transfers_fts WHERE transfers_fts MATCH ? LIMIT ?)",
+    )
+    .bind(fts_phrase(q))
+    .bind(WALK)
+    .fetch_one(pool)
+    .await?;
+    if matches < WALK {
+        return Ok(None);
     }
-    page_of(&mut qb, per_page, offset);
+    // The inner query yields the newest rows in order and the outer one
+    // takes them as they come (a co-routine: no sort, it stops once the
+    // page is full). The search test compares this with a full scan.
+    let mut qb = QueryBuilder::new("SELECT * FROM (SELECT t.* FROM transfers t");
+    push_filters(&mut qb, s, Text::Ignore)?;
+    qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
+        .push_bind(WALK)
+        .push(") AS t WHERE t.file_name LIKE ")
+        .push_bind(like_pattern(q))
+        .push(" ESCAPE '\\' LIMIT ")
+        .push_bind(per_page + 1)
+        .push(" OFFSET ")
+        .push_bind(offset);
     let rows = qb.build().fetch_all(pool).await?;
-    // Without a horizon the walk saw every row.
-    Ok((horizon.is_none() || rows.len() as i64 > per_page).then_some(rows))
+    Ok((rows.len() as i64 > per_page).then_some(rows))
+}
+
+fn fts_phrase(q: &str) -> String {
+    format!("\"{}\"", q.replace('"', "\"\""))
+}
+
+fn like_pattern(q: &str) -> String {
+    let escaped = q
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
 }
 
 /// Search the transfer log (file-name substring, status, poller, agent, time range).

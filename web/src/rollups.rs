@@ -81,10 +81,11 @@ impl Span {
                 tail: NONE,
             };
         }
+        // Saturating: `from` and `to` come from the query string.
         Parts {
             hours: (h0, h1),
-            head: self.from.map_or(NONE, |f| (f, h0 * HOUR_MS)),
-            tail: self.to.map_or(NONE, |t| (h1 * HOUR_MS, t)),
+            head: self.from.map_or(NONE, |f| (f, h0.saturating_mul(HOUR_MS))),
+            tail: self.to.map_or(NONE, |t| (h1.saturating_mul(HOUR_MS), t)),
         }
     }
 }

@@ -1825,6 +1825,9 @@ async fn statistics_from_the_rollups_are_what_the_log_says() {
         (None, Some(t0 + 24 * HOUR)),
         (Some(t0 + HOUR), Some(t0 + HOUR + 60_000)),
         (Some(t0 - 1234 + 5 * HOUR), Some(t0 - 1234 + 30 * HOUR)),
+        (Some(i64::MIN), Some(i64::MAX)),
+        (Some(i64::MAX - 5), None),
+        (None, Some(i64::MIN + 5)),
     ];
     for _ in 0..25 {
         let a = t0 + rng.i64(-HOUR..80 * HOUR);

@@ -56,6 +56,21 @@ struct Server {
     cookie: String,
 }
 
+impl Server {
+    /// GET as the logged-in admin; the answer must be a success.
+    async fn get(&self, path: &str) -> reqwest::Response {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res
+    }
+}
+
 async fn serve(data: &Path) -> Server {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let state = dispatch_web::AppState::open(dispatch_web::Settings {
@@ -177,15 +192,10 @@ async fn search() {
         let poller = format!("p{:02}", (i % 34));
         let t = Instant::now();
         let page: Value = s
-            .http
-            .get(format!(
-                "{}/api/v1/transfers?q={q}&status=Complete&poller={poller}&per_page=50",
-                s.base
+            .get(&format!(
+                "/api/v1/transfers?q={q}&status=Complete&poller={poller}&per_page=50"
             ))
-            .header("cookie", &s.cookie)
-            .send()
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -235,15 +245,8 @@ async fn search() {
         let page = k % 5 + 1;
         let t = Instant::now();
         let got: Value = s
-            .http
-            .get(format!(
-                "{}/api/v1/transfers?q=.mxf&per_page=50&page={page}",
-                s.base
-            ))
-            .header("cookie", &s.cookie)
-            .send()
+            .get(&format!("/api/v1/transfers?q=.mxf&per_page=50&page={page}"))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -283,14 +286,7 @@ async fn ingest() {
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data).unwrap();
     let s = serve(&data).await;
-    let res = s
-        .http
-        .get(format!("{}/api/v1/me", s.base))
-        .header("cookie", &s.cookie)
-        .send()
-        .await
-        .unwrap();
-    let csrf = res.json::<Value>().await.unwrap()["csrf_token"]
+    let csrf = s.get("/api/v1/me").await.json::<Value>().await.unwrap()["csrf_token"]
         .as_str()
         .unwrap()
         .to_string();
@@ -393,15 +389,7 @@ async fn stats() {
     let runs = 30;
     let get = async |path: &str| {
         let t = Instant::now();
-        let res = s
-            .http
-            .get(format!("{}{path}", s.base))
-            .header("cookie", &s.cookie)
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success(), "{path}: {}", res.status());
-        let body = res.bytes().await.unwrap();
+        let body = s.get(path).await.bytes().await.unwrap();
         assert!(!body.is_empty());
         t.elapsed()
     };

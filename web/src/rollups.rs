@@ -8,6 +8,7 @@
 //! A transfer counts in the hour of its last change (`updated_at`), by its
 //! status then; bytes are those of the complete ones.
 
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 use std::collections::BTreeMap;
 
@@ -128,13 +129,10 @@ pub async fn per_poller(pool: &SqlitePool, span: Span) -> Result<Vec<(String, Su
     let rows = bind_parts(sqlx::query(cells_sql!("poller")), &span.parts(true))
         .fetch_all(pool)
         .await?;
-    let mut by: BTreeMap<String, Sums> = BTreeMap::new();
-    for r in &rows {
-        by.entry(r.get("k"))
-            .or_default()
-            .add(r.get("status"), r.get("n"), r.get("bytes"));
-    }
-    Ok(by.into_iter().filter(|(_, s)| s.transfers > 0).collect())
+    Ok(fold::<String>(&rows)
+        .into_iter()
+        .filter(|(_, s)| s.transfers > 0)
+        .collect())
 }
 
 /// Per bucket of `width` ms starting at `first` (bucket `i` is
@@ -156,13 +154,21 @@ pub async fn per_bucket(
     .bind(width.max(1))
     .fetch_all(pool)
     .await?;
-    let mut by: BTreeMap<i64, Sums> = BTreeMap::new();
-    for r in &rows {
+    Ok(fold(&rows))
+}
+
+/// The cells (`k`, status, n, bytes) added up per key.
+fn fold<K>(rows: &[SqliteRow]) -> BTreeMap<K, Sums>
+where
+    K: Ord + for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    let mut by: BTreeMap<K, Sums> = BTreeMap::new();
+    for r in rows {
         by.entry(r.get("k"))
             .or_default()
             .add(r.get("status"), r.get("n"), r.get("bytes"));
     }
-    Ok(by)
+    by
 }
 
 /// The start of the hour of the oldest transfer counted, if any.

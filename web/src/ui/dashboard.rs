@@ -195,7 +195,8 @@ async fn standalone_problems(
 }
 
 /// Bytes sent and transfers finished per bucket over the last `buckets`
-/// (from the hourly rollups: a finished transfer counts when it ended).
+/// (from the hourly rollups: a transfer counts in the hour of its last
+/// change, which for a finished one is its end).
 async fn traffic(
     pool: &sqlx::SqlitePool,
     bucket_ms: i64,

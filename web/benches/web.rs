@@ -77,6 +77,7 @@ async fn serve(data: &Path) -> Server {
         data_dir: data.to_path_buf(),
         database_url: None,
         secret_key: None,
+        secret_key_file: None,
         upload_limit: 50 << 20,
         secure_cookies: false,
     })

@@ -60,13 +60,19 @@ pub async fn ensure_admin(
     let generated = password.is_none();
     let password =
         password.map_or_else(|| new_token("").chars().take(20).collect(), str::to_string);
-    sqlx::query("INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)")
-        .bind(username)
-        .bind(hash_password(&password)?)
-        .bind(crate::now_ms())
-        .execute(pool)
-        .await?;
-    Ok(generated.then_some(password))
+    // One statement: of replicas starting together on an empty database,
+    // one makes the first user and the others make none.
+    let made = sqlx::query(
+        "INSERT INTO users (username, password_hash, created_at)
+         SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM users)",
+    )
+    .bind(username)
+    .bind(hash_password(&password)?)
+    .bind(crate::now_ms())
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok((generated && made == 1).then_some(password))
 }
 
 /// The agent running beside the web app (`cargo xtask up`): created if

@@ -20,6 +20,11 @@ pub struct Cli {
     /// Database URL [default: sqlite://<data-dir>/dispatch.sqlite].
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// The secret key file (base64 of 32 bytes), created when missing;
+    /// replicas sharing a database share it [default:
+    /// <data-dir>/secret.key]. `DISPATCH_SECRET_KEY` (the key itself) wins.
+    #[arg(long, env = "DISPATCH_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
     /// Upload limit for plugin modules, in MiB [default: 50].
     #[arg(long, env = "DISPATCH_UPLOAD_LIMIT_MIB")]
     pub upload_limit_mib: Option<usize>,
@@ -55,6 +60,7 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub secret_key_file: Option<PathBuf>,
     pub upload_limit_mib: Option<usize>,
     pub register_plugins: Option<PathBuf>,
     pub insecure_cookies: Option<bool>,
@@ -70,6 +76,8 @@ pub struct WebConfig {
     pub listen: String,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
+    /// `None`: `<data_dir>/secret.key`.
+    pub secret_key_file: Option<PathBuf>,
     pub upload_limit: usize,
     pub register_plugins: Option<PathBuf>,
     pub secure_cookies: bool,
@@ -118,6 +126,7 @@ impl WebConfig {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("data")),
             database_url: cli.database_url.or(file.database_url),
+            secret_key_file: cli.secret_key_file.or(file.secret_key_file),
             upload_limit: cli.upload_limit_mib.or(file.upload_limit_mib).unwrap_or(50) << 20,
             register_plugins: cli.register_plugins.or(file.register_plugins),
             secure_cookies: !(cli.insecure_cookies || file.insecure_cookies.unwrap_or(false)),

@@ -10,6 +10,7 @@ mod crypto;
 pub mod demo;
 mod error;
 mod metrics;
+mod modules;
 mod registry;
 pub mod retention;
 pub mod rollups;
@@ -45,8 +46,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `sqlite://...`; default: `<data_dir>/dispatch.sqlite`.
     pub database_url: Option<String>,
-    /// Base64 secret key; default: the key file in the data dir.
+    /// Base64 secret key; default: the key file.
     pub secret_key: Option<String>,
+    /// The key file; default: `secret.key` in the data dir.
+    pub secret_key_file: Option<PathBuf>,
     pub upload_limit: usize,
     pub secure_cookies: bool,
 }
@@ -83,12 +86,16 @@ impl AppState {
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(10));
+        let db_file = options.get_filename().to_path_buf();
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("../migrations").run(&pool).await?;
-        let crypto = crypto::Crypto::load(s.secret_key.as_deref(), &s.data_dir.join("secret.key"))?;
+        migrate(&pool, &db_file).await?;
+        let key_file = (s.secret_key_file.clone()).unwrap_or_else(|| s.data_dir.join("secret.key"));
+        let crypto = crypto::Crypto::load(s.secret_key.as_deref(), &key_file)?;
+        crypto.check_against(&pool).await?;
+        modules::adopt_cached(&pool, &s.data_dir).await?;
         target_store::move_inline_targets(&pool, &crypto)
             .await
             .map_err(|e| anyhow::anyhow!("moving the pollers' targets into records: {e:#}"))?;
@@ -99,7 +106,7 @@ impl AppState {
         let version: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
             .fetch_one(&pool)
             .await?;
-        Ok(Arc::new(Self {
+        let state = Arc::new(Self {
             pool,
             data_dir: s.data_dir,
             crypto,
@@ -108,7 +115,9 @@ impl AppState {
             secure_cookies: s.secure_cookies,
             config_version: tokio::sync::watch::channel(version).0,
             metrics: metrics::Metrics::default(),
-        }))
+        });
+        tokio::spawn(follow_config_version(Arc::downgrade(&state)));
+        Ok(state)
     }
 
     /// Commits a change that agents' configuration depends on: bumps the
@@ -123,12 +132,69 @@ impl AppState {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.config_version.send_replace(version);
+        self.saw_config_version(version);
         Ok(())
     }
 
-    fn module_path(&self, sha256: &str) -> PathBuf {
-        self.data_dir.join("modules").join(format!("{sha256}.wasm"))
+    /// Wakes the long-polls for `version` unless a newer one was seen (this
+    /// replica's commits and other replicas' arrive in any order).
+    fn saw_config_version(&self, version: i64) {
+        self.config_version.send_if_modified(|seen| {
+            let newer = version > *seen;
+            if newer {
+                *seen = version;
+            }
+            newer
+        });
+    }
+}
+
+/// Applies the migrations, one process at a time: replicas sharing a
+/// database file that start together would otherwise both apply the first
+/// one, and the second would fail on the tables the first made.
+async fn migrate(pool: &SqlitePool, db_file: &std::path::Path) -> anyhow::Result<()> {
+    let lock = if db_file == std::path::Path::new(":memory:") {
+        None
+    } else {
+        let mut name = db_file.as_os_str().to_owned();
+        name.push(".migrate-lock");
+        let path = PathBuf::from(name);
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let f = std::fs::File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await??;
+        Some(lock)
+    };
+    sqlx::migrate!("../migrations").run(pool).await?;
+    drop(lock);
+    Ok(())
+}
+
+/// How often a replica reads the config version another replica may have
+/// bumped: an agent long-polling this one hears of the change within this.
+const CONFIG_RECHECK: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// Wakes this replica's long-polls when another process sharing the
+/// database committed a configuration change. Ends with the state.
+async fn follow_config_version(state: std::sync::Weak<AppState>) {
+    let mut tick = tokio::time::interval(CONFIG_RECHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        let read = sqlx::query_scalar::<_, i64>("SELECT version FROM config_version WHERE id = 1")
+            .fetch_one(&state.pool)
+            .await;
+        match read {
+            Ok(v) => state.saw_config_version(v),
+            Err(e) => tracing::warn!("cannot read the config version: {e}"),
+        }
     }
 }
 

@@ -39,6 +39,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         data_dir: cfg.data_dir.clone(),
         database_url: cfg.database_url.clone(),
         secret_key: std::env::var("DISPATCH_SECRET_KEY").ok(),
+        secret_key_file: cfg.secret_key_file.clone(),
         upload_limit: cfg.upload_limit,
         secure_cookies: cfg.secure_cookies,
     })

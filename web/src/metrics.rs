@@ -9,6 +9,24 @@ pub struct Metrics {
     pub server_errors: AtomicU64,
     pub events_ingested: AtomicU64,
     pub events_duplicate: AtomicU64,
+    /// Agents' configuration long-polls waiting now.
+    pub config_waits: AtomicU64,
+}
+
+/// Counts one waiting long-poll for as long as it lives.
+pub struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    pub fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -65,6 +83,10 @@ impl Metrics {
             "Replayed transfer events ignored.",
             self.events_duplicate.load(Ordering::Relaxed),
         );
+        out.push_str(&format!(
+            "# HELP dispatch_config_long_polls Agents' configuration long-polls waiting on this replica.\n# TYPE dispatch_config_long_polls gauge\ndispatch_config_long_polls {}\n",
+            self.config_waits.load(Ordering::Relaxed)
+        ));
         out.push_str("# HELP dispatch_transfers Transfers in the log by status.\n# TYPE dispatch_transfers gauge\n");
         for (status, n) in by_status {
             out.push_str(&format!("dispatch_transfers{{status=\"{status}\"}} {n}\n"));

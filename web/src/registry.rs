@@ -139,25 +139,12 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
     .bind(uploaded_by)
     .execute(&mut *tx)
     .await?;
-    // The module on disk first (temp + rename), then the row: a crash leaves
-    // at most an unreferenced file.
-    let path = state.module_path(&sha256);
-    let dir = state.data_dir.join("modules");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
-        tmp.write_all(&bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&path).map_err(|e| e.error)?;
-        Ok(())
-    };
-    write().map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot store the module: {e}"),
-        )
-    })?;
+    crate::modules::put(&mut tx, &sha256, &bytes).await?;
     state.commit_config_change(tx).await?;
+    // Served from the database otherwise; the cache saves that read.
+    if let Err(e) = crate::modules::write_cache(&state.data_dir, &sha256, &bytes) {
+        tracing::warn!(%sha256, "cannot cache the module: {e}");
+    }
     tracing::info!(plugin = %info.name, version = %info.version, %sha256, "plugin version stored");
     Ok(Stored {
         plugin: info.name,

@@ -48,6 +48,7 @@ impl App {
             data_dir: data.path().join("data"),
             database_url: None,
             secret_key: None,
+            secret_key_file: None,
             upload_limit: 1 << 20,
             secure_cookies: false,
         })
@@ -1296,6 +1297,7 @@ async fn inline_targets_of_old_pollers_become_records_at_start() {
         data_dir: app.data.path().join("data"),
         database_url: None,
         secret_key: None,
+        secret_key_file: None,
         upload_limit: 1 << 20,
         secure_cookies: false,
     })

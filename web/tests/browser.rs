@@ -127,6 +127,7 @@ async fn app() -> App {
         data_dir: data.path().join("data"),
         database_url: None,
         secret_key: None,
+        secret_key_file: None,
         upload_limit: 8 << 20,
         secure_cookies: false,
     })

@@ -92,6 +92,7 @@ pub async fn config(
                 .into_response());
         }
         // Unchanged: wait for a change of anything config depends on.
+        let _waiting = crate::metrics::Waiting::new(&state.metrics.config_waits);
         tokio::select! {
             r = changes.changed() => if r.is_err() { break },
             () = tokio::time::sleep_until(deadline) => break,

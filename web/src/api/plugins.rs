@@ -307,7 +307,7 @@ pub async fn delete_version(
         .execute(&mut *tx)
         .await?;
     state.commit_config_change(tx).await?;
-    let _ = std::fs::remove_file(state.module_path(&sha));
+    crate::modules::forget(&state.data_dir, &sha);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -326,21 +326,17 @@ pub async fn module(
             "not a sha256 (64 hex digits)",
         ));
     }
+    let sha256 = sha256.to_ascii_lowercase();
     let known: Option<i64> = sqlx::query_scalar("SELECT id FROM plugin_versions WHERE sha256 = ?")
-        .bind(sha256.to_ascii_lowercase())
+        .bind(&sha256)
         .fetch_optional(&state.pool)
         .await?;
     if known.is_none() {
         return Err(ApiError::not_found(&format!("module {sha256}")));
     }
-    let bytes = tokio::fs::read(state.module_path(&sha256.to_ascii_lowercase()))
+    let bytes = crate::modules::get(&state, &sha256)
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("module {sha256} is missing on disk: {e}"),
-            )
-        })?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/wasm".to_string()),

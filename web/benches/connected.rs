@@ -16,6 +16,12 @@
 //!   configuration long-poll. For 30 s: the web app's CPU (from
 //!   /proc/<pid>/stat), p95 of the heartbeat and event calls, and how long
 //!   the 50 long-polls take to answer a change.
+//! - `long_polls`: 2,000 agents (`DISPATCH_BENCH_AGENTS`) each holding a
+//!   configuration long-poll on one web app, all running one poller: the
+//!   web app's memory (VmRSS) before the agents exist, with the agents and
+//!   no long-poll, and with every long-poll waiting; its CPU over 10 s of
+//!   waiting; and, for 5 changes of that poller, the time from the change
+//!   to the answer of the first, the median and the last long-poll.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -236,6 +242,137 @@ async fn fleet() {
     }
 }
 
+/// `pid`'s resident memory (MB) and CPU seconds so far.
+fn usage(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // utime and stime, fields 14 and 15 (11 and 12 after the name).
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    (rss_kb / 1024.0, ticks / 100.0)
+}
+
+async fn long_polls() {
+    let agents: usize = std::env::var("DISPATCH_BENCH_AGENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let site = Site::start().await;
+    let pid = site.web.as_ref().unwrap().0.id();
+    let (rss_empty, _) = usage(pid);
+    let mut names = Vec::new();
+    let mut tokens = Vec::new();
+    for a in 0..agents {
+        let name = format!("edge{a}");
+        let v = site
+            .call(Method::POST, "/agents", Some(json!({ "name": name })))
+            .await;
+        tokens.push(v["token"].as_str().unwrap().to_string());
+        names.push(name);
+    }
+    site.local_target("out", json!({})).await;
+    let v = site
+        .call(
+            Method::POST,
+            "/pollers",
+            Some(json!({"name": "everywhere", "path": site.path("src"), "plugin": "file",
+                "target": "out", "agents": names})),
+        )
+        .await;
+    let poller = v["id"].as_i64().unwrap();
+    let (rss_agents, _) = usage(pid);
+    let metric = async || -> f64 {
+        let text = reqwest::get(format!("{}/metrics", site.base()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("dispatch_config_long_polls "))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    // One client per agent, as real agents are: its own connection.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let base = site.base();
+    let mut tasks = Vec::new();
+    for token in tokens {
+        let (base, tx) = (base.clone(), tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut etag = String::new();
+            loop {
+                let res = http
+                    .get(format!("{base}/api/v1/agent/config?wait=60"))
+                    .bearer_auth(&token)
+                    .header("if-none-match", &etag)
+                    .send()
+                    .await
+                    .unwrap();
+                let changed = res.status() == 200 && !etag.is_empty();
+                if let Some(tag) = res.headers().get("etag") {
+                    etag = tag.to_str().unwrap().to_string();
+                }
+                let _ = res.bytes().await;
+                if changed {
+                    tx.send(Instant::now()).ok();
+                }
+            }
+        }));
+    }
+    let waiting = async || metric().await as usize == agents;
+    wait_until("every long-poll waits", Duration::from_secs(120), waiting).await;
+    let (rss_waiting, cpu0) = usage(pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (_, cpu1) = usage(pid);
+    println!(
+        "long_polls: {agents} agents: web app {rss_empty:.0} MB before them, {rss_agents:.0} MB with them, {rss_waiting:.0} MB with every long-poll waiting ({:.1} KB each); CPU while waiting {:.1}% of one core",
+        (rss_waiting - rss_agents) * 1024.0 / agents as f64,
+        (cpu1 - cpu0) / 10.0 * 100.0
+    );
+    let mut lasts = Vec::new();
+    for i in 0..5 {
+        let changed = Instant::now();
+        site.edit_poller(poller, json!({"excludes": format!("*.tmp{i}")}))
+            .await;
+        let saved = changed.elapsed().as_secs_f64() * 1000.0;
+        let mut took = Vec::new();
+        while took.len() < agents {
+            let at = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .expect("every long-poll answers a change")
+                .unwrap();
+            took.push(at.saturating_duration_since(changed).as_secs_f64() * 1000.0);
+        }
+        took.sort_by(f64::total_cmp);
+        println!(
+            "long_polls: change {i}: saved (GET + PUT of the poller) in {saved:.0} ms; answered first {:.0} ms, median {:.0} ms, last {:.0} ms",
+            took[0],
+            took[took.len() / 2],
+            took[took.len() - 1]
+        );
+        lasts.push(took[took.len() - 1]);
+        wait_until("every long-poll waits again", Duration::from_secs(120), waiting).await;
+    }
+    let (m, _) = stats(lasts);
+    println!("long_polls: a change reaches all {agents}: median of 5 changes {m:.0} ms");
+    for t in tasks {
+        t.abort();
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let only: Vec<String> = std::env::args()
@@ -251,5 +388,8 @@ async fn main() {
     }
     if wants("fleet") {
         fleet().await;
+    }
+    if wants("long_polls") {
+        long_polls().await;
     }
 }

@@ -93,7 +93,7 @@ const BENCHES: &[(&str, &str, &[&str])] = &[
     (
         "connected",
         "dispatch-web",
-        &["config_apply", "new_version", "fleet"],
+        &["config_apply", "new_version", "fleet", "long_polls"],
     ),
     ("web", "dispatch-web", &["search", "ingest", "stats"]),
 ];

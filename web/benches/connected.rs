@@ -286,8 +286,10 @@ async fn long_polls() {
         .call(
             Method::POST,
             "/pollers",
-            Some(json!({"name": "everywhere", "path": site.path("src"), "plugin": "file",
-                "target": "out", "agents": names})),
+            Some(
+                json!({"name": "everywhere", "path": site.path("src"), "plugin": "file",
+                "target": "out", "agents": names}),
+            ),
         )
         .await;
     let poller = v["id"].as_i64().unwrap();
@@ -364,7 +366,12 @@ async fn long_polls() {
             took[took.len() - 1]
         );
         lasts.push(took[took.len() - 1]);
-        wait_until("every long-poll waits again", Duration::from_secs(120), waiting).await;
+        wait_until(
+            "every long-poll waits again",
+            Duration::from_secs(120),
+            waiting,
+        )
+        .await;
     }
     let (m, _) = stats(lasts);
     println!("long_polls: a change reaches all {agents}: median of 5 changes {m:.0} ms");

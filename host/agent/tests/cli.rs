@@ -194,6 +194,45 @@ fn the_plugins_stderr_goes_to_the_log() {
     );
 }
 
+/// A plugin cannot forge log records (a newline in a message), write
+/// huge ones, or fill the disk through its log.
+#[test]
+fn a_plugins_log_is_bounded_and_cannot_forge_records() {
+    let root = tree(&[]);
+    let hostile = component("test", "hostile");
+    let out = agent(&[
+        "poll",
+        "--plugin",
+        hostile.to_str().unwrap(),
+        "--root",
+        root.path().to_str().unwrap(),
+        "--param",
+        "mode=log-flood",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.len() < 512 * 1024, "{} bytes of log", log.len());
+    let forged = log.lines().any(|l| l.starts_with("2026-11-30T00:00:00"));
+    assert!(!forged, "a record was forged");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("line one\\n2026-11-30T00:00:00.000000Z ERROR")),
+        "the message is kept, its newline escaped"
+    );
+    let huge = log.lines().find(|l| l.contains("xxxx")).unwrap();
+    assert!(
+        huge.len() < 5000 && huge.contains("more bytes)"),
+        "{} bytes",
+        huge.len()
+    );
+    let flood = log.lines().filter(|l| l.contains("flood ")).count();
+    assert!(flood < 1000, "{flood} flood records");
+    assert!(
+        log.contains("more log records dropped (at most 1000 per call)"),
+        "the drop is said"
+    );
+}
+
 #[test]
 fn describe_prints_the_schema() {
     let out = agent(&["describe", "--plugin", "dir"]);

@@ -60,6 +60,43 @@ fn an_endless_loop_is_stopped_at_the_deadline() {
     still_works();
 }
 
+/// Waiting in the host through WASI's clock (a long sleep, an instant an
+/// hour away, `poll` spun with zero timeouts) ends at the deadline too: the
+/// epoch deadline alone stops running wasm only.
+#[test]
+fn waits_in_wasi_end_at_the_deadline() {
+    let rt = Runtime::new(RuntimeConfig {
+        limits: Limits {
+            timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+        cache_dir: None,
+    })
+    .unwrap();
+    let plugin = std::sync::Arc::new(rt.load_file(&component("test", "hostile")).unwrap());
+    for mode in ["sleep", "sleep-spin", "block-instant", "poll-zero"] {
+        let started = Instant::now();
+        // On its own thread: without the fix the poll never returns, and the
+        // test must fail rather than hang.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = plugin.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(p.poll(tree(&[]).path(), &params(&[("mode", mode)])));
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{mode}: the poll still runs after 10 s"));
+        let took = started.elapsed();
+        let err = result.expect_err("a hostile poll must fail");
+        assert!(matches!(err, PollError::Timeout { .. }), "{mode}: {err}");
+        assert!(
+            took < Duration::from_secs(3),
+            "{mode}: stopped after {took:?}"
+        );
+    }
+    still_works();
+}
+
 #[test]
 fn a_panic_fails_the_poll_with_its_message() {
     let err = hostile("panic", tree(&[]).path());

@@ -8,6 +8,7 @@ mod bindings;
 pub mod builtin;
 pub mod cache;
 mod capture;
+mod clock;
 pub mod confine;
 mod crash;
 pub mod inspect;
@@ -140,6 +141,7 @@ impl Runtime {
         // Every WASI interface, granting nothing: components built by other
         // toolchains import clocks, random, filesystem and sockets at start.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        clock::add_to_linker(&mut linker)?;
         bindings::add_to_linker(&mut linker)?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(CompileCache::open(dir, &engine)?),
@@ -271,6 +273,13 @@ impl Runtime {
     }
 }
 
+/// Now plus `timeout`, or as far as an `Instant` goes.
+fn deadline_after(timeout: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400))
+}
+
 /// Advances the engine's epoch every tick for as long as the engine lives.
 fn spawn_epoch_ticker(engine: &Engine) {
     let weak = engine.weak();
@@ -395,19 +404,19 @@ impl Plugin {
         };
         let mut store = self.store(Some(root));
         let result = self.pre.poll(&mut store, &request);
-        let stderr = store.data().take_output();
+        let stderr = store.data_mut().take_output();
         let actions = match result {
             Ok(Ok(actions)) => actions,
             Ok(Err(message)) => {
-                store.data().log_stderr(&stderr);
+                store.data_mut().log_stderr(&stderr);
                 return Err(PollError::Plugin {
                     plugin: self.info.name.clone(),
                     message,
                 });
             }
-            Err(e) => return Err(self.failure(&store, &e, &stderr)),
+            Err(e) => return Err(self.failure(&mut store, &e, &stderr)),
         };
-        store.data().log_stderr(&stderr);
+        store.data_mut().log_stderr(&stderr);
         let actions = actions.into_iter().map(action_from_wit).collect();
         let root = store.data().root.as_ref().ok_or_else(|| PollError::Trap {
             plugin: self.info.name.clone(),
@@ -430,9 +439,9 @@ impl Plugin {
     fn describe(&self) -> Result<PluginInfo, PollError> {
         let mut store = self.store(None);
         let result = self.pre.describe(&mut store);
-        let stderr = store.data().take_output();
-        let info = result.map_err(|e| self.failure(&store, &e, &stderr))?;
-        store.data().log_stderr(&stderr);
+        let stderr = store.data_mut().take_output();
+        let info = result.map_err(|e| self.failure(&mut store, &e, &stderr))?;
+        store.data_mut().log_stderr(&stderr);
         info_from_wit(info).map_err(|reason| PollError::BadInfo {
             plugin: self.info.name.clone(),
             reason,
@@ -442,7 +451,12 @@ impl Plugin {
     fn store(&self, root: Option<Root>) -> Store<PollState> {
         let mut store = Store::new(
             &self.engine,
-            PollState::new(&self.info.name, root, self.limits.memory_bytes),
+            PollState::new(
+                &self.info.name,
+                root,
+                self.limits.memory_bytes,
+                deadline_after(self.limits.timeout),
+            ),
         );
         store.limiter(|s| &mut s.memory);
         let ticks = self
@@ -459,10 +473,15 @@ impl Plugin {
     /// Turns a wasmtime error into a reason a person can act on. A crash
     /// quotes the guest's stderr (a Rust panic prints its message there);
     /// otherwise stderr goes to the log.
-    fn failure(&self, store: &Store<PollState>, e: &wasmtime::Error, stderr: &str) -> PollError {
+    fn failure(
+        &self,
+        store: &mut Store<PollState>,
+        e: &wasmtime::Error,
+        stderr: &str,
+    ) -> PollError {
         let plugin = self.info.name.clone();
         if let Some(wanted) = store.data().memory.exceeded {
-            store.data().log_stderr(stderr);
+            store.data_mut().log_stderr(stderr);
             return PollError::Memory {
                 plugin,
                 wanted,
@@ -471,7 +490,7 @@ impl Plugin {
         }
         let trap = e.downcast_ref::<Trap>();
         if matches!(trap, Some(Trap::Interrupt)) {
-            store.data().log_stderr(stderr);
+            store.data_mut().log_stderr(stderr);
             return PollError::Timeout {
                 plugin,
                 limit: self.limits.timeout,

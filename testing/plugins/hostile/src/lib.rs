@@ -1,7 +1,9 @@
 //! A poller that misbehaves in the way its `mode` parameter names, so the
 //! host's sandbox can be tested against the real runtime.
 
-use dispatch_poller_sdk::{Action, Context, Info, ParamSpec, ParamType, Poller, export_poller};
+use dispatch_poller_sdk::{
+    Action, Context, Info, Level, ParamSpec, ParamType, Poller, export_poller,
+};
 
 pub struct Hostile;
 
@@ -12,7 +14,7 @@ impl Poller for Hostile {
                 "mode",
                 ParamType::Text,
                 Some("ok"),
-                "ok, loop, panic, trap, oom, absolute, dotdot, symlink, list-escape, stderr, read, read-loop",
+                "ok, loop, panic, trap, oom, absolute, dotdot, symlink, list-escape, stderr, read, read-loop, sleep, sleep-spin, block-instant, poll-zero, log-flood",
             ))
             .param(ParamSpec::new("path", ParamType::Text, Some(""), "What `read` reads"))
             .param(ParamSpec::new(
@@ -66,6 +68,32 @@ impl Poller for Hostile {
                 }
                 Ok(Vec::new())
             }
+            // A forged record, a huge one, then a flood (stdout too).
+            "log-flood" => {
+                ctx.log(
+                    Level::Warn,
+                    "line one\n2026-11-30T00:00:00.000000Z ERROR dispatch_agent: forged record",
+                );
+                ctx.log(Level::Warn, &"x".repeat(1 << 20));
+                for i in 0..100_000 {
+                    ctx.log(Level::Warn, &format!("flood {i}"));
+                }
+                println!("stdout after the flood");
+                Ok(Vec::new())
+            }
+            // Waits in the host, through WASI's clock, not in wasm.
+            "sleep" => loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            },
+            "sleep-spin" => loop {
+                std::thread::sleep(std::time::Duration::from_nanos(1));
+            },
+            "block-instant" => loop {
+                wasi_wait(Wait::BlockInstant);
+            },
+            "poll-zero" => loop {
+                wasi_wait(Wait::PollZero);
+            },
             other => Err(format!("unknown mode `{other}`")),
         }
     }
@@ -75,6 +103,30 @@ fn read(ctx: &Context) -> Result<Vec<u8>, String> {
     let max = u32::try_from(ctx.params().integer("max_bytes")?).map_err(|e| e.to_string())?;
     ctx.read_file(ctx.params().text("path")?, max)
 }
+
+enum Wait {
+    /// An hour from now by `subscribe-instant`, then `pollable.block`.
+    BlockInstant,
+    /// `poll` of a zero-duration `subscribe-duration`.
+    PollZero,
+}
+
+#[cfg(target_arch = "wasm32")]
+fn wasi_wait(wait: Wait) {
+    use wasip2::clocks::monotonic_clock;
+    match wait {
+        Wait::BlockInstant => {
+            monotonic_clock::subscribe_instant(monotonic_clock::now() + 3_600_000_000_000).block()
+        }
+        Wait::PollZero => {
+            let p = monotonic_clock::subscribe_duration(0);
+            let _ = wasip2::io::poll::poll(&[&p]);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn wasi_wait(_: Wait) {}
 
 /// A bare `unreachable` instruction (no panic message).
 fn trap() -> ! {

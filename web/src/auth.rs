@@ -8,7 +8,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{Method, header};
+use axum::http::{Method, StatusCode, header};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use std::sync::Arc;
@@ -135,19 +135,77 @@ fn write_token(path: &std::path::Path, token: &str) -> std::io::Result<()> {
     std::fs::rename(&part, path)
 }
 
-/// The user id for this username and password, if they match.
+/// What a login attempt comes to.
+pub enum Checked {
+    User(i64),
+    Wrong,
+    /// Too many failures lately: refused, whatever the password, for this long.
+    Wait(std::time::Duration),
+}
+
+/// Password checks at once: argon2 is ~50 ms of CPU and memory-hard, so a
+/// burst of logins must not take the cores the agents' API needs.
+static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Checks a login: off the async threads, one at a time, at the same cost
+/// for a name that does not exist (so timing does not tell which do), and
+/// throttled per account and client address after failures.
 pub async fn authenticate(
-    pool: &sqlx::SqlitePool,
+    state: &crate::AppState,
+    from: Option<std::net::IpAddr>,
     username: &str,
     password: &str,
-) -> Result<Option<i64>, sqlx::Error> {
+) -> Result<Checked, ApiError> {
+    use crate::throttle::Key;
+    let mut keys = vec![Key::Account(username)];
+    keys.extend(from.map(Key::Address));
+    if let Some(left) = state.logins.wait_left(&keys) {
+        return Ok(Checked::Wait(left));
+    }
     let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = ?")
         .bind(username)
-        .fetch_optional(pool)
+        .fetch_optional(&state.pool)
         .await?;
-    Ok(row
-        .filter(|r| verify_password(password, r.get("password_hash")))
-        .map(|r| r.get("id")))
+    let (id, hash): (Option<i64>, String) = match &row {
+        Some(r) => (Some(r.get("id")), r.get("password_hash")),
+        None => (None, dummy_hash().to_string()),
+    };
+    let matches = {
+        let _turn = CHECKS
+            .acquire()
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        // Failures counted while this one queued count for it too.
+        if let Some(left) = state.logins.wait_left(&keys) {
+            return Ok(Checked::Wait(left));
+        }
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    };
+    match id {
+        Some(id) if matches => {
+            state.logins.succeeded(username);
+            Ok(Checked::User(id))
+        }
+        _ => {
+            state.logins.failed(&keys);
+            Ok(Checked::Wrong)
+        }
+    }
+}
+
+/// A hash no password is checked against successfully in practice, made
+/// once: what an unknown name's password is verified against.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        hash_password(&new_token("")).unwrap_or_else(|_| {
+            // Never a valid PHC string: verification fails, without the cost.
+            String::new()
+        })
+    })
 }
 
 /// A new session for `user_id`: (cookie value, csrf token).

@@ -15,6 +15,7 @@ mod registry;
 pub mod retention;
 pub mod rollups;
 mod target_store;
+mod throttle;
 mod ui;
 
 use dispatch_runtime::{Runtime, RuntimeConfig};
@@ -39,6 +40,8 @@ pub struct AppState {
     /// The config version; agents long-polling `/agent/config` wait on it.
     config_version: tokio::sync::watch::Sender<i64>,
     metrics: metrics::Metrics,
+    /// Failed logins, for the backoff (per process).
+    logins: throttle::Throttle,
 }
 
 /// How the app is set up (see `config::WebConfig` for the CLI side).
@@ -115,6 +118,7 @@ impl AppState {
             secure_cookies: s.secure_cookies,
             config_version: tokio::sync::watch::channel(version).0,
             metrics: metrics::Metrics::default(),
+            logins: throttle::Throttle::default(),
         });
         tokio::spawn(follow_config_version(Arc::downgrade(&state)));
         Ok(state)

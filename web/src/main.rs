@@ -87,10 +87,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "dispatch-web listening on http://{}",
         listener.local_addr()?
     );
-    axum::serve(listener, dispatch_web::router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        dispatch_web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

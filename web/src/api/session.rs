@@ -3,12 +3,13 @@
 use crate::AppState;
 use crate::auth::{self, User};
 use crate::error::{ApiError, ApiResult};
-use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::header;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -27,15 +28,27 @@ pub struct Me {
 
 /// Log in: sets the session cookie and returns the CSRF token.
 #[utoipa::path(post, path = "/api/v1/login", request_body = Login, tag = "session", operation_id = "login",
-    responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody),
+        (status = 429, description = "too many failed logins lately (per account or client address): wait, whatever the password", body = crate::error::ErrorBody)))]
 pub async fn login(
     State(state): State<Arc<AppState>>,
+    from: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Result<Json<Login>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(login) = body?;
-    let Some(user_id) = auth::authenticate(&state.pool, &login.username, &login.password).await?
-    else {
-        return Err(ApiError::unauthorized("wrong username or password"));
+    let from = from.map(|Extension(ConnectInfo(a))| a.ip());
+    let user_id = match auth::authenticate(&state, from, &login.username, &login.password).await? {
+        auth::Checked::User(id) => id,
+        auth::Checked::Wrong => return Err(ApiError::unauthorized("wrong username or password")),
+        auth::Checked::Wait(left) => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed logins: try again in {} s",
+                    left.as_secs().max(1)
+                ),
+            ));
+        }
     };
     let (token, csrf) = auth::create_session(&state.pool, user_id).await?;
     Ok((

@@ -4,12 +4,13 @@ use super::{PageError, PageResult, PageUser, html_status, see_other};
 use crate::AppState;
 use crate::auth::{self, User};
 use askama::Template;
-use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
+use axum::{Extension, Form};
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 #[derive(Template)]
@@ -25,10 +26,20 @@ pub struct Next {
     next: Option<String>,
 }
 
-/// Only a path of this site: an open redirect would help phishing.
+/// Only a plain path of this site: an open redirect would help phishing.
+/// Browsers drop tabs and newlines from a URL and read `\\` as `/`, so
+/// `/\t/evil.example` or `/\\evil.example` would leave the site.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n
+                    .chars()
+                    .any(|c| c == '\\' || c.is_control() || c.is_whitespace()) =>
+        {
+            n.into()
+        }
         _ => "/".into(),
     }
 }
@@ -59,17 +70,40 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn submit(State(state): State<Arc<AppState>>, Form(f): Form<LoginForm>) -> PageResult {
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    from: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Form(f): Form<LoginForm>,
+) -> PageResult {
     let next = safe_next(f.next.as_deref());
-    let Some(user_id) = auth::authenticate(&state.pool, &f.username, &f.password).await? else {
-        return html_status(
-            StatusCode::UNAUTHORIZED,
+    let from = from.map(|Extension(ConnectInfo(a))| a.ip());
+    let refused = |status, error: String| {
+        html_status(
+            status,
             &LoginPage {
-                next,
-                username: f.username,
-                error: Some("Wrong username or password.".into()),
+                next: next.clone(),
+                username: f.username.clone(),
+                error: Some(error),
             },
-        );
+        )
+    };
+    let user_id = match auth::authenticate(&state, from, &f.username, &f.password).await? {
+        auth::Checked::User(id) => id,
+        auth::Checked::Wrong => {
+            return refused(
+                StatusCode::UNAUTHORIZED,
+                "Wrong username or password.".into(),
+            );
+        }
+        auth::Checked::Wait(left) => {
+            return refused(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many failed logins: try again in {} s.",
+                    left.as_secs().max(1)
+                ),
+            );
+        }
     };
     let (token, _csrf) = auth::create_session(&state.pool, user_id).await?;
     Ok((
@@ -114,6 +148,17 @@ mod tests {
         assert_eq!(super::safe_next(Some("/pollers?x=1")), "/pollers?x=1");
         assert_eq!(super::safe_next(Some("//evil.example")), "/");
         assert_eq!(super::safe_next(Some("https://evil.example")), "/");
+        for bad in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\\evil.example",
+            "/\\/evil.example",
+            "javascript:alert(1)",
+            " /pollers",
+            "/ /evil.example",
+        ] {
+            assert_eq!(super::safe_next(Some(bad)), "/", "{bad:?}");
+        }
         assert_eq!(super::safe_next(None), "/");
     }
 }

@@ -165,15 +165,22 @@ async fn a_module_that_does_not_match_its_sha256_is_refused_and_the_previous_ver
     })
     .await;
 
-    // Version 2 uploaded, then its stored bytes tampered with before the
-    // agent asks for them.
+    // Version 2 uploaded, then its stored bytes (the database's; the web
+    // app's cache is dropped) tampered with before the agent asks for them.
     let v2 = site.upload(test_plugin("stamp-v2")).await;
     let sha = v2["sha256"].as_str().unwrap().to_string();
-    let stored = site.path(&format!("web/modules/{sha}.wasm"));
-    let mut bytes = std::fs::read(&stored).unwrap();
+    std::fs::remove_file(site.path(&format!("web/modules/{sha}.wasm"))).unwrap();
+    let db = format!("sqlite://{}", site.path("web/dispatch.sqlite").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let mut bytes = test_plugin("stamp-v2");
     let last = bytes.len() - 1;
     bytes[last] ^= 0x55;
-    std::fs::write(&stored, bytes).unwrap();
+    sqlx::query("UPDATE plugin_modules SET bytes = ? WHERE sha256 = ?")
+        .bind(&bytes)
+        .bind(&sha)
+        .execute(&pool)
+        .await
+        .unwrap();
     site.edit_poller(stamp, json!({"plugin_version": "2.0.0"}))
         .await;
 

@@ -95,7 +95,10 @@ impl AppState {
             .connect_with(options)
             .await?;
         migrate(&pool, &db_file).await?;
-        let key_file = (s.secret_key_file.clone()).unwrap_or_else(|| s.data_dir.join("secret.key"));
+        let key_file = s
+            .secret_key_file
+            .clone()
+            .unwrap_or_else(|| s.data_dir.join("secret.key"));
         let crypto = crypto::Crypto::load(s.secret_key.as_deref(), &key_file)?;
         crypto.check_against(&pool).await?;
         modules::adopt_cached(&pool, &s.data_dir).await?;
@@ -121,6 +124,7 @@ impl AppState {
             logins: throttle::Throttle::default(),
         });
         tokio::spawn(follow_config_version(Arc::downgrade(&state)));
+        auth::warm_up();
         Ok(state)
     }
 

@@ -32,10 +32,19 @@ pub async fn put(
 /// The bytes of module `sha256`: from the cache when it holds them intact,
 /// else from the database (and then cached).
 pub async fn get(state: &AppState, sha256: &str) -> Result<Vec<u8>, ModuleError> {
-    let path = cache_path(&state.data_dir, sha256);
-    if let Ok(bytes) = tokio::fs::read(&path).await
-        && hex::encode(Sha256::digest(&bytes)) == sha256
-    {
+    // Reading and hashing up to tens of MB: off the async threads.
+    let cached = {
+        let (path, sha256) = (cache_path(&state.data_dir, sha256), sha256.to_string());
+        tokio::task::spawn_blocking(move || {
+            std::fs::read(&path)
+                .ok()
+                .filter(|bytes| hex::encode(Sha256::digest(bytes)) == sha256)
+        })
+        .await
+        .ok()
+        .flatten()
+    };
+    if let Some(bytes) = cached {
         return Ok(bytes);
     }
     let bytes: Option<Vec<u8>> =
@@ -46,9 +55,12 @@ pub async fn get(state: &AppState, sha256: &str) -> Result<Vec<u8>, ModuleError>
             .map_err(|e| ModuleError::Database(sha256.to_string(), e))?;
     let bytes = bytes.ok_or_else(|| ModuleError::Missing(sha256.to_string()))?;
     // A cache that cannot be written costs a database read next time, no more.
-    if let Err(e) = write_cache(&state.data_dir, sha256, &bytes) {
-        tracing::warn!(%sha256, "cannot cache the module: {e}");
-    }
+    let (dir, sha256, copy) = (state.data_dir.clone(), sha256.to_string(), bytes.clone());
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = write_cache(&dir, &sha256, &copy) {
+            tracing::warn!(%sha256, "cannot cache the module: {e}");
+        }
+    });
     Ok(bytes)
 }
 

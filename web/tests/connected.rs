@@ -429,10 +429,13 @@ async fn the_one_command_start_runs_the_demo_through_a_connected_agent() {
         delivered.exists()
     })
     .await;
-    assert!(
-        !folder.exists(),
-        "the source is removed after the verified transfer"
-    );
+    // Removal comes after the Complete record, a moment after the rename.
+    wait_until(
+        "the source removed after the verified transfer",
+        Duration::from_secs(30),
+        async || !folder.exists(),
+    )
+    .await;
 
     // The Pollers page lists what the agent runs; the log has the transfer.
     let pollers = site.call(Method::GET, "/pollers", None).await;

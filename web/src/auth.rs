@@ -181,7 +181,11 @@ pub async fn authenticate(
         }
         let password = password.to_string();
         tokio::task::spawn_blocking(move || {
-            verify_password(&password, hash.as_deref().unwrap_or_else(dummy_hash))
+            let hash = match &hash {
+                Some(h) => h.as_str(),
+                None => dummy_hash(),
+            };
+            verify_password(&password, hash)
         })
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

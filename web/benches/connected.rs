@@ -142,18 +142,7 @@ async fn fleet() {
         sims.push(Sim { token, pollers });
     }
     let web_pid = site.web.as_ref().unwrap().0.id();
-    let cpu = || -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{web_pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        // utime and stime, fields 14 and 15 (11 and 12 after the name).
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / 100.0
-    };
+    let cpu = || usage(web_pid).1;
     let http = reqwest::Client::new();
     let base = site.base();
     let stop = Instant::now() + Duration::from_secs(30);

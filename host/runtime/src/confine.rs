@@ -141,12 +141,37 @@ impl Root {
         match joined.canonicalize() {
             Ok(real) if real.starts_with(&self.canonical) => Ok(joined),
             Ok(_) => Err(PathError::Escapes(rel.to_string())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(joined),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.absent(&normal, rel, joined),
             Err(e) => Err(PathError::Io {
                 path: rel.to_string(),
                 reason: e.to_string(),
             }),
         }
+    }
+
+    /// A path that does not resolve: harmless when a component is truly
+    /// missing, but a dangling symlink on the way is an escape (it may be
+    /// pointed anywhere, or its target created, before the agent acts).
+    fn absent(&self, normal: &str, rel: &str, joined: PathBuf) -> Result<PathBuf, PathError> {
+        let mut at = self.canonical.clone();
+        for part in normal.split('/') {
+            at.push(part);
+            match at.symlink_metadata() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(joined),
+                Err(e) => {
+                    return Err(PathError::Io {
+                        path: rel.to_string(),
+                        reason: e.to_string(),
+                    });
+                }
+                Ok(m) if m.file_type().is_symlink() => match at.canonicalize() {
+                    Ok(real) if real.starts_with(&self.canonical) => at = real,
+                    _ => return Err(PathError::Escapes(rel.to_string())),
+                },
+                Ok(_) => {}
+            }
+        }
+        Ok(joined)
     }
 }
 
@@ -214,6 +239,22 @@ mod tests {
         assert!(root.resolve("inner-link").is_ok());
         assert!(root.resolve("in").is_ok());
         assert!(root.resolve("not-there").is_ok());
+        assert!(root.resolve("in/not-there/either").is_ok());
+        // Dangling: it can be pointed anywhere before the agent acts.
+        std::os::unix::fs::symlink("/nonexistent/x", root_dir.path().join("dangling")).unwrap();
+        std::os::unix::fs::symlink("in/later", root_dir.path().join("inside-dangling")).unwrap();
+        assert!(matches!(
+            root.resolve("dangling"),
+            Err(PathError::Escapes(_))
+        ));
+        assert!(matches!(
+            root.resolve("dangling/deeper"),
+            Err(PathError::Escapes(_))
+        ));
+        assert!(matches!(
+            root.resolve("inside-dangling"),
+            Err(PathError::Escapes(_))
+        ));
     }
 
     #[test]

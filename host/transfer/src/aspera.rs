@@ -15,6 +15,7 @@
 
 use super::{Backend, Job, Progress, Sent, TransferError};
 use dispatch_protocol::target::AsperaTarget as AsperaConfig;
+use dispatch_runtime::actions::ItemKind;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -222,6 +223,13 @@ impl Backend for AsperaBackend {
         // Progress comes from ascp's stdout; the rest of the item's size once
         // it succeeded.
         let size = super::item_size(&job.source());
+        // `ascp` reads the item itself, following whatever it finds: checked
+        // beneath the root first, so a folder swapped for a symlink out of it
+        // since the poll is refused (a swap after this check is not caught).
+        match job.kind {
+            ItemKind::File => drop(job.open_source(&job.source())?),
+            ItemKind::Dir => drop(super::tree::walk(job)?),
+        }
         // An inline key lives only for this run, in a 0700 directory.
         let key_dir = match &self.cfg.ssh_key {
             Some(key) => Some(write_key(key.expose())?),

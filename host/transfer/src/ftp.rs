@@ -193,14 +193,14 @@ impl FtpBackend {
         ftp: &mut Ftp,
         local: &Path,
         remote: &[String],
-        id: &str,
+        job: &Job,
         progress: &Arc<Progress>,
     ) -> Result<u64, TransferError> {
+        let id = job.id.as_str();
         let (name, dirs) = remote
             .split_last()
             .ok_or_else(|| TransferError::permanent("empty remote path"))?;
-        let file = std::fs::File::open(local)
-            .map_err(|e| TransferError::io(&format!("cannot open {}", local.display()), &e))?;
+        let file = job.open_source(local)?;
         let len = file
             .metadata()
             .map_err(|e| TransferError::io(&format!("cannot stat {}", local.display()), &e))?
@@ -359,7 +359,7 @@ impl Backend for FtpBackend {
                 let sent = async {
                     self.make_dirs(&mut ftp, &item[..item.len().saturating_sub(1)])
                         .await?;
-                    self.put_file(&mut ftp, &job.source(), &item, &job.id, &progress)
+                    self.put_file(&mut ftp, &job.source(), &item, job, &progress)
                         .await
                 }
                 .await;
@@ -367,7 +367,7 @@ impl Backend for FtpBackend {
             }
             ItemKind::Dir => {
                 let sent = async {
-                    let (dirs, files) = walk(&job.source(), &job.excludes)?;
+                    let (dirs, files) = walk(job)?;
                     self.make_dirs(&mut ftp, &item).await?;
                     for d in &dirs {
                         let mut full = item.clone();
@@ -379,7 +379,7 @@ impl Backend for FtpBackend {
                         let mut full = item.clone();
                         full.extend(rel);
                         bytes += self
-                            .put_file(&mut ftp, &local, &full, &job.id, &progress)
+                            .put_file(&mut ftp, &local, &full, job, &progress)
                             .await?;
                     }
                     Ok(bytes)

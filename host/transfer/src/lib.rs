@@ -4,6 +4,7 @@
 //! after that.
 
 pub mod aspera;
+pub mod beneath;
 mod dir_sync;
 pub mod ftp;
 pub mod local;
@@ -46,6 +47,19 @@ pub struct Job {
 impl Job {
     pub fn source(&self) -> PathBuf {
         self.root.join(&self.path)
+    }
+
+    /// The root opened for reads that never leave it (see [`beneath`]).
+    pub fn beneath(&self) -> Result<beneath::Beneath, TransferError> {
+        beneath::Beneath::open(&self.root).map_err(|e| TransferError::io("the poller's root", &e))
+    }
+
+    /// Opens `path` (the item or a file of its tree) to read, beneath the
+    /// root: a folder swapped for a symlink out of it since the poll fails.
+    pub fn open_source(&self, path: &std::path::Path) -> Result<std::fs::File, TransferError> {
+        self.beneath()?
+            .file(path)
+            .map_err(|e| TransferError::io(&format!("cannot open {}", path.display()), &e))
     }
 }
 
@@ -138,6 +152,10 @@ impl TransferError {
     pub fn io(context: &str, e: &std::io::Error) -> Self {
         use std::io::ErrorKind as K;
         let message = format!("{context}: {e}");
+        if beneath::is_refused(e) {
+            // Only this item leads out of the root; the target is fine.
+            return Self::item_only(message);
+        }
         match e.kind() {
             K::PermissionDenied | K::ReadOnlyFilesystem => Self::permanent(message),
             K::InvalidFilename => Self::item_only(message),

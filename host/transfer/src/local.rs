@@ -86,7 +86,7 @@ impl Backend for LocalBackend {
         tokio::task::spawn_blocking(move || match job.kind {
             ItemKind::File => same_file(&job.source(), &dest),
             ItemKind::Dir => {
-                let (_, files) = super::tree::walk(&job.source(), &job.excludes).ok()?;
+                let (_, files) = super::tree::walk(&job).ok()?;
                 Some(
                     dest.is_dir()
                         && files.iter().all(|(rel, from)| {
@@ -123,7 +123,7 @@ struct Copier<'a> {
 impl Copier<'_> {
     fn file_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
         self.deliver(job, dest_root, |tmp, dst| {
-            let bytes = self.copy_file(&job.source(), tmp)?;
+            let bytes = self.copy_file(job, &job.source(), tmp)?;
             std::fs::rename(tmp, dst).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::IsADirectory {
                     // Retrying cannot help; a person must move it away.
@@ -141,7 +141,7 @@ impl Copier<'_> {
     fn dir_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
         self.deliver(job, dest_root, |tmp, dst| {
             let src = job.source();
-            let bytes = self.copy_tree(job, &src, tmp)?;
+            let bytes = self.copy_tree(job, tmp)?;
             testhook::block_at(Point::BeforeRename);
             // Once more before the tree takes its final name: a file added
             // meanwhile must not make an incomplete directory appear there.
@@ -180,8 +180,8 @@ impl Copier<'_> {
 
     /// Copies the tree `src` to `dst` (which must not exist) as
     /// `tree::walk` lists it, syncing every directory of the copy.
-    fn copy_tree(&self, job: &Job, src: &Path, dst: &Path) -> Result<u64, TransferError> {
-        let (dirs, files) = super::tree::walk(src, &job.excludes)?;
+    fn copy_tree(&self, job: &Job, dst: &Path) -> Result<u64, TransferError> {
+        let (dirs, files) = super::tree::walk(job)?;
         let at = |rel: &[String]| rel.iter().fold(dst.to_path_buf(), |p, s| p.join(s));
         std::fs::create_dir(dst)
             .map_err(|e| TransferError::io(&format!("cannot create {}", dst.display()), &e))?;
@@ -192,7 +192,7 @@ impl Copier<'_> {
         }
         let mut bytes = 0;
         for (rel, from) in &files {
-            bytes += self.copy_file(from, &at(rel))?;
+            bytes += self.copy_file(job, from, &at(rel))?;
         }
         if self.fsync {
             // Deepest first, so each entry is durable before its parent's.
@@ -226,9 +226,8 @@ impl Copier<'_> {
     }
 
     /// Copies one file to `to` (created or truncated), syncs it, verifies it.
-    fn copy_file(&self, from: &Path, to: &Path) -> Result<u64, TransferError> {
-        let mut src = File::open(from)
-            .map_err(|e| TransferError::io(&format!("cannot open {}", from.display()), &e))?;
+    fn copy_file(&self, job: &Job, from: &Path, to: &Path) -> Result<u64, TransferError> {
+        let mut src = job.open_source(from)?;
         let expected = src
             .metadata()
             .map_err(|e| TransferError::io(&format!("cannot stat {}", from.display()), &e))?

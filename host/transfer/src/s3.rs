@@ -171,12 +171,12 @@ impl S3Backend {
     /// Sends one file to `key`, verified.
     async fn put_file(
         &self,
+        job: &Job,
         local: &Path,
         key: &str,
         progress: &Arc<Progress>,
     ) -> Result<u64, TransferError> {
-        let file = std::fs::File::open(local)
-            .map_err(|e| TransferError::io(&format!("cannot open {}", local.display()), &e))?;
+        let file = job.open_source(local)?;
         let meta = file
             .metadata()
             .map_err(|e| TransferError::io(&format!("cannot stat {}", local.display()), &e))?;
@@ -728,18 +728,20 @@ impl Backend for S3Backend {
         match job.kind {
             ItemKind::File => {
                 let bytes = self
-                    .put_file(&job.source(), &self.key(&item), &progress)
+                    .put_file(job, &job.source(), &self.key(&item), &progress)
                     .await?;
                 Ok(Sent { bytes })
             }
             ItemKind::Dir => {
                 // Object stores have no folders: the tree is its keys.
-                let (_, files) = walk(&job.source(), &job.excludes)?;
+                let (_, files) = walk(job)?;
                 let mut bytes = 0;
                 for (rel, local) in files {
                     let mut full = item.clone();
                     full.extend(rel);
-                    bytes += self.put_file(&local, &self.key(&full), &progress).await?;
+                    bytes += self
+                        .put_file(job, &local, &self.key(&full), &progress)
+                        .await?;
                 }
                 Ok(Sent { bytes })
             }

@@ -411,15 +411,14 @@ impl SftpBackend {
         conn: &mut Connection,
         local: &Path,
         remote: &[String],
-        id: &str,
+        job: &Job,
         progress: &Arc<Progress>,
     ) -> Result<u64, TransferError> {
+        let id = job.id.as_str();
         let (name, dirs) = remote
             .split_last()
             .ok_or_else(|| TransferError::permanent("empty remote path"))?;
-        let mut file = tokio::fs::File::open(local)
-            .await
-            .map_err(|e| TransferError::io(&format!("cannot open {}", local.display()), &e))?;
+        let mut file = tokio::fs::File::from_std(job.open_source(local)?);
         let len = file
             .metadata()
             .await
@@ -948,15 +947,14 @@ impl SftpBackend {
                 self.make_dirs(conn, &item[..item.len().saturating_sub(1)])
                     .await?;
                 let bytes = self
-                    .put_file(conn, &job.source(), item, &job.id, progress)
+                    .put_file(conn, &job.source(), item, job, progress)
                     .await?;
                 Ok(Sent { bytes })
             }
             ItemKind::Dir => {
                 // The tree: every folder, then every file (each through its
                 // own part name).
-                let src = job.source();
-                let (dirs, files) = super::tree::walk(&src, &job.excludes)?;
+                let (dirs, files) = super::tree::walk(job)?;
                 self.make_dirs(conn, item).await?;
                 for d in &dirs {
                     let mut full = item.to_vec();
@@ -967,9 +965,7 @@ impl SftpBackend {
                 for (rel, local) in files {
                     let mut full = item.to_vec();
                     full.extend(rel);
-                    bytes += self
-                        .put_file(conn, &local, &full, &job.id, progress)
-                        .await?;
+                    bytes += self.put_file(conn, &local, &full, job, progress).await?;
                 }
                 Ok(Sent { bytes })
             }

@@ -12,6 +12,8 @@ use std::time::Duration;
 /// The points a pause can be asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {
+    /// The item is about to be handed to its backend.
+    BeforeSend,
     /// A backend said the item was sent; before the source's re-check.
     AfterSend,
     /// The Complete record is on disk; before the source is removed.
@@ -23,6 +25,7 @@ pub enum Point {
 impl Point {
     fn name(self) -> &'static str {
         match self {
+            Point::BeforeSend => "before-send",
             Point::AfterSend => "after-send",
             Point::BeforeRemove => "before-remove",
             Point::BeforeRename => "before-rename",

@@ -170,14 +170,14 @@ impl WebdavBackend {
         &self,
         local: &Path,
         remote: &[String],
-        id: &str,
+        job: &Job,
         progress: &Arc<Progress>,
     ) -> Result<u64, TransferError> {
+        let id = job.id.as_str();
         let (name, dirs) = remote
             .split_last()
             .ok_or_else(|| TransferError::permanent("empty remote path"))?;
-        let file = std::fs::File::open(local)
-            .map_err(|e| TransferError::io(&format!("cannot open {}", local.display()), &e))?;
+        let file = job.open_source(local)?;
         let len = file
             .metadata()
             .map_err(|e| TransferError::io(&format!("cannot stat {}", local.display()), &e))?
@@ -341,16 +341,13 @@ impl Backend for WebdavBackend {
             ItemKind::File => {
                 self.make_collections(&item[..item.len().saturating_sub(1)])
                     .await?;
-                let bytes = self
-                    .put_file(&job.source(), &item, &job.id, &progress)
-                    .await?;
+                let bytes = self.put_file(&job.source(), &item, job, &progress).await?;
                 Ok(Sent { bytes })
             }
             ItemKind::Dir => {
                 // The tree: every folder, then every file (each through its
                 // own temporary name).
-                let src = job.source();
-                let (dirs, files) = super::tree::walk(&src, &job.excludes)?;
+                let (dirs, files) = super::tree::walk(job)?;
                 self.make_collections(&item).await?;
                 for d in &dirs {
                     let mut full = item.clone();
@@ -361,7 +358,7 @@ impl Backend for WebdavBackend {
                 for (rel, local) in files {
                     let mut full = item.clone();
                     full.extend(rel);
-                    bytes += self.put_file(&local, &full, &job.id, &progress).await?;
+                    bytes += self.put_file(&local, &full, job, &progress).await?;
                 }
                 Ok(Sent { bytes })
             }

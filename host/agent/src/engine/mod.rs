@@ -114,6 +114,7 @@ impl Engine {
         let runtime = Runtime::new(RuntimeConfig {
             limits: limits_of(&settings),
             cache_dir: local.cache_dir.clone(),
+            ..RuntimeConfig::default()
         })?;
         let engine = Arc::new(Self {
             shared: Arc::new(Shared {

@@ -12,6 +12,7 @@ use crate::journal::{Event, EventKind, new_id};
 use dispatch_protocol::PollerSpec;
 use dispatch_runtime::actions::{Action, FollowUp, ItemKind};
 use dispatch_runtime::{Plugin, Polled};
+use dispatch_transfer::beneath::Beneath;
 use dispatch_transfer::stability::{Scan, matches, signature};
 use dispatch_transfer::testhook::{self, Point};
 use dispatch_transfer::{Backend, Job, Progress, TransferError};
@@ -727,12 +728,9 @@ impl Poller {
         if let Err(e) = self.shared.journal.add_marker(&self.id, rel).await {
             tracing::error!(poller = %self.name(), path = %rel, "cannot note the marker in the journal: {e}");
         }
-        let path = self.root.join(rel);
-        match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-        {
+        // Beneath the root: a marker whose name (or folder) is a symlink out
+        // of it is refused, never created where the link points.
+        match Beneath::open(&self.root).and_then(|b| b.create(Path::new(rel))) {
             Ok(_) => tracing::info!(poller = %self.name(), path = %rel, "created marker"),
             Err(e) => {
                 tracing::error!(poller = %self.name(), path = %rel, "cannot create marker: {e}")
@@ -755,10 +753,12 @@ impl Poller {
         let dir = self.root.join(rel);
         let id = removal::dir_aside_id(&self.id, rel);
         let outcome = {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || removal::remove_marked_dir(&dir, &markers, &id))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            let (root, dir) = (self.root.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || {
+                removal::remove_marked_dir(&root, &dir, &markers, &id)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
         };
         let reason = match outcome {
             Ok(Removed::All) => {
@@ -851,6 +851,7 @@ impl Poller {
             id: q.id.clone(),
             sig: q.sig.clone(),
         };
+        testhook::wait_at(Point::BeforeSend).await;
         let mut result = if q.check_delivered && cfg.backend.delivered(&job).await == Some(true) {
             // A crash came between the final rename and the Complete
             // record: what the receiver has is this very item.
@@ -940,10 +941,10 @@ impl Poller {
         }
         testhook::wait_at(Point::BeforeRemove).await;
         let outcome = {
-            let (source, excludes, id) =
-                (self.root.join(&q.path), cfg.excludes.clone(), q.id.clone());
+            let (root, excludes, id) = (self.root.clone(), cfg.excludes.clone(), q.id.clone());
+            let source = root.join(&q.path);
             tokio::task::spawn_blocking(move || {
-                removal::remove_sent(&source, &scan, &excludes, &id)
+                removal::remove_sent(&root, &source, &scan, &excludes, &id)
             })
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))

@@ -31,7 +31,7 @@ pub(super) async fn recover(journal: &Journal, p: &Poller) -> Result<(), sqlx::E
     }
     // A `remove-dir` the crash interrupted: its directory had markers.
     for dir in journal.marker_dirs(&p.id).await? {
-        if let Err(e) = restore(&p.root().join(&dir), &dir_aside_id(&p.id, &dir)) {
+        if let Err(e) = restore(p.root(), &p.root().join(&dir), &dir_aside_id(&p.id, &dir)) {
             tracing::error!(poller = %p.name(), path = %dir, "cannot put back what an interrupted removal left: {e}");
         }
     }
@@ -67,16 +67,17 @@ fn event(row: &TransferRow, kind: EventKind, error: Option<String>) -> Event {
 /// removed: remove what was sent now, so it is not sent twice. A source
 /// that still cannot be removed is held back (never sent again).
 async fn remove_sent_before(journal: &Journal, p: &Poller, row: &TransferRow) {
-    let source = p.root().join(&row.path);
+    let root = p.root().to_path_buf();
+    let source = root.join(&row.path);
     let sent = row.signature.clone().unwrap_or_default();
     let (excludes, id) = (p.excludes().clone(), row.id.clone());
     let outcome = tokio::task::spawn_blocking(move || {
         // A removal the crash interrupted is undone first.
-        restore(&source, &id)?;
+        restore(&root, &source, &id)?;
         // Still the content that was sent: this scan is what was sent.
         match Scan::of(&source) {
             Some(scan) if matches(&sent, &scan.signature()) => {
-                remove_sent(&source, &scan, &excludes, &id).map(Some)
+                remove_sent(&root, &source, &scan, &excludes, &id).map(Some)
             }
             // Gone already, or other content (a new item): nothing to do.
             _ => Ok(None),

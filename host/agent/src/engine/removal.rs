@@ -8,7 +8,12 @@
 //! directories go one `rmdir` at a time. Whatever is left (added since,
 //! excluded, hidden, symlinks, fifos, names that are not UTF-8) is put back
 //! under the item's name, and the caller is told why.
+//!
+//! Every rename, unlink and rmdir resolves beneath the poller's root
+//! (`dispatch_transfer::beneath`): a folder swapped for a symlink out of the
+//! root between the poll and the removal makes it fail, never act outside.
 
+use dispatch_transfer::beneath::Beneath;
 use dispatch_transfer::stability::{Kind, Scan, Stamp};
 use globset::GlobSet;
 use std::collections::HashMap;
@@ -38,7 +43,8 @@ pub enum Removed {
 }
 
 /// An item moved aside to a private name in its own directory.
-struct Aside {
+struct Aside<'a> {
+    root: &'a Beneath,
     source: PathBuf,
     path: PathBuf,
 }
@@ -51,19 +57,20 @@ fn aside_path(source: &Path, id: &str) -> PathBuf {
     source.with_file_name(format!("{ASIDE_PREFIX}{short}"))
 }
 
-impl Aside {
+impl<'a> Aside<'a> {
     /// Moves `source` aside; `None` when nothing is there. What a crash
     /// left behind is put back first.
-    fn take(source: &Path, id: &str) -> io::Result<Option<Self>> {
+    fn take(root: &'a Beneath, source: &Path, id: &str) -> io::Result<Option<Self>> {
         let path = aside_path(source, id);
-        if let Some(at) = restore(source, id)? {
+        if let Some(at) = put_back_left(root, source, id)? {
             return Err(io::Error::other(format!(
                 "{} (left by an interrupted removal) is in the way: move it back by hand",
                 at.display()
             )));
         }
-        match std::fs::rename(source, &path) {
+        match root.rename(source, &path, true) {
             Ok(()) => Ok(Some(Aside {
+                root,
                 source: source.to_path_buf(),
                 path,
             })),
@@ -76,16 +83,10 @@ impl Aside {
     /// arrived there meanwhile: then it stays under its private name, which
     /// is returned.
     fn put_back(&self) -> io::Result<Option<PathBuf>> {
-        match rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &self.path,
-            rustix::fs::CWD,
-            &self.source,
-            rustix::fs::RenameFlags::NOREPLACE,
-        ) {
+        match self.root.rename(&self.path, &self.source, false) {
             Ok(()) => Ok(None),
-            Err(rustix::io::Errno::EXIST) => Ok(Some(self.path.clone())),
-            Err(e) => Err(e.into()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Some(self.path.clone())),
+            Err(e) => Err(e),
         }
     }
 
@@ -103,13 +104,18 @@ impl Aside {
 
 /// Puts back what transfer `id` set aside beside `source` before a crash;
 /// gives its path when `source` was taken meanwhile (then it stays).
-pub fn restore(source: &Path, id: &str) -> io::Result<Option<PathBuf>> {
+pub fn restore(root: &Path, source: &Path, id: &str) -> io::Result<Option<PathBuf>> {
+    put_back_left(&Beneath::open(root)?, source, id)
+}
+
+fn put_back_left(root: &Beneath, source: &Path, id: &str) -> io::Result<Option<PathBuf>> {
     let path = aside_path(source, id);
     if path.symlink_metadata().is_err() {
         return Ok(None);
     }
     tracing::warn!(path = %source.display(), "putting back what an interrupted removal left");
     Aside {
+        root,
         source: source.to_path_buf(),
         path,
     }
@@ -129,6 +135,7 @@ pub fn dir_aside_id(poller: &str, rel: &str) -> String {
 /// are those a backend sends (`transfer::tree::walk`: regular files with
 /// UTF-8 names outside `excludes`).
 pub fn remove_sent(
+    root: &Path,
     source: &Path,
     sent: &Scan,
     excludes: &GlobSet,
@@ -144,7 +151,8 @@ pub fn remove_sent(
         }
         _ => {}
     }
-    let Some(aside) = Aside::take(source, id)? else {
+    let root = Beneath::open(root)?;
+    let Some(aside) = Aside::take(&root, source, id)? else {
         return Ok(Removed::Gone);
     };
     match sent {
@@ -154,7 +162,7 @@ pub fn remove_sent(
                 aside.keep(String::new())?;
                 return Ok(Removed::Changed);
             }
-            std::fs::remove_file(&aside.path)?;
+            root.unlink(&aside.path)?;
             Ok(Removed::All)
         }
         Scan::Dir { entries, .. } => {
@@ -176,8 +184,14 @@ pub fn remove_sent(
 /// file): the markers, then the directory. Anything else (hidden entries,
 /// subdirectories, symlinks, names that are not UTF-8) keeps it all in
 /// place, with the reason.
-pub fn remove_marked_dir(dir: &Path, markers: &[String], id: &str) -> io::Result<Removed> {
-    let Some(aside) = Aside::take(dir, id)? else {
+pub fn remove_marked_dir(
+    root: &Path,
+    dir: &Path,
+    markers: &[String],
+    id: &str,
+) -> io::Result<Removed> {
+    let root = Beneath::open(root)?;
+    let Some(aside) = Aside::take(&root, dir, id)? else {
         return Ok(Removed::Gone);
     };
     let Some(Scan::Dir { entries, .. }) = Scan::of(&aside.path) else {
@@ -199,9 +213,9 @@ pub fn remove_marked_dir(dir: &Path, markers: &[String], id: &str) -> io::Result
         return aside.keep(format!("it holds {}", never_sent(&others)));
     }
     for e in &entries {
-        std::fs::remove_file(aside.path.join(&e.rel))?;
+        root.unlink(&aside.path.join(&e.rel))?;
     }
-    match std::fs::remove_dir(&aside.path) {
+    match root.rmdir(&aside.path) {
         Ok(()) => Ok(Removed::All),
         Err(_) => {
             let left = left_in(&aside.path);
@@ -228,15 +242,15 @@ fn remove_tree(
         }
         match e.kind {
             Kind::Dir => dirs.push(&e.rel),
-            _ => std::fs::remove_file(aside.path.join(&e.rel))?,
+            _ => aside.root.unlink(&aside.path.join(&e.rel))?,
         }
     }
     // Deepest first; a directory that still holds something stays.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for d in dirs {
-        let _ = std::fs::remove_dir(aside.path.join(d));
+        let _ = aside.root.rmdir(&aside.path.join(d));
     }
-    if std::fs::remove_dir(&aside.path).is_ok() {
+    if aside.root.rmdir(&aside.path).is_ok() {
         return Ok(Removed::All);
     }
     let left = left_in(&aside.path);
@@ -299,7 +313,7 @@ mod tests {
         let sent = Scan::of(&f).unwrap();
         std::fs::write(d.path().join("n"), "new").unwrap();
         std::fs::rename(d.path().join("n"), &f).unwrap();
-        let r = remove_sent(&f, &sent, &no_excludes(), "0123456789abcdef").unwrap();
+        let r = remove_sent(d.path(), &f, &sent, &no_excludes(), "0123456789abcdef").unwrap();
         assert_eq!(r, Removed::Changed);
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
     }
@@ -318,7 +332,14 @@ mod tests {
         std::fs::write(t.join("sub/late.mxf"), "late").unwrap();
         let mut ex = globset::GlobSetBuilder::new();
         ex.add(globset::Glob::new("*.tmp").unwrap());
-        let r = remove_sent(&t, &sent, &ex.build().unwrap(), "0123456789abcdef").unwrap();
+        let r = remove_sent(
+            d.path(),
+            &t,
+            &sent,
+            &ex.build().unwrap(),
+            "0123456789abcdef",
+        )
+        .unwrap();
         let Removed::Kept(why) = r else {
             panic!("{r:?}")
         };
@@ -343,7 +364,7 @@ mod tests {
         std::fs::write(t.join("dispatch.done"), "").unwrap();
         std::fs::write(t.join(".hidden"), "keep me").unwrap();
         let markers = vec!["dispatch.done".to_string()];
-        let r = remove_marked_dir(&t, &markers, "0123456789abcdef").unwrap();
+        let r = remove_marked_dir(d.path(), &t, &markers, "0123456789abcdef").unwrap();
         assert!(
             matches!(r, Removed::Kept(ref w) if w.contains("`.hidden`")),
             "{r:?}"
@@ -351,9 +372,42 @@ mod tests {
         assert!(t.join(".hidden").exists() && t.join("dispatch.done").exists());
         std::fs::remove_file(t.join(".hidden")).unwrap();
         assert_eq!(
-            remove_marked_dir(&t, &markers, "0123456789abcdef").unwrap(),
+            remove_marked_dir(d.path(), &t, &markers, "0123456789abcdef").unwrap(),
             Removed::All
         );
         assert!(!t.exists());
+    }
+
+    /// A root whose folder `show` was moved outside it (the same inodes,
+    /// so every stamp still matches) and replaced by a symlink there.
+    fn swapped() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let (root, outside) = (d.path().join("root"), d.path().join("outside"));
+        std::fs::create_dir_all(root.join("show/D")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("show/clip.mxf"), "clip").unwrap();
+        std::fs::write(root.join("show/D/dispatch.done"), "").unwrap();
+        std::fs::rename(root.join("show"), outside.join("show")).unwrap();
+        std::os::unix::fs::symlink(outside.join("show"), root.join("show")).unwrap();
+        (d, root, outside)
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_symlink_out_of_the_root_loses_nothing_outside() {
+        let (_d, root, outside) = swapped();
+        let f = root.join("show/clip.mxf");
+        let sent = Scan::of(&f).unwrap();
+        let e = remove_sent(&root, &f, &sent, &no_excludes(), "0123456789abcdef").unwrap_err();
+        assert!(e.to_string().contains("leads outside"), "{e}");
+        let markers = vec!["dispatch.done".to_string()];
+        let e = remove_marked_dir(&root, &root.join("show/D"), &markers, "0123456789abcdef")
+            .unwrap_err();
+        assert!(e.to_string().contains("leads outside"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("show/clip.mxf")).unwrap(),
+            "clip"
+        );
+        assert!(outside.join("show/D/dispatch.done").exists());
+        assert_eq!(std::fs::read_dir(outside.join("show")).unwrap().count(), 2);
     }
 }

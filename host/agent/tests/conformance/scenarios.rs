@@ -18,6 +18,7 @@ pub fn run(mut row: Row) {
     a_source_changed_during_upload_is_not_counted_as_sent(&row);
     a_missing_destination_folder_is_created(&row);
     an_unwritable_destination_is_a_permanent_error(&row);
+    a_folder_swapped_for_a_symlink_out_of_the_root_is_not_followed(&row);
 }
 
 /// Says, in the test's output, that a scenario does not apply and why.
@@ -417,6 +418,44 @@ fn a_source_changed_during_upload_is_not_counted_as_sent(row: &Row) {
                 .is_some_and(|e| e.contains("the source changed during the transfer"))
             && ends[1].event == "complete",
         "{name}: the first send must fail, the second complete: {events:?}"
+    );
+}
+
+fn a_folder_swapped_for_a_symlink_out_of_the_root_is_not_followed(row: &Row) {
+    let name = row.name;
+    let site = AgentSite::new();
+    add(&site.path("src"), &["show/ep8.mxf"]);
+    files_config(&site, &row.target("swapped", Creds::Right));
+    // Polled and found stable; just before the send, the folder moves out
+    // of the root and a symlink to it takes its name.
+    let live = Live::spawn(agent(&site, row, false, "before-send=1000"));
+    live.wait_for("test pause before-send", 1, Duration::from_secs(60));
+    let outside = site.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::rename(site.path("src/show"), outside.join("show")).unwrap();
+    std::os::unix::fs::symlink(outside.join("show"), site.path("src/show")).unwrap();
+    // Refused as this item's own problem (retried only after the longest
+    // backoff): the agent does not idle, so it is stopped once it said so.
+    site.wait_events("error", 1, Duration::from_secs(60));
+    let log = live.terminate();
+    assert_eq!(
+        std::fs::read_to_string(outside.join("show/ep8.mxf"))
+            .ok()
+            .as_deref(),
+        Some("show/ep8.mxf"),
+        "{name}: the file outside the root was touched: {log}"
+    );
+    assert!(
+        !row.landed("swapped").join("show/ep8.mxf").exists(),
+        "{name}: sent through the symlink: {log}"
+    );
+    let error = events_of(&site, "show/ep8.mxf")
+        .iter()
+        .find_map(|e| e.error.clone())
+        .unwrap_or_default();
+    assert!(
+        error.contains("leads outside") && error.contains("not followed"),
+        "{name}: the refusal is reported: `{error}`\n{log}"
     );
 }
 

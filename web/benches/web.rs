@@ -79,6 +79,7 @@ async fn serve(data: &Path) -> Server {
         secret_key: None,
         secret_key_file: None,
         upload_limit: 50 << 20,
+        upload_check: std::time::Duration::from_secs(60),
         secure_cookies: false,
     })
     .await

@@ -28,6 +28,10 @@ pub struct Cli {
     /// Upload limit for plugin modules, in MiB [default: 50].
     #[arg(long, env = "DISPATCH_UPLOAD_LIMIT_MIB")]
     pub upload_limit_mib: Option<usize>,
+    /// How long checking an uploaded module (compiling it, `describe()`)
+    /// may take before it is refused, in seconds [default: 120].
+    #[arg(long, env = "DISPATCH_UPLOAD_CHECK_SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_check_secs: Option<u64>,
     /// Register every `.wasm` of this directory as plugins at start (the
     /// built-in pollers).
     #[arg(long, env = "DISPATCH_REGISTER_PLUGINS")]
@@ -62,6 +66,7 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub secret_key_file: Option<PathBuf>,
     pub upload_limit_mib: Option<usize>,
+    pub upload_check_secs: Option<u64>,
     pub register_plugins: Option<PathBuf>,
     pub insecure_cookies: Option<bool>,
     pub local_agent: Option<String>,
@@ -79,6 +84,7 @@ pub struct WebConfig {
     /// `None`: `<data_dir>/secret.key`.
     pub secret_key_file: Option<PathBuf>,
     pub upload_limit: usize,
+    pub upload_check: std::time::Duration,
     pub register_plugins: Option<PathBuf>,
     pub secure_cookies: bool,
     /// (agent name, token file).
@@ -128,6 +134,12 @@ impl WebConfig {
             database_url: cli.database_url.or(file.database_url),
             secret_key_file: cli.secret_key_file.or(file.secret_key_file),
             upload_limit: cli.upload_limit_mib.or(file.upload_limit_mib).unwrap_or(50) << 20,
+            upload_check: std::time::Duration::from_secs(
+                match cli.upload_check_secs.or(file.upload_check_secs) {
+                    Some(0) => anyhow::bail!("upload_check_secs must be at least 1"),
+                    secs => secs.unwrap_or(120),
+                },
+            ),
             register_plugins: cli.register_plugins.or(file.register_plugins),
             secure_cookies: !(cli.insecure_cookies || file.insecure_cookies.unwrap_or(false)),
             local_agent,

@@ -36,6 +36,7 @@ pub struct AppState {
     /// Validates uploads: they run `describe()` in the same sandbox as agents.
     runtime: Arc<Runtime>,
     upload_limit: usize,
+    upload_check: std::time::Duration,
     secure_cookies: bool,
     /// The config version; agents long-polling `/agent/config` wait on it.
     config_version: tokio::sync::watch::Sender<i64>,
@@ -54,6 +55,8 @@ pub struct Settings {
     /// The key file; default: `secret.key` in the data dir.
     pub secret_key_file: Option<PathBuf>,
     pub upload_limit: usize,
+    /// How long checking an upload (compiling it, `describe()`) may take.
+    pub upload_check: std::time::Duration,
     pub secure_cookies: bool,
 }
 
@@ -107,6 +110,7 @@ impl AppState {
             .map_err(|e| anyhow::anyhow!("moving the pollers' targets into records: {e:#}"))?;
         let runtime = Arc::new(Runtime::new(RuntimeConfig {
             cache_dir: Some(s.data_dir.join("compiled")),
+            serial_compilation: true,
             ..RuntimeConfig::default()
         })?);
         let version: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
@@ -118,6 +122,7 @@ impl AppState {
             crypto,
             runtime,
             upload_limit: s.upload_limit,
+            upload_check: s.upload_check,
             secure_cookies: s.secure_cookies,
             config_version: tokio::sync::watch::channel(version).0,
             metrics: metrics::Metrics::default(),

@@ -41,6 +41,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         secret_key: std::env::var("DISPATCH_SECRET_KEY").ok(),
         secret_key_file: cfg.secret_key_file.clone(),
         upload_limit: cfg.upload_limit,
+        upload_check: cfg.upload_check,
         secure_cookies: cfg.secure_cookies,
     })
     .await?;

@@ -29,6 +29,63 @@ fn semver_ok(v: &str) -> bool {
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
+/// One upload is checked at a time, however many people upload: compiling
+/// is CPU work that agents' requests must not queue behind.
+static CHECKING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Compiles `bytes` and runs `describe()` (which has the poll's deadline)
+/// off the async threads, one upload at a time, within the upload check
+/// limit. A compile cannot be interrupted: one past the limit is refused
+/// at once but finishes on its thread, still holding the one slot (so the
+/// CPU it takes stays bounded), and leaves no artifact behind.
+async fn check(
+    state: &AppState,
+    bytes: std::sync::Arc<Vec<u8>>,
+    sha256: &str,
+) -> ApiResult<Result<dispatch_runtime::Plugin, dispatch_runtime::LoadError>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let limit = state.upload_check;
+    let busy = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "another upload is being checked: try again in a moment",
+        )
+    };
+    let permit = tokio::time::timeout(limit, CHECKING.acquire())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+    let abandoned = std::sync::Arc::new(AtomicBool::new(false));
+    let task = {
+        let (runtime, abandoned, sha256) =
+            (state.runtime.clone(), abandoned.clone(), sha256.to_string());
+        tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            let loaded = runtime.load_bytes(&bytes, "upload");
+            if abandoned.load(Ordering::SeqCst) {
+                runtime.forget_compiled(&sha256);
+            }
+            loaded
+        })
+    };
+    match tokio::time::timeout(limit, task).await {
+        Ok(joined) => {
+            joined.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        }
+        Err(_) => {
+            abandoned.store(true, Ordering::SeqCst);
+            state.runtime.forget_compiled(sha256);
+            Err(ApiError::bad(
+                "file",
+                format!(
+                    "checking the upload (compiling it, describe()) took longer than {} s: refused",
+                    limit.as_secs()
+                ),
+            ))
+        }
+    }
+}
+
 /// Validates `bytes` and stores them as a plugin version.
 pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiResult<Stored> {
     let sha256 = sha256_hex(&bytes);
@@ -39,15 +96,8 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
         state.runtime.forget_compiled(&sha256);
         e
     };
-    // Compiling and describe() are CPU work: off the async threads.
     let bytes = std::sync::Arc::new(bytes);
-    let plugin = {
-        let (bytes, runtime) = (bytes.clone(), state.runtime.clone());
-        tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes, "upload"))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    }
-    .map_err(|e| {
+    let plugin = check(state, bytes.clone(), &sha256).await?.map_err(|e| {
         refused(ApiError::bad(
             "file",
             e.to_string().replacen("plugin upload", "the upload", 1),

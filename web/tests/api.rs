@@ -50,6 +50,7 @@ impl App {
             secret_key: None,
             secret_key_file: None,
             upload_limit: 1 << 20,
+            upload_check: std::time::Duration::from_secs(60),
             secure_cookies: false,
         })
         .await
@@ -1299,6 +1300,7 @@ async fn inline_targets_of_old_pollers_become_records_at_start() {
         secret_key: None,
         secret_key_file: None,
         upload_limit: 1 << 20,
+        upload_check: std::time::Duration::from_secs(60),
         secure_cookies: false,
     })
     .await

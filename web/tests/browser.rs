@@ -129,6 +129,7 @@ async fn app() -> App {
         secret_key: None,
         secret_key_file: None,
         upload_limit: 8 << 20,
+        upload_check: std::time::Duration::from_secs(60),
         secure_cookies: false,
     })
     .await

@@ -106,3 +106,57 @@ async fn an_unknown_name_costs_what_a_wrong_password_does() {
         "unknown name {u:?}, known name with a wrong password {k:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_form_refuses_a_post_from_another_site() {
+    let site = Site::start().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = site.base();
+    let host = base.trim_start_matches("http://").to_string();
+    let post = |headers: Vec<(&'static str, String)>| {
+        // The admin's password is plain letters, digits and dashes: no
+        // escaping needed in the form body.
+        let mut req = http
+            .post(format!("{base}/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "username=admin&password={}&next=%2Fpollers",
+                support::ADMIN_PW
+            ));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    for refused in [
+        vec![("origin", "http://evil.example".to_string())],
+        vec![("origin", "null".to_string())],
+        vec![("origin", format!("http://{host}.evil.example"))],
+        vec![("sec-fetch-site", "cross-site".to_string())],
+        vec![
+            ("origin", format!("http://{host}")),
+            ("sec-fetch-site", "same-site".to_string()),
+        ],
+    ] {
+        let res = post(refused.clone()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{refused:?}");
+        assert!(res.headers().get("set-cookie").is_none(), "{refused:?}");
+        assert!(res.text().await.unwrap().contains("sent from another site"));
+    }
+    // This site's own form, and a client that is no browser, log in.
+    for allowed in [
+        vec![
+            ("origin", format!("http://{host}")),
+            ("sec-fetch-site", "same-origin".to_string()),
+        ],
+        vec![],
+    ] {
+        let res = post(allowed.clone()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{allowed:?}");
+        assert_eq!(res.headers()["location"], "/pollers");
+        assert!(res.headers().get("set-cookie").is_some(), "{allowed:?}");
+    }
+}

@@ -93,6 +93,7 @@ fn runtime(cache_dir: Option<PathBuf>) -> Runtime {
     Runtime::new(RuntimeConfig {
         limits: limits(),
         cache_dir,
+        ..RuntimeConfig::default()
     })
     .unwrap()
 }

@@ -205,7 +205,11 @@ impl CacheArgs {
                 .clone()
                 .or_else(|| dirs::cache_dir().map(|d| d.join("dispatch").join("components")))
         };
-        Runtime::new(RuntimeConfig { limits, cache_dir })
+        Runtime::new(RuntimeConfig {
+            limits,
+            cache_dir,
+            ..RuntimeConfig::default()
+        })
     }
 }
 

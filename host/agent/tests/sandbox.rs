@@ -36,6 +36,7 @@ fn an_endless_loop_is_stopped_at_the_deadline() {
             ..Limits::default()
         },
         cache_dir: None,
+        ..RuntimeConfig::default()
     })
     .unwrap();
     let plugin = rt.load_file(&component("test", "hostile")).unwrap();
@@ -71,6 +72,7 @@ fn waits_in_wasi_end_at_the_deadline() {
             ..Limits::default()
         },
         cache_dir: None,
+        ..RuntimeConfig::default()
     })
     .unwrap();
     let plugin = std::sync::Arc::new(rt.load_file(&component("test", "hostile")).unwrap());

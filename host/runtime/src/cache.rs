@@ -33,22 +33,29 @@ pub enum CacheError {
         dir: PathBuf,
         source: std::io::Error,
     },
-    #[error("compile cache {0} is writable by other users; refusing to load compiled code from it")]
-    Unsafe(PathBuf),
+    #[error("compile cache {0} {1}; refusing to load compiled code from it")]
+    Unsafe(PathBuf, &'static str),
 }
 
 impl CompileCache {
-    /// Opens (creating, mode 0700) the cache directory.
+    /// Opens (creating, mode 0700) the cache directory. Compiled code is
+    /// run as it is, so only a directory this user owns, that nobody else
+    /// can write and that is not a symlink (which another user could have
+    /// pointed at a directory of theirs) is used.
     pub fn open(dir: &Path, engine: &Engine) -> Result<Self, CacheError> {
+        use std::os::unix::fs::DirBuilderExt;
         let io = |source| CacheError::Io {
             dir: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let meta = std::fs::metadata(dir).map_err(io)?;
-        if meta.permissions().mode() & 0o022 != 0 {
-            // Only deserialize what this agent wrote: nobody else may write here.
-            return Err(CacheError::Unsafe(dir.to_path_buf()));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+        let meta = std::fs::symlink_metadata(dir).map_err(io)?;
+        if let Some(why) = unsafe_to_trust(&meta) {
+            return Err(CacheError::Unsafe(dir.to_path_buf(), why));
         }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -72,10 +79,21 @@ impl CompileCache {
         stats: &CacheStats,
     ) -> wasmtime::Result<Component> {
         let path = self.path_for(sha256);
-        if path.exists() {
-            // SAFETY: the file was written by `store` below into a directory
-            // only this user can write, under a name that includes the sha256
-            // of the source and the engine's compatibility hash.
+        let trusted = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => match unsafe_to_trust(&meta) {
+                None => true,
+                Some(why) => {
+                    tracing::warn!(cache = %path.display(), "cached component {why}: not loaded, compiling again");
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        if trusted {
+            // SAFETY: the file is this user's own, in a directory only this
+            // user can write (both checked), written by `store` below under a
+            // name that includes the sha256 of the source and the engine's
+            // compatibility hash.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => {
                     stats.loaded_from_cache.fetch_add(1, Ordering::Relaxed);
@@ -157,6 +175,21 @@ impl CompileCache {
     }
 }
 
+/// Why a cache directory or artifact (as `lstat` saw it) must not be
+/// trusted: a symlink, another user's, or writable by others.
+fn unsafe_to_trust(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.file_type().is_symlink() {
+        Some("is a symlink")
+    } else if meta.uid() != rustix::process::geteuid().as_raw() {
+        Some("belongs to another user")
+    } else if meta.permissions().mode() & 0o022 != 0 {
+        Some("is writable by other users")
+    } else {
+        None
+    }
+}
+
 /// Lowercase hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -192,5 +225,59 @@ mod tests {
         assert_eq!(left, [format!("aaa-{key}.cwasm"), "notes.txt".to_string()]);
         assert_eq!(cache.forget("aaa"), 5);
         assert_eq!(cache.forget("aaa"), 0);
+    }
+
+    /// The smallest component there is.
+    const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn only_this_users_own_private_artifacts_are_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("a/b");
+        let engine = Engine::default();
+        let cache = CompileCache::open(&cache_dir, &engine).unwrap();
+        let mode = std::fs::metadata(&cache_dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let stats = CacheStats::default();
+        let sha = sha256_hex(EMPTY);
+        let load = || cache.load(&engine, EMPTY, &sha, &stats).unwrap();
+        load();
+        load();
+        assert_eq!(stats.loaded_from_cache.load(Ordering::Relaxed), 1);
+        // Writable by others: compiled again (and stored privately again).
+        let artifact = cache.path_for(&sha);
+        std::fs::set_permissions(&artifact, std::fs::Permissions::from_mode(0o666)).unwrap();
+        load();
+        assert_eq!(stats.compiled.load(Ordering::Relaxed), 2);
+        load();
+        assert_eq!(stats.loaded_from_cache.load(Ordering::Relaxed), 2);
+        // A symlink to an artifact elsewhere: never followed.
+        let elsewhere = dir.path().join("elsewhere.cwasm");
+        std::fs::rename(&artifact, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &artifact).unwrap();
+        load();
+        assert_eq!(stats.compiled.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_cache_directory_that_is_a_symlink_or_shared_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let engine = Engine::default();
+        let err = CompileCache::open(&link, &engine)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("is a symlink"), "{err}");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = CompileCache::open(&real, &engine)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("writable by other users"), "{err}");
     }
 }

@@ -60,6 +60,9 @@ pub struct RuntimeConfig {
     pub limits: Limits,
     /// Where compiled components are kept; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// Compile on the calling thread only (a server whose other cores must
+    /// stay free for requests), not on every core.
+    pub serial_compilation: bool,
 }
 
 /// Why a plugin could not be loaded.
@@ -136,6 +139,7 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true);
+        wasm.parallel_compilation(!config.serial_compilation);
         let engine = Engine::new(&wasm)?;
         let mut linker = Linker::new(&engine);
         // Every WASI interface, granting nothing: components built by other

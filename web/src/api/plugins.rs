@@ -59,7 +59,8 @@ pub struct UploadForm {
 #[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins", operation_id = "upload_plugin",
     request_body(content = UploadForm, content_type = "multipart/form-data", description = "field `file`: the component"),
     responses((status = 201, body = Stored), (status = 200, body = Stored, description = "the same bytes were already stored"),
-              (status = 422, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)),
+              (status = 422, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody, description = "another upload was being checked for the whole check limit: try again")),
     security(("session" = [])))]
 pub async fn upload(
     State(state): State<Arc<AppState>>,

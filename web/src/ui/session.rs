@@ -6,7 +6,7 @@ use crate::auth::{self, User};
 use askama::Template;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use axum::{Extension, Form};
 use serde::Deserialize;
@@ -70,12 +70,48 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
+/// Whether a form was posted from another site. A login posted from
+/// elsewhere (login CSRF) would log the victim in as the attacker, and what
+/// they then set up would land in the attacker's account. Browsers send
+/// `Origin` (and `Sec-Fetch-Site`) with every POST; a client that sends
+/// neither is no browser, and so no victim.
+fn cross_site(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
+    if text("sec-fetch-site").is_some_and(|v| v != "same-origin" && v != "none") {
+        return true;
+    }
+    let Some(origin) = text("origin") else {
+        return false;
+    };
+    // Behind a proxy the host the browser used is the forwarded one.
+    let host = text("x-forwarded-host").or_else(|| text("host"));
+    match (origin.split_once("://"), host) {
+        (Some((_, authority)), Some(host)) => !authority.eq_ignore_ascii_case(host),
+        // `Origin: null` (a sandboxed frame, a redirect across sites).
+        _ => true,
+    }
+}
+
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     from: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> PageResult {
     let next = safe_next(f.next.as_deref());
+    if cross_site(&headers) {
+        return html_status(
+            StatusCode::FORBIDDEN,
+            &LoginPage {
+                next,
+                username: String::new(),
+                error: Some(
+                    "This login was sent from another site, so it was refused: log in on this page."
+                        .into(),
+                ),
+            },
+        );
+    }
     let from = from.map(|Extension(ConnectInfo(a))| a.ip());
     let refused = |status, error: String| {
         html_status(

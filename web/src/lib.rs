@@ -43,6 +43,8 @@ pub struct AppState {
     metrics: metrics::Metrics,
     /// Failed logins, for the backoff (per process).
     logins: throttle::Throttle,
+    /// Configuration long-polls open, per agent (per process).
+    long_polls: api::agent::LongPolls,
 }
 
 /// How the app is set up (see `config::WebConfig` for the CLI side).
@@ -127,6 +129,7 @@ impl AppState {
             config_version: tokio::sync::watch::channel(version).0,
             metrics: metrics::Metrics::default(),
             logins: throttle::Throttle::default(),
+            long_polls: api::agent::LongPolls::default(),
         });
         tokio::spawn(follow_config_version(Arc::downgrade(&state)));
         auth::warm_up();

@@ -1995,3 +1995,135 @@ async fn a_search_gives_the_same_pages_for_common_and_rare_substrings() {
         assert_eq!(got["has_more"], more, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_reports_past_the_limits_are_refused_whole_naming_the_limit() {
+    let app = App::start().await;
+    let (s, edge1, _) = setup(&app).await;
+    let t0 = 1_700_000_000_000i64;
+    let post = |path: &'static str, body: Value| app.agent(Method::POST, path, &edge1, Some(body));
+    // One event more than a batch may hold: 413, naming the limit.
+    let many: Vec<Value> = (0..=5_000)
+        .map(|i| event(&format!("m{i}"), "tm", "A/m.mxf", "progress", t0 + i))
+        .collect();
+    let res = post("/api/v1/agent/events", json!({ "events": many })).await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 5000 events"),
+        "{body}"
+    );
+    // A field past its limit: 422 naming the field, and nothing of the
+    // batch is taken (the good event before it neither).
+    let long_path = format!("A/{}", "x".repeat(4_095));
+    let mut long_error = event("e2", "t2", "A/y.mxf", "error", t0);
+    long_error["error"] = json!("e".repeat(8_193));
+    for (bad, field) in [
+        (
+            event("e1", "t1", &long_path, "queued", t0),
+            "events[1].path",
+        ),
+        (long_error, "events[1].error"),
+        (
+            event(&"i".repeat(129), "t3", "A/z.mxf", "queued", t0),
+            "events[1].id",
+        ),
+    ] {
+        let batch = json!({"events": [event("ok", "t0", "A/ok.mxf", "queued", t0), bad]});
+        let res = post("/api/v1/agent/events", batch).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["field"], field, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("at most"),
+            "{body}"
+        );
+    }
+    let (_, found) = s.call(Method::GET, "/api/v1/transfers", None).await;
+    assert_eq!(found["items"], json!([]), "{found}");
+    // At the limits exactly: taken.
+    let mut at_limit = event("e9", "t9", &format!("A/{}", "x".repeat(4_094)), "error", t0);
+    at_limit["error"] = json!("e".repeat(8_192));
+    let res = post("/api/v1/agent/events", json!({ "events": [at_limit] })).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Heartbeats too.
+    let states: Vec<Value> = (0..=10_000)
+        .map(|i| json!({"name": format!("p{i}")}))
+        .collect();
+    let res = post(
+        "/api/v1/agent/heartbeat",
+        json!({"version": "1", "host_name": "h", "pollers": states}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let res = post(
+        "/api/v1/agent/heartbeat",
+        json!({"version": "1", "host_name": "h".repeat(257)}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.json::<Value>().await.unwrap()["field"], "host_name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_holds_at_most_four_long_polls_open() {
+    let app = App::start().await;
+    let (_s, edge1, edge2) = setup(&app).await;
+    let etag_of = async |token: &str| {
+        let res = app
+            .agent(Method::GET, "/api/v1/agent/config", token, None)
+            .await;
+        res.headers()["etag"].to_str().unwrap().to_string()
+    };
+    let (etag1, etag2) = (etag_of(&edge1).await, etag_of(&edge2).await);
+    let long_poll = |token: &str, etag: &str, wait: u32| {
+        app.http
+            .get(app.url(&format!("/api/v1/agent/config?wait={wait}")))
+            .bearer_auth(token)
+            .header("if-none-match", etag)
+            .send()
+    };
+    let open: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(long_poll(&edge1, &etag1, 5)))
+        .collect();
+    // Wait until the server holds all four.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("dispatch_config_long_polls 4") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let res = long_poll(&edge1, &etag1, 5).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("4 configuration requests"),
+        "{body}"
+    );
+    // Another agent is not held back by it.
+    let res = long_poll(&edge2, &etag2, 1).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    // Once they end, the slots are free again.
+    for o in open {
+        assert_eq!(o.await.unwrap().unwrap().status(), StatusCode::NOT_MODIFIED);
+    }
+    let res = long_poll(&edge1, &etag1, 1).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+}

@@ -23,7 +23,8 @@ pub use config::{
 };
 pub use error::FieldError;
 pub use report::{
-    Command, EVENT_KINDS, Event, EventBatch, Heartbeat, HeartbeatReply, Ingested, PollerState,
+    Command, EVENT_KINDS, Event, EventBatch, Heartbeat, HeartbeatReply, Ingested, PollerState, cut,
+    limits,
 };
 pub use secret::Secret;
 pub use target::Target;

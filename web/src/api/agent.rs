@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dispatch_protocol::{
     Command, EVENT_KINDS, Event, EventBatch, Heartbeat, HeartbeatReply, Ingested, PollerState,
+    limits,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -62,7 +63,8 @@ pub async fn current_etag(state: &AppState, agent: &Agent) -> ApiResult<String> 
 #[utoipa::path(get, path = "/api/v1/agent/config", tag = "agent", operation_id = "agent_config",
     params(ConfigQuery, ("If-None-Match" = Option<String>, Header, description = "The ETag of the configuration the agent has")),
     responses((status = 200, body = dispatch_protocol::AgentConfig, headers(("ETag" = String, description = "Send it back as `If-None-Match`"))),
-              (status = 304, description = "`If-None-Match` is the current ETag: unchanged")),
+              (status = 304, description = "`If-None-Match` is the current ETag: unchanged"),
+              (status = 429, description = "this agent holds the most long-polls it may open already", body = crate::error::ErrorBody)),
     security(("agent_token" = [])))]
 pub async fn config(
     State(state): State<Arc<AppState>>,
@@ -92,6 +94,18 @@ pub async fn config(
                 .into_response());
         }
         // Unchanged: wait for a change of anything config depends on.
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        let Some(_slot) = state.long_polls.take(agent.id) else {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this agent already holds {} configuration requests open, the most it may",
+                    limits::LONG_POLLS_PER_AGENT
+                ),
+            ));
+        };
         let _waiting = crate::metrics::Waiting::new(&state.metrics.config_waits);
         tokio::select! {
             r = changes.changed() => if r.is_err() { break },
@@ -105,10 +119,89 @@ pub async fn config(
         .into_response())
 }
 
-/// Refuses a batch with an unknown event kind or an empty id (the whole
-/// batch: nothing of it is ingested).
+/// The configuration long-polls each agent holds open, so one agent (or a
+/// stolen token) cannot hold thousands.
+#[derive(Default)]
+pub struct LongPolls(std::sync::Mutex<std::collections::HashMap<i64, usize>>);
+
+/// One open long-poll of an agent; given back when dropped.
+pub struct LongPoll<'a> {
+    polls: &'a LongPolls,
+    agent: i64,
+}
+
+impl LongPolls {
+    /// A slot for `agent`, unless it holds the most it may already.
+    fn take(&self, agent: i64) -> Option<LongPoll<'_>> {
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(agent).or_default();
+        if *n >= limits::LONG_POLLS_PER_AGENT {
+            return None;
+        }
+        *n += 1;
+        Some(LongPoll { polls: self, agent })
+    }
+}
+
+impl Drop for LongPoll<'_> {
+    fn drop(&mut self) {
+        let mut open = self
+            .polls
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.agent) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.agent);
+            }
+        }
+    }
+}
+
+/// Refuses `text` of `field` past `max` bytes (the message names both).
+fn bounded(field: &str, text: &str, max: usize) -> ApiResult<()> {
+    if text.len() > max {
+        return Err(ApiError::bad(
+            field,
+            format!("is {} bytes; at most {max} are accepted", text.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a batch past the limits (`dispatch_protocol::limits`), with an
+/// unknown event kind or an empty id: the whole batch, nothing of it is
+/// ingested.
 fn check_events(batch: &EventBatch) -> ApiResult<()> {
+    if batch.events.len() > limits::EVENTS_PER_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a batch holds at most {} events, this one {}: send it in parts",
+                limits::EVENTS_PER_BATCH,
+                batch.events.len()
+            ),
+        ));
+    }
     for (i, e) in batch.events.iter().enumerate() {
+        let at = |f: &str| format!("events[{i}].{f}");
+        bounded(&at("id"), &e.id, limits::ID_BYTES)?;
+        bounded(&at("transfer_id"), &e.transfer_id, limits::ID_BYTES)?;
+        bounded(&at("poller"), &e.poller, limits::NAME_BYTES)?;
+        bounded(&at("path"), &e.path, limits::PATH_BYTES)?;
+        for (f, text, max) in [
+            ("poller_id", &e.poller_id, limits::ID_BYTES),
+            ("error", &e.error, limits::TEXT_BYTES),
+            ("host", &e.host, limits::NAME_BYTES),
+        ] {
+            if let Some(t) = text {
+                bounded(&at(f), t, max)?;
+            }
+        }
         if !EVENT_KINDS.contains(&e.event.as_str()) {
             return Err(ApiError::bad(
                 &format!("events[{i}].event"),
@@ -132,7 +225,8 @@ fn check_events(batch: &EventBatch) -> ApiResult<()> {
 /// Ingest a batch of transfer events in one transaction; events already
 /// ingested (same agent, same id) change nothing.
 #[utoipa::path(post, path = "/api/v1/agent/events", tag = "agent", operation_id = "agent_events", request_body = EventBatch,
-    responses((status = 200, body = Ingested), (status = 422, body = crate::error::ErrorBody)), security(("agent_token" = [])))]
+    responses((status = 200, body = Ingested), (status = 422, body = crate::error::ErrorBody),
+              (status = 413, description = "more events than a batch may hold", body = crate::error::ErrorBody)), security(("agent_token" = [])))]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     agent: Agent,
@@ -280,13 +374,15 @@ async fn apply(tx: &mut Tx<'_>, agent: &Agent, e: &Event) -> Result<(), sqlx::Er
 /// and how each poller does. The answer lists the agent's open commands
 /// (an older agent that ignores the body loses nothing but them).
 #[utoipa::path(post, path = "/api/v1/agent/heartbeat", tag = "agent", operation_id = "agent_heartbeat", request_body = Heartbeat,
-    responses((status = 200, body = HeartbeatReply), (status = 422, body = crate::error::ErrorBody)), security(("agent_token" = [])))]
+    responses((status = 200, body = HeartbeatReply), (status = 422, body = crate::error::ErrorBody),
+              (status = 413, description = "more poller states or done commands than a heartbeat may hold", body = crate::error::ErrorBody)), security(("agent_token" = [])))]
 pub async fn heartbeat(
     State(state): State<Arc<AppState>>,
     agent: Agent,
     body: Result<Json<Heartbeat>, JsonRejection>,
 ) -> ApiResult<Json<HeartbeatReply>> {
     let Json(hb) = body?;
+    check_heartbeat(&hb)?;
     let now = crate::now_ms();
     let mut tx = crate::begin_write(&state.pool).await?;
     record_agent(&mut tx, &agent, &hb, now).await?;
@@ -308,6 +404,62 @@ pub async fn heartbeat(
     let commands = open_commands(&mut tx, agent.id).await?;
     tx.commit().await?;
     Ok(Json(HeartbeatReply { commands }))
+}
+
+/// Refuses a heartbeat past the limits (`dispatch_protocol::limits`).
+fn check_heartbeat(hb: &Heartbeat) -> ApiResult<()> {
+    for (field, n) in [("pollers", hb.pollers.len()), ("done", hb.done.len())] {
+        if n > limits::POLLERS_PER_HEARTBEAT {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a heartbeat holds at most {} {field}, this one {n}",
+                    limits::POLLERS_PER_HEARTBEAT
+                ),
+            ));
+        }
+    }
+    bounded("version", &hb.version, limits::NAME_BYTES)?;
+    bounded("host_name", &hb.host_name, limits::NAME_BYTES)?;
+    for (field, text, max) in [
+        ("config_etag", &hb.config_etag, limits::ID_BYTES),
+        ("config_error", &hb.config_error, limits::TEXT_BYTES),
+    ] {
+        if let Some(t) = text {
+            bounded(field, t, max)?;
+        }
+    }
+    for (i, d) in hb.done.iter().enumerate() {
+        bounded(&format!("done[{i}]"), d, limits::ID_BYTES)?;
+    }
+    for (i, p) in hb.pollers.iter().enumerate() {
+        let at = |f: &str| format!("pollers[{i}].{f}");
+        bounded(&at("name"), &p.name, limits::NAME_BYTES)?;
+        for (f, text, max) in [
+            ("id", &p.id, limits::ID_BYTES),
+            ("reason", &p.reason, limits::TEXT_BYTES),
+            ("plugin_version", &p.plugin_version, limits::NAME_BYTES),
+            ("config_error", &p.config_error, limits::TEXT_BYTES),
+        ] {
+            if let Some(t) = text {
+                bounded(&at(f), t, max)?;
+            }
+        }
+        if p.not_ready.len() > limits::NOT_READY_LINES {
+            return Err(ApiError::bad(
+                &at("not_ready"),
+                format!(
+                    "has {} lines; at most {} are accepted",
+                    p.not_ready.len(),
+                    limits::NOT_READY_LINES
+                ),
+            ));
+        }
+        for (j, line) in p.not_ready.iter().enumerate() {
+            bounded(&at(&format!("not_ready[{j}]")), line, limits::TEXT_BYTES)?;
+        }
+    }
+    Ok(())
 }
 
 /// The agent's own columns; `poller_states` keeps the whole list for the

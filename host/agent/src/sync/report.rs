@@ -115,6 +115,7 @@ impl Reporter {
     fn named(&self, mut events: Vec<ReportEvent>) -> Vec<ReportEvent> {
         for e in &mut events {
             e.poller = self.engine.name_of(&e.poller);
+            e.fit();
         }
         events
     }
@@ -222,7 +223,7 @@ impl Reporter {
             let s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
             (s.etag.clone(), s.error.clone())
         };
-        let beat = Heartbeat {
+        let mut beat = Heartbeat {
             version: env!("CARGO_PKG_VERSION").into(),
             host_name: self.engine.host().to_string(),
             pollers,
@@ -232,6 +233,7 @@ impl Reporter {
             done: self.done.clone(),
             journal_bytes: i64::try_from(self.engine.journal().size_on_disk()).ok(),
         };
+        beat.fit();
         let answer = self.client.post("/api/v1/agent/heartbeat", &beat).await?;
         self.done.clear();
         if full {

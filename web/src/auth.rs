@@ -261,6 +261,7 @@ fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 pub struct User {
     pub id: i64,
     pub username: String,
+    pub role: crate::roles::Role,
     pub csrf: String,
     pub session_hash: String,
 }
@@ -287,22 +288,37 @@ impl FromRequestParts<Arc<AppState>> for User {
 
 impl User {
     /// The session's person, without the CSRF check (pages check the
-    /// token their forms carry instead).
+    /// token their forms carry instead); refused when their role may not
+    /// make this request (`roles::needed`).
     pub async fn from_session(parts: &Parts, state: &AppState) -> ApiResult<Self> {
         let token = cookie_value(parts, SESSION_COOKIE)
             .ok_or_else(|| ApiError::unauthorized("log in first"))?;
         let hash = sha256_hex(token);
         let row = sqlx::query(
-            "SELECT s.user_id, s.csrf, u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_at > ?",
+            "SELECT s.user_id, s.csrf, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_at > ?",
         )
         .bind(&hash)
         .bind(crate::now_ms())
         .fetch_optional(&state.pool)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the session expired or is unknown: log in again"))?;
+        let role = crate::roles::Role::parse(row.get("role"));
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(axum::extract::MatchedPath::as_str);
+        let needed = crate::roles::needed(&parts.method, route);
+        if role < needed {
+            return Err(ApiError::forbidden(format!(
+                "this needs the {} role; you are {}",
+                needed.as_str(),
+                role.as_str()
+            )));
+        }
         Ok(User {
             id: row.get("user_id"),
             username: row.get("username"),
+            role,
             csrf: row.get("csrf"),
             session_hash: hash,
         })

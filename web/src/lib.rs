@@ -13,6 +13,7 @@ mod metrics;
 mod modules;
 mod registry;
 pub mod retention;
+pub mod roles;
 pub mod rollups;
 mod target_store;
 mod throttle;

@@ -56,14 +56,27 @@ pub async fn forget_finished_transfers(
     }
 }
 
-/// Prunes every hour, for as long as the server runs: event ids, and
-/// finished transfers when `transfers_kept` is set.
+/// Forgets sessions past their expiry (they no longer log anyone in, but
+/// each login adds one); gives how many went.
+pub async fn forget_expired_sessions(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+        .bind(crate::now_ms())
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+/// Prunes every hour, for as long as the server runs: event ids, expired
+/// sessions, and finished transfers when `transfers_kept` is set.
 pub fn keep_pruned(pool: SqlitePool, transfers_kept: Option<Duration>) {
     tokio::spawn(async move {
         loop {
             match forget_event_ids(&pool, EVENT_IDS_KEPT).await {
                 Ok(n) => tracing::debug!(forgotten = n, "old ingested event ids forgotten"),
                 Err(e) => tracing::warn!("cannot prune ingested event ids: {e}"),
+            }
+            if let Err(e) = forget_expired_sessions(&pool).await {
+                tracing::warn!("cannot prune expired sessions: {e}");
             }
             if let Some(kept) = transfers_kept {
                 match forget_finished_transfers(&pool, kept).await {

@@ -75,10 +75,14 @@ impl App {
     }
 
     async fn login(&self) -> Session<'_> {
+        self.login_as("admin", "admin-pw").await
+    }
+
+    async fn login_as(&self, username: &str, password: &str) -> Session<'_> {
         let res = self
             .http
             .post(self.url("/api/v1/login"))
-            .json(&json!({"username": "admin", "password": "admin-pw"}))
+            .json(&json!({"username": username, "password": password}))
             .send()
             .await
             .unwrap();
@@ -2126,4 +2130,494 @@ async fn an_agent_holds_at_most_four_long_polls_open() {
     }
     let res = long_poll(&edge1, &etag1, 1).await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+}
+
+/// Every operation of the published API a person can call, with the least
+/// role that may (`{id}`-style parts filled from `ids`).
+fn role_table(
+    ids: &std::collections::HashMap<&str, String>,
+) -> Vec<(Method, String, Option<Value>, &'static str)> {
+    let fill = |p: &str| {
+        let mut p = p.to_string();
+        for (k, v) in ids {
+            p = p.replace(&format!("{{{k}}}"), v);
+        }
+        p
+    };
+    let rows: Vec<(Method, &str, Option<Value>, &str)> = vec![
+        (Method::GET, "/api/v1/me", None, "viewer"),
+        (Method::GET, "/api/v1/plugins", None, "viewer"),
+        (Method::GET, "/api/v1/plugins/{key}", None, "viewer"),
+        (Method::GET, "/api/v1/wit/{version}", None, "viewer"),
+        (Method::GET, "/api/v1/agents", None, "viewer"),
+        (Method::GET, "/api/v1/agents/{id}/settings", None, "viewer"),
+        (Method::GET, "/api/v1/targets", None, "viewer"),
+        (Method::GET, "/api/v1/targets/{id}", None, "viewer"),
+        (Method::GET, "/api/v1/pollers", None, "viewer"),
+        (Method::GET, "/api/v1/pollers/{id}", None, "viewer"),
+        (Method::GET, "/api/v1/transfers", None, "viewer"),
+        (Method::GET, "/api/v1/transfers.csv", None, "viewer"),
+        (Method::GET, "/api/v1/stats", None, "viewer"),
+        (
+            Method::POST,
+            "/api/v1/pollers",
+            Some(poller_body("p_roles")),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/pollers/{id}",
+            Some(poller_body("p_renamed")),
+            "operator",
+        ),
+        // Enabled, then disabled: a disabled poller can be deleted.
+        (
+            Method::POST,
+            "/api/v1/pollers/{id}/enable",
+            None,
+            "operator",
+        ),
+        (
+            Method::POST,
+            "/api/v1/pollers/{id}/disable",
+            Some(json!({"reason": "r"})),
+            "operator",
+        ),
+        (Method::DELETE, "/api/v1/pollers/{id}", None, "operator"),
+        (
+            Method::PUT,
+            "/api/v1/agents/{id}/settings",
+            Some(json!({})),
+            "admin",
+        ),
+        (
+            Method::POST,
+            "/api/v1/agents",
+            Some(json!({"name": "edge-roles"})),
+            "admin",
+        ),
+        (Method::DELETE, "/api/v1/agents/{id}", None, "admin"),
+        (
+            Method::POST,
+            "/api/v1/targets",
+            Some(json!({"name": "t_roles", "target": {"kind": "local", "destination": "/tmp/x"}})),
+            "admin",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/targets/{id}",
+            Some(json!({"name": "t_roles2", "target": {"kind": "local", "destination": "/tmp/y"}})),
+            "admin",
+        ),
+        (Method::DELETE, "/api/v1/targets/{id}", None, "admin"),
+        (Method::POST, "/api/v1/plugins", None, "admin"),
+        (
+            Method::DELETE,
+            "/api/v1/plugins/{name}/versions/{version}",
+            None,
+            "admin",
+        ),
+        (Method::GET, "/api/v1/users", None, "admin"),
+        (
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"username": "newbie", "password": "long-enough-1", "role": "viewer"})),
+            "admin",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/users/{id}",
+            Some(json!({"role": "viewer"})),
+            "admin",
+        ),
+        (Method::DELETE, "/api/v1/users/{id}", None, "admin"),
+        // Your own password and sessions: everyone's (checked last, apart).
+        (Method::POST, "/api/v1/me/password", None, "viewer"),
+        (Method::POST, "/api/v1/logout/everywhere", None, "viewer"),
+        (Method::POST, "/api/v1/logout", None, "viewer"),
+    ];
+    rows.into_iter()
+        .map(|(m, p, b, r)| (m, fill(p), b, r))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_is_refused_what_is_not_theirs_on_every_endpoint() {
+    let app = App::start().await;
+    let (admin, _, _) = setup(&app).await;
+    for (name, role) in [("olga", "operator"), ("vic", "viewer")] {
+        let (st, body) = admin
+            .call(
+                Method::POST,
+                "/api/v1/users",
+                Some(json!({"username": name, "password": "long-enough-1", "role": role})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{body}");
+        assert_eq!(body["role"], role);
+    }
+    let (st, p) = admin
+        .call(Method::POST, "/api/v1/pollers", Some(poller_body("p_main")))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    let (_, agents) = admin.call(Method::GET, "/api/v1/agents", None).await;
+    let (_, targets) = admin.call(Method::GET, "/api/v1/targets", None).await;
+    let (_, users) = admin.call(Method::GET, "/api/v1/users", None).await;
+    let vic_id = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "vic")
+        .unwrap()["id"]
+        .to_string();
+    let ids = std::collections::HashMap::from([
+        ("id", p["id"].to_string()),
+        ("key", "dir".to_string()),
+        ("version", "0.1.0".to_string()),
+        ("name", "dir".to_string()),
+    ]);
+    let _ = (agents, targets);
+
+    // Every operation of the published API is in the table.
+    let doc: Value = app
+        .http
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let table = role_table(&ids);
+    let raw = role_table(&std::collections::HashMap::new());
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if path.starts_with("/api/v1/agent/") || path == "/api/v1/login" || path == "/api/v1/health"
+        {
+            continue; // agents' bearer token, or no session at all
+        }
+        for method in item.as_object().unwrap().keys() {
+            assert!(
+                raw.iter()
+                    .any(|(m, p, _, _)| m.as_str().eq_ignore_ascii_case(method) && p == path),
+                "{method} {path} has no role in the table"
+            );
+        }
+    }
+
+    let operator = app.login_as("olga", "long-enough-1").await;
+    let viewer = app.login_as("vic", "long-enough-1").await;
+    // Pages follow the same rule.
+    let res = app
+        .http
+        .post(app.url("/pollers/new"))
+        .header("cookie", &viewer.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}&name=x", viewer.csrf))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let page = res.text().await.unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    assert!(page.contains("needs the operator role"));
+    let sessions = [
+        ("viewer", &viewer),
+        ("operator", &operator),
+        ("admin", &admin),
+    ];
+    let rank = |r: &str| {
+        ["viewer", "operator", "admin"]
+            .iter()
+            .position(|x| *x == r)
+            .unwrap()
+    };
+    for (method, path, body, least) in table
+        .iter()
+        .filter(|(_, p, _, _)| !p.contains("/logout") && !p.ends_with("/me/password"))
+    {
+        let path = if path.starts_with("/api/v1/users/") {
+            format!("/api/v1/users/{vic_id}")
+        } else {
+            path.clone()
+        };
+        for (role, s) in sessions {
+            let (st, answer) = s.call(method.clone(), &path, body.clone()).await;
+            if rank(role) < rank(least) {
+                assert_eq!(
+                    st,
+                    StatusCode::FORBIDDEN,
+                    "{role} {method} {path}: {answer}"
+                );
+                assert!(
+                    answer["error"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains(&format!("needs the {least} role")),
+                    "{answer}"
+                );
+            } else {
+                assert!(
+                    st != StatusCode::FORBIDDEN && st != StatusCode::UNAUTHORIZED,
+                    "{role} {method} {path}: {st} {answer}"
+                );
+            }
+        }
+    }
+    // The viewer's refused delete left the poller for the operator's to
+    // remove (the admin's then found nothing): it is gone now.
+    let (st, _) = admin
+        .call(Method::GET, &format!("/api/v1/pollers/{}", p["id"]), None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_password_ends_the_other_sessions_and_logging_out_everywhere_ends_all() {
+    let app = App::start().await;
+    let admin = app.login().await;
+    let (st, _) = admin
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"username": "vic", "password": "long-enough-1", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let here = app.login_as("vic", "long-enough-1").await;
+    let elsewhere = app.login_as("vic", "long-enough-1").await;
+    let change = |current: &str, new: &str| json!({"current": current, "new": new});
+    // Wrong current password, or too short a new one: refused, nothing ends.
+    let (st, _) = here
+        .call(
+            Method::POST,
+            "/api/v1/me/password",
+            Some(change("wrong-one-1", "another-pw-2")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, body) = here
+        .call(
+            Method::POST,
+            "/api/v1/me/password",
+            Some(change("long-enough-1", "short")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "new");
+    assert_eq!(
+        elsewhere.call(Method::GET, "/api/v1/me", None).await.0,
+        StatusCode::OK
+    );
+    let (st, _) = here
+        .call(
+            Method::POST,
+            "/api/v1/me/password",
+            Some(change("long-enough-1", "another-pw-2")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(
+        here.call(Method::GET, "/api/v1/me", None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        elsewhere.call(Method::GET, "/api/v1/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let res = app
+        .http
+        .post(app.url("/api/v1/login"))
+        .json(&json!({"username": "vic", "password": "long-enough-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "the old password");
+    let again = app.login_as("vic", "another-pw-2").await;
+    let (st, _) = here
+        .call(Method::POST, "/api/v1/logout/everywhere", None)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    for s in [&here, &again] {
+        assert_eq!(
+            s.call(Method::GET, "/api/v1/me", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The last admin stays one; an admin's new password for someone ends
+    // their sessions.
+    let (_, users) = admin.call(Method::GET, "/api/v1/users", None).await;
+    let id_of = |n: &str| {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == n)
+            .unwrap()["id"]
+            .clone()
+    };
+    let (st, body) = admin
+        .call(
+            Method::PUT,
+            &format!("/api/v1/users/{}", id_of("admin")),
+            Some(json!({"role": "operator"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    let (st, _) = admin
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/users/{}", id_of("admin")),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let vic = app.login_as("vic", "another-pw-2").await;
+    let (st, _) = admin
+        .call(
+            Method::PUT,
+            &format!("/api/v1/users/{}", id_of("vic")),
+            Some(json!({"password": "set-by-admin-3"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        vic.call(Method::GET, "/api/v1/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Expired sessions are purged.
+    sqlx::query("UPDATE sessions SET expires_at = 0")
+        .execute(&app.state.pool)
+        .await
+        .unwrap();
+    assert!(
+        dispatch_web::retention::forget_expired_sessions(&app.state.pool)
+            .await
+            .unwrap()
+            >= 1
+    );
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+        .fetch_one(&app.state.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_are_managed_and_passwords_changed_on_the_pages() {
+    let app = App::start().await;
+    let admin = app.login().await;
+    // Forms are plain `application/x-www-form-urlencoded`: these values
+    // need no escaping.
+    let post = |s: &Session<'_>, path: &str, fields: &str| {
+        app.http
+            .post(app.url(path))
+            .header("cookie", &s.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={}&{fields}", s.csrf))
+            .send()
+    };
+    let page = |s: &Session<'_>, path: &str| {
+        app.http
+            .get(app.url(path))
+            .header("cookie", &s.cookie)
+            .send()
+    };
+    let res = post(
+        &admin,
+        "/users",
+        "username=vic&password=long-enough-1&role=viewer",
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("data-user=\"vic\""));
+    let res = post(&admin, "/users", "username=bob&password=short&role=viewer")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.text().await.unwrap().contains("at least 10 characters"));
+    assert!(
+        page(&admin, "/")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("href=\"/users\"")
+    );
+
+    let vic = app.login_as("vic", "long-enough-1").await;
+    let other = app.login_as("vic", "long-enough-1").await;
+    assert_eq!(
+        page(&vic, "/users").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let home = page(&vic, "/").await.unwrap().text().await.unwrap();
+    assert!(
+        !home.contains("href=\"/users\""),
+        "no People link for a viewer"
+    );
+    let account = page(&vic, "/account").await.unwrap().text().await.unwrap();
+    assert!(
+        account.contains("<strong id=\"role\">viewer</strong>"),
+        "{account}"
+    );
+    let res = post(
+        &vic,
+        "/account/password",
+        "current=wrong-pw-000&new=another-pw-2",
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("the current password is wrong")
+    );
+    let res = post(
+        &vic,
+        "/account/password",
+        "current=long-enough-1&new=another-pw-2",
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("Password changed"));
+    assert_eq!(
+        other.call(Method::GET, "/api/v1/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        vic.call(Method::GET, "/api/v1/me", None).await.0,
+        StatusCode::OK
+    );
+
+    let (_, users) = admin.call(Method::GET, "/api/v1/users", None).await;
+    let id = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "vic")
+        .unwrap()["id"]
+        .clone();
+    post(&admin, &format!("/users/{id}/role"), "role=operator")
+        .await
+        .unwrap();
+    assert_eq!(
+        vic.call(Method::GET, "/api/v1/me", None).await.1["role"],
+        "operator"
+    );
+    let res = post(&vic, "/account/logout-everywhere", "").await.unwrap();
+    assert!(res.url().path().starts_with("/login"));
+    assert_eq!(
+        vic.call(Method::GET, "/api/v1/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    post(&admin, &format!("/users/{id}/delete"), "")
+        .await
+        .unwrap();
+    let (_, users) = admin.call(Method::GET, "/api/v1/users", None).await;
+    assert_eq!(users.as_array().unwrap().len(), 1, "{users}");
 }

@@ -9,6 +9,7 @@ pub mod session;
 pub mod settings;
 pub mod targets;
 pub mod transfers;
+pub mod users;
 pub mod wit;
 
 use crate::AppState;
@@ -28,6 +29,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "Dispatch", description = "Dispatch control plane: pollers, plugins, agents, transfer log."),
     paths(
         session::login, session::logout, session::me, session::health,
+        users::change_password, users::logout_everywhere, users::list, users::create, users::update, users::delete,
         plugins::upload, plugins::list, plugin_or_module, plugins::delete_version, wit::show,
         agents::create, agents::list, agents::delete, settings::show, settings::update,
         targets::create, targets::list, targets::show, targets::update, targets::delete,
@@ -43,6 +45,7 @@ use utoipa::{Modify, OpenApi};
         (name = "pollers", description = "Pollers"),
         (name = "targets", description = "Targets: where pollers send"),
         (name = "agents", description = "Agents"),
+        (name = "users", description = "People and their roles (admins only)"),
         (name = "transfers", description = "The transfer log and statistics"),
         (name = "agent", description = "Called by agents with their bearer token"),
     )
@@ -75,7 +78,7 @@ struct CommonErrors;
 impl Modify for CommonErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::path::{HttpMethod, ParameterIn};
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             for (method, op) in [
                 (HttpMethod::Get, item.get.as_mut()),
                 (HttpMethod::Put, item.put.as_mut()),
@@ -99,8 +102,22 @@ impl Modify for CommonErrors {
                 };
                 if schemes.contains("\"session\"") {
                     add("401", "Not logged in, or the session expired");
-                    if method != HttpMethod::Get {
-                        add("403", "Missing or wrong `X-CSRF-Token`");
+                    let http = match method {
+                        HttpMethod::Get => axum::http::Method::GET,
+                        HttpMethod::Put => axum::http::Method::PUT,
+                        HttpMethod::Delete => axum::http::Method::DELETE,
+                        _ => axum::http::Method::POST,
+                    };
+                    let role = crate::roles::needed(&http, Some(path));
+                    let by_role = format!("The person's role is below `{}`", role.as_str());
+                    match (method != HttpMethod::Get, role > crate::roles::Role::Viewer) {
+                        (true, true) => add(
+                            "403",
+                            &format!("Missing or wrong `X-CSRF-Token`, or: {by_role}"),
+                        ),
+                        (true, false) => add("403", "Missing or wrong `X-CSRF-Token`"),
+                        (false, true) => add("403", &by_role),
+                        (false, false) => {}
                     }
                 }
                 if schemes.contains("\"agent_token\"") {
@@ -225,6 +242,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/login", post(session::login))
         .route("/logout", post(session::logout))
         .route("/me", get(session::me))
+        .route("/me/password", post(users::change_password))
+        .route("/logout/everywhere", post(users::logout_everywhere))
+        .route("/users", get(users::list).post(users::create))
+        .route(
+            "/users/{id}",
+            axum::routing::put(users::update).delete(users::delete),
+        )
         .route("/health", get(session::health))
         .route(
             "/plugins",

@@ -22,6 +22,8 @@ pub struct Login {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Me {
     pub username: String,
+    /// What this person may do.
+    pub role: crate::roles::Role,
     /// Send it as `X-CSRF-Token` with every request that changes something.
     pub csrf_token: String,
 }
@@ -51,6 +53,10 @@ pub async fn login(
         }
     };
     let (token, csrf) = auth::create_session(&state.pool, user_id).await?;
+    let role: String = sqlx::query_scalar("SELECT role FROM users WHERE id = ?")
+        .bind(user_id)
+        .fetch_one(&state.pool)
+        .await?;
     Ok((
         [(
             header::SET_COOKIE,
@@ -58,6 +64,7 @@ pub async fn login(
         )],
         Json(Me {
             username: login.username,
+            role: crate::roles::Role::parse(&role),
             csrf_token: csrf,
         }),
     )
@@ -86,6 +93,7 @@ pub async fn logout(State(state): State<Arc<AppState>>, user: User) -> ApiResult
 pub async fn me(user: User) -> Json<Me> {
     Json(Me {
         username: user.username,
+        role: user.role,
         csrf_token: user.csrf,
     })
 }

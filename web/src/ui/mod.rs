@@ -10,6 +10,7 @@ mod chart;
 mod dashboard;
 mod fields;
 mod fmt;
+mod people;
 mod plugins;
 mod pollers;
 mod session;
@@ -72,6 +73,15 @@ pub fn router(upload_limit: usize) -> Router<Arc<AppState>> {
         .route("/live/transfers", get(transfers::live))
         .route("/transfers/{id}/retry", post(transfers::retry))
         .route("/stats", get(stats::page))
+        .route("/account", get(people::account))
+        .route("/account/password", post(people::change_password))
+        .route(
+            "/account/logout-everywhere",
+            post(people::logout_everywhere),
+        )
+        .route("/users", get(people::list).post(people::create))
+        .route("/users/{id}/role", post(people::set_role))
+        .route("/users/{id}/delete", post(people::delete))
         .route("/static/{file}", get(assets::serve))
         .layer(axum::middleware::from_fn(security_headers))
 }
@@ -108,6 +118,8 @@ pub struct Chrome {
     pub username: String,
     pub csrf: String,
     pub active: &'static str,
+    /// Admins see the People page in the menu.
+    pub is_admin: bool,
 }
 
 /// A logged-in person on a page. Without a session, GET pages redirect to
@@ -120,6 +132,7 @@ impl PageUser {
             username: self.0.username.clone(),
             csrf: self.0.csrf.clone(),
             active,
+            is_admin: self.0.role == crate::roles::Role::Admin,
         }
     }
 }

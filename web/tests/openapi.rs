@@ -104,22 +104,44 @@ async fn the_published_contract_is_valid_and_true() {
         ),
     ];
     for (what, filter) in runs {
-        let out = Command::new(venv_bin("st"))
-            .current_dir(site.dir.path())
-            .env("DISPATCH_SESSION", &session)
-            .env("DISPATCH_AGENT_TOKEN", token.trim())
-            .arg("--config-file")
-            .arg(&config)
-            .args(["run", &doc_url, "--checks", "all"])
-            .args(["--max-examples", MAX_EXAMPLES, "--seed", SEED])
-            .args(["--generation-database", "none", "--no-color"])
-            .args(["--workers", "2"])
-            .args(filter)
-            .output()
-            .unwrap();
+        let run = || {
+            Command::new(venv_bin("st"))
+                .current_dir(site.dir.path())
+                .env("DISPATCH_SESSION", &session)
+                .env("DISPATCH_AGENT_TOKEN", token.trim())
+                .arg("--config-file")
+                .arg(&config)
+                .args(["run", &doc_url, "--checks", "all"])
+                .args(["--max-examples", MAX_EXAMPLES, "--seed", SEED])
+                .args(["--generation-database", "none", "--no-color"])
+                .args(["--workers", "2"])
+                .args(filter)
+                .output()
+                .unwrap()
+        };
+        let mut out = run();
+        // schemathesis 4.32's coverage phase sometimes fails inside its own
+        // generator (a hypothesis "Inconsistent results" for the targets'
+        // body schema): an error of the tool, reported as `Runtime Error`
+        // with no failed check. Only that is run again, twice at most; any
+        // disagreement with the server fails at once.
+        for _ in 0..2 {
+            if out.status.success() || !only_tool_errors(&out) {
+                break;
+            }
+            println!("schemathesis on {what}: an internal error of schemathesis, run again");
+            out = run();
+        }
         assert_ok(&format!("schemathesis on {what}"), &out);
     }
     check_log(&site.path("web.log"));
+}
+
+/// A failed run whose only problems are schemathesis's own errors: no
+/// check failed against the server.
+fn only_tool_errors(out: &Output) -> bool {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.contains("Runtime Error") && !text.contains("FAILURES")
 }
 
 fn assert_ok(what: &str, out: &Output) {

@@ -304,4 +304,53 @@ mod tests {
         assert!(cap.table_growing(0, 60_000, None).unwrap());
         assert!(!cap.memory_growing(3 * MIB, 4 * MIB, None).unwrap());
     }
+
+    /// A core module declaring `n` memories of `pages` (64 KiB) each, built
+    /// byte by byte (no text format in this build).
+    fn module_with_memories(n: u32, pages: u32) -> Vec<u8> {
+        fn leb(mut v: u32, out: &mut Vec<u8>) {
+            loop {
+                let byte = (v & 0x7f) as u8;
+                v >>= 7;
+                if v == 0 {
+                    out.push(byte);
+                    return;
+                }
+                out.push(byte | 0x80);
+            }
+        }
+        let mut section = Vec::new();
+        leb(n, &mut section);
+        for _ in 0..n {
+            section.push(0x00); // limits: a minimum only
+            leb(pages, &mut section);
+        }
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        module.push(5); // the memory section
+        leb(u32::try_from(section.len()).unwrap(), &mut module);
+        module.extend(section);
+        module
+    }
+
+    #[test]
+    fn many_memories_are_refused_by_the_store_the_plugin_runs_in() {
+        // The engine as the runtime makes it (multi-memory is on), and the
+        // Store limiter every core instance of a component shares.
+        let engine =
+            wasmtime::Engine::new(wasmtime::Config::new().epoch_interruption(true)).unwrap();
+        let instantiate = |n, pages| {
+            let module = wasmtime::Module::new(&engine, module_with_memories(n, pages)).unwrap();
+            let mut store = wasmtime::Store::new(&engine, MemoryCap::new(64 * MIB));
+            store.limiter(|cap| cap);
+            wasmtime::Instance::new(&mut store, &module, &[]).map(drop)
+        };
+        // 64 memories of 60 MiB: refused (by their count before their sum).
+        assert!(instantiate(64, 960).is_err());
+        // 16 of 60 MiB: a count that is allowed, a sum that is not.
+        assert!(instantiate(16, 960).is_err());
+        // 33 tiny ones: more memories than a poll may have.
+        assert!(instantiate(33, 1).is_err());
+        // What fits under both: allowed.
+        assert!(instantiate(16, 16).is_ok());
+    }
 }

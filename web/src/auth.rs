@@ -243,6 +243,11 @@ pub fn session_cookie(token: &str, secure: bool) -> String {
     )
 }
 
+/// The `Set-Cookie` value that makes a browser forget its session.
+pub fn cleared_session_cookie() -> String {
+    format!("{SESSION_COOKIE}=; Path=/; Max-Age=0")
+}
+
 fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts
         .headers

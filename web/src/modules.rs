@@ -54,14 +54,28 @@ pub async fn get(state: &AppState, sha256: &str) -> Result<Vec<u8>, ModuleError>
             .await
             .map_err(|e| ModuleError::Database(sha256.to_string(), e))?;
     let bytes = bytes.ok_or_else(|| ModuleError::Missing(sha256.to_string()))?;
-    // A cache that cannot be written costs a database read next time, no more.
-    let (dir, sha256, copy) = (state.data_dir.clone(), sha256.to_string(), bytes.clone());
+    // Not waited for: the bytes are served now.
+    drop(cache_in_background(
+        state.data_dir.clone(),
+        sha256.to_string(),
+        bytes.clone(),
+    ));
+    Ok(bytes)
+}
+
+/// Writes the cached copy on a blocking thread (up to tens of MB, synced);
+/// the handle says when it is done. A cache that cannot be written costs a
+/// database read next time, no more.
+pub fn cache_in_background(
+    data_dir: PathBuf,
+    sha256: String,
+    bytes: Vec<u8>,
+) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = write_cache(&dir, &sha256, &copy) {
+        if let Err(e) = write_cache(&data_dir, &sha256, &bytes) {
             tracing::warn!(%sha256, "cannot cache the module: {e}");
         }
-    });
-    Ok(bytes)
+    })
 }
 
 /// Drops the cached copy of a module whose version was deleted.
@@ -71,7 +85,7 @@ pub fn forget(data_dir: &Path, sha256: &str) {
 
 /// Writes the cached copy (temporary name, then rename: never a partial
 /// file under the final name).
-pub fn write_cache(data_dir: &Path, sha256: &str, bytes: &[u8]) -> std::io::Result<()> {
+fn write_cache(data_dir: &Path, sha256: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = data_dir.join("modules");
     std::fs::create_dir_all(&dir)?;

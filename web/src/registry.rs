@@ -192,9 +192,10 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
     crate::modules::put(&mut tx, &sha256, &bytes).await?;
     state.commit_config_change(tx).await?;
     // Served from the database otherwise; the cache saves that read.
-    if let Err(e) = crate::modules::write_cache(&state.data_dir, &sha256, &bytes) {
-        tracing::warn!(%sha256, "cannot cache the module: {e}");
-    }
+    let bytes = std::sync::Arc::try_unwrap(bytes).unwrap_or_else(|shared| (*shared).clone());
+    // Written before the answer, as the uploader may fetch it at once.
+    let _ =
+        crate::modules::cache_in_background(state.data_dir.clone(), sha256.clone(), bytes).await;
     tracing::info!(plugin = %info.name, version = %info.version, %sha256, "plugin version stored");
     Ok(Stored {
         plugin: info.name,

@@ -74,7 +74,6 @@ pub fn needed(method: &Method, route: Option<&str>) -> Role {
         "/logout"
         | "/logout/everywhere"
         | "/me/password"
-        | "/account"
         | "/account/password"
         | "/account/logout-everywhere" => Role::Viewer,
         "/transfers/{id}/retry" | "/plugins/{name}/move" => Role::Operator,

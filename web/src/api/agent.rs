@@ -162,8 +162,12 @@ impl Drop for LongPoll<'_> {
     }
 }
 
-/// Refuses `text` of `field` past `max` bytes (the message names both).
-fn bounded(field: &str, text: &str, max: usize) -> ApiResult<()> {
+/// Refuses `text` of `field` past `max` bytes (the message names both);
+/// an absent text passes.
+fn bounded<'a>(field: &str, text: impl Into<Option<&'a str>>, max: usize) -> ApiResult<()> {
+    let Some(text) = text.into() else {
+        return Ok(());
+    };
     if text.len() > max {
         return Err(ApiError::bad(
             field,
@@ -189,19 +193,13 @@ fn check_events(batch: &EventBatch) -> ApiResult<()> {
     }
     for (i, e) in batch.events.iter().enumerate() {
         let at = |f: &str| format!("events[{i}].{f}");
-        bounded(&at("id"), &e.id, limits::ID_BYTES)?;
-        bounded(&at("transfer_id"), &e.transfer_id, limits::ID_BYTES)?;
-        bounded(&at("poller"), &e.poller, limits::NAME_BYTES)?;
-        bounded(&at("path"), &e.path, limits::PATH_BYTES)?;
-        for (f, text, max) in [
-            ("poller_id", &e.poller_id, limits::ID_BYTES),
-            ("error", &e.error, limits::TEXT_BYTES),
-            ("host", &e.host, limits::NAME_BYTES),
-        ] {
-            if let Some(t) = text {
-                bounded(&at(f), t, max)?;
-            }
-        }
+        bounded(&at("id"), e.id.as_str(), limits::ID_BYTES)?;
+        bounded(&at("transfer_id"), e.transfer_id.as_str(), limits::ID_BYTES)?;
+        bounded(&at("poller"), e.poller.as_str(), limits::NAME_BYTES)?;
+        bounded(&at("path"), e.path.as_str(), limits::PATH_BYTES)?;
+        bounded(&at("poller_id"), e.poller_id.as_deref(), limits::ID_BYTES)?;
+        bounded(&at("error"), e.error.as_deref(), limits::TEXT_BYTES)?;
+        bounded(&at("host"), e.host.as_deref(), limits::NAME_BYTES)?;
         if !EVENT_KINDS.contains(&e.event.as_str()) {
             return Err(ApiError::bad(
                 &format!("events[{i}].event"),
@@ -419,32 +417,32 @@ fn check_heartbeat(hb: &Heartbeat) -> ApiResult<()> {
             ));
         }
     }
-    bounded("version", &hb.version, limits::NAME_BYTES)?;
-    bounded("host_name", &hb.host_name, limits::NAME_BYTES)?;
-    for (field, text, max) in [
-        ("config_etag", &hb.config_etag, limits::ID_BYTES),
-        ("config_error", &hb.config_error, limits::TEXT_BYTES),
-    ] {
-        if let Some(t) = text {
-            bounded(field, t, max)?;
-        }
-    }
+    bounded("version", hb.version.as_str(), limits::NAME_BYTES)?;
+    bounded("host_name", hb.host_name.as_str(), limits::NAME_BYTES)?;
+    bounded("config_etag", hb.config_etag.as_deref(), limits::ID_BYTES)?;
+    bounded(
+        "config_error",
+        hb.config_error.as_deref(),
+        limits::TEXT_BYTES,
+    )?;
     for (i, d) in hb.done.iter().enumerate() {
-        bounded(&format!("done[{i}]"), d, limits::ID_BYTES)?;
+        bounded(&format!("done[{i}]"), d.as_str(), limits::ID_BYTES)?;
     }
     for (i, p) in hb.pollers.iter().enumerate() {
         let at = |f: &str| format!("pollers[{i}].{f}");
-        bounded(&at("name"), &p.name, limits::NAME_BYTES)?;
-        for (f, text, max) in [
-            ("id", &p.id, limits::ID_BYTES),
-            ("reason", &p.reason, limits::TEXT_BYTES),
-            ("plugin_version", &p.plugin_version, limits::NAME_BYTES),
-            ("config_error", &p.config_error, limits::TEXT_BYTES),
-        ] {
-            if let Some(t) = text {
-                bounded(&at(f), t, max)?;
-            }
-        }
+        bounded(&at("name"), p.name.as_str(), limits::NAME_BYTES)?;
+        bounded(&at("id"), p.id.as_deref(), limits::ID_BYTES)?;
+        bounded(&at("reason"), p.reason.as_deref(), limits::TEXT_BYTES)?;
+        bounded(
+            &at("plugin_version"),
+            p.plugin_version.as_deref(),
+            limits::NAME_BYTES,
+        )?;
+        bounded(
+            &at("config_error"),
+            p.config_error.as_deref(),
+            limits::TEXT_BYTES,
+        )?;
         if p.not_ready.len() > limits::NOT_READY_LINES {
             return Err(ApiError::bad(
                 &at("not_ready"),
@@ -456,7 +454,11 @@ fn check_heartbeat(hb: &Heartbeat) -> ApiResult<()> {
             ));
         }
         for (j, line) in p.not_ready.iter().enumerate() {
-            bounded(&at(&format!("not_ready[{j}]")), line, limits::TEXT_BYTES)?;
+            bounded(
+                &at(&format!("not_ready[{j}]")),
+                line.as_str(),
+                limits::TEXT_BYTES,
+            )?;
         }
     }
     Ok(())

@@ -80,10 +80,7 @@ pub async fn logout(State(state): State<Arc<AppState>>, user: User) -> ApiResult
         .await?;
     Ok((
         axum::http::StatusCode::NO_CONTENT,
-        [(
-            header::SET_COOKIE,
-            format!("{}=; Path=/; Max-Age=0", auth::SESSION_COOKIE),
-        )],
+        [(header::SET_COOKIE, auth::cleared_session_cookie())],
     )
         .into_response())
 }

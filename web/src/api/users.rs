@@ -309,10 +309,7 @@ pub async fn logout_everywhere(
     end_all_sessions(&state, &user).await?;
     Ok((
         StatusCode::NO_CONTENT,
-        [(
-            header::SET_COOKIE,
-            format!("{}=; Path=/; Max-Age=0", auth::SESSION_COOKIE),
-        )],
+        [(header::SET_COOKIE, auth::cleared_session_cookie())],
     )
         .into_response())
 }

@@ -1,13 +1,14 @@
 //! Your account (password, sessions) and, for admins, the people who can
 //! log in and their roles. Both call the JSON API's functions.
 
+use super::session::CsrfForm;
 use super::{PageError, PageResult, PageUser, html, html_status, see_other};
 use crate::AppState;
 use crate::api::users::{self as api, NewUser, UserChange, UserView};
 use crate::roles::Role;
 use askama::Template;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
 use axum::{Extension, Form, Json};
 use serde::Deserialize;
@@ -61,11 +62,6 @@ pub async fn change_password(
     }
 }
 
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
-
 pub async fn logout_everywhere(
     State(state): State<Arc<AppState>>,
     user: PageUser,
@@ -74,10 +70,7 @@ pub async fn logout_everywhere(
     user.0.check_csrf(&f.csrf)?;
     api::end_all_sessions(&state, &user.0).await?;
     Ok((
-        [(
-            header::SET_COOKIE,
-            format!("{}=; Path=/; Max-Age=0", crate::auth::SESSION_COOKIE),
-        )],
+        [(header::SET_COOKIE, crate::auth::cleared_session_cookie())],
         Redirect::to("/login"),
     )
         .into_response())
@@ -170,8 +163,6 @@ pub async fn delete(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     user.0.check_csrf(&f.csrf)?;
-    match api::delete(State(state), user.0.clone(), Path(id)).await? {
-        StatusCode::NO_CONTENT => see_other("/users"),
-        other => Err(PageError::new(other, "not removed")),
-    }
+    api::delete(State(state), user.0.clone(), Path(id)).await?;
+    see_other("/users")
 }

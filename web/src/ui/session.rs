@@ -168,10 +168,7 @@ pub async fn logout(
         .execute(&state.pool)
         .await?;
     Ok((
-        [(
-            header::SET_COOKIE,
-            format!("{}=; Path=/; Max-Age=0", auth::SESSION_COOKIE),
-        )],
+        [(header::SET_COOKIE, auth::cleared_session_cookie())],
         Redirect::to("/login"),
     )
         .into_response())

@@ -6,24 +6,40 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "dispatch-web", version, about = "Dispatch control plane")]
+#[command(
+    name = "dispatch-web",
+    version = dispatch_service::version(),
+    about = "Dispatch control plane"
+)]
 pub struct Cli {
+    /// Without a command: serve the pages and the API.
+    #[command(subcommand)]
+    pub command: Option<WebCommand>,
+    /// How log lines are written on stderr: `json` for a log collector.
+    #[arg(
+        long,
+        global = true,
+        env = "DISPATCH_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: dispatch_service::LogFormat,
     /// A TOML file with any of the settings below (snake_case keys).
-    #[arg(long, env = "DISPATCH_WEB_CONFIG")]
+    #[arg(long, global = true, env = "DISPATCH_WEB_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "DISPATCH_LISTEN")]
     pub listen: Option<String>,
     /// Data directory (database, modules, key file) [default: ./data].
-    #[arg(long, env = "DISPATCH_DATA_DIR")]
+    #[arg(long, global = true, env = "DISPATCH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Database URL [default: sqlite://<data-dir>/dispatch.sqlite].
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, global = true, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// The secret key file (base64 of 32 bytes), created when missing;
     /// replicas sharing a database share it [default:
     /// <data-dir>/secret.key]. `DISPATCH_SECRET_KEY` (the key itself) wins.
-    #[arg(long, env = "DISPATCH_SECRET_KEY_FILE")]
+    #[arg(long, global = true, env = "DISPATCH_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
     /// Upload limit for plugin modules, in MiB [default: 50].
     #[arg(long, env = "DISPATCH_UPLOAD_LIMIT_MIB")]
@@ -36,6 +52,10 @@ pub struct Cli {
     /// built-in pollers).
     #[arg(long, env = "DISPATCH_REGISTER_PLUGINS")]
     pub register_plugins: Option<PathBuf>,
+    /// On the first start, write the admin's password to this file (0600)
+    /// instead of printing it (a service's output goes to its journal).
+    #[arg(long, env = "DISPATCH_FIRST_PASSWORD_FILE")]
+    pub first_password_file: Option<PathBuf>,
     /// Send session cookies without `Secure` (plain HTTP away from localhost).
     #[arg(long)]
     pub insecure_cookies: bool,
@@ -58,6 +78,25 @@ pub struct Cli {
     pub keep_transfers_days: Option<u32>,
 }
 
+/// What `dispatch-web` does besides serving.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum WebCommand {
+    /// Copy the database to FILE while the web app runs (a consistent
+    /// snapshot; SQLite only: on PostgreSQL use `pg_dump`).
+    Backup {
+        /// The backup file to write; it must not exist.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
+    /// Replace the database with a backup, every web app on it stopped;
+    /// the database replaced is kept beside it.
+    Restore {
+        /// The backup file to restore.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
+}
+
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -68,6 +107,7 @@ pub struct FileConfig {
     pub upload_limit_mib: Option<usize>,
     pub upload_check_secs: Option<u64>,
     pub register_plugins: Option<PathBuf>,
+    pub first_password_file: Option<PathBuf>,
     pub insecure_cookies: Option<bool>,
     pub local_agent: Option<String>,
     pub local_agent_token_file: Option<PathBuf>,
@@ -86,6 +126,8 @@ pub struct WebConfig {
     pub upload_limit: usize,
     pub upload_check: std::time::Duration,
     pub register_plugins: Option<PathBuf>,
+    /// Where the first admin's password goes (`None`: printed).
+    pub first_password_file: Option<PathBuf>,
     pub secure_cookies: bool,
     /// (agent name, token file).
     pub local_agent: Option<(String, PathBuf)>,
@@ -141,6 +183,7 @@ impl WebConfig {
                 },
             ),
             register_plugins: cli.register_plugins.or(file.register_plugins),
+            first_password_file: cli.first_password_file.or(file.first_password_file),
             secure_cookies: !(cli.insecure_cookies || file.insecure_cookies.unwrap_or(false)),
             local_agent,
             demo_dir,

@@ -5,8 +5,10 @@
 mod agent_config;
 pub mod api;
 mod auth;
+pub mod backup;
 pub mod config;
 mod crypto;
+pub mod database;
 pub mod demo;
 mod error;
 mod metrics;
@@ -21,13 +23,12 @@ mod ui;
 
 use dispatch_runtime::{Runtime, RuntimeConfig};
 use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 
 pub use auth::{CSRF_HEADER, SESSION_COOKIE, ensure_admin, ensure_local_agent};
-pub use registry::register_file;
+pub use registry::register;
 
 /// Everything a handler needs.
 pub struct AppState {
@@ -46,6 +47,8 @@ pub struct AppState {
     logins: throttle::Throttle,
     /// Configuration long-polls open, per agent (per process).
     long_polls: api::agent::LongPolls,
+    /// Keeps `restore` from replacing the database under this process.
+    _in_use: Option<std::fs::File>,
 }
 
 /// How the app is set up (see `config::WebConfig` for the CLI side).
@@ -63,7 +66,6 @@ pub struct Settings {
     pub secure_cookies: bool,
 }
 
-/// Milliseconds since the epoch (how the database keeps times).
 /// Starts a transaction that writes. It takes SQLite's write lock at
 /// `BEGIN`, so it waits (the busy timeout) for another writer; a deferred
 /// one that read first fails at once with "database is locked" if another
@@ -74,6 +76,7 @@ pub async fn begin_write(
     pool.begin_with("BEGIN IMMEDIATE").await
 }
 
+/// Milliseconds since the epoch (how the database keeps times).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -84,23 +87,20 @@ impl AppState {
     /// Opens (creating) the data dir and database, applies migrations.
     pub async fn open(s: Settings) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(s.data_dir.join("modules"))?;
-        let url = s.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", s.data_dir.join("dispatch.sqlite").display())
-        });
-        if !url.starts_with("sqlite:") {
-            anyhow::bail!("DATABASE_URL {url}: only sqlite: URLs are supported so far");
-        }
-        let options = SqliteConnectOptions::from_str(&url)?
+        let url = database::url(&s.data_dir, s.database_url.as_deref());
+        let options = database::sqlite_options(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(10));
         let db_file = options.get_filename().to_path_buf();
+        // Before the first connection: a restore running now finishes first.
+        let in_use = database::hold_in_use(&db_file)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await?;
-        migrate(&pool, &db_file).await?;
+        database::migrate(&pool, &db_file).await?;
         let key_file = s
             .secret_key_file
             .clone()
@@ -131,6 +131,7 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             logins: throttle::Throttle::default(),
             long_polls: api::agent::LongPolls::default(),
+            _in_use: in_use,
         });
         tokio::spawn(follow_config_version(Arc::downgrade(&state)));
         auth::warm_up();
@@ -164,33 +165,6 @@ impl AppState {
             newer
         });
     }
-}
-
-/// Applies the migrations, one process at a time: replicas sharing a
-/// database file that start together would otherwise both apply the first
-/// one, and the second would fail on the tables the first made.
-async fn migrate(pool: &SqlitePool, db_file: &std::path::Path) -> anyhow::Result<()> {
-    let lock = if db_file == std::path::Path::new(":memory:") {
-        None
-    } else {
-        let mut name = db_file.as_os_str().to_owned();
-        name.push(".migrate-lock");
-        let path = PathBuf::from(name);
-        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            let f = std::fs::File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            f.lock()?;
-            Ok(f)
-        })
-        .await??;
-        Some(lock)
-    };
-    sqlx::migrate!("../migrations").run(pool).await?;
-    drop(lock);
-    Ok(())
 }
 
 /// How often a replica reads the config version another replica may have

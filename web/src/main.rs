@@ -1,21 +1,19 @@
 //! `dispatch-web`: serves the pages and the API.
 
 use clap::Parser;
-use dispatch_web::config::{Cli, WebConfig};
+use dispatch_runtime::builtin::{self, Source};
+use dispatch_web::config::{Cli, WebCommand, WebConfig};
+use dispatch_web::database;
 use dispatch_web::{AppState, Settings};
+use std::path::Path;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,dispatch_web=info,dispatch_runtime=info")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    dispatch_service::init_logs(
+        cli.log_format,
+        "warn,dispatch_web=info,dispatch_runtime=info",
+    );
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -23,7 +21,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let command = cli.command.clone();
+    let done = rt.block_on(async {
+        let cfg = WebConfig::resolve(cli)?;
+        match command {
+            None => serve(cfg).await,
+            Some(WebCommand::Backup { to }) => backup(&cfg, &to).await,
+            Some(WebCommand::Restore { from }) => restore(&cfg, &from).await,
+        }
+    });
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
@@ -33,8 +40,105 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let cfg = WebConfig::resolve(cli)?;
+/// Says the first admin's password once: in `file` (0600, never
+/// overwritten) when one is set, as a service's output goes to its journal;
+/// else on the terminal only (not through the log). A file that cannot be
+/// written gets the password said on the terminal instead: never lost.
+fn tell_first_password(file: Option<&Path>, admin: &str, password: &str) {
+    if let Some(file) = file {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+            .and_then(|mut f| writeln!(f, "{password}").and_then(|()| f.sync_all()));
+        match written {
+            Ok(()) => {
+                println!(
+                    "First start: created user `{admin}`; its password is in {} (change it after logging in)",
+                    file.display()
+                );
+                return;
+            }
+            Err(e) => eprintln!("error: cannot write {}: {e}", file.display()),
+        }
+    }
+    println!(
+        "First start: created user `{admin}` with password {password}  (shown once; change it after logging in)"
+    );
+}
+
+/// The plugins registered at start: every `.wasm` of `--register-plugins`,
+/// else the built-ins (compiled in, or `$DISPATCH_PLUGIN_DIR`'s); a version
+/// already registered stays as it is.
+fn plugins_to_register(cfg: &WebConfig) -> anyhow::Result<Vec<Source>> {
+    let Some(dir) = &cfg.register_plugins else {
+        // Serving without them beats not serving: uploads still work.
+        return Ok(builtin::all().unwrap_or_else(|e| {
+            tracing::warn!("the built-in pollers are not registered: {e}");
+            Vec::new()
+        }));
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("--register-plugins {}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    entries.sort();
+    Ok(entries.into_iter().map(Source::File).collect())
+}
+
+/// Where the secret key comes from, for the backup and restore lines:
+/// a backup cannot read the targets' secrets without it.
+fn key_source(cfg: &WebConfig) -> String {
+    if std::env::var_os("DISPATCH_SECRET_KEY").is_some() {
+        return "DISPATCH_SECRET_KEY".into();
+    }
+    cfg.secret_key_file
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join("secret.key"))
+        .display()
+        .to_string()
+}
+
+fn sqlite_options(cfg: &WebConfig) -> anyhow::Result<sqlx::sqlite::SqliteConnectOptions> {
+    let url = database::url(&cfg.data_dir, cfg.database_url.as_deref());
+    if !url.starts_with("sqlite:") {
+        anyhow::bail!("backup and restore work on SQLite; for {url} use pg_dump and pg_restore");
+    }
+    database::sqlite_options(&url)
+}
+
+async fn backup(cfg: &WebConfig, to: &Path) -> anyhow::Result<()> {
+    let done = dispatch_web::backup::backup(sqlite_options(cfg)?, to).await?;
+    println!(
+        "backup written to {} ({} bytes, schema version {}); the secret key is not in it: keep {} with it",
+        to.display(),
+        done.bytes,
+        done.schema,
+        key_source(cfg)
+    );
+    Ok(())
+}
+
+async fn restore(cfg: &WebConfig, from: &Path) -> anyhow::Result<()> {
+    let done = dispatch_web::backup::restore(sqlite_options(cfg)?, from).await?;
+    let kept = done.kept.map_or_else(String::new, |k| {
+        format!("; the database it replaced is kept as {}", k.display())
+    });
+    println!(
+        "restored {} (schema version {}){kept}; it needs the secret key it was made with ({})",
+        from.display(),
+        done.schema,
+        key_source(cfg)
+    );
+    Ok(())
+}
+
+async fn serve(cfg: WebConfig) -> anyhow::Result<()> {
     let state = AppState::open(Settings {
         data_dir: cfg.data_dir.clone(),
         database_url: cfg.database_url.clone(),
@@ -50,23 +154,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(password) =
         dispatch_web::ensure_admin(&state.pool, &admin, given.as_deref()).await?
     {
-        // Printed once, on the terminal only (not through the log).
-        println!(
-            "First start: created user `{admin}` with password {password}  (shown once; change it after logging in)"
-        );
+        tell_first_password(cfg.first_password_file.as_deref(), &admin, &password);
     }
-    if let Some(dir) = &cfg.register_plugins {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| anyhow::anyhow!("--register-plugins {}: {e}", dir.display()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-            .collect();
-        entries.sort();
-        for path in entries {
-            let name = dispatch_web::register_file(&state, &path).await?;
-            tracing::info!("plugin {name} registered from {}", path.display());
-        }
+    for source in plugins_to_register(&cfg)? {
+        let name = dispatch_web::register(&state, &source).await?;
+        tracing::info!("plugin {name} registered from {}", source.label());
     }
     if let Some((name, token_file)) = &cfg.local_agent {
         dispatch_web::ensure_local_agent(&state.pool, name, token_file).await?;

@@ -212,18 +212,24 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
 /// rebuilt without a version bump, e.g. for a newer contract) is not an
 /// error: the registered one stays, with a warning, so an existing
 /// database still starts.
-pub async fn register_file(state: &AppState, path: &std::path::Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path)?;
+pub async fn register(
+    state: &AppState,
+    source: &dispatch_runtime::builtin::Source,
+) -> anyhow::Result<String> {
+    let label = source.label();
+    let bytes = source
+        .bytes()
+        .map_err(|e| anyhow::anyhow!("{label}: {e}"))?
+        .into_owned();
     match store(state, bytes, "dispatch").await {
         Ok(stored) => Ok(format!("{} {}", stored.plugin, stored.version)),
         Err(e) if e.status == StatusCode::CONFLICT => {
             tracing::warn!(
-                "{}: not registered, the registered build of this version stays: {}",
-                path.display(),
+                "{label}: not registered, the registered build of this version stays: {}",
                 e.message
             );
-            Ok(format!("{} (kept the registered build)", path.display()))
+            Ok(format!("{label} (kept the registered build)"))
         }
-        Err(e) => Err(anyhow::anyhow!("{}: {}", path.display(), e.message)),
+        Err(e) => Err(anyhow::anyhow!("{label}: {}", e.message)),
     }
 }

@@ -3,6 +3,7 @@
 //! ingest, the long poll, and secrets never shown back.
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
+use dispatch_runtime::builtin::Source;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::QueryBuilder;
@@ -1627,7 +1628,7 @@ async fn the_demo_is_seeded_once_and_never_overwrites() {
     let app = App::start().await;
     let pool = &app.state.pool;
     for plugin in ["dir", "google"] {
-        dispatch_web::register_file(&app.state, &plugin_file(plugin))
+        dispatch_web::register(&app.state, &Source::File(plugin_file(plugin)))
             .await
             .unwrap();
     }
@@ -1703,8 +1704,10 @@ async fn a_rebuilt_builtin_under_a_registered_version_still_starts_and_keeps_the
     // The `dir` built-in as registered before WIT 0.2.0, then its rebuild
     // under the same version: start-up goes on with the registered build.
     let old = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testing/compat/wit-0.1.0/dir.wasm");
-    dispatch_web::register_file(&app.state, &old).await.unwrap();
-    let kept = dispatch_web::register_file(&app.state, &plugin_file("dir"))
+    dispatch_web::register(&app.state, &Source::File(old))
+        .await
+        .unwrap();
+    let kept = dispatch_web::register(&app.state, &Source::File(plugin_file("dir")))
         .await
         .unwrap();
     assert!(kept.contains("kept the registered build"), "{kept}");

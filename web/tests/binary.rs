@@ -1,6 +1,6 @@
-//! `dispatch-web` as `cargo xtask up` runs it: the first start creates an
-//! admin and prints the password once, registers the built-in pollers, and
-//! a restart keeps both.
+//! `dispatch-web` as installed and as `cargo xtask up` runs it: the first
+//! start creates an admin and prints the password once, registers the
+//! built-in pollers compiled into it, and a restart keeps both.
 #![allow(clippy::unwrap_used, clippy::zombie_processes)] // a test helper that fails panics
 
 use std::io::{BufRead, BufReader};
@@ -25,14 +25,23 @@ impl Drop for Server {
 
 /// Starts the server; returns it, its base URL and the lines it printed
 /// before listening.
-fn start(data: &std::path::Path, config: &std::path::Path) -> (Server, String, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch-web"))
-        .args(["--config"])
-        .arg(config)
-        .arg("--register-plugins")
-        .arg(plugin_dir())
+/// `register`: with `--register-plugins`; without it, the built-ins the
+/// binary holds are registered.
+fn start(
+    exe: &std::path::Path,
+    data: &std::path::Path,
+    config: &std::path::Path,
+    register: bool,
+) -> (Server, String, Vec<String>) {
+    let mut cmd = Command::new(exe);
+    cmd.args(["--config"]).arg(config);
+    if register {
+        cmd.arg("--register-plugins").arg(plugin_dir());
+    }
+    let mut child = cmd
         .env("DISPATCH_DATA_DIR", data)
         .env_remove("DISPATCH_ADMIN_PASSWORD")
+        .env_remove("DISPATCH_PLUGIN_DIR")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -63,7 +72,12 @@ async fn first_start_prints_the_admin_password_once_and_registers_the_builtins()
     )
     .unwrap();
     let data = dir.path().join("data");
-    let (child, base, said) = start(&data, &config);
+    // The first start from the binary alone, in a directory of its own: it
+    // registers the built-ins compiled into it.
+    let alone = dir.path().join("bin/dispatch-web");
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_dispatch-web"), &alone).unwrap();
+    let (child, base, said) = start(&alone, &data, &config, false);
     assert_eq!(said.len(), 1, "{said:?}");
     let password = said[0]
         .strip_prefix("First start: created user `admin` with password ")
@@ -111,8 +125,10 @@ async fn first_start_prints_the_admin_password_once_and_registers_the_builtins()
     assert!(data.join("dispatch.sqlite").exists());
     drop(child);
 
-    // A restart: no new password, the same seven plugins (one version each).
-    let (child, base, said) = start(&data, &config);
+    // A restart, given the same components as files: no new password, the
+    // same seven plugins (one version each).
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_dispatch-web"));
+    let (child, base, said) = start(exe, &data, &config, true);
     assert!(said.is_empty(), "{said:?}");
     let res = http
         .post(format!("{base}/api/v1/login"))
@@ -177,4 +193,46 @@ fn bad_settings_get_one_line_errors() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("only sqlite: URLs are supported"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_password_goes_to_a_private_file_when_one_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("first-admin-password");
+    let config = dir.path().join("web.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ninsecure_cookies = true\nfirst_password_file = {:?}\n",
+            file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_dispatch-web"));
+    let data = dir.path().join("data");
+    let (child, base, said) = start(exe, &data, &config, true);
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert_eq!(password.len(), 20);
+    assert_eq!(
+        said,
+        [format!(
+            "First start: created user `admin`; its password is in {} (change it after logging in)",
+            file.display()
+        )]
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let res = reqwest::Client::new()
+        .post(format!("{base}/api/v1/login"))
+        .json(&serde_json::json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    drop(child);
+    // A restart says nothing and leaves the file as it was.
+    let (_child, _, said) = start(exe, &data, &config, true);
+    assert!(said.is_empty(), "{said:?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), password);
 }

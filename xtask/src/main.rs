@@ -7,6 +7,7 @@
 //! - `up`: `build`, then run dispatch-web on 127.0.0.1:8080 with the
 //!   built-in pollers registered and a demo seeded, and a connected
 //!   `dispatch-agent` beside it.
+//! - `deb`: `build`, then the Debian package (`package.rs`).
 //! - `bench`: `build`, then the benchmarks of BENCHMARKS.md (`--list`
 //!   lists them; names after `--` pick some).
 
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod package;
 mod templates;
 
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -126,6 +128,9 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build, then write the Debian package to
+    /// `target/dist/dispatch_<version>_amd64.deb` (needs dpkg-deb, strip).
+    Deb,
     /// Build, then run the benchmarks (see BENCHMARKS.md); names after
     /// `--` pick some (`--list` lists them).
     Bench {
@@ -156,6 +161,12 @@ fn main() -> Result<()> {
             }
             ws.with_plugin_env(&mut cmd);
             run(&mut cmd)
+        }
+        Cmd::Deb => {
+            ws.build()?;
+            let deb = package::deb(&ws.root, &ws.target)?;
+            println!("{}", deb.display());
+            Ok(())
         }
         Cmd::Up { port, args } => {
             ws.build()?;
@@ -196,6 +207,16 @@ fn list_benches() {
     for (target, package, names) in BENCHES {
         println!("{target} ({package}): {}", names.join(", "));
     }
+}
+
+/// Copies `from` to `to` unless `to` already holds the same bytes: the
+/// runtime embeds the built-in components, and a new mtime would rebuild it.
+fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    if std::fs::read(to).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    std::fs::write(to, bytes).with_context(|| format!("writing {}", to.display()))
 }
 
 /// The bench targets to run and the names to pass each (none: all of it).
@@ -378,9 +399,7 @@ impl Workspace {
                 .join(WASM_TARGET)
                 .join("plugin")
                 .join(format!("{}.wasm", krate.replace('-', "_")));
-            let dest = out.join(format!("{name}.wasm"));
-            std::fs::copy(&built, &dest)
-                .with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
+            copy_if_changed(&built, &out.join(format!("{name}.wasm")))?;
         }
         Ok(())
     }

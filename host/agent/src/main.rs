@@ -8,7 +8,6 @@ use dispatch_agent::conformance;
 use dispatch_agent::run::{RunOptions, host_name as host_name_of, run_standalone};
 use dispatch_agent::sync::{Connected, run_connected};
 use dispatch_runtime::{Limits, Runtime, RuntimeConfig, actions, builtin};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -16,13 +15,22 @@ use std::time::{Duration, Instant};
 #[derive(Parser)]
 #[command(
     name = "dispatch-agent",
-    version,
+    version = dispatch_service::version(),
     about = "Dispatch agent: runs pollers and sends what is ready"
 )]
 struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// How log lines are written on stderr: `json` for a log collector.
+    #[arg(
+        long,
+        global = true,
+        env = "DISPATCH_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: dispatch_service::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -257,14 +265,7 @@ fn main() -> ExitCode {
     ) {
         default.push_str(",plugin=debug");
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    dispatch_service::init_logs(cli.log_format, &default);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -350,7 +351,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             json,
         } => {
             let runtime = plugin.runtime.runtime()?;
-            let loaded = runtime.load_file(&builtin::resolve(&plugin.plugin)?)?;
+            let loaded = runtime.load(&builtin::resolve(&plugin.plugin)?)?;
             let found = loaded.poll(&root, &params)?;
             if json {
                 println!(
@@ -363,7 +364,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Describe { plugin, json } => {
             let runtime = plugin.runtime.runtime()?;
-            let loaded = runtime.load_file(&builtin::resolve(&plugin.plugin)?)?;
+            let loaded = runtime.load(&builtin::resolve(&plugin.plugin)?)?;
             let info = loaded.info();
             if json {
                 let mut v = serde_json::to_value(info)?;
@@ -378,9 +379,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             let started = Instant::now();
             let runtime = runtime.runtime()?;
             for name in builtin::BUILTIN {
-                let path = builtin::resolve(name)?;
                 let plugin = runtime
-                    .load_file(&path)
+                    .load(&builtin::resolve(name)?)
                     .with_context(|| format!("built-in plugin `{name}`"))?;
                 let polled = match &poll_root {
                     Some(root) => format!("  {} actions", plugin.poll(root, &[])?.len()),

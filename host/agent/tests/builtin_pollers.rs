@@ -275,3 +275,52 @@ fn every_builtin_describes_its_parameters() {
         assert_eq!(p.wit_version(), "0.2.0");
     }
 }
+
+/// The installed agent is one file: copied alone into an empty directory,
+/// with no plugin directory anywhere, it runs every built-in from itself.
+#[test]
+fn the_agent_binary_alone_runs_every_builtin_compiled_into_it() {
+    let bin = tempfile::tempdir().unwrap();
+    // `plugins/` beside the binary's directory is where files would be.
+    std::fs::create_dir(bin.path().join("bin")).unwrap();
+    let agent = bin.path().join("bin/dispatch-agent");
+    std::fs::copy(env!("CARGO_BIN_EXE_dispatch-agent"), &agent).unwrap();
+    let root = tree(&[
+        "ready/ADI.XML",
+        "ready/ADI.DTD",
+        "ready/movie.mpg",
+        "half/ADI.XML",
+    ]);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&agent)
+            .args(args)
+            .env_remove("DISPATCH_PLUGIN_DIR")
+            .env("HOME", bin.path())
+            .env_remove("XDG_CACHE_HOME")
+            .current_dir(bin.path())
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {said}");
+        said
+    };
+    let root_arg = root.path().to_str().unwrap();
+    let found = run(&["poll", "--plugin", "dir", "--root", root_arg, "--json"]);
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found[0]["path"], "ready", "{found}");
+    let listed = run(&["plugins"]);
+    for name in dispatch_runtime::builtin::BUILTIN {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "{name} in {listed}"
+        );
+    }
+    assert!(!bin.path().join("plugins").exists());
+}

@@ -18,6 +18,45 @@ pub enum ResolveError {
     MissingFile(PathBuf),
 }
 
+include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A `.wasm` file.
+    File(PathBuf),
+    /// A built-in compiled into this binary.
+    Embedded(&'static str),
+}
+
+impl Source {
+    /// How errors and logs name it.
+    pub fn label(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Embedded(name) => format!("built-in `{name}`"),
+        }
+    }
+
+    /// The component's bytes.
+    pub fn bytes(&self) -> std::io::Result<std::borrow::Cow<'static, [u8]>> {
+        match self {
+            Source::File(p) => std::fs::read(p).map(Into::into),
+            Source::Embedded(name) => embedded(name)
+                .map(Into::into)
+                .ok_or_else(|| std::io::Error::other(format!("no built-in `{name}` is embedded"))),
+        }
+    }
+}
+
+/// The embedded component of the built-in `name`, if this binary has it.
+fn embedded(name: &str) -> Option<&'static [u8]> {
+    EMBEDDED
+        .iter()
+        .find(|(n, _)| *n == name && BUILTIN.contains(n))
+        .map(|(_, bytes)| *bytes)
+}
+
 /// The directory of built-in components: `$DISPATCH_PLUGIN_DIR`, else
 /// `plugins/` beside the directory of this executable (`target/plugins` for
 /// `target/release/dispatch-agent`).
@@ -35,29 +74,39 @@ pub fn plugin_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/plugins"))
 }
 
-/// `--plugin` as a file: a built-in name, or a path to a `.wasm` file.
-pub fn resolve(plugin: &str) -> Result<PathBuf, ResolveError> {
+/// `--plugin` as a component: a path to a `.wasm` file, or a built-in name:
+/// its file in `$DISPATCH_PLUGIN_DIR` when that is set (development), else
+/// the component compiled into this binary, else its file beside the binary.
+pub fn resolve(plugin: &str) -> Result<Source, ResolveError> {
     let looks_like_path = plugin.contains('/') || plugin.ends_with(".wasm");
     if looks_like_path {
         let path = PathBuf::from(plugin);
         return if path.exists() {
-            Ok(path)
+            Ok(Source::File(path))
         } else {
             Err(ResolveError::MissingFile(path))
         };
     }
-    if !BUILTIN.contains(&plugin) {
+    let Some(name) = BUILTIN.iter().copied().find(|b| *b == plugin) else {
         return Err(ResolveError::Unknown {
             name: plugin.to_string(),
         });
+    };
+    if std::env::var_os(PLUGIN_DIR_ENV).is_none() && embedded(name).is_some() {
+        return Ok(Source::Embedded(name));
     }
-    let path = plugin_dir().join(format!("{plugin}.wasm"));
+    let path = plugin_dir().join(format!("{name}.wasm"));
     if path.exists() {
-        Ok(path)
+        Ok(Source::File(path))
     } else {
         Err(ResolveError::NotBuilt {
-            name: plugin.to_string(),
+            name: name.to_string(),
             looked: path,
         })
     }
+}
+
+/// Every built-in this binary can run, as `resolve` finds them.
+pub fn all() -> Result<Vec<Source>, ResolveError> {
+    BUILTIN.iter().map(|name| resolve(name)).collect()
 }

@@ -203,6 +203,16 @@ impl Runtime {
         self.load_bytes(&bytes, &label)
     }
 
+    /// Loads a plugin from a file or from the built-ins compiled in.
+    pub fn load(&self, source: &builtin::Source) -> Result<Plugin, LoadError> {
+        let label = source.label();
+        let bytes = source.bytes().map_err(|source| LoadError::Read {
+            path: label.clone(),
+            source,
+        })?;
+        self.load_bytes(&bytes, &label)
+    }
+
     /// Loads a plugin from its bytes; `label` names it in errors.
     pub fn load_bytes(&self, bytes: &[u8], label: &str) -> Result<Plugin, LoadError> {
         let path = label.to_string();

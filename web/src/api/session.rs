@@ -95,18 +95,39 @@ pub async fn me(user: User) -> Json<Me> {
     })
 }
 
+/// What a load balancer, a container's health check or an operator asks.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
+    /// `ok` when the database answered.
     pub status: String,
+    /// Which database: `sqlite`.
     pub database: String,
+    /// The newest migration applied to it.
+    pub schema_version: i64,
+    /// Agents heard from in the last two minutes.
+    pub agents_online: i64,
+    /// This web app's version and the commit it was built from.
+    pub version: String,
+    pub commit: String,
 }
 
 /// Liveness and database check (no login).
 #[utoipa::path(get, path = "/api/v1/health", tag = "session", operation_id = "health", responses((status = 200, body = Health)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
-    sqlx::query("SELECT 1").execute(&state.pool).await?;
+    let schema_version: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&state.pool)
+            .await?;
+    let agents_online: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE last_seen > ?")
+        .bind(crate::now_ms() - super::agents::ONLINE_WITHIN_MS)
+        .fetch_one(&state.pool)
+        .await?;
     Ok(Json(Health {
         status: "ok".into(),
-        database: "ok".into(),
+        database: "sqlite".into(),
+        schema_version,
+        agents_online,
+        version: env!("CARGO_PKG_VERSION").into(),
+        commit: dispatch_service::COMMIT.into(),
     }))
 }

@@ -5,16 +5,16 @@
 use super::Local;
 use super::poller::Settings;
 use dispatch_protocol::PollerSpec;
-use dispatch_runtime::{Limits, Plugin, Runtime, builtin};
+use dispatch_runtime::builtin::{self, Source};
+use dispatch_runtime::{Limits, Plugin, Runtime};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub(super) struct Builder {
     runtime: Arc<Runtime>,
     local: Local,
-    /// Loaded plugins by file; cleared when the limits change.
-    plugins: Mutex<HashMap<PathBuf, Arc<Plugin>>>,
+    /// Loaded plugins by source; cleared when the limits change.
+    plugins: Mutex<HashMap<Source, Arc<Plugin>>>,
 }
 
 impl Builder {
@@ -76,7 +76,7 @@ impl Builder {
 
     /// The file of the plugin `spec` runs: a module fetched by sha256, a
     /// built-in, or a path.
-    fn file(&self, spec: &PollerSpec) -> Result<PathBuf, String> {
+    fn source(&self, spec: &PollerSpec) -> Result<Source, String> {
         let Some(module) = &spec.module else {
             return builtin::resolve(&spec.plugin).map_err(|e| format!("field `plugin`: {e}"));
         };
@@ -91,17 +91,17 @@ impl Builder {
                 spec.plugin, module.version, module.sha256
             ));
         }
-        Ok(path)
+        Ok(Source::File(path))
     }
 
     async fn plugin(&self, spec: &PollerSpec) -> Result<Arc<Plugin>, String> {
-        let path = self.file(spec)?;
-        if let Some(p) = super::lock(&self.plugins).get(&path) {
+        let source = self.source(spec)?;
+        if let Some(p) = super::lock(&self.plugins).get(&source) {
             return Ok(p.clone());
         }
         // Compiling takes a while: never on the threads that run transfers.
-        let (runtime, file) = (self.runtime.clone(), path.clone());
-        let loaded = tokio::task::spawn_blocking(move || runtime.load_file(&file))
+        let (runtime, from) = (self.runtime.clone(), source.clone());
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&from))
             .await
             .map_err(|e| format!("loading the plugin failed: {e}"))?
             .map_err(|e| format!("field `plugin`: {e}"))?;
@@ -114,7 +114,7 @@ impl Builder {
             ));
         }
         let loaded = Arc::new(loaded);
-        super::lock(&self.plugins).insert(path, loaded.clone());
+        super::lock(&self.plugins).insert(source, loaded.clone());
         Ok(loaded)
     }
 }

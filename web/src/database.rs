@@ -1,0 +1,110 @@
+//! Where the database is, and the lock files beside it that keep processes
+//! sharing it out of each other's way: `<db>.migrate-lock` (one process
+//! applies migrations at a time) and `<db>.in-use` (held shared by every
+//! running web app, taken whole by `restore`, which must not replace a
+//! database under a running process).
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteConnectOptions;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The migrations this binary knows.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// The newest schema version this binary knows.
+pub fn newest_schema() -> i64 {
+    MIGRATOR
+        .migrations
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The database URL in effect: `url`, else `<data_dir>/dispatch.sqlite`.
+pub fn url(data_dir: &Path, url: Option<&str>) -> String {
+    url.map_or_else(
+        || format!("sqlite://{}", data_dir.join("dispatch.sqlite").display()),
+        str::to_string,
+    )
+}
+
+/// The SQLite options of `url`, or why it cannot be used.
+pub fn sqlite_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
+    if !url.starts_with("sqlite:") {
+        anyhow::bail!("DATABASE_URL {url}: only sqlite: URLs are supported so far");
+    }
+    SqliteConnectOptions::from_str(url).map_err(|e| anyhow::anyhow!("DATABASE_URL {url}: {e}"))
+}
+
+/// `<db><suffix>`, beside the database file.
+pub fn beside(db_file: &Path, suffix: &str) -> PathBuf {
+    let mut name = db_file.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn lock_file(db_file: &Path, suffix: &str) -> std::io::Result<File> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(beside(db_file, suffix))
+}
+
+fn in_memory(db_file: &Path) -> bool {
+    db_file == Path::new(":memory:")
+}
+
+/// Waits for, then holds, the right to migrate (or restore) `db_file`.
+pub async fn migration_lock(db_file: &Path) -> anyhow::Result<Option<File>> {
+    if in_memory(db_file) {
+        return Ok(None);
+    }
+    let db_file = db_file.to_path_buf();
+    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+        let f = lock_file(&db_file, ".migrate-lock")?;
+        f.lock()?;
+        Ok(f)
+    })
+    .await??;
+    Ok(Some(lock))
+}
+
+/// Applies the migrations, one process at a time: replicas sharing a
+/// database file that start together would otherwise both apply the first
+/// one, and the second would fail on the tables the first made.
+pub async fn migrate(pool: &SqlitePool, db_file: &Path) -> anyhow::Result<()> {
+    let lock = migration_lock(db_file).await?;
+    MIGRATOR.run(pool).await?;
+    drop(lock);
+    Ok(())
+}
+
+/// Marks `db_file` in use by this process while the returned file lives.
+pub fn hold_in_use(db_file: &Path) -> anyhow::Result<Option<File>> {
+    if in_memory(db_file) {
+        return Ok(None);
+    }
+    let f = lock_file(db_file, ".in-use")
+        .map_err(|e| anyhow::anyhow!("{}: {e}", beside(db_file, ".in-use").display()))?;
+    f.lock_shared()?;
+    Ok(Some(f))
+}
+
+/// Takes `db_file` whole, or says which process kind holds it.
+pub fn take_whole(db_file: &Path) -> anyhow::Result<File> {
+    let path = beside(db_file, ".in-use");
+    let f =
+        lock_file(db_file, ".in-use").map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "dispatch-web is running on {}: stop every process using it first",
+            db_file.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => anyhow::bail!("{}: {e}", path.display()),
+    }
+}

@@ -31,12 +31,32 @@ pub fn url(data_dir: &Path, url: Option<&str>) -> String {
     )
 }
 
+/// `url` as messages may show it: a password in it (`postgres://user:pw@…`)
+/// is never said back.
+pub fn shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..host_end].rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{}", &rest[host_end..])
+        }
+        None => url.to_string(),
+    }
+}
+
 /// The SQLite options of `url`, or why it cannot be used.
 pub fn sqlite_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
     if !url.starts_with("sqlite:") {
-        anyhow::bail!("DATABASE_URL {url}: only sqlite: URLs are supported so far");
+        anyhow::bail!(
+            "DATABASE_URL {}: only sqlite: URLs are supported so far",
+            shown(url)
+        );
     }
-    SqliteConnectOptions::from_str(url).map_err(|e| anyhow::anyhow!("DATABASE_URL {url}: {e}"))
+    SqliteConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL {}: {e}", shown(url)))
 }
 
 /// `<db><suffix>`, beside the database file.
@@ -106,5 +126,23 @@ pub fn take_whole(db_file: &Path) -> anyhow::Result<File> {
             db_file.display()
         ),
         Err(std::fs::TryLockError::Error(e)) => anyhow::bail!("{}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn a_password_in_a_database_url_is_never_shown() {
+        assert_eq!(
+            shown("postgres://dispatch:s3cr%40t@db.example:5432/dispatch?sslmode=require"),
+            "postgres://dispatch:***@db.example:5432/dispatch?sslmode=require"
+        );
+        assert_eq!(shown("postgres://db/x"), "postgres://db/x");
+        assert_eq!(
+            shown("sqlite://data/dispatch.sqlite"),
+            "sqlite://data/dispatch.sqlite"
+        );
     }
 }

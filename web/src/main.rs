@@ -107,7 +107,10 @@ fn key_source(cfg: &WebConfig) -> String {
 fn sqlite_options(cfg: &WebConfig) -> anyhow::Result<sqlx::sqlite::SqliteConnectOptions> {
     let url = database::url(&cfg.data_dir, cfg.database_url.as_deref());
     if !url.starts_with("sqlite:") {
-        anyhow::bail!("backup and restore work on SQLite; for {url} use pg_dump and pg_restore");
+        anyhow::bail!(
+            "backup and restore work on SQLite; for {} use pg_dump and pg_restore",
+            database::shown(&url)
+        );
     }
     database::sqlite_options(&url)
 }

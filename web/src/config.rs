@@ -28,7 +28,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "DISPATCH_WEB_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "DISPATCH_LISTEN")]
+    #[arg(long, global = true, env = "DISPATCH_LISTEN")]
     pub listen: Option<String>,
     /// Data directory (database, modules, key file) [default: ./data].
     #[arg(long, global = true, env = "DISPATCH_DATA_DIR")]
@@ -57,7 +57,7 @@ pub struct Cli {
     #[arg(long, env = "DISPATCH_FIRST_PASSWORD_FILE")]
     pub first_password_file: Option<PathBuf>,
     /// Send session cookies without `Secure` (plain HTTP away from localhost).
-    #[arg(long)]
+    #[arg(long, env = "DISPATCH_INSECURE_COOKIES")]
     pub insecure_cookies: bool,
     /// An agent on this machine: created at start if missing; when it is
     /// created or its token file is missing, a new token is written (0600)
@@ -94,6 +94,14 @@ pub enum WebCommand {
         /// The backup file to restore.
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
+    },
+    /// Ask the web app serving on `--listen` (loopback when it listens on
+    /// every address) for its health; exit 0 only if it answers healthy.
+    /// For a container's health check, where there is no curl.
+    Health {
+        /// The web app's address instead, `http://HOST:PORT` (https: use curl).
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 

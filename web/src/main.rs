@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             None => serve(cfg).await,
             Some(WebCommand::Backup { to }) => backup(&cfg, &to).await,
             Some(WebCommand::Restore { from }) => restore(&cfg, &from).await,
+            Some(WebCommand::Health { url }) => health(&cfg, url.as_deref()).await,
         }
     });
     match done {
@@ -139,6 +140,57 @@ async fn restore(cfg: &WebConfig, from: &Path) -> anyhow::Result<()> {
         key_source(cfg)
     );
     Ok(())
+}
+
+/// Prints the health the web app reports; an error unless it says "ok".
+/// Plain HTTP/1.0 by hand: it runs beside the web app (a container's health
+/// check), and a TLS client in the binary for this alone is not worth it.
+async fn health(cfg: &WebConfig, url: Option<&str>) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let base = url.map_or_else(
+        || format!("http://{}", reachable(&cfg.listen)),
+        |u| u.trim_end_matches('/').to_string(),
+    );
+    let Some(host) = base.strip_prefix("http://").filter(|h| !h.contains('/')) else {
+        anyhow::bail!("health --url {base}: only http://HOST:PORT (for https, use curl)");
+    };
+    let exchange = async {
+        let mut conn = tokio::net::TcpStream::connect(host).await?;
+        let ask = format!("GET /api/v1/health HTTP/1.0\r\nHost: {host}\r\n\r\n");
+        conn.write_all(ask.as_bytes()).await?;
+        let mut answer = Vec::new();
+        conn.take(1 << 20).read_to_end(&mut answer).await?;
+        std::io::Result::Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("{base}: no answer within 5 s"))?
+        .map_err(|e| anyhow::anyhow!("{base}: {e}"))?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.lines().next().unwrap_or_default();
+    let ok = status.split_whitespace().nth(1) == Some("200")
+        && serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["status"] == "ok");
+    if !ok {
+        anyhow::bail!("{base}: unhealthy ({status}): {}", body.trim());
+    }
+    println!("{}", body.trim());
+    Ok(())
+}
+
+/// `listen` as a client on this machine reaches it: an unspecified address
+/// (every interface) is reached on loopback.
+fn reachable(listen: &str) -> String {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let ip: std::net::IpAddr = if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            std::net::SocketAddr::new(ip, a.port()).to_string()
+        }
+        _ => listen.to_string(),
+    }
 }
 
 async fn serve(cfg: WebConfig) -> anyhow::Result<()> {

@@ -205,6 +205,45 @@ async fn health_names_the_database_its_schema_and_the_agents_online() {
         async || health().await["agents_online"] == 1,
     )
     .await;
+
+    // `dispatch-web health`, a container's health check: by URL, and by a
+    // listen address on every interface (reached on loopback).
+    let base = site.base();
+    let port = base.rsplit(':').next().unwrap().to_string();
+    let checks = tokio::task::spawn_blocking(move || {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        [
+            vec!["health".to_string(), "--url".into(), base],
+            vec![
+                "--listen".into(),
+                format!("0.0.0.0:{port}"),
+                "health".into(),
+            ],
+            vec!["health".into(), "--url".into(), closed_url],
+        ]
+        .map(|args| {
+            Command::new(env!("CARGO_BIN_EXE_dispatch-web"))
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+    })
+    .await
+    .unwrap();
+    for ok in &checks[..2] {
+        assert!(ok.status.success(), "{}", text(ok));
+        let said: Value = serde_json::from_slice(&ok.stdout).unwrap();
+        assert_eq!(said["agents_online"], 1);
+    }
+    let down = &checks[2];
+    assert!(!down.status.success(), "nothing listens there");
+    let said = text(down);
+    assert!(
+        said.starts_with("error: http://127.0.0.1:") && said.lines().count() == 1,
+        "{said}"
+    );
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //!   built-in pollers registered and a demo seeded, and a connected
 //!   `dispatch-agent` beside it.
 //! - `deb`: `build`, then the Debian package (`package.rs`).
+//! - `dist`: static (musl) release binaries in a tarball; `image`: those
+//!   binaries in a container image on `scratch` (`dist.rs`).
 //! - `bench`: `build`, then the benchmarks of BENCHMARKS.md (`--list`
 //!   lists them; names after `--` pick some).
 
@@ -16,6 +18,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod dist;
 mod package;
 mod templates;
 
@@ -131,6 +134,13 @@ enum Cmd {
     /// Build, then write the Debian package to
     /// `target/dist/dispatch_<version>_amd64.deb` (needs dpkg-deb, strip).
     Deb,
+    /// Build static (musl) binaries, then write
+    /// `target/dist/dispatch-<version>-x86_64-linux.tar.gz` and its
+    /// `.sha256` (needs musl-gcc from musl-tools, strip).
+    Dist,
+    /// `dist`, then the container image `dispatch:<version>` on scratch
+    /// (`podman build`).
+    Image,
     /// Build, then run the benchmarks (see BENCHMARKS.md); names after
     /// `--` pick some (`--list` lists them).
     Bench {
@@ -166,6 +176,17 @@ fn main() -> Result<()> {
             ws.build()?;
             let deb = package::deb(&ws.root, &ws.target)?;
             println!("{}", deb.display());
+            Ok(())
+        }
+        Cmd::Dist => {
+            ws.build_static()?;
+            println!("{}", dist::tarball(&ws.root, &ws.target)?.display());
+            Ok(())
+        }
+        Cmd::Image => {
+            ws.build_static()?;
+            dist::tarball(&ws.root, &ws.target)?;
+            println!("{}", dist::image(&ws.root, &ws.target)?);
             Ok(())
         }
         Cmd::Up { port, args } => {
@@ -293,13 +314,24 @@ impl Workspace {
     }
 
     fn build(&self) -> Result<()> {
-        ensure_wasm_target()?;
+        ensure_target(WASM_TARGET)?;
         self.build_components(PLUGINS, &self.plugin_dir())?;
         // The same package set as `test`: features unify the same way, so
         // the test run reuses this build instead of compiling wasmtime again.
         let mut cmd = self.cargo();
         cmd.args(["build", "--release", "--workspace"]);
         exclude_test_plugins(&mut cmd);
+        run(&mut cmd)
+    }
+
+    /// The built-in pollers, then both binaries linked statically (musl).
+    fn build_static(&self) -> Result<()> {
+        ensure_target(WASM_TARGET)?;
+        self.build_components(PLUGINS, &self.plugin_dir())?;
+        ensure_target(dist::MUSL)?;
+        let mut cmd = self.cargo();
+        cmd.args(["build", "--release", "--target", dist::MUSL]);
+        cmd.args(["-p", "dispatch-web", "-p", "dispatch-agent"]);
         run(&mut cmd)
     }
 
@@ -496,19 +528,19 @@ fn exclude_test_plugins(cmd: &mut Command) {
     }
 }
 
-fn ensure_wasm_target() -> Result<()> {
+fn ensure_target(target: &str) -> Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .context("running rustup (needed to add the wasm32-wasip2 target)")?;
+        .with_context(|| format!("running rustup (needed to add the {target} target)"))?;
     if String::from_utf8_lossy(&installed.stdout)
         .lines()
-        .any(|l| l.trim() == WASM_TARGET)
+        .any(|l| l.trim() == target)
     {
         return Ok(());
     }
-    eprintln!("xtask: adding the {WASM_TARGET} target");
-    run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+    eprintln!("xtask: adding the {target} target");
+    run(Command::new("rustup").args(["target", "add", target]))
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

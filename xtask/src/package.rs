@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-const BINARIES: &[&str] = &["dispatch-web", "dispatch-agent"];
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const BINARIES: &[&str] = &["dispatch-web", "dispatch-agent"];
 
 /// (file under `packaging/`, where it is installed, mode).
 const FILES: &[(&str, &str, u32)] = &[
@@ -63,7 +63,7 @@ pub fn deb(root: &Path, target: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn install(from: &Path, to: &Path, mode: u32) -> Result<()> {
+pub fn install(from: &Path, to: &Path, mode: u32) -> Result<()> {
     if let Some(dir) = to.parent() {
         std::fs::create_dir_all(dir)?;
     }

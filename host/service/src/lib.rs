@@ -5,6 +5,15 @@
 
 use std::sync::OnceLock;
 
+/// The allocator of the static builds (`cargo xtask dist`): with musl's
+/// own the agent sent many small files 1.27x slower than the glibc build;
+/// with this one (huge pages off: clearing a 2 MiB page per thread's heap
+/// cost more than musl's allocator) 1.04x (BENCHMARKS.md). Here because
+/// both binaries link this crate.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The commit the binary was built from (`unknown` outside a git checkout
 /// unless `DISPATCH_GIT_COMMIT` was set at build time).
 pub const COMMIT: &str = env!("DISPATCH_GIT_COMMIT");

@@ -84,7 +84,12 @@ pub async fn health(cfg: &WebConfig, url: Option<&str>) -> anyhow::Result<()> {
     let ok = status.split_whitespace().nth(1) == Some("200")
         && serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["status"] == "ok");
     if !ok {
-        anyhow::bail!("{base}: unhealthy ({status}): {}", body.trim());
+        // One line, whatever answered there.
+        let said: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        anyhow::bail!(
+            "{base}: unhealthy ({status}): {}",
+            said.chars().take(300).collect::<String>()
+        );
     }
     println!("{}", body.trim());
     Ok(())

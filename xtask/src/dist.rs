@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::package::{BINARIES, VERSION, install};
+use crate::package::{BINARIES, VERSION, install, install_stripped};
 
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
 /// The image's user: not root, and no user of a typical host.
@@ -49,9 +49,7 @@ pub fn tarball(root: &Path, target: &Path) -> Result<PathBuf> {
     }
     for bin in BINARIES {
         let to = stage.join("bin").join(bin);
-        install(&target.join(MUSL).join("release").join(bin), &to, 0o755)?;
-        crate::run(Command::new("strip").arg("--strip-unneeded").arg(&to))
-            .context("stripping the binaries (binutils)")?;
+        install_stripped(&target.join(MUSL).join("release").join(bin), &to)?;
         static_only(&to)?;
     }
     for (from, to, mode) in FILES {

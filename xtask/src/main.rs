@@ -313,9 +313,14 @@ impl Workspace {
         cmd.env("DISPATCH_TEST_VENV", self.venv());
     }
 
-    fn build(&self) -> Result<()> {
+    /// The seven built-in pollers, which the binaries embed.
+    fn build_plugins(&self) -> Result<()> {
         ensure_target(WASM_TARGET)?;
-        self.build_components(PLUGINS, &self.plugin_dir())?;
+        self.build_components(PLUGINS, &self.plugin_dir())
+    }
+
+    fn build(&self) -> Result<()> {
+        self.build_plugins()?;
         // The same package set as `test`: features unify the same way, so
         // the test run reuses this build instead of compiling wasmtime again.
         let mut cmd = self.cargo();
@@ -326,8 +331,7 @@ impl Workspace {
 
     /// The built-in pollers, then both binaries linked statically (musl).
     fn build_static(&self) -> Result<()> {
-        ensure_target(WASM_TARGET)?;
-        self.build_components(PLUGINS, &self.plugin_dir())?;
+        self.build_plugins()?;
         ensure_target(dist::MUSL)?;
         let mut cmd = self.cargo();
         cmd.args(["build", "--release", "--target", dist::MUSL]);

@@ -39,10 +39,10 @@ pub fn deb(root: &Path, target: &Path) -> Result<PathBuf> {
         std::fs::remove_dir_all(&stage)?;
     }
     for bin in BINARIES {
-        let to = stage.join("usr/bin").join(bin);
-        install(&target.join("release").join(bin), &to, 0o755)?;
-        crate::run(Command::new("strip").arg("--strip-unneeded").arg(&to))
-            .context("stripping the binaries (binutils)")?;
+        install_stripped(
+            &target.join("release").join(bin),
+            &stage.join("usr/bin").join(bin),
+        )?;
     }
     for (from, to, mode) in FILES {
         install(&root.join("packaging").join(from), &stage.join(to), *mode)?;
@@ -61,6 +61,13 @@ pub fn deb(root: &Path, target: &Path) -> Result<PathBuf> {
     )
     .context("building the package (dpkg-deb)")?;
     Ok(out)
+}
+
+/// A release binary, installed 0755 and stripped.
+pub fn install_stripped(from: &Path, to: &Path) -> Result<()> {
+    install(from, to, 0o755)?;
+    crate::run(Command::new("strip").arg("--strip-unneeded").arg(to))
+        .context("stripping the binaries (binutils)")
 }
 
 pub fn install(from: &Path, to: &Path, mode: u32) -> Result<()> {

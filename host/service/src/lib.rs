@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 /// The allocator of the static builds (`cargo xtask dist`): with musl's
-/// own the agent sent many small files 1.27x slower than the glibc build;
+/// own the agent sent many small files 1.22x slower than the glibc build;
 /// with this one (huge pages off: clearing a 2 MiB page per thread's heap
 /// cost more than musl's allocator) 1.04x (BENCHMARKS.md). Here because
 /// both binaries link this crate.

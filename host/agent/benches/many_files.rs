@@ -15,6 +15,9 @@
 //! previous run's output dropped. Sizes: `DISPATCH_BENCH_FILES`,
 //! `DISPATCH_BENCH_DIRS`, `DISPATCH_BENCH_RUNS`; where:
 //! `DISPATCH_BENCH_SCRATCH` (default `target/bench-many-files`).
+//! `DISPATCH_BENCH_BASELINE_AGENT=PATH`: another build of `dispatch-agent`
+//! (say, main's) runs as a third side in the same rounds, so a change is
+//! judged against its own baseline on the same noisy machine.
 //!
 //! Run: `cargo xtask bench -- many_files` (or `-- files`, `-- dirs`).
 
@@ -132,7 +135,16 @@ fn config(dir: &Path, plugin: &str, target: &str) -> PathBuf {
 }
 
 fn agent(config: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-agent"));
+    agent_at(Path::new(env!("CARGO_BIN_EXE_dispatch-agent")), config)
+}
+
+/// The baseline build of the agent, if one is given.
+fn baseline_agent() -> Option<PathBuf> {
+    std::env::var_os("DISPATCH_BENCH_BASELINE_AGENT").map(PathBuf::from)
+}
+
+fn agent_at(exe: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new(exe);
     cmd.args(["run", "--until-idle", "--config"])
         .arg(config)
         .env("DISPATCH_PLUGIN_DIR", plugin_dir())
@@ -187,33 +199,72 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+#[derive(Clone, Copy)]
+enum Side {
+    Rsync,
+    Ours,
+    Baseline,
+}
+
 /// Both sides' times over the runs, and the agent's peak memory.
 #[derive(Default)]
 struct Sides {
     ours: Vec<Duration>,
     theirs: Vec<Duration>,
+    /// The baseline agent's times (`DISPATCH_BENCH_BASELINE_AGENT`).
+    baseline: Vec<Duration>,
     peak_kib: Vec<u64>,
 }
 
 impl Sides {
     /// One run of each side from the same fresh source (`make`): rsync
-    /// into `rsync-dst`, then the agent with `cfg` into `dst`; each must
-    /// deliver `files` files and the agent must leave the source empty.
+    /// into `rsync-dst`, the agent with `cfg` into `dst` (and the baseline
+    /// agent, if given); each must deliver `files` files and an agent must
+    /// leave the source empty. The sides take turns going first, round by
+    /// round: a run pays for the deletions of the run before it (ext4
+    /// skips recently freed inodes), so a fixed order would favour one.
     fn race(&mut self, dir: &Path, make: impl Fn(), cfg: &Path, fsync: bool, files: usize) {
+        let mut order = vec![Side::Rsync, Side::Ours];
+        if baseline_agent().is_some() {
+            order.push(Side::Baseline);
+        }
+        let turn = self.ours.len() % order.len();
+        order.rotate_left(turn);
+        for side in order {
+            match side {
+                Side::Rsync => {
+                    reset(dir);
+                    make();
+                    let src = dir.join("src");
+                    let theirs = timed(dir, &mut rsync(&src, &dir.join("rsync-dst"), fsync));
+                    assert_eq!(
+                        count_files(&dir.join("rsync-dst")),
+                        files,
+                        "rsync sent everything"
+                    );
+                    self.theirs.push(theirs.wall);
+                }
+                Side::Ours => {
+                    let ours = Self::agent_run(dir, &make, agent(cfg), files);
+                    self.ours.push(ours.wall);
+                    self.peak_kib.push(ours.peak_kib);
+                }
+                Side::Baseline => {
+                    let Some(exe) = baseline_agent() else {
+                        continue;
+                    };
+                    let base = Self::agent_run(dir, &make, agent_at(&exe, cfg), files);
+                    self.baseline.push(base.wall);
+                }
+            }
+        }
+    }
+
+    /// One agent run from a fresh source; it must drain it all to `dst`.
+    fn agent_run(dir: &Path, make: &impl Fn(), mut cmd: Command, files: usize) -> Run {
         reset(dir);
         make();
-        let theirs = timed(
-            dir,
-            &mut rsync(&dir.join("src"), &dir.join("rsync-dst"), fsync),
-        );
-        assert_eq!(
-            count_files(&dir.join("rsync-dst")),
-            files,
-            "rsync sent everything"
-        );
-        reset(dir);
-        make();
-        let ours = timed(dir, &mut agent(cfg));
+        let run = timed(dir, &mut cmd);
         assert_eq!(
             count_files(&dir.join("src")),
             0,
@@ -224,9 +275,7 @@ impl Sides {
             files,
             "the agent sent everything"
         );
-        self.theirs.push(theirs.wall);
-        self.ours.push(ours.wall);
-        self.peak_kib.push(ours.peak_kib);
+        run
     }
 
     fn report(&self, what: &str, ours: &str, theirs: &str, items: usize, unit: &str) {
@@ -245,6 +294,16 @@ impl Sides {
             rate(o),
             t.as_secs_f64() / o.as_secs_f64()
         );
+        if !self.baseline.is_empty() {
+            let b = median(self.baseline.clone());
+            println!(
+                "{what}, {:<28} {:>8.2} s  ({runs})  {:.0} {unit}/s, {:.2}x",
+                "baseline agent (same config)",
+                b.as_secs_f64(),
+                rate(b),
+                t.as_secs_f64() / b.as_secs_f64()
+            );
+        }
     }
 }
 

@@ -3,14 +3,16 @@
 //! for the web app to ingest (each event has an id chosen here, so ingest can
 //! be idempotent).
 //!
-//! Writes go through one task that commits in batches: thousands of small
-//! transfers cost one fsync per batch, not one per event. `record_durable`
-//! waits until its event is committed (used before a source is removed).
+//! Writes go through one thread that commits in batches (`writer`):
+//! thousands of small transfers cost one fsync per batch, not one per
+//! event. `record_durable` waits until its event is committed (used before
+//! a source is removed). Reads go through sqlx.
+
+mod writer;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
@@ -122,10 +124,10 @@ pub struct Journal {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("transfer journal {path}: {source}")]
+#[error("transfer journal {path}: {message}")]
 pub struct JournalError {
     path: String,
-    source: sqlx::Error,
+    message: String,
 }
 
 const SCHEMA: &[&str] = &[
@@ -190,16 +192,28 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS report_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)",
 ];
 
+/// Creates what is missing of the schema, on a connection of its own before
+/// any other opens: a pooled connection that prepared a statement before a
+/// column was added would read rows with the old columns.
+fn create_schema(path: &Path) -> rusqlite::Result<()> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    for stmt in SCHEMA {
+        conn.execute(stmt, [])?;
+    }
+    add_missing_columns(&conn)
+}
+
 /// Columns added after a journal's first release: a journal written by an
 /// older agent gets them on open.
-async fn add_missing_columns(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    let has: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('transfers')")
-        .fetch_all(pool)
-        .await?;
+fn add_missing_columns(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has = conn
+        .prepare("SELECT name FROM pragma_table_info('transfers')")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
     if !has.iter().any(|c| c == "progress_at") {
-        sqlx::query("ALTER TABLE transfers ADD COLUMN progress_at INTEGER")
-            .execute(pool)
-            .await?;
+        conn.execute("ALTER TABLE transfers ADD COLUMN progress_at INTEGER", [])?;
     }
     Ok(())
 }
@@ -216,18 +230,27 @@ pub fn new_id() -> String {
 }
 
 impl Journal {
-    /// Opens (creating) the journal file and starts its writer task.
+    /// Opens (creating) the journal file and starts its writer thread.
     pub async fn open(path: &Path, host: &str) -> Result<Self, JournalError> {
-        let err = |source| JournalError {
+        let err = |message: String| JournalError {
             path: path.display().to_string(),
-            source,
+            message,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(sqlx::Error::Io(e)))?;
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (at, writer_host) = (path.to_path_buf(), host.to_string());
+        tokio::task::spawn_blocking(move || {
+            create_schema(&at)?;
+            writer::start(&at, rx, writer_host)
+        })
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .map_err(|e| err(e.to_string()))?;
+        // Reads, and the small state tables written directly.
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(10));
@@ -235,13 +258,7 @@ impl Journal {
             .max_connections(2)
             .connect_with(options)
             .await
-            .map_err(err)?;
-        for stmt in SCHEMA.iter().copied() {
-            sqlx::query(stmt).execute(&pool).await.map_err(err)?;
-        }
-        add_missing_columns(&pool).await.map_err(err)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(pool.clone(), rx, host.to_string()));
+            .map_err(|e| err(e.to_string()))?;
         Ok(Self {
             tx,
             pool,
@@ -453,170 +470,6 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> TransferRow {
         progress_at: r.get("progress_at"),
         signature: r.get("signature"),
     }
-}
-
-static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
-
-async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Msg>, host: String) {
-    let run = format!("{:08x}", fastrand::u32(..));
-    // One connection of its own, whose `synchronous` follows the batch: a
-    // batch nobody waits for (queued, started, progress…) is committed
-    // without an fsync; the next durable batch's fsync of the WAL makes it
-    // durable too. Thousands of small transfers then cost about one fsync
-    // per batch of Completes, not one per batch of any events.
-    let mut conn = match pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("cannot open the transfer journal's writer: {e}");
-            return;
-        }
-    };
-    let mut durable_mode = true;
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 2000 {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        let durable = batch.iter().any(|m| match m {
-            Msg::Flush(_) | Msg::Event(_, _, Some(_)) => true,
-            Msg::Event(_, _, None) => false,
-        });
-        let mut acks = Vec::new();
-        let result: Result<(), sqlx::Error> = async {
-            if durable != durable_mode {
-                let pragma = if durable {
-                    "PRAGMA synchronous = FULL"
-                } else {
-                    "PRAGMA synchronous = NORMAL"
-                };
-                sqlx::query(pragma).execute(&mut *conn).await?;
-                durable_mode = durable;
-            }
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            for msg in batch {
-                let (e, at) = match msg {
-                    Msg::Flush(ack) => {
-                        acks.push(ack);
-                        continue;
-                    }
-                    Msg::Event(e, at, ack) => {
-                        acks.extend(ack);
-                        (e, at)
-                    }
-                };
-                let seq = EVENT_SEQ.fetch_add(1, Ordering::Relaxed);
-                apply(
-                    &mut tx,
-                    &e,
-                    at,
-                    &host,
-                    &format!("{}-{run}-{seq}", e.transfer_id),
-                )
-                .await?;
-            }
-            tx.commit().await
-        }
-        .await;
-        let answer = result.map_err(|e| {
-            tracing::error!("cannot write the transfer journal: {e}");
-            format!("cannot write the transfer journal: {e}")
-        });
-        for a in acks {
-            let _ = a.send(answer.clone());
-        }
-    }
-}
-
-async fn apply(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    e: &Event,
-    at: i64,
-    host: &str,
-    event_id: &str,
-) -> Result<(), sqlx::Error> {
-    let size = e.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
-    let done = i64::try_from(e.bytes_done).unwrap_or(i64::MAX);
-    if e.kind != EventKind::Progress {
-        sqlx::query(
-            "INSERT INTO events (event_id, transfer_id, poller, path, event, size, bytes_done, attempt, error, at, host)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(event_id)
-        .bind(&e.transfer_id)
-        .bind(&e.poller)
-        .bind(&e.path)
-        .bind(e.kind.as_str())
-        .bind(size)
-        .bind(done)
-        .bind(e.attempt)
-        .bind(&e.error)
-        .bind(at)
-        .bind(host)
-        .execute(&mut **tx)
-        .await?;
-    }
-    match e.kind {
-        EventKind::Queued => {
-            sqlx::query(
-                "INSERT INTO transfers (id, poller, path, item_kind, status, size, host, queued_at, signature)
-                 VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?, ?)
-                 ON CONFLICT(id) DO UPDATE SET status = 'Queued', size = excluded.size, signature = excluded.signature",
-            )
-            .bind(&e.transfer_id)
-            .bind(&e.poller)
-            .bind(&e.path)
-            .bind(e.item_kind)
-            .bind(size)
-            .bind(host)
-            .bind(at)
-            .bind(&e.signature)
-            .execute(&mut **tx)
-            .await?;
-        }
-        EventKind::Started => {
-            sqlx::query(
-                "UPDATE transfers SET status = 'Transferring', attempts = ?1, started_at = ?2, progress_at = ?2, bytes_done = 0, ended_at = NULL WHERE id = ?3",
-            )
-            .bind(e.attempt)
-            .bind(at)
-            .bind(&e.transfer_id)
-            .execute(&mut **tx)
-            .await?;
-        }
-        EventKind::Progress => {
-            sqlx::query("UPDATE transfers SET bytes_done = ?, progress_at = ? WHERE id = ?")
-                .bind(done)
-                .bind(at)
-                .bind(&e.transfer_id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        EventKind::SourceRemoved => {
-            sqlx::query("UPDATE transfers SET source_removed = 1 WHERE id = ?")
-                .bind(&e.transfer_id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        EventKind::Complete | EventKind::Error | EventKind::Cancelled => {
-            let status = match e.kind {
-                EventKind::Complete => Status::Complete,
-                EventKind::Error => Status::Error,
-                _ => Status::Cancelled,
-            };
-            sqlx::query("UPDATE transfers SET status = ?, bytes_done = ?, error = ?, ended_at = ? WHERE id = ?")
-                .bind(status.as_str())
-                .bind(done)
-                .bind(&e.error)
-                .bind(at)
-                .bind(&e.transfer_id)
-                .execute(&mut **tx)
-                .await?;
-        }
-    }
-    Ok(())
 }
 
 /// A journal event as the web app's agent API takes it (`poller` holds the

@@ -488,17 +488,24 @@ fn case7_a_failed_journal_commit_keeps_the_source_and_fails_the_transfer() {
     assert_eq!(complete(&site, "clip.mxf"), 1, "{log}");
 }
 
-#[test]
-fn case8_kill_9_between_the_final_rename_and_the_complete_record_does_not_send_twice() {
+/// One `clip.mxf` in the `clips` poller's folder, the agent killed (-9)
+/// while paused at `point`; gives the site.
+fn killed_at(point: &str) -> AgentSite {
     let site = AgentSite::new();
     add(&site.path("src/clips"), &["clip.mxf"]);
     config(&site, &poller("clips", "file", ""));
-    let live = Live::spawn(agent(&site, false, "after-send=5000"));
-    live.wait_for("test pause after-send", 1, Duration::from_secs(30));
-    let delivered = site.path("dst/clips/clip.mxf");
-    let ino = std::fs::metadata(&delivered).unwrap().ino();
+    let live = Live::spawn(agent(&site, false, &format!("{point}=5000")));
+    live.wait_for(&format!("test pause {point}"), 1, Duration::from_secs(30));
     live.signal("-KILL");
     let _ = live.wait(Duration::from_secs(10));
+    site
+}
+
+#[test]
+fn case8_kill_9_between_the_final_rename_and_the_complete_record_does_not_send_twice() {
+    let site = killed_at("before-complete");
+    let delivered = site.path("dst/clips/clip.mxf");
+    let ino = std::fs::metadata(&delivered).unwrap().ino();
     assert!(site.path("src/clips/clip.mxf").exists());
 
     let log = until_idle(&site);
@@ -516,13 +523,7 @@ fn case8_kill_9_between_the_final_rename_and_the_complete_record_does_not_send_t
 
 #[test]
 fn case8_kill_9_between_the_complete_record_and_the_removal_removes_it_at_restart() {
-    let site = AgentSite::new();
-    add(&site.path("src/clips"), &["clip.mxf"]);
-    config(&site, &poller("clips", "file", ""));
-    let live = Live::spawn(agent(&site, false, "before-remove=5000"));
-    live.wait_for("test pause before-remove", 1, Duration::from_secs(30));
-    live.signal("-KILL");
-    let _ = live.wait(Duration::from_secs(10));
+    let site = killed_at("before-remove");
     assert!(site.path("src/clips/clip.mxf").exists());
     assert_eq!(rows(&site)[0]["status"], "Complete");
 
@@ -533,6 +534,40 @@ fn case8_kill_9_between_the_complete_record_and_the_removal_removes_it_at_restar
     );
     assert!(!site.path("src/clips/clip.mxf").exists());
     assert_eq!(rows(&site).len(), 1, "not sent a second time");
+}
+
+#[test]
+fn case8_kill_9_before_the_final_rename_then_a_changed_source_leaves_no_temporary_copy() {
+    let site = killed_at("after-send");
+    let dst = site.path("dst/clips");
+    let parts = || -> Vec<String> {
+        listing(&dst)
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    };
+    assert_eq!(
+        parts().len(),
+        1,
+        "the killed attempt left its copy: {:?}",
+        listing(&dst)
+    );
+    // While the agent is down the source changes: the killed transfer is
+    // never resumed under its id, and its copy must not stay behind.
+    std::fs::write(site.path("src/clips/clip.mxf"), b"the second version").unwrap();
+
+    let log = until_idle(&site);
+    assert_eq!(listing(&dst), ["clip.mxf"], "{log}");
+    assert_eq!(
+        std::fs::read(dst.join("clip.mxf")).unwrap(),
+        b"the second version"
+    );
+    let statuses: Vec<_> = rows(&site).iter().map(|r| r["status"].clone()).collect();
+    assert_eq!(statuses.len(), 2, "{statuses:?}");
+    assert!(
+        statuses.contains(&"Cancelled".into()) && statuses.contains(&"Complete".into()),
+        "{statuses:?}"
+    );
 }
 
 /// The agent in a namespace of its own after `script` (see

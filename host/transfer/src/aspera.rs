@@ -272,7 +272,7 @@ impl Backend for AsperaBackend {
         let status = status.map_err(|e| TransferError::transient(format!("ascp: {e}")))?;
         if status.success() {
             progress.add(size.saturating_sub(reported));
-            return Ok(Sent { bytes: size });
+            return Ok(Sent::of(size));
         }
         let said = text.trim();
         let message = if said.is_empty() {

@@ -363,7 +363,7 @@ impl Backend for FtpBackend {
                         .await
                 }
                 .await;
-                sent.map(|bytes| Sent { bytes })
+                sent.map(Sent::of)
             }
             ItemKind::Dir => {
                 let sent = async {
@@ -385,7 +385,7 @@ impl Backend for FtpBackend {
                     Ok(bytes)
                 }
                 .await;
-                sent.map(|bytes| Sent { bytes })
+                sent.map(Sent::of)
             }
         };
         // A polite goodbye; the result does not depend on it.

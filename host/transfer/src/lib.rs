@@ -166,9 +166,35 @@ impl TransferError {
 }
 
 /// What a verified transfer sent.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sent {
     pub bytes: u64,
+    /// What [`Backend::settle`] still has to do (a local copy's flush,
+    /// final rename and directory syncs).
+    unsettled: Unsettled,
+}
+
+/// The durable end of a local copy, left for [`Backend::settle`]: the
+/// sending slot is given up before it, since with many small files these
+/// fsyncs are most of the time, and concurrent transfers share them.
+#[derive(Debug, Clone, Default)]
+struct Unsettled {
+    /// A file written and checked under its temporary name, to flush and
+    /// rename to its final one: `(temporary, final)`.
+    rename: Option<(PathBuf, PathBuf)>,
+    /// Directories whose entries changed (the final rename, folders
+    /// created for it), deepest first, to sync after the rename.
+    dirs: Vec<PathBuf>,
+}
+
+impl Sent {
+    /// `bytes` sent, with nothing left to settle.
+    pub fn of(bytes: u64) -> Self {
+        Self {
+            bytes,
+            unsettled: Unsettled::default(),
+        }
+    }
 }
 
 /// A way to send items somewhere.
@@ -179,6 +205,25 @@ pub trait Backend: Send + Sync {
 
     /// Where items go, for logs (never contains a secret).
     fn describe(&self) -> String;
+
+    /// Finishes what `send` left to do, to make the item durable at its
+    /// final name (a local copy's flush, rename and directory syncs).
+    /// Called after the transfer gave up its slot, so the next sends run
+    /// meanwhile, and before anything relies on the item being there (its
+    /// Complete record, the source's removal). On an error nothing is left
+    /// at a temporary name, and the item is sent again.
+    async fn settle(&self, _sent: &Sent) -> Result<(), TransferError> {
+        Ok(())
+    }
+
+    /// Drops what `send` left for `settle`, when the item is not to be
+    /// settled after all (its source changed while it was sent).
+    async fn abandon(&self, _sent: &Sent) {}
+
+    /// Drops what an attempt of `job` that a crash interrupted left at the
+    /// destination (its temporary name), when `job` is not sent again
+    /// under the same id (its source changed or vanished meanwhile).
+    async fn discard(&self, _job: &Job) {}
 
     /// Whether `job`'s item is already at the destination, whole: asked
     /// after a restart about a transfer that was in flight, since a crash

@@ -1,15 +1,17 @@
 //! `local`: copy into a destination directory, keeping the item's path
 //! relative to the root. Each file is written under a temporary name unique
-//! to the transfer (`transfer::part_name`, created with `O_EXCL`), synced
-//! (unless `fsync = false`), checked (size, and sha256 when asked), then
-//! renamed: no half-written file ever carries the final name. A directory
+//! to the transfer (`transfer::part_name`, created with `O_EXCL`), checked
+//! (size, and sha256 when asked), synced (unless `fsync = false`), then
+//! renamed: no half-written file ever carries the final name. A single
+//! file's sync and rename, and every directory sync, are `settle`'s, after
+//! the transfer gave up its sending slot. A directory
 //! is copied as a whole tree the same way, every directory of it synced,
 //! the source's signature checked once more, then moved into place in one
 //! rename that never replaces (nor merges into) a directory already there.
 //! A failed attempt removes its temporary copy (a local copy never resumes),
 //! so a full disk is not kept full by parts.
 
-use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError, part_name};
+use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError, Unsettled, part_name};
 use crate::dir_sync::DirSyncs;
 use crate::testhook::{self, Point};
 use dispatch_runtime::actions::ItemKind;
@@ -31,7 +33,13 @@ pub struct LocalBackend {
     /// Shared by this target's transfers: one directory fsync serves all
     /// the renames made into it before it started.
     dir_syncs: Arc<DirSyncs>,
+    /// Settles (flush, rename, directory syncs) running at once: they no
+    /// longer hold a sending slot, so this bounds them.
+    settling: Arc<tokio::sync::Semaphore>,
 }
+
+/// At most this many settles of one target at once.
+const SETTLING: usize = 64;
 
 impl LocalBackend {
     pub fn new(
@@ -46,6 +54,7 @@ impl LocalBackend {
             fsync,
             rate,
             dir_syncs: Arc::default(),
+            settling: Arc::new(tokio::sync::Semaphore::new(SETTLING)),
         }
     }
 }
@@ -58,7 +67,6 @@ impl Backend for LocalBackend {
         let verify = self.verify_sha256;
         let fsync = self.fsync;
         let rate = self.rate.clone();
-        let dir_syncs = self.dir_syncs.clone();
         // The copy is blocking I/O; it checks `progress` for cancellation.
         tokio::task::spawn_blocking(move || {
             let copier = Copier {
@@ -66,7 +74,6 @@ impl Backend for LocalBackend {
                 progress: &progress,
                 verify,
                 fsync,
-                dir_syncs: &dir_syncs,
             };
             match job.kind {
                 ItemKind::File => copier.file_item(&job, &dest),
@@ -81,24 +88,78 @@ impl Backend for LocalBackend {
         format!("local:{}", self.destination.display())
     }
 
+    async fn settle(&self, sent: &Sent) -> Result<(), TransferError> {
+        let todo = sent.unsettled.clone();
+        if todo.rename.is_none() && todo.dirs.is_empty() {
+            return Ok(());
+        }
+        let _slot = self
+            .settling
+            .acquire()
+            .await
+            .map_err(|e| TransferError::transient(format!("cannot settle: {e}")))?;
+        let dir_syncs = self.dir_syncs.clone();
+        tokio::task::spawn_blocking(move || settle(&todo, &dir_syncs))
+            .await
+            .map_err(|e| TransferError::transient(format!("settle task failed: {e}")))?
+    }
+
+    async fn abandon(&self, sent: &Sent) {
+        if let Some((tmp, _)) = sent.unsettled.rename.clone() {
+            let _ = tokio::task::spawn_blocking(move || clear(&tmp)).await;
+        }
+    }
+
+    async fn discard(&self, job: &Job) {
+        let (dst, id) = (self.destination.join(&job.path), job.id.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let name = dst.file_name()?.to_string_lossy().into_owned();
+            clear(&dst.with_file_name(part_name(&name, &id))).ok()
+        })
+        .await;
+    }
+
     async fn delivered(&self, job: &Job) -> Option<bool> {
-        let (job, dest) = (job.clone(), self.destination.join(&job.path));
-        tokio::task::spawn_blocking(move || match job.kind {
-            ItemKind::File => same_file(&job.source(), &dest),
-            ItemKind::Dir => {
-                let (_, files) = super::tree::walk(&job).ok()?;
-                Some(
-                    dest.is_dir()
-                        && files.iter().all(|(rel, from)| {
-                            same_file(from, &rel.iter().fold(dest.clone(), |p, s| p.join(s)))
-                                == Some(true)
-                        }),
-                )
+        let (job, root) = (job.clone(), self.destination.clone());
+        let fsync = self.fsync;
+        tokio::task::spawn_blocking(move || {
+            let dest = root.join(&job.path);
+            let whole = whole_at(&job, &dest)?;
+            if whole && fsync {
+                // The crash may have come before the settle: its directory
+                // entries (up to the destination's own, which may have been
+                // created too) are made durable before the Complete record.
+                let mut dir = dest.parent();
+                while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+                    sync_dir(d).ok()?;
+                    dir = if d == root { None } else { d.parent() };
+                }
+                if let Some(above) = root.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    sync_dir(above).ok()?;
+                }
             }
+            Some(whole)
         })
         .await
         .ok()
         .flatten()
+    }
+}
+
+/// Whether `dest` holds `job`'s item whole (`None`: the source unreadable).
+fn whole_at(job: &Job, dest: &Path) -> Option<bool> {
+    match job.kind {
+        ItemKind::File => same_file(&job.source(), dest),
+        ItemKind::Dir => {
+            let (_, files) = super::tree::walk(job).ok()?;
+            Some(
+                dest.is_dir()
+                    && files.iter().all(|(rel, from)| {
+                        same_file(from, &rel.iter().fold(dest.to_path_buf(), |p, s| p.join(s)))
+                            == Some(true)
+                    }),
+            )
+        }
     }
 }
 
@@ -117,24 +178,18 @@ struct Copier<'a> {
     progress: &'a Progress,
     verify: bool,
     fsync: bool,
-    dir_syncs: &'a DirSyncs,
 }
 
 impl Copier<'_> {
     fn file_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
         self.deliver(job, dest_root, |tmp, dst| {
-            let bytes = self.copy_file(job, &job.source(), tmp)?;
-            std::fs::rename(tmp, dst).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::IsADirectory {
-                    // Retrying cannot help; a person must move it away.
-                    return TransferError::item_only(format!(
-                        "{} is a folder: move it away to send this file",
-                        dst.display()
-                    ));
-                }
-                TransferError::io(&format!("cannot rename {} into place", tmp.display()), &e)
-            })?;
-            Ok(bytes)
+            // Flushed (and then renamed) by `settle`, outside the slot.
+            let bytes = self.copy_file(job, &job.source(), tmp, false)?;
+            if self.fsync {
+                return Ok((bytes, true));
+            }
+            rename_into_place(tmp, dst)?;
+            Ok((bytes, false))
         })
     }
 
@@ -154,28 +209,35 @@ impl Copier<'_> {
                 ));
             }
             move_into_place(tmp, dst)?;
-            Ok(bytes)
+            Ok((bytes, false))
         })
     }
 
     /// Makes the item's directories, has `put` write it under its
-    /// temporary name and move it to its final one, removes the temporary
-    /// copy if that failed (a local copy never resumes), then makes the
-    /// result durable.
+    /// temporary name and move it to its final one (or say that `settle`
+    /// is to do that, after a flush), and removes the temporary copy if
+    /// that failed (a local copy never resumes). The directories whose
+    /// entries changed are synced by `settle`.
     fn deliver(
         &self,
         job: &Job,
         dest_root: &Path,
-        put: impl FnOnce(&Path, &Path) -> Result<u64, TransferError>,
+        put: impl FnOnce(&Path, &Path) -> Result<(u64, bool), TransferError>,
     ) -> Result<Sent, TransferError> {
         let dst = dest_root.join(&job.path);
         let created = create_dirs(dest_root, &dst)?;
         let tmp = part_path(&dst, &job.id)?;
-        let bytes = put(&tmp, &dst).inspect_err(|_| {
+        let (bytes, rename_later) = put(&tmp, &dst).inspect_err(|_| {
             let _ = clear(&tmp);
         })?;
-        self.sync_dirs(&dst, &created)?;
-        Ok(Sent { bytes })
+        let mut sent = Sent::of(bytes);
+        if self.fsync {
+            sent.unsettled = Unsettled {
+                dirs: dirs_to_sync(&dst, &created),
+                rename: rename_later.then_some((tmp, dst)),
+            };
+        }
+        Ok(sent)
     }
 
     /// Copies the tree `src` to `dst` (which must not exist) as
@@ -192,7 +254,7 @@ impl Copier<'_> {
         }
         let mut bytes = 0;
         for (rel, from) in &files {
-            bytes += self.copy_file(job, from, &at(rel))?;
+            bytes += self.copy_file(job, from, &at(rel), self.fsync)?;
         }
         if self.fsync {
             // Deepest first, so each entry is durable before its parent's.
@@ -204,29 +266,15 @@ impl Copier<'_> {
         Ok(bytes)
     }
 
-    /// Makes the final rename and every directory created for it durable.
-    fn sync_dirs(&self, dst: &Path, created: &[PathBuf]) -> Result<(), TransferError> {
-        if !self.fsync {
-            return Ok(());
-        }
-        let sync = |dir: &Path| {
-            self.dir_syncs
-                .sync(dir)
-                .map_err(|e| TransferError::io(&format!("cannot sync {}", dir.display()), &e))
-        };
-        if let Some(parent) = dst.parent() {
-            sync(parent)?;
-        }
-        for d in created.iter().rev() {
-            if let Some(parent) = d.parent() {
-                sync(parent)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Copies one file to `to` (created or truncated), syncs it, verifies it.
-    fn copy_file(&self, job: &Job, from: &Path, to: &Path) -> Result<u64, TransferError> {
+    /// Copies one file to `to` (created, never opened over another), syncs
+    /// it if `sync`, verifies it.
+    fn copy_file(
+        &self,
+        job: &Job,
+        from: &Path,
+        to: &Path,
+        sync: bool,
+    ) -> Result<u64, TransferError> {
         let mut src = job.open_source(from)?;
         let expected = src
             .metadata()
@@ -287,7 +335,7 @@ impl Copier<'_> {
             copied += n as u64;
             self.progress.add(n as u64);
         }
-        if self.fsync {
+        if sync {
             dst.sync_all()
                 .map_err(|e| TransferError::io(&format!("cannot sync {}", to.display()), &e))?;
         }
@@ -312,6 +360,55 @@ impl Copier<'_> {
         }
         Ok(copied)
     }
+}
+
+/// Flushes and renames a copied file into place (if `send` left that),
+/// then syncs the directories whose entries changed. A failed flush or
+/// rename removes the temporary copy.
+fn settle(todo: &Unsettled, dir_syncs: &DirSyncs) -> Result<(), TransferError> {
+    if let Some((tmp, dst)) = &todo.rename {
+        File::open(tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| TransferError::io(&format!("cannot sync {}", tmp.display()), &e))
+            .and_then(|()| rename_into_place(tmp, dst))
+            .inspect_err(|_| {
+                let _ = clear(tmp);
+            })?;
+    }
+    for dir in &todo.dirs {
+        dir_syncs
+            .sync(dir)
+            .map_err(|e| TransferError::io(&format!("cannot sync {}", dir.display()), &e))?;
+    }
+    Ok(())
+}
+
+/// Renames a copied file to its final name, replacing a file there.
+fn rename_into_place(tmp: &Path, dst: &Path) -> Result<(), TransferError> {
+    std::fs::rename(tmp, dst).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::IsADirectory {
+            // Retrying cannot help; a person must move it away.
+            return TransferError::item_only(format!(
+                "{} is a folder: move it away to send this file",
+                dst.display()
+            ));
+        }
+        TransferError::io(&format!("cannot rename {} into place", tmp.display()), &e)
+    })
+}
+
+/// The directories whose entries a delivery to `dst` changed, deepest
+/// first (each entry durable before its parent's): `dst`'s own parent
+/// (the final rename), then the parent of each directory `created`
+/// (listed parents first).
+fn dirs_to_sync(dst: &Path, created: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = dst.parent().map(Path::to_path_buf).into_iter().collect();
+    for d in created.iter().rev() {
+        if let Some(parent) = d.parent().filter(|p| dirs.last().is_none_or(|l| l != p)) {
+            dirs.push(parent.to_path_buf());
+        }
+    }
+    dirs
 }
 
 /// Creates the missing directories down to `dst`'s parent; gives the
@@ -452,11 +549,8 @@ mod tests {
         std::fs::create_dir(dst.path().join("clip.mxf")).unwrap_or_else(|e| panic!("{e}"));
         let backend = LocalBackend::new(dst.path().to_path_buf(), false, true, None);
         for path in ["show/ep1.mxf", "clip.mxf"] {
-            let e = match backend
-                .send(&job(src.path(), path, ItemKind::File), Arc::default())
-                .await
-            {
-                Ok(_) => panic!("{path}: sent over the wrong kind of entry"),
+            let e = match deliver(&backend, &job(src.path(), path, ItemKind::File)).await {
+                Ok(()) => panic!("{path}: sent over the wrong kind of entry"),
                 Err(e) => e,
             };
             assert!(e.permanent && e.item_only, "{path}: {e:?}");
@@ -464,5 +558,62 @@ mod tests {
         }
         assert!(dst.path().join("show").is_file());
         assert!(dst.path().join("clip.mxf").is_dir());
+        let left: Vec<_> = std::fs::read_dir(dst.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "a temporary copy was left: {left:?}");
+    }
+
+    /// What the engine does: send, then settle.
+    async fn deliver(backend: &LocalBackend, job: &Job) -> Result<(), TransferError> {
+        let sent = backend.send(job, Arc::default()).await?;
+        backend.settle(&sent).await
+    }
+
+    /// With `fsync` on, a file reaches its final name only when settled,
+    /// flushed first; an abandoned one leaves nothing behind.
+    #[tokio::test]
+    async fn a_file_takes_its_final_name_when_settled_and_an_abandoned_one_leaves_nothing() {
+        let src = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dst = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(src.path().join("a.dpx"), b"frame").unwrap_or_else(|e| panic!("{e}"));
+        let backend = LocalBackend::new(dst.path().join("new/dir"), false, true, None);
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        let job = job(src.path(), "a.dpx", ItemKind::File);
+        let sent = backend
+            .send(&job, Arc::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let out = dst.path().join("new/dir");
+        assert_eq!(names(&out), [part_name("a.dpx", &job.id)]);
+        backend
+            .settle(&sent)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names(&out), ["a.dpx"]);
+        assert_eq!(
+            std::fs::read(out.join("a.dpx")).unwrap_or_default(),
+            b"frame"
+        );
+
+        std::fs::remove_file(out.join("a.dpx")).unwrap_or_else(|e| panic!("{e}"));
+        let sent = backend
+            .send(&job, Arc::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        backend.abandon(&sent).await;
+        assert!(names(&out).is_empty(), "{:?}", names(&out));
     }
 }

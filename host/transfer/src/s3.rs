@@ -730,7 +730,7 @@ impl Backend for S3Backend {
                 let bytes = self
                     .put_file(job, &job.source(), &self.key(&item), &progress)
                     .await?;
-                Ok(Sent { bytes })
+                Ok(Sent::of(bytes))
             }
             ItemKind::Dir => {
                 // Object stores have no folders: the tree is its keys.
@@ -743,7 +743,7 @@ impl Backend for S3Backend {
                         .put_file(job, &local, &self.key(&full), &progress)
                         .await?;
                 }
-                Ok(Sent { bytes })
+                Ok(Sent::of(bytes))
             }
         }
     }

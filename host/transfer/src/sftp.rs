@@ -949,7 +949,7 @@ impl SftpBackend {
                 let bytes = self
                     .put_file(conn, &job.source(), item, job, progress)
                     .await?;
-                Ok(Sent { bytes })
+                Ok(Sent::of(bytes))
             }
             ItemKind::Dir => {
                 // The tree: every folder, then every file (each through its
@@ -967,7 +967,7 @@ impl SftpBackend {
                     full.extend(rel);
                     bytes += self.put_file(conn, &local, &full, job, progress).await?;
                 }
-                Ok(Sent { bytes })
+                Ok(Sent::of(bytes))
             }
         }
     }

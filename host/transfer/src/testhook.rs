@@ -16,6 +16,8 @@ pub enum Point {
     BeforeSend,
     /// A backend said the item was sent; before the source's re-check.
     AfterSend,
+    /// The item is settled at its final name; before its Complete record.
+    BeforeComplete,
     /// The Complete record is on disk; before the source is removed.
     BeforeRemove,
     /// The local backend copied a directory; before its final rename.
@@ -27,6 +29,7 @@ impl Point {
         match self {
             Point::BeforeSend => "before-send",
             Point::AfterSend => "after-send",
+            Point::BeforeComplete => "before-complete",
             Point::BeforeRemove => "before-remove",
             Point::BeforeRename => "before-rename",
         }

@@ -342,7 +342,7 @@ impl Backend for WebdavBackend {
                 self.make_collections(&item[..item.len().saturating_sub(1)])
                     .await?;
                 let bytes = self.put_file(&job.source(), &item, job, &progress).await?;
-                Ok(Sent { bytes })
+                Ok(Sent::of(bytes))
             }
             ItemKind::Dir => {
                 // The tree: every folder, then every file (each through its
@@ -360,7 +360,7 @@ impl Backend for WebdavBackend {
                     full.extend(rel);
                     bytes += self.put_file(&local, &full, job, &progress).await?;
                 }
-                Ok(Sent { bytes })
+                Ok(Sent::of(bytes))
             }
         }
     }

@@ -15,7 +15,7 @@ use dispatch_runtime::{Plugin, Polled};
 use dispatch_transfer::beneath::Beneath;
 use dispatch_transfer::stability::{Scan, matches, signature};
 use dispatch_transfer::testhook::{self, Point};
-use dispatch_transfer::{Backend, Job, Progress, TransferError};
+use dispatch_transfer::{Backend, Job, Progress, Sent, TransferError};
 use globset::GlobSet;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -856,7 +856,7 @@ impl Poller {
             // A crash came between the final rename and the Complete
             // record: what the receiver has is this very item.
             tracing::warn!(poller = %self.name(), path = %q.path, "found whole at the destination after a restart: not sent again");
-            Ok(dispatch_transfer::Sent { bytes: q.size })
+            Ok(Sent::of(q.size))
         } else {
             self.send(&cfg, &job, &q, &progress).await
         };
@@ -874,13 +874,17 @@ impl Poller {
         let changed = !scan
             .as_ref()
             .is_some_and(|s| matches(&q.sig, &s.signature()));
-        if result.is_ok() && changed {
-            result = Err(TransferError::transient(
-                "the source changed during the transfer; it will be sent again once stable",
-            ));
+        if changed && let Ok(sent) = &result {
+            // Not to be settled: nothing of it may take the final name.
+            cfg.backend.abandon(sent).await;
+            if scan.is_some() {
+                result = Err(TransferError::transient(
+                    "the source changed during the transfer; it will be sent again once stable",
+                ));
+            }
         }
         match (result, scan) {
-            (Ok(sent), Some(scan)) => self.succeeded(q, sent.bytes, scan, &cfg).await,
+            (Ok(sent), Some(scan)) => self.succeeded(q, sent, scan, &cfg).await,
             (Err(e), _) if e.cancelled => {
                 self.shared.journal.record(self.event(
                     &q,
@@ -924,7 +928,12 @@ impl Poller {
         }
     }
 
-    async fn succeeded(&self, q: Queued, bytes: u64, scan: Scan, cfg: &Settings) {
+    async fn succeeded(&self, q: Queued, sent: Sent, scan: Scan, cfg: &Settings) {
+        let bytes = sent.bytes;
+        if let Err(e) = cfg.backend.settle(&sent).await {
+            return self.failed(q, e, false, bytes);
+        }
+        testhook::wait_at(Point::BeforeComplete).await;
         // On disk before the source goes: a crash never loses the record of
         // a transfer whose source was removed. A record that did not reach
         // the disk keeps the source: the item is sent again.

@@ -7,6 +7,7 @@ use super::poller::{Poller, Queued};
 use super::removal::{Removed, dir_aside_id, remove_sent, restore};
 use crate::journal::{Event, EventKind, Journal, TransferRow};
 use dispatch_runtime::actions::ItemKind;
+use dispatch_transfer::Job;
 use dispatch_transfer::stability::{Scan, matches};
 
 /// Reads the journal back into `p` (see the module doc): once per poller
@@ -26,7 +27,7 @@ pub(super) async fn recover(journal: &Journal, p: &Poller) -> Result<(), sqlx::E
     journal.flush().await;
     for row in journal.unfinished().await? {
         if mine(&row.poller) {
-            requeue(journal, p, &row);
+            requeue(journal, p, &row).await;
         }
     }
     // A `remove-dir` the crash interrupted: its directory had markers.
@@ -118,39 +119,48 @@ async fn remove_sent_before(journal: &Journal, p: &Poller, row: &TransferRow) {
 /// transfer id; the attempt count goes on) if its source is unchanged. One
 /// that was in flight is first looked for at the destination: the crash may
 /// have come after its final rename.
-fn requeue(journal: &Journal, p: &Poller, row: &TransferRow) {
+async fn requeue(journal: &Journal, p: &Poller, row: &TransferRow) {
     let kind = if row.item_kind == "dir" {
         ItemKind::Dir
     } else {
         ItemKind::File
     };
     let sig = dispatch_transfer::stability::signature(&p.root().join(&row.path));
-    let Some(sig) = sig else {
-        journal.record(event(
-            row,
-            EventKind::Error,
-            Some("the source vanished before the transfer finished".into()),
-        ));
-        return;
-    };
-    // Changed since: back through the stability check instead.
-    if !row.signature.as_deref().is_some_and(|s| matches(s, &sig)) {
-        journal.record(event(
-            row,
+    let (ended, why) = match sig {
+        Some(sig) if row.signature.as_deref().is_some_and(|s| matches(s, &sig)) => {
+            journal.record(event(row, EventKind::Queued, None));
+            p.requeue(Queued {
+                id: row.id.clone(),
+                path: row.path.clone(),
+                kind,
+                sig,
+                attempt: u32::try_from(row.attempts).unwrap_or(0),
+                not_before: tokio::time::Instant::now(),
+                size: row.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                check_delivered: row.status == "Transferring",
+            });
+            return;
+        }
+        // Changed since: back through the stability check instead.
+        Some(_) => (
             EventKind::Cancelled,
-            Some("the source changed while the agent was down".into()),
-        ));
-        return;
-    }
-    journal.record(event(row, EventKind::Queued, None));
-    p.requeue(Queued {
-        id: row.id.clone(),
+            "the source changed while the agent was down",
+        ),
+        None => (
+            EventKind::Error,
+            "the source vanished before the transfer finished",
+        ),
+    };
+    // Never sent again under this id: what its attempt left goes.
+    let cfg = p.cfg();
+    let job = Job {
+        root: p.root().to_path_buf(),
         path: row.path.clone(),
         kind,
-        sig,
-        attempt: u32::try_from(row.attempts).unwrap_or(0),
-        not_before: tokio::time::Instant::now(),
-        size: row.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-        check_delivered: row.status == "Transferring",
-    });
+        excludes: cfg.excludes.clone(),
+        id: row.id.clone(),
+        sig: String::new(),
+    };
+    cfg.backend.discard(&job).await;
+    journal.record(event(row, ended, Some(why.into())));
 }

@@ -118,7 +118,8 @@ async fn remove_sent_before(journal: &Journal, p: &Poller, row: &TransferRow) {
 /// A transfer a crash left queued or in flight goes back in the queue (same
 /// transfer id; the attempt count goes on) if its source is unchanged. One
 /// that was in flight is first looked for at the destination: the crash may
-/// have come after its final rename.
+/// have come after its final rename. One whose source changed or vanished
+/// ends, and what its attempt left at the destination is discarded.
 async fn requeue(journal: &Journal, p: &Poller, row: &TransferRow) {
     let kind = if row.item_kind == "dir" {
         ItemKind::Dir

@@ -242,12 +242,12 @@ impl Journal {
         let (tx, rx) = mpsc::unbounded_channel();
         let (at, writer_host) = (path.to_path_buf(), host.to_string());
         tokio::task::spawn_blocking(move || {
-            create_schema(&at)?;
+            create_schema(&at).map_err(|e| e.to_string())?;
             writer::start(&at, rx, writer_host)
         })
         .await
         .map_err(|e| err(e.to_string()))?
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(err)?;
         // Reads, and the small state tables written directly.
         let options = SqliteConnectOptions::new()
             .filename(path)

@@ -22,10 +22,8 @@ pub(super) fn start(
     path: &Path,
     rx: mpsc::UnboundedReceiver<Msg>,
     host: String,
-) -> rusqlite::Result<()> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+) -> Result<(), String> {
+    let conn = connect(path).map_err(|e| e.to_string())?;
     let writer = Writer {
         conn,
         host,
@@ -35,8 +33,15 @@ pub(super) fn start(
     std::thread::Builder::new()
         .name("journal-writer".into())
         .spawn(move || writer.run(rx))
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        .map_err(|e| format!("cannot start its writer: {e}"))?;
     Ok(())
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
 }
 
 struct Writer {

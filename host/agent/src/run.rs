@@ -142,9 +142,10 @@ pub(crate) async fn wait_for_end(engine: &Engine, options: RunOptions) -> &'stat
         tokio::select! {
             _ = async { match term.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return "SIGTERM",
             _ = async { match int.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return "SIGINT",
-            () = tokio::time::sleep(Duration::from_millis(50)) => {
+            () = tokio::time::sleep(Duration::from_millis(10)) => {
                 if options.until_idle {
-                    // Idle twice in a row, so a poll about to start is not missed.
+                    // Idle twice in a row: a poll a file-system event asks
+                    // for may be on its way.
                     if engine.is_idle() {
                         idle_checks += 1;
                         if idle_checks >= 2 {

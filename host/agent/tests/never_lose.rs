@@ -607,12 +607,15 @@ fn case9_a_source_that_cannot_be_removed_is_not_sent_again_after_a_restart() {
 fn case10_google_a_file_added_during_the_delivery_blocks_delivery_complete_with_a_reason() {
     let site = AgentSite::new();
     let root = site.path("src/google");
-    add(&root, &["D/ADI.XML", "D/ADI.DTD", "D/a.mxf"]);
+    add(&root, &["D/ADI.XML", "D/ADI.DTD"]);
+    // Larger than what shares a slot: it goes on its own, before or after
+    // the two small files' batch.
+    std::fs::write(root.join("D/a.mxf"), vec![b'm'; 2 << 20]).unwrap();
     config(&site, &poller("google", "google", "max_transfers = 1"));
     let live = Live::spawn(agent(&site, true, "after-send=500"));
-    // The markers are sent (and gone at the source); the last file is in
-    // flight when another one arrives.
-    live.wait_for("test pause after-send", 3, Duration::from_secs(30));
+    // Part of the group is sent (and gone at the source); the rest is in
+    // flight when another file arrives.
+    live.wait_for("test pause after-send", 2, Duration::from_secs(30));
     std::fs::write(root.join("D/late.mxf"), b"late").unwrap();
     let (ok, log) = live.wait(Duration::from_secs(60));
     assert!(ok, "{log}");
@@ -650,11 +653,16 @@ fn case10_google_an_excluded_name_inside_a_group_is_an_error_not_a_silent_skip()
 fn case11_google_restart_mid_delivery_resumes_the_group() {
     let site = AgentSite::new();
     let root = site.path("src/google");
-    add(&root, &["D/ADI.DTD", "D/ADI.XML", "D/a.mxf", "D/b.mxf"]);
+    add(&root, &["D/ADI.DTD", "D/ADI.XML"]);
+    // Larger than what shares a slot: each goes on its own, after the two
+    // small files' batch.
+    for clip in ["D/a.mxf", "D/b.mxf"] {
+        std::fs::write(root.join(clip), vec![b'm'; 2 << 20]).unwrap();
+    }
     config(&site, &poller("google", "google", "max_transfers = 1"));
     let live = Live::spawn(agent(&site, false, "after-send=300"));
-    // Both markers sent (and removed at the source); a third file in flight.
-    live.wait_for("test pause after-send", 3, Duration::from_secs(30));
+    // The ADI files sent (and removed at the source); a clip in flight.
+    live.wait_for("test pause after-send", 2, Duration::from_secs(30));
     live.signal("-KILL");
     let _ = live.wait(Duration::from_secs(10));
     let log = until_idle(&site);
@@ -845,6 +853,46 @@ impl Script {
             _ => {}
         }
     }
+}
+
+#[test]
+fn case15_small_files_sharing_a_slot_keep_each_ones_guarantees() {
+    let site = AgentSite::new();
+    let src = site.path("src/frames");
+    std::fs::create_dir_all(&src).unwrap();
+    let names: Vec<String> = (0..20).map(|i| format!("f.{i:04}.dpx")).collect();
+    for n in &names {
+        std::fs::write(src.join(n), n.as_bytes()).unwrap();
+    }
+    config(&site, &poller("frames", "file", "max_transfers = 1"));
+    let live = Live::spawn(agent(&site, true, "after-send=1500"));
+    live.wait_for("test pause after-send", 1, Duration::from_secs(30));
+    // One slot, and all twenty in flight: they share it.
+    let log = live.log();
+    assert_eq!(log.matches("transfer started").count(), 20, "{log}");
+    let changed = b"changed while in flight";
+    std::fs::write(src.join("f.0007.dpx"), changed).unwrap();
+    let (ok, log) = live.wait(Duration::from_secs(60));
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("the source changed during the transfer"),
+        "{log}"
+    );
+    for n in &names {
+        let want: &[u8] = if n == "f.0007.dpx" {
+            changed
+        } else {
+            n.as_bytes()
+        };
+        let got = std::fs::read(site.path("dst/frames").join(n)).unwrap();
+        assert_eq!(got, want, "{n}: {log}");
+        assert_eq!(complete(&site, n), 1, "{n} recorded as sent once: {log}");
+    }
+    assert_eq!(
+        listing(&src),
+        Vec::<String>::new(),
+        "each source removed once sent"
+    );
 }
 
 #[test]

@@ -203,6 +203,24 @@ pub trait Backend: Send + Sync {
     /// Sends `job`, verifies it arrived whole, and returns what was sent.
     async fn send(&self, job: &Job, progress: Arc<Progress>) -> Result<Sent, TransferError>;
 
+    /// Sends several small files in a row, one result per job in order:
+    /// a backend whose cost per small item is mostly fixed (a local copy's
+    /// hop to a blocking thread and back) does them in one go. The
+    /// default sends them one by one.
+    async fn send_batch(&self, jobs: &[(Job, Arc<Progress>)]) -> Vec<Result<Sent, TransferError>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for (job, progress) in jobs {
+            out.push(self.send(job, progress.clone()).await);
+        }
+        out
+    }
+
+    /// How many small files one [`Backend::send_batch`] takes at most; 1
+    /// (the default) means each item is sent on its own.
+    fn batch_limit(&self) -> usize {
+        1
+    }
+
     /// Where items go, for logs (never contains a secret).
     fn describe(&self) -> String;
 

@@ -59,29 +59,73 @@ impl LocalBackend {
     }
 }
 
+/// Small files one batch copies on one blocking thread: enough to make
+/// the hop there and back cheap per file, few enough that progress and a
+/// cancellation are seen soon.
+const BATCH: usize = 64;
+
+/// What a copy needs, moved onto its blocking thread.
+#[derive(Clone)]
+struct CopyTask {
+    dest: PathBuf,
+    verify: bool,
+    fsync: bool,
+    rate: Option<Arc<RateLimiter>>,
+}
+
+impl CopyTask {
+    fn run(&self, job: &Job, progress: &Progress) -> Result<Sent, TransferError> {
+        let copier = Copier {
+            rate: self.rate.as_deref(),
+            progress,
+            verify: self.verify,
+            fsync: self.fsync,
+        };
+        match job.kind {
+            ItemKind::File => copier.file_item(job, &self.dest),
+            ItemKind::Dir => copier.dir_item(job, &self.dest),
+        }
+    }
+}
+
+impl LocalBackend {
+    fn task(&self) -> CopyTask {
+        CopyTask {
+            dest: self.destination.clone(),
+            verify: self.verify_sha256,
+            fsync: self.fsync,
+            rate: self.rate.clone(),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Backend for LocalBackend {
     async fn send(&self, job: &Job, progress: Arc<Progress>) -> Result<Sent, TransferError> {
-        let job = job.clone();
-        let dest = self.destination.clone();
-        let verify = self.verify_sha256;
-        let fsync = self.fsync;
-        let rate = self.rate.clone();
+        let (job, task) = (job.clone(), self.task());
         // The copy is blocking I/O; it checks `progress` for cancellation.
+        tokio::task::spawn_blocking(move || task.run(&job, &progress))
+            .await
+            .map_err(|e| TransferError::transient(format!("copy task failed: {e}")))?
+    }
+
+    async fn send_batch(&self, jobs: &[(Job, Arc<Progress>)]) -> Vec<Result<Sent, TransferError>> {
+        let (jobs, task, n) = (jobs.to_vec(), self.task(), jobs.len());
         tokio::task::spawn_blocking(move || {
-            let copier = Copier {
-                rate: rate.as_deref(),
-                progress: &progress,
-                verify,
-                fsync,
-            };
-            match job.kind {
-                ItemKind::File => copier.file_item(&job, &dest),
-                ItemKind::Dir => copier.dir_item(&job, &dest),
-            }
+            jobs.iter()
+                .map(|(job, progress)| task.run(job, progress))
+                .collect()
         })
         .await
-        .map_err(|e| TransferError::transient(format!("copy task failed: {e}")))?
+        .unwrap_or_else(|e| {
+            (0..n)
+                .map(|_| Err(TransferError::transient(format!("copy task failed: {e}"))))
+                .collect()
+        })
+    }
+
+    fn batch_limit(&self) -> usize {
+        BATCH
     }
 
     fn describe(&self) -> String {

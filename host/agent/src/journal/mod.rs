@@ -282,6 +282,30 @@ impl Journal {
             .map_err(|_| "the journal writer has stopped".to_string())?
     }
 
+    /// Records events and waits until they are on disk (usually one
+    /// commit for all): for each, in order, an error when its commit
+    /// failed.
+    pub async fn record_durable_all(&self, events: Vec<Event>) -> Vec<Result<(), String>> {
+        let at = now_ms();
+        let waits: Vec<_> = events
+            .into_iter()
+            .map(|event| {
+                let (done, wait) = oneshot::channel();
+                let sent = self.tx.send(Msg::Event(event, at, Some(done)));
+                (sent.is_ok(), wait)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(waits.len());
+        for (sent, wait) in waits {
+            let stopped = || "the journal writer has stopped".to_string();
+            out.push(match sent {
+                true => wait.await.unwrap_or_else(|_| Err(stopped())),
+                false => Err(stopped()),
+            });
+        }
+        out
+    }
+
     /// Waits until everything recorded so far is committed.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();

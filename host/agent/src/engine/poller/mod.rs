@@ -4,18 +4,18 @@
 //! its transfers succeeded, retry failures with backoff, and trip the
 //! breaker after too many failures in a row.
 
+mod transfer;
+
 use super::Shared;
-use super::alert::{self, Alert};
 use super::groups::Group;
 use super::removal::{self, Removed};
 use crate::journal::{Event, EventKind, new_id};
 use dispatch_protocol::PollerSpec;
-use dispatch_runtime::actions::{Action, FollowUp, ItemKind};
+use dispatch_runtime::actions::{Action, ItemKind};
 use dispatch_runtime::{Plugin, Polled};
 use dispatch_transfer::beneath::Beneath;
-use dispatch_transfer::stability::{Scan, matches, signature};
-use dispatch_transfer::testhook::{self, Point};
-use dispatch_transfer::{Backend, Job, Progress, Sent, TransferError};
+use dispatch_transfer::stability::{matches, signature};
+use dispatch_transfer::{Backend, Progress};
 use globset::GlobSet;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -34,8 +34,6 @@ const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 const POLL_COST_FACTOR: u32 = 5;
 /// Polls while a backlog waits are at least this far apart.
 const BACKLOG_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How often a running transfer's progress goes to the journal.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Not-ready items a poller reports (the rest are counted): enough for a
 /// person to see the pattern, small enough for every heartbeat.
 const NOT_READY_SHOWN: usize = 20;
@@ -81,6 +79,14 @@ struct State {
     /// longer holds a slot, so the next send overlaps that bookkeeping
     /// (with many small files, its fsyncs are most of the time).
     sending: usize,
+    /// Transfer tasks alive, up to the poll each one asks for as it ends:
+    /// a transfer between leaving `in_flight` and that request is not idle.
+    tasks: usize,
+    /// A poll is running (its findings are not in `quiet` yet).
+    polling: bool,
+    /// The last transfer ended with nothing queued or in flight: the poll
+    /// it asks for need not wait to merge a burst of file events.
+    drained: bool,
     groups: Vec<Group>,
     /// Versions of items not to send (again), with why (sent but the
     /// source cannot be removed; what was left of an item because it was
@@ -116,7 +122,11 @@ impl State {
     /// The least time from one poll's start to the next one's (the rescan
     /// interval aside).
     fn poll_gap(&self) -> Duration {
-        let gap = MIN_POLL_INTERVAL.max(self.poll_cost * POLL_COST_FACTOR);
+        let paced = self.poll_cost * POLL_COST_FACTOR;
+        if self.drained && self.queue.is_empty() {
+            return paced;
+        }
+        let gap = MIN_POLL_INTERVAL.max(paced);
         // While items wait in the queue (every slot busy, or a retry's
         // backoff), what a poll would find waits behind them anyway: no
         // hurry (a drain of thousands of files would otherwise re-list
@@ -276,6 +286,8 @@ impl Poller {
         s.pending.is_empty()
             && s.queue.is_empty()
             && s.in_flight.is_empty()
+            && s.tasks == 0
+            && !s.polling
             && !s.poll_requested
             && s.quiet
     }
@@ -434,15 +446,24 @@ impl Poller {
         self.cfg().excludes.is_match(name)
     }
 
-    /// One poll: run the plugin, then sort its actions into pending,
-    /// queued, done now.
+    /// One poll, marked as running until all it found is in the state
+    /// (so the poller is never seen idle halfway through one).
     async fn poll_once(self: &Arc<Self>) {
+        self.state().polling = true;
+        self.poll_inner().await;
+        self.state().polling = false;
+    }
+
+    /// Runs the plugin, then sorts its actions into pending, queued, done
+    /// now.
+    async fn poll_inner(self: &Arc<Self>) {
         {
             let mut s = self.state();
             if s.stopped {
                 return;
             }
             s.poll_requested = false;
+            s.drained = false;
             s.last_poll = Some(Instant::now());
         }
         let cfg = self.cfg();
@@ -800,338 +821,6 @@ impl Poller {
             attempt: q.attempt,
             error,
             signature: Some(q.sig.clone()),
-        }
-    }
-
-    /// Starts queued transfers while there is room.
-    fn dispatch(self: &Arc<Self>) {
-        let now = Instant::now();
-        let mut s = self.state();
-        if s.disabled_until.is_some() || s.stopped {
-            return;
-        }
-        let cfg = self.cfg();
-        while s.sending < cfg.max_transfers {
-            let Some(i) = s.queue.iter().position(|q| q.not_before <= now) else {
-                break;
-            };
-            let permit = match &self.shared.agent_slots() {
-                Some(sem) => match sem.clone().try_acquire_owned() {
-                    Ok(p) => Some(p),
-                    Err(_) => break,
-                },
-                None => None,
-            };
-            let Some(q) = s.queue.remove(i) else { break };
-            let progress = Arc::new(Progress::default());
-            s.in_flight.insert(q.path.clone(), progress.clone());
-            s.sending += 1;
-            let (this, cfg) = (self.clone(), cfg.clone());
-            tokio::spawn(async move {
-                let shared = this.shared.clone();
-                this.transfer(q, progress, cfg).await;
-                drop(permit);
-                shared.slot_freed();
-            });
-        }
-    }
-
-    /// Sends one item, then records, removes, retries or trips the breaker.
-    async fn transfer(self: Arc<Self>, mut q: Queued, progress: Arc<Progress>, cfg: Arc<Settings>) {
-        q.attempt += 1;
-        self.shared
-            .journal
-            .record(self.event(&q, EventKind::Started, 0, None));
-        tracing::info!(poller = %self.name(), path = %q.path, attempt = q.attempt, to = %cfg.backend.describe(), "transfer started");
-        let job = Job {
-            root: self.root.clone(),
-            path: q.path.clone(),
-            kind: q.kind,
-            excludes: cfg.excludes.clone(),
-            id: q.id.clone(),
-            sig: q.sig.clone(),
-        };
-        testhook::wait_at(Point::BeforeSend).await;
-        let mut result = if q.check_delivered && cfg.backend.delivered(&job).await == Some(true) {
-            // A crash came between the final rename and the Complete
-            // record: what the receiver has is this very item.
-            tracing::warn!(poller = %self.name(), path = %q.path, "found whole at the destination after a restart: not sent again");
-            Ok(Sent::of(q.size))
-        } else {
-            self.send(&cfg, &job, &q, &progress).await
-        };
-        testhook::wait_at(Point::AfterSend).await;
-        // The source must not have changed while it was sent; this scan is
-        // also what the removal compares each entry with.
-        let source = job.source();
-        let scan = tokio::task::spawn_blocking(move || Scan::of(&source))
-            .await
-            .ok()
-            .flatten();
-        // Sent (or failed): the slot goes to the next item now.
-        self.state().sending -= 1;
-        self.wake.notify_one();
-        let changed = !scan
-            .as_ref()
-            .is_some_and(|s| matches(&q.sig, &s.signature()));
-        if changed && let Ok(sent) = &result {
-            // Not to be settled: nothing of it may take the final name.
-            cfg.backend.abandon(sent).await;
-            if scan.is_some() {
-                result = Err(TransferError::transient(
-                    "the source changed during the transfer; it will be sent again once stable",
-                ));
-            }
-        }
-        match (result, scan) {
-            (Ok(sent), Some(scan)) => self.succeeded(q, sent, scan, &cfg).await,
-            (Err(e), _) if e.cancelled => {
-                self.shared.journal.record(self.event(
-                    &q,
-                    EventKind::Cancelled,
-                    progress.bytes_done(),
-                    Some("cancelled at shutdown".into()),
-                ));
-                tracing::warn!(poller = %self.name(), path = %q.path, "transfer cancelled");
-                self.state().in_flight.remove(&q.path);
-            }
-            (Err(e), _) => self.failed(q, e, changed, progress.bytes_done()),
-            (Ok(_), None) => self.failed(
-                q,
-                TransferError::transient("the source vanished during the transfer"),
-                true,
-                progress.bytes_done(),
-            ),
-        }
-        self.request_poll();
-    }
-
-    /// The backend's send, with its progress going to the journal.
-    async fn send(
-        &self,
-        cfg: &Settings,
-        job: &Job,
-        q: &Queued,
-        progress: &Arc<Progress>,
-    ) -> Result<dispatch_transfer::Sent, TransferError> {
-        let send = cfg.backend.send(job, progress.clone());
-        tokio::pin!(send);
-        let mut ticker = tokio::time::interval(PROGRESS_EVERY);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                r = &mut send => break r,
-                _ = ticker.tick() => {
-                    self.shared.journal.record(self.event(q, EventKind::Progress, progress.bytes_done(), None));
-                }
-            }
-        }
-    }
-
-    async fn succeeded(&self, q: Queued, sent: Sent, scan: Scan, cfg: &Settings) {
-        let bytes = sent.bytes;
-        if let Err(e) = cfg.backend.settle(&sent).await {
-            return self.failed(q, e, false, bytes);
-        }
-        testhook::wait_at(Point::BeforeComplete).await;
-        // On disk before the source goes: a crash never loses the record of
-        // a transfer whose source was removed. A record that did not reach
-        // the disk keeps the source: the item is sent again.
-        if let Err(e) = self
-            .shared
-            .journal
-            .record_durable(self.event(&q, EventKind::Complete, bytes, None))
-            .await
-        {
-            let e = TransferError::transient(format!(
-                "sent, but the Complete record could not be written ({e}): the source is kept and sent again"
-            ));
-            return self.failed(q, e, false, bytes);
-        }
-        testhook::wait_at(Point::BeforeRemove).await;
-        let outcome = {
-            let (root, excludes, id) = (self.root.clone(), cfg.excludes.clone(), q.id.clone());
-            let source = root.join(&q.path);
-            tokio::task::spawn_blocking(move || {
-                removal::remove_sent(&root, &source, &scan, &excludes, &id)
-            })
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-        };
-        self.note_removal(&q, bytes, outcome).await;
-        tracing::info!(poller = %self.name(), path = %q.path, bytes, "transfer complete");
-        let done = {
-            let mut s = self.state();
-            s.in_flight.remove(&q.path);
-            s.failures = 0;
-            s.last_error = None;
-            s.item_problems.remove(&q.path);
-            let mut done = Vec::new();
-            let mut i = 0;
-            while i < s.groups.len() {
-                if s.groups[i].remaining.remove(&q.path) && s.groups[i].remaining.is_empty() {
-                    done.push(s.groups.remove(i));
-                } else {
-                    i += 1;
-                }
-            }
-            done
-        };
-        self.save_groups_with(&q.path).await;
-        for g in done {
-            self.finish_group(g).await;
-        }
-    }
-
-    /// Records what the removal of a sent source did.
-    async fn note_removal(&self, q: &Queued, bytes: u64, outcome: std::io::Result<Removed>) {
-        let removed_event = || self.event(q, EventKind::SourceRemoved, bytes, None);
-        match outcome {
-            Ok(Removed::All | Removed::Gone) => self.shared.journal.record(removed_event()),
-            Ok(Removed::Changed) => {
-                // The version sent is gone (replaced); the new one is an
-                // item of its own and goes through the stability check.
-                tracing::info!(poller = %self.name(), path = %q.path, "a new version arrived after the transfer: it is kept and sent in turn");
-                self.shared.journal.record(removed_event());
-            }
-            Ok(Removed::Kept(why)) => {
-                tracing::warn!(poller = %self.name(), path = %q.path, "sent; {why}: left in place");
-                self.shared.journal.record(removed_event());
-                let rest = self.root.join(&q.path);
-                if let Some(sig) = tokio::task::spawn_blocking(move || signature(&rest))
-                    .await
-                    .ok()
-                    .flatten()
-                {
-                    self.hold_in_journal(&q.path, &sig, &format!("sent; {why}, left in place"))
-                        .await;
-                }
-            }
-            Err(e) => {
-                let why = format!("sent, but the source cannot be removed: {e}");
-                tracing::error!(poller = %self.name(), path = %q.path, "{why}");
-                self.hold_in_journal(&q.path, &q.sig, &why).await;
-            }
-        }
-    }
-
-    /// Saves (in the journal) every group that was waiting for `path`.
-    async fn save_groups_with(&self, path: &str) {
-        let bodies: Vec<(String, String)> = self
-            .state()
-            .groups
-            .iter()
-            .filter(|g| g.transfers.iter().any(|t| t.path == path))
-            .map(|g| (g.key.clone(), g.body()))
-            .collect();
-        for (key, body) in bodies {
-            if let Err(e) = self.shared.journal.save_group(&self.id, &key, &body).await {
-                tracing::error!(poller = %self.name(), "cannot save a group in the journal: {e}");
-            }
-        }
-    }
-
-    /// Every transfer of `g` succeeded: runs its follow-ups, unless a file
-    /// it did not send sits among the ones it did.
-    async fn finish_group(&self, g: Group) {
-        if let Err(e) = self.shared.journal.delete_group(&self.id, &g.key).await {
-            tracing::error!(poller = %self.name(), "cannot update a group in the journal: {e}");
-        }
-        let strangers = {
-            let (g, root) = (g.clone(), self.root.clone());
-            tokio::task::spawn_blocking(move || g.strangers(&root))
-                .await
-                .unwrap_or_default()
-        };
-        if !strangers.is_empty() {
-            let shown: Vec<String> = strangers.iter().take(5).map(|p| format!("`{p}`")).collect();
-            let why = format!(
-                "{} arrived during the delivery and {} not sent, so {} not done: the delivery is not whole",
-                shown.join(", "),
-                if strangers.len() == 1 { "was" } else { "were" },
-                g.then
-                    .iter()
-                    .map(|f| match f {
-                        FollowUp::Touch(p) => format!("`{p}` was"),
-                        FollowUp::RemoveDir(p) => format!("removing `{p}` was"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            );
-            tracing::error!(poller = %self.name(), group = %g.label(), "{why}");
-            self.state().item_problems.insert(g.label(), why);
-            return;
-        }
-        for f in g.then {
-            match f {
-                FollowUp::Touch(p) => self.touch(&p).await,
-                FollowUp::RemoveDir(p) => self.remove_dir(&p).await,
-            }
-        }
-    }
-
-    fn failed(&self, mut q: Queued, e: TransferError, changed: bool, bytes_done: u64) {
-        self.shared.journal.record(self.event(
-            &q,
-            EventKind::Error,
-            bytes_done,
-            Some(e.message.clone()),
-        ));
-        let settings = self.shared.settings();
-        let retry = &settings.retry;
-        let wait = if e.permanent {
-            retry.max
-        } else {
-            let exp = retry.initial.as_secs_f64()
-                * 2f64.powi(
-                    i32::try_from(q.attempt.saturating_sub(1))
-                        .unwrap_or(30)
-                        .min(30),
-                );
-            Duration::from_secs_f64(exp.min(retry.max.as_secs_f64()))
-        };
-        let jitter = 1.0 + retry.jitter * (fastrand::f64() * 2.0 - 1.0);
-        let wait = wait.mul_f64(jitter);
-        let mut s = self.state();
-        s.in_flight.remove(&q.path);
-        s.last_error = Some(e.message.clone());
-        if e.item_only {
-            // This item's own problem: the poller goes on with the others.
-            s.item_problems.insert(q.path.clone(), e.message.clone());
-            tracing::warn!(poller = %self.name(), path = %q.path, retry_in = ?wait, "transfer failed: {}", e.message);
-            q.not_before = Instant::now() + wait;
-            s.queue.push_back(q);
-            return;
-        }
-        s.failures += 1;
-        tracing::warn!(
-            poller = %self.name(), path = %q.path, attempt = q.attempt, retry_in = ?wait,
-            permanent = e.permanent, "transfer failed: {}", e.message
-        );
-        if changed {
-            // Back through the stability check, as a new item.
-            return;
-        }
-        q.not_before = Instant::now() + wait;
-        s.queue.push_front(q);
-        if s.failures >= self.shared.settings().failures_before_disable
-            && s.disabled_until.is_none()
-        {
-            let cooldown = self.shared.settings().disable_cooldown;
-            s.disabled_until = Some(Instant::now() + cooldown);
-            tracing::error!(
-                poller = %self.name(), failures = s.failures, "disabled after {} consecutive failures; re-enabled in {cooldown:?}. Last error: {}",
-                s.failures, e.message
-            );
-            let alert = Alert {
-                poller: self.name(),
-                host: self.shared.host.clone(),
-                failures: s.failures,
-                reason: e.message,
-                reenable_in_secs: cooldown.as_secs(),
-            };
-            let shared = self.shared.clone();
-            tokio::spawn(async move { alert::send(&shared.settings().alerts, alert).await });
         }
     }
 }

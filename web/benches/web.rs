@@ -147,7 +147,7 @@ async fn fill(pool: &sqlx::SqlitePool, rows: i64, t0: i64, step: i64) {
         let name = format!("{}_S{:02}E{:03}_{:07}.mxf", show(i), i % 7, i % 997, i);
         sqlx::query(
             "INSERT INTO transfers (agent_id, agent, transfer_id, poller, path, file_name, size, bytes_done, status, attempts, started_at, ended_at, host, updated_at)
-             VALUES (1, 'edge1', ?, ?, ?, ?, 1000000, 1000000, ?, 1, ?, ?, 'media-01', ?)",
+             VALUES (1, 'edge1', $1, $2, $3, $4, 1000000, 1000000, $5, 1, $6, $7, 'media-01', $8)",
         )
         .bind(format!("t{i}"))
         .bind(format!("p{:02}", i % 34))
@@ -206,7 +206,7 @@ async fn search() {
         // Baseline: the same filter with a plain LIKE scan, no trigram index.
         let t = Instant::now();
         let rows = sqlx::query(
-            "SELECT * FROM transfers WHERE file_name LIKE ? AND status = 'Complete' AND poller = ? ORDER BY updated_at DESC, id DESC LIMIT 51",
+            "SELECT * FROM transfers WHERE file_name LIKE $1 AND status = 'Complete' AND poller = $2 ORDER BY updated_at DESC, id DESC LIMIT 51",
         )
         .bind(format!("%{q}%"))
         .bind(&poller)
@@ -258,7 +258,7 @@ async fn search() {
             let t = Instant::now();
             let rows = sqlx::query(
                 "SELECT t.* FROM transfers t WHERE t.id IN (SELECT rowid FROM transfers_fts WHERE transfers_fts MATCH '\".mxf\"')
-                 ORDER BY t.updated_at DESC, t.id DESC LIMIT 51 OFFSET ?",
+                 ORDER BY t.updated_at DESC, t.id DESC LIMIT 51 OFFSET $1",
             )
             .bind((page - 1) * 50)
             .fetch_all(&s.state.pool)
@@ -342,7 +342,7 @@ async fn ingest() {
             let mut tx = s.state.pool.begin().await.unwrap();
             for e in 0..500 {
                 let n = (run * batches + b) * 500 + e;
-                sqlx::query("INSERT INTO ingested_events (agent_id, event_id) VALUES (99, ?)")
+                sqlx::query("INSERT INTO ingested_events (agent_id, event_id) VALUES (99, $1)")
                     .bind(format!("b{n}"))
                     .execute(&mut *tx)
                     .await
@@ -401,7 +401,7 @@ async fn stats() {
         let rows = sqlx::query(
             "SELECT poller, COUNT(*) AS n, SUM(status = 'Complete') AS ok, SUM(status = 'Error') AS err,
                     COALESCE(SUM(CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END), 0) AS bytes
-             FROM transfers WHERE updated_at >= ? AND updated_at < ? GROUP BY poller ORDER BY poller",
+             FROM transfers WHERE updated_at >= $1 AND updated_at < $2 GROUP BY poller ORDER BY poller",
         )
         .bind(from)
         .bind(i64::MAX)

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub async fn build(state: &AppState, agent: &Agent) -> ApiResult<AgentConfig> {
     let rows = sqlx::query(
         "SELECT p.*, pl.name AS plugin_name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id
-         JOIN plugins pl ON pl.id = p.plugin_id WHERE pa.agent_id = ? AND p.target_id IS NOT NULL
+         JOIN plugins pl ON pl.id = p.plugin_id WHERE pa.agent_id = $1 AND p.target_id IS NOT NULL
          ORDER BY p.name",
     )
     .bind(agent.id)
@@ -51,7 +51,7 @@ async fn module_of(
     let Some(id) = version_id else {
         return Ok(None);
     };
-    let v = sqlx::query("SELECT version, sha256, size FROM plugin_versions WHERE id = ?")
+    let v = sqlx::query("SELECT version, sha256, size FROM plugin_versions WHERE id = $1")
         .bind(id)
         .fetch_one(pool)
         .await?;

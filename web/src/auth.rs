@@ -64,7 +64,7 @@ pub async fn ensure_admin(
     // one makes the first user and the others make none.
     let made = sqlx::query(
         "INSERT INTO users (username, password_hash, created_at)
-         SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM users)",
+         SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM users)",
     )
     .bind(username)
     .bind(hash_password(&password)?)
@@ -83,7 +83,7 @@ pub async fn ensure_local_agent(
     name: &str,
     token_file: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE name = ?")
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE name = $1")
         .bind(name)
         .fetch_optional(pool)
         .await?;
@@ -93,14 +93,14 @@ pub async fn ensure_local_agent(
     let token = new_token("dsp_");
     match exists {
         Some(id) => {
-            sqlx::query("UPDATE agents SET token_hash = ? WHERE id = ?")
+            sqlx::query("UPDATE agents SET token_hash = $1 WHERE id = $2")
                 .bind(sha256_hex(&token))
                 .bind(id)
                 .execute(pool)
                 .await?;
         }
         None => {
-            sqlx::query("INSERT INTO agents (name, token_hash, created_at) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO agents (name, token_hash, created_at) VALUES ($1, $2, $3)")
                 .bind(name)
                 .bind(sha256_hex(&token))
                 .bind(crate::now_ms())
@@ -162,7 +162,7 @@ pub async fn authenticate(
     if let Some(left) = state.logins.wait_left(&keys) {
         return Ok(Checked::Wait(left));
     }
-    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = ?")
+    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = $1")
         .bind(username)
         .fetch_optional(&state.pool)
         .await?;
@@ -225,13 +225,15 @@ pub fn warm_up() {
 pub async fn create_session(pool: &sqlx::SqlitePool, user_id: i64) -> ApiResult<(String, String)> {
     let token = new_token("");
     let csrf = new_token("");
-    sqlx::query("INSERT INTO sessions (token_hash, user_id, csrf, expires_at) VALUES (?, ?, ?, ?)")
-        .bind(sha256_hex(&token))
-        .bind(user_id)
-        .bind(&csrf)
-        .bind(crate::now_ms() + SESSION_TTL_MS)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, csrf, expires_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(sha256_hex(&token))
+    .bind(user_id)
+    .bind(&csrf)
+    .bind(crate::now_ms() + SESSION_TTL_MS)
+    .execute(pool)
+    .await?;
     Ok((token, csrf))
 }
 
@@ -300,7 +302,7 @@ impl User {
             .ok_or_else(|| ApiError::unauthorized("log in first"))?;
         let hash = sha256_hex(token);
         let row = sqlx::query(
-            "SELECT s.user_id, s.csrf, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_at > ?",
+            "SELECT s.user_id, s.csrf, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
         )
         .bind(&hash)
         .bind(crate::now_ms())
@@ -363,7 +365,7 @@ impl FromRequestParts<Arc<AppState>> for Agent {
             .ok_or_else(|| {
                 ApiError::unauthorized("an agent token is required (Authorization: Bearer ...)")
             })?;
-        let row = sqlx::query("SELECT id, name FROM agents WHERE token_hash = ?")
+        let row = sqlx::query("SELECT id, name FROM agents WHERE token_hash = $1")
             .bind(sha256_hex(token.trim()))
             .fetch_optional(&state.pool)
             .await?

@@ -55,7 +55,7 @@ pub async fn backup(options: SqliteConnectOptions, to: &Path) -> anyhow::Result<
         let tmp_text = tmp
             .to_str()
             .with_context(|| format!("{} is not UTF-8", tmp.display()))?;
-        sqlx::query("VACUUM INTO ?")
+        sqlx::query("VACUUM INTO $1")
             .bind(tmp_text)
             .execute(&mut conn)
             .await

@@ -104,7 +104,7 @@ impl Crypto {
             // Another replica starting at the same moment may seal first;
             // then its value is the one checked below.
             sqlx::query(
-                "INSERT INTO secret_key_check (id, sealed) VALUES (1, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO secret_key_check (id, sealed) VALUES (1, $1) ON CONFLICT DO NOTHING",
             )
             .bind(self.encrypt(CHECK_AAD, "dispatch"))
             .execute(pool)

@@ -34,7 +34,7 @@ pub async fn seed(state: &AppState, agent: &str, dir: &Path) -> anyhow::Result<b
         return Ok(false);
     }
     let root = directories(dir)?;
-    let agent_id: i64 = sqlx::query_scalar("SELECT id FROM agents WHERE name = ?")
+    let agent_id: i64 = sqlx::query_scalar("SELECT id FROM agents WHERE name = $1")
         .bind(agent)
         .fetch_optional(&state.pool)
         .await?
@@ -45,7 +45,7 @@ pub async fn seed(state: &AppState, agent: &str, dir: &Path) -> anyhow::Result<b
         let path = root.join("outgoing").join(plugin);
         poller(&mut tx, name, plugin, &path, target_id, agent_id).await?;
     }
-    sqlx::query("INSERT INTO seeds (name, done_at) VALUES ('demo', ?)")
+    sqlx::query("INSERT INTO seeds (name, done_at) VALUES ('demo', $1)")
         .bind(crate::now_ms())
         .execute(&mut *tx)
         .await?;
@@ -85,7 +85,7 @@ async fn target(tx: &mut Tx<'_>, name: &str, destination: &Path) -> anyhow::Resu
     // A local target has no secrets: its settings are all of it.
     sqlx::query(
         "INSERT INTO targets (name, kind, settings_json, secrets_enc, created_at, updated_at)
-         VALUES (?, ?, ?, NULL, ?, ?) ON CONFLICT (name) DO NOTHING",
+         VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (name) DO NOTHING",
     )
     .bind(name)
     .bind(t.kind())
@@ -94,7 +94,7 @@ async fn target(tx: &mut Tx<'_>, name: &str, destination: &Path) -> anyhow::Resu
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    Ok(sqlx::query_scalar("SELECT id FROM targets WHERE name = ?")
+    Ok(sqlx::query_scalar("SELECT id FROM targets WHERE name = $1")
         .bind(name)
         .fetch_one(&mut **tx)
         .await?)
@@ -110,7 +110,7 @@ async fn poller(
     target_id: i64,
     agent_id: i64,
 ) -> anyhow::Result<()> {
-    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = ?")
+    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = $1")
         .bind(plugin)
         .fetch_optional(&mut **tx)
         .await?
@@ -126,7 +126,7 @@ async fn poller(
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO pollers (name, path, plugin_id, params_json, transfer_kind, excludes,
             max_transfers, stability_secs, enabled, enabled_at, target_id, created_at, updated_at)
-         VALUES (?, ?, ?, ?, 'local', '*.tmp', 3, 5, 1, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, 'local', '*.tmp', 3, 5, TRUE, $5, $6, $7, $8)
          ON CONFLICT (name) DO NOTHING RETURNING id",
     )
     .bind(name)
@@ -140,7 +140,7 @@ async fn poller(
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(id) = id {
-        sqlx::query("INSERT INTO poller_agents (poller_id, agent_id) VALUES (?, ?)")
+        sqlx::query("INSERT INTO poller_agents (poller_id, agent_id) VALUES ($1, $2)")
             .bind(id)
             .bind(agent_id)
             .execute(&mut **tx)

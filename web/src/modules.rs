@@ -21,11 +21,13 @@ pub async fn put(
     sha256: &str,
     bytes: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO plugin_modules (sha256, bytes) VALUES (?, ?) ON CONFLICT DO NOTHING")
-        .bind(sha256)
-        .bind(bytes)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO plugin_modules (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(sha256)
+    .bind(bytes)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -48,7 +50,7 @@ pub async fn get(state: &AppState, sha256: &str) -> Result<Vec<u8>, ModuleError>
         return Ok(bytes);
     }
     let bytes: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT bytes FROM plugin_modules WHERE sha256 = ?")
+        sqlx::query_scalar("SELECT bytes FROM plugin_modules WHERE sha256 = $1")
             .bind(sha256)
             .fetch_optional(&state.pool)
             .await

@@ -129,7 +129,7 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
     }
     let mut tx = crate::begin_write(&state.pool).await?;
     if let Some(row) = sqlx::query(
-        "SELECT p.name, v.version, v.size, v.wit_version FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE v.sha256 = ?",
+        "SELECT p.name, v.version, v.size, v.wit_version FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE v.sha256 = $1",
     )
     .bind(&sha256)
     .fetch_optional(&mut *tx)
@@ -145,18 +145,18 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
         });
     }
     sqlx::query(
-        "INSERT INTO plugins (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+        "INSERT INTO plugins (name, created_at) VALUES ($1, $2) ON CONFLICT(name) DO NOTHING",
     )
     .bind(&info.name)
     .bind(crate::now_ms())
     .execute(&mut *tx)
     .await?;
-    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = ?")
+    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = $1")
         .bind(&info.name)
         .fetch_one(&mut *tx)
         .await?;
     let taken: Option<String> = sqlx::query_scalar(
-        "SELECT sha256 FROM plugin_versions WHERE plugin_id = ? AND version = ?",
+        "SELECT sha256 FROM plugin_versions WHERE plugin_id = $1 AND version = $2",
     )
     .bind(plugin_id)
     .bind(&info.version)
@@ -176,7 +176,7 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     sqlx::query(
         "INSERT INTO plugin_versions (plugin_id, version, sha256, size, wit_version, description, params_json, uploaded_at, uploaded_by)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(plugin_id)
     .bind(&info.version)

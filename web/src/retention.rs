@@ -21,7 +21,7 @@ fn cutoff(kept: Duration) -> i64 {
 
 /// Forgets ingested event ids older than `kept`; gives how many went.
 pub async fn forget_event_ids(pool: &SqlitePool, kept: Duration) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM ingested_events WHERE at < ?")
+    Ok(sqlx::query("DELETE FROM ingested_events WHERE at < $1")
         .bind(cutoff(kept))
         .execute(pool)
         .await?
@@ -41,8 +41,8 @@ pub async fn forget_finished_transfers(
         let n = sqlx::query(
             "DELETE FROM transfers WHERE id IN (
                 SELECT id FROM transfers
-                WHERE status IN ('Complete', 'Error', 'Cancelled') AND updated_at < ?
-                LIMIT ?)",
+                WHERE status IN ('Complete', 'Error', 'Cancelled') AND updated_at < $1
+                LIMIT $2)",
         )
         .bind(before)
         .bind(BATCH)
@@ -59,7 +59,7 @@ pub async fn forget_finished_transfers(
 /// Forgets sessions past their expiry (they no longer log anyone in, but
 /// each login adds one); gives how many went.
 pub async fn forget_expired_sessions(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+    Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
         .bind(crate::now_ms())
         .execute(pool)
         .await?

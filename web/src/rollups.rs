@@ -96,18 +96,18 @@ impl Span {
 macro_rules! cells_sql {
     ($key:literal) => {
         concat!(
-            "SELECT ", $key, " AS k, status, SUM(n) AS n, SUM(bytes) AS bytes FROM (
+            "SELECT ", $key, " AS k, status, CAST(SUM(n) AS BIGINT) AS n, CAST(SUM(bytes) AS BIGINT) AS bytes FROM (
                 SELECT hour * 3600000 AS at, poller, status, transfers AS n, bytes
-                  FROM transfer_rollups WHERE hour >= ?1 AND hour < ?2
+                  FROM transfer_rollups WHERE hour >= $1 AND hour < $2
                 UNION ALL
                 SELECT updated_at AS at, poller, status, 1 AS n,
                        CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END AS bytes
-                  FROM transfers WHERE updated_at >= ?3 AND updated_at < ?4
+                  FROM transfers WHERE updated_at >= $3 AND updated_at < $4
                 UNION ALL
                 SELECT updated_at AS at, poller, status, 1 AS n,
                        CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END AS bytes
-                  FROM transfers WHERE updated_at >= ?5 AND updated_at < ?6
-             ) GROUP BY k, status"
+                  FROM transfers WHERE updated_at >= $5 AND updated_at < $6
+             ) AS cells GROUP BY k, status"
         )
     };
 }
@@ -147,7 +147,7 @@ pub async fn per_bucket(
     // hours on the hour.
     let whole_hours = width % HOUR_MS == 0 && first % HOUR_MS == 0;
     let rows = bind_parts(
-        sqlx::query(cells_sql!("(at - ?7) / ?8")),
+        sqlx::query(cells_sql!("(at - $7) / $8")),
         &span.parts(whole_hours),
     )
     .bind(first)

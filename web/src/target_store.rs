@@ -133,7 +133,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 /// One target by id, secrets decrypted.
 pub async fn load(state: &AppState, id: i64) -> ApiResult<StoredTarget> {
-    let r = sqlx::query("SELECT name, settings_json, secrets_enc FROM targets WHERE id = ?")
+    let r = sqlx::query("SELECT name, settings_json, secrets_enc FROM targets WHERE id = $1")
         .bind(id)
         .fetch_optional(&state.pool)
         .await?
@@ -169,7 +169,7 @@ pub async fn move_inline_targets(pool: &sqlx::SqlitePool, crypto: &Crypto) -> an
         let now = crate::now_ms();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO targets (name, kind, settings_json, secrets_enc, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(&name)
         .bind(target.kind())
@@ -179,7 +179,7 @@ pub async fn move_inline_targets(pool: &sqlx::SqlitePool, crypto: &Crypto) -> an
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query("UPDATE pollers SET target_id = ? WHERE id = ?")
+        sqlx::query("UPDATE pollers SET target_id = $1 WHERE id = $2")
             .bind(id)
             .bind(r.get::<i64, _>("id"))
             .execute(&mut *tx)
@@ -201,7 +201,7 @@ async fn free_name(
 ) -> Result<String, sqlx::Error> {
     let mut name = base.to_string();
     for n in 2.. {
-        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM targets WHERE name = ?")
+        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM targets WHERE name = $1")
             .bind(&name)
             .fetch_optional(&mut **tx)
             .await?;

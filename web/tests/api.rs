@@ -971,7 +971,7 @@ async fn ingest_is_idempotent_and_the_log_is_searchable() {
         .await
         .unwrap();
     let week_ms = i64::try_from(kept.as_millis()).unwrap();
-    sqlx::query("UPDATE ingested_events SET at = at - ? - 1000")
+    sqlx::query("UPDATE ingested_events SET at = at - $1 - 1000")
         .bind(week_ms)
         .execute(&app.state.pool)
         .await
@@ -1287,13 +1287,13 @@ async fn inline_targets_of_old_pollers_become_records_at_start() {
         .unwrap();
     let poller: i64 = sqlx::query_scalar(
         "INSERT INTO pollers (name, path, plugin_id, transfer_kind, destination, speed_mbps, enabled, created_at, updated_at)
-         VALUES ('old_news', '/srv/old', ?, 'local', '/srv/copies', 80, 1, 0, 0) RETURNING id",
+         VALUES ('old_news', '/srv/old', $1, 'local', '/srv/copies', 80, TRUE, 0, 0) RETURNING id",
     )
     .bind(plugin)
     .fetch_one(&app.state.pool)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO poller_agents (poller_id, agent_id) SELECT ?, id FROM agents WHERE name = 'edge1'")
+    sqlx::query("INSERT INTO poller_agents (poller_id, agent_id) SELECT $1, id FROM agents WHERE name = 'edge1'")
         .bind(poller)
         .execute(&app.state.pool)
         .await
@@ -1505,7 +1505,7 @@ async fn heartbeats_keep_each_pollers_state_and_hand_out_commands() {
     assert!(html.contains("on edge1; 5 failures in a row"), "{html}");
 
     // A poller taken away from the agent: its state goes with it.
-    sqlx::query("DELETE FROM poller_agents WHERE poller_id = ? AND agent_id = ?")
+    sqlx::query("DELETE FROM poller_agents WHERE poller_id = $1 AND agent_id = $2")
         .bind(p2)
         .bind(id)
         .execute(pool)
@@ -1943,7 +1943,7 @@ async fn a_search_gives_the_same_pages_for_common_and_rare_substrings() {
         let name = format!("{age}show{:03}_ep{i:05}{tag}.mxf", i % 300);
         sqlx::query(
             "INSERT INTO transfers (agent_id, agent, transfer_id, poller, path, file_name, size, bytes_done, status, attempts, host, updated_at)
-             VALUES (1, 'edge', ?, ?, ?, ?, 1, 1, 'Complete', 1, 'h', ?)",
+             VALUES (1, 'edge', $1, $2, $3, $4, 1, 1, 'Complete', 1, 'h', $5)",
         )
         .bind(format!("t{i}"))
         .bind(if i % 3 == 0 { "news" } else { "sports" })

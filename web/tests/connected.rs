@@ -175,7 +175,7 @@ async fn a_module_that_does_not_match_its_sha256_is_refused_and_the_previous_ver
     let mut bytes = test_plugin("stamp-v2");
     let last = bytes.len() - 1;
     bytes[last] ^= 0x55;
-    sqlx::query("UPDATE plugin_modules SET bytes = ? WHERE sha256 = ?")
+    sqlx::query("UPDATE plugin_modules SET bytes = $1 WHERE sha256 = $2")
         .bind(&bytes)
         .bind(&sha)
         .execute(&pool)

@@ -359,7 +359,7 @@ async fn modules_an_older_version_kept_on_disk_only_move_into_the_database() {
         .unwrap();
     a.start_web();
     std::fs::remove_file(a.path(&format!("web/modules/{sha}.wasm"))).unwrap();
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT bytes FROM plugin_modules WHERE sha256 = ?")
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT bytes FROM plugin_modules WHERE sha256 = $1")
         .bind(&sha)
         .fetch_one(&pool)
         .await

@@ -251,7 +251,7 @@ pub async fn events(
             // done, even when the agent never says so (an agent that
             // ignores commands).
             sqlx::query(
-                "UPDATE agent_commands SET done_at = ? WHERE agent_id = ? AND kind = 'retry' AND transfer_id = ? AND done_at IS NULL",
+                "UPDATE agent_commands SET done_at = $1 WHERE agent_id = $2 AND kind = 'retry' AND transfer_id = $3 AND done_at IS NULL",
             )
             .bind(crate::now_ms())
             .bind(agent.id)
@@ -261,7 +261,7 @@ pub async fn events(
         }
     }
     // An agent that reports is alive, heartbeat or not.
-    sqlx::query("UPDATE agents SET last_seen = ? WHERE id = ?")
+    sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
         .bind(crate::now_ms())
         .bind(agent.id)
         .execute(&mut *tx)
@@ -314,7 +314,7 @@ async fn open_retries(
     agent_id: i64,
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
     let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT transfer_id FROM agent_commands WHERE agent_id = ? AND kind = 'retry' AND done_at IS NULL AND transfer_id IS NOT NULL",
+        "SELECT transfer_id FROM agent_commands WHERE agent_id = $1 AND kind = 'retry' AND done_at IS NULL AND transfer_id IS NOT NULL",
     )
     .bind(agent_id)
     .fetch_all(&mut **tx)
@@ -335,18 +335,18 @@ async fn apply(tx: &mut Tx<'_>, agent: &Agent, e: &Event) -> Result<(), sqlx::Er
     let ended = matches!(e.event.as_str(), "complete" | "error" | "cancelled").then_some(e.at);
     sqlx::query(
         "INSERT INTO transfers (agent_id, agent, transfer_id, poller, path, file_name, size, bytes_done, status, attempts, started_at, ended_at, error, host, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT (agent_id, transfer_id) DO UPDATE SET
-            size = COALESCE(excluded.size, size),
-            bytes_done = MAX(bytes_done, excluded.bytes_done),
-            status = CASE WHEN excluded.updated_at >= updated_at THEN excluded.status ELSE status END,
-            attempts = MAX(attempts, excluded.attempts),
-            started_at = COALESCE(excluded.started_at, started_at),
-            ended_at = CASE WHEN excluded.status IN ('Queued', 'Transferring') AND excluded.updated_at >= updated_at THEN NULL ELSE COALESCE(excluded.ended_at, ended_at) END,
-            error = CASE WHEN excluded.error IS NOT NULL THEN excluded.error WHEN excluded.status = 'Complete' THEN NULL ELSE error END,
-            host = COALESCE(excluded.host, host),
-            retry_requested_at = CASE WHEN excluded.updated_at >= updated_at THEN NULL ELSE retry_requested_at END,
-            updated_at = MAX(updated_at, excluded.updated_at)",
+            size = COALESCE(excluded.size, transfers.size),
+            bytes_done = CASE WHEN excluded.bytes_done > transfers.bytes_done THEN excluded.bytes_done ELSE transfers.bytes_done END,
+            status = CASE WHEN excluded.updated_at >= transfers.updated_at THEN excluded.status ELSE transfers.status END,
+            attempts = CASE WHEN excluded.attempts > transfers.attempts THEN excluded.attempts ELSE transfers.attempts END,
+            started_at = COALESCE(excluded.started_at, transfers.started_at),
+            ended_at = CASE WHEN excluded.status IN ('Queued', 'Transferring') AND excluded.updated_at >= transfers.updated_at THEN NULL ELSE COALESCE(excluded.ended_at, transfers.ended_at) END,
+            error = CASE WHEN excluded.error IS NOT NULL THEN excluded.error WHEN excluded.status = 'Complete' THEN NULL ELSE transfers.error END,
+            host = COALESCE(excluded.host, transfers.host),
+            retry_requested_at = CASE WHEN excluded.updated_at >= transfers.updated_at THEN NULL ELSE transfers.retry_requested_at END,
+            updated_at = CASE WHEN excluded.updated_at > transfers.updated_at THEN excluded.updated_at ELSE transfers.updated_at END",
     )
     .bind(agent.id)
     .bind(&agent.name)
@@ -391,8 +391,8 @@ pub async fn heartbeat(
     }
     // States of pollers taken away from this agent would show forever.
     sqlx::query(
-        "DELETE FROM agent_poller_states WHERE agent_id = ?
-         AND poller_id NOT IN (SELECT poller_id FROM poller_agents WHERE agent_id = ?)",
+        "DELETE FROM agent_poller_states WHERE agent_id = $1
+         AND poller_id NOT IN (SELECT poller_id FROM poller_agents WHERE agent_id = $2)",
     )
     .bind(agent.id)
     .bind(agent.id)
@@ -479,10 +479,10 @@ async fn record_agent(tx: &mut Tx<'_>, agent: &Agent, hb: &Heartbeat, now: i64) 
             )
         })?;
     sqlx::query(
-        "UPDATE agents SET version = ?, host_name = ?, last_seen = ?,
-            poller_states = COALESCE(?, poller_states), config_etag = ?, config_error = ?,
-            journal_bytes = COALESCE(?, journal_bytes)
-         WHERE id = ?",
+        "UPDATE agents SET version = $1, host_name = $2, last_seen = $3,
+            poller_states = COALESCE($4, poller_states), config_etag = $5, config_error = $6,
+            journal_bytes = COALESCE($7, journal_bytes)
+         WHERE id = $8",
     )
     .bind(&hb.version)
     .bind(&hb.host_name)
@@ -507,7 +507,7 @@ async fn poller_of(
 ) -> Result<Option<i64>, sqlx::Error> {
     if let Some(id) = p.id.as_deref().and_then(|s| s.parse::<i64>().ok()) {
         let found = sqlx::query_scalar(
-            "SELECT poller_id FROM poller_agents WHERE agent_id = ? AND poller_id = ?",
+            "SELECT poller_id FROM poller_agents WHERE agent_id = $1 AND poller_id = $2",
         )
         .bind(agent_id)
         .bind(id)
@@ -519,7 +519,7 @@ async fn poller_of(
     }
     sqlx::query_scalar(
         "SELECT p.id FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id
-         WHERE pa.agent_id = ? AND p.name = ?",
+         WHERE pa.agent_id = $1 AND p.name = $2",
     )
     .bind(agent_id)
     .bind(&p.name)
@@ -540,7 +540,7 @@ async fn record_poller(
     sqlx::query(
         "INSERT INTO agent_poller_states (agent_id, poller_id, consecutive_errors, disabled,
             disabled_until, reason, plugin_version, config_error, not_ready, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (agent_id, poller_id) DO UPDATE SET
             consecutive_errors = excluded.consecutive_errors, disabled = excluded.disabled,
             disabled_until = excluded.disabled_until, reason = excluded.reason,
@@ -566,10 +566,10 @@ async fn record_poller(
             disabled_by_agent = (SELECT a.name FROM agent_poller_states s JOIN agents a ON a.id = s.agent_id
                 WHERE s.poller_id = pollers.id AND s.disabled ORDER BY s.updated_at DESC LIMIT 1),
             disabled_at = CASE WHEN EXISTS (SELECT 1 FROM agent_poller_states
-                WHERE poller_id = pollers.id AND disabled) THEN COALESCE(disabled_at, ?) ELSE NULL END,
+                WHERE poller_id = pollers.id AND disabled) THEN COALESCE(disabled_at, $1) ELSE NULL END,
             disabled_reason = COALESCE((SELECT s.reason FROM agent_poller_states s
                 WHERE s.poller_id = pollers.id AND s.disabled ORDER BY s.updated_at DESC LIMIT 1), disabled_reason)
-         WHERE id = ?",
+         WHERE id = $2",
     )
     .bind(now)
     .bind(poller_id)
@@ -588,7 +588,7 @@ async fn mark_done(
 ) -> Result<(), sqlx::Error> {
     for id in done.iter().filter_map(|s| s.parse::<i64>().ok()) {
         sqlx::query(
-            "UPDATE agent_commands SET done_at = ? WHERE id = ? AND agent_id = ? AND done_at IS NULL",
+            "UPDATE agent_commands SET done_at = $1 WHERE id = $2 AND agent_id = $3 AND done_at IS NULL",
         )
         .bind(now)
         .bind(id)
@@ -603,7 +603,7 @@ async fn mark_done(
 async fn open_commands(tx: &mut Tx<'_>, agent_id: i64) -> Result<Vec<Command>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, kind, transfer_id, poller_id FROM agent_commands
-         WHERE agent_id = ? AND done_at IS NULL ORDER BY id",
+         WHERE agent_id = $1 AND done_at IS NULL ORDER BY id",
     )
     .bind(agent_id)
     .fetch_all(&mut **tx)
@@ -630,7 +630,7 @@ pub async fn enable_command<'e>(
 ) -> Result<u64, sqlx::Error> {
     let made = sqlx::query(
         "INSERT INTO agent_commands (agent_id, kind, poller_id, created_at)
-         SELECT pa.agent_id, 'enable', pa.poller_id, ? FROM poller_agents pa WHERE pa.poller_id = ?
+         SELECT pa.agent_id, 'enable', pa.poller_id, $1 FROM poller_agents pa WHERE pa.poller_id = $2
          AND NOT EXISTS (SELECT 1 FROM agent_commands c WHERE c.agent_id = pa.agent_id
             AND c.kind = 'enable' AND c.poller_id = pa.poller_id AND c.done_at IS NULL)",
     )
@@ -652,8 +652,8 @@ pub async fn retry_command<'e>(
 ) -> Result<bool, sqlx::Error> {
     let made = sqlx::query(
         "INSERT INTO agent_commands (agent_id, kind, transfer_id, created_at)
-         SELECT t.agent_id, 'retry', t.transfer_id, ? FROM transfers t
-         WHERE t.id = ? AND t.agent_id IN (SELECT id FROM agents)
+         SELECT t.agent_id, 'retry', t.transfer_id, $1 FROM transfers t
+         WHERE t.id = $2 AND t.agent_id IN (SELECT id FROM agents)
          AND NOT EXISTS (SELECT 1 FROM agent_commands c WHERE c.agent_id = t.agent_id
             AND c.kind = 'retry' AND c.transfer_id = t.transfer_id AND c.done_at IS NULL)",
     )

@@ -82,7 +82,7 @@ pub async fn poller_health(
         "SELECT s.*, a.name AS agent, p.name AS poller FROM agent_poller_states s
          JOIN agents a ON a.id = s.agent_id JOIN pollers p ON p.id = s.poller_id
          JOIN poller_agents pa ON pa.agent_id = s.agent_id AND pa.poller_id = s.poller_id
-         WHERE (?1 IS NULL OR s.agent_id = ?1) AND (?2 IS NULL OR s.poller_id = ?2)
+         WHERE ($1 IS NULL OR s.agent_id = $1) AND ($2 IS NULL OR s.poller_id = $2)
          ORDER BY p.name, a.name",
     )
     .bind(agent_id)
@@ -139,7 +139,7 @@ pub async fn create(
     }
     let token = auth::new_token("dsp_");
     let id = sqlx::query_scalar(
-        "INSERT INTO agents (name, token_hash, created_at) VALUES (?, ?, ?) RETURNING id",
+        "INSERT INTO agents (name, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
     )
     .bind(&new.name)
     .bind(auth::sha256_hex(&token))
@@ -173,7 +173,7 @@ pub async fn list(
     let mut out = Vec::new();
     for r in rows {
         let id: i64 = r.get("id");
-        let pollers = sqlx::query_scalar("SELECT p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id WHERE pa.agent_id = ? ORDER BY p.name")
+        let pollers = sqlx::query_scalar("SELECT p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id WHERE pa.agent_id = $1 ORDER BY p.name")
             .bind(id)
             .fetch_all(&state.pool)
             .await?;
@@ -204,7 +204,7 @@ pub async fn delete(
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
     let mut tx = crate::begin_write(&state.pool).await?;
-    let n = sqlx::query("DELETE FROM agents WHERE id = ?")
+    let n = sqlx::query("DELETE FROM agents WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?

@@ -212,7 +212,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiErro
         .await?;
     let by_status: Vec<(String, i64)> =
         rows.iter().map(|r| (r.get("status"), r.get("n"))).collect();
-    let online: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE last_seen > ?")
+    let online: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE last_seen > $1")
         .bind(crate::now_ms() - agents::ONLINE_WITHIN_MS)
         .fetch_one(&state.pool)
         .await?;

@@ -148,7 +148,7 @@ pub async fn latest_version(
     pool: &sqlx::SqlitePool,
     plugin_id: i64,
 ) -> Result<Option<(i64, String, String)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, version, sha256 FROM plugin_versions WHERE plugin_id = ?")
+    let rows = sqlx::query("SELECT id, version, sha256 FROM plugin_versions WHERE plugin_id = $1")
         .bind(plugin_id)
         .fetch_all(pool)
         .await?;
@@ -176,18 +176,20 @@ pub async fn version_schema(
     let pinned = pinned(version);
     let id = match pinned {
         Some(v) => {
-            sqlx::query_scalar("SELECT id FROM plugin_versions WHERE plugin_id = ? AND version = ?")
-                .bind(plugin_id)
-                .bind(v)
-                .fetch_optional(pool)
-                .await?
+            sqlx::query_scalar(
+                "SELECT id FROM plugin_versions WHERE plugin_id = $1 AND version = $2",
+            )
+            .bind(plugin_id)
+            .bind(v)
+            .fetch_optional(pool)
+            .await?
         }
         None => latest_version(pool, plugin_id).await?.map(|(id, _, _)| id),
     };
     let Some(id) = id else {
         return Ok(None);
     };
-    let schema = sqlx::query_scalar("SELECT params_json FROM plugin_versions WHERE id = ?")
+    let schema = sqlx::query_scalar("SELECT params_json FROM plugin_versions WHERE id = $1")
         .bind(id)
         .fetch_one(pool)
         .await?;
@@ -224,7 +226,7 @@ pub async fn show(
     _user: User,
     Path(name): Path<String>,
 ) -> ApiResult<Json<PluginView>> {
-    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = ?")
+    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = $1")
         .bind(&name)
         .fetch_optional(&state.pool)
         .await?
@@ -232,7 +234,7 @@ pub async fn show(
     let latest = latest_version(&state.pool, plugin_id)
         .await?
         .map(|(id, _, _)| id);
-    let rows = sqlx::query("SELECT * FROM plugin_versions WHERE plugin_id = ?")
+    let rows = sqlx::query("SELECT * FROM plugin_versions WHERE plugin_id = $1")
         .bind(plugin_id)
         .fetch_all(&state.pool)
         .await?;
@@ -240,7 +242,7 @@ pub async fn show(
     for r in rows {
         let id: i64 = r.get("id");
         let used_by: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM pollers WHERE plugin_id = ? AND (plugin_version_id = ? OR (plugin_version_id IS NULL AND ?)) ORDER BY name",
+            "SELECT name FROM pollers WHERE plugin_id = $1 AND (plugin_version_id = $2 OR (plugin_version_id IS NULL AND $3)) ORDER BY name",
         )
         .bind(plugin_id)
         .bind(id)
@@ -274,7 +276,7 @@ pub async fn delete_version(
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let mut tx = crate::begin_write(&state.pool).await?;
-    let row = sqlx::query("SELECT v.id, v.plugin_id, v.sha256 FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE p.name = ? AND v.version = ?")
+    let row = sqlx::query("SELECT v.id, v.plugin_id, v.sha256 FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE p.name = $1 AND v.version = $2")
         .bind(&name)
         .bind(&version)
         .fetch_optional(&mut *tx)
@@ -287,7 +289,7 @@ pub async fn delete_version(
         .map(|(i, _, _)| i)
         == Some(id);
     let users: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM pollers WHERE plugin_id = ? AND (plugin_version_id = ? OR (plugin_version_id IS NULL AND ?)) ORDER BY name",
+        "SELECT name FROM pollers WHERE plugin_id = $1 AND (plugin_version_id = $2 OR (plugin_version_id IS NULL AND $3)) ORDER BY name",
     )
     .bind(plugin_id)
     .bind(id)
@@ -303,7 +305,7 @@ pub async fn delete_version(
             ),
         ));
     }
-    sqlx::query("DELETE FROM plugin_versions WHERE id = ?")
+    sqlx::query("DELETE FROM plugin_versions WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -328,7 +330,7 @@ pub async fn module(
         ));
     }
     let sha256 = sha256.to_ascii_lowercase();
-    let known: Option<i64> = sqlx::query_scalar("SELECT id FROM plugin_versions WHERE sha256 = ?")
+    let known: Option<i64> = sqlx::query_scalar("SELECT id FROM plugin_versions WHERE sha256 = $1")
         .bind(&sha256)
         .fetch_optional(&state.pool)
         .await?;

@@ -123,13 +123,13 @@ async fn resolve_target(
 ) -> ApiResult<crate::target_store::StoredTarget> {
     let id: Option<i64> = match (&p.target_id, &p.target) {
         (Some(id), _) => {
-            sqlx::query_scalar("SELECT id FROM targets WHERE id = ?")
+            sqlx::query_scalar("SELECT id FROM targets WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&state.pool)
                 .await?
         }
         (None, Some(name)) if !name.is_empty() => {
-            sqlx::query_scalar("SELECT id FROM targets WHERE name = ?")
+            sqlx::query_scalar("SELECT id FROM targets WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&state.pool)
                 .await?
@@ -194,7 +194,7 @@ async fn validate(state: &AppState, p: &PollerInput) -> ApiResult<Resolved> {
     let target = resolve_target(state, p).await?;
     check_spec(p, &target)?;
     let pool = &state.pool;
-    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = ?")
+    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = $1")
         .bind(&p.plugin)
         .fetch_optional(pool)
         .await?
@@ -224,7 +224,7 @@ async fn validate(state: &AppState, p: &PollerInput) -> ApiResult<Resolved> {
     info.resolve_params(&given)
         .map_err(|e| ApiError::bad(&format!("params.{}", param_name(&e)), e.to_string()))?;
     for a in &p.agents {
-        let known: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE name = ?")
+        let known: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE name = $1")
             .bind(a)
             .fetch_optional(pool)
             .await?;
@@ -267,7 +267,7 @@ pub async fn create(
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO pollers (name, path, plugin_id, plugin_version_id, params_json, target_id, excludes,
             max_transfers, stability_secs, enabled, enabled_at, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
     )
     .bind(&p.name)
     .bind(&p.path)
@@ -295,12 +295,12 @@ async fn set_agents(
     poller: i64,
     agents: &[String],
 ) -> ApiResult<()> {
-    sqlx::query("DELETE FROM poller_agents WHERE poller_id = ?")
+    sqlx::query("DELETE FROM poller_agents WHERE poller_id = $1")
         .bind(poller)
         .execute(&mut **tx)
         .await?;
     for a in agents {
-        sqlx::query("INSERT OR IGNORE INTO poller_agents (poller_id, agent_id) SELECT ?, id FROM agents WHERE name = ?")
+        sqlx::query("INSERT INTO poller_agents (poller_id, agent_id) SELECT $1, id FROM agents WHERE name = $2 ON CONFLICT DO NOTHING")
             .bind(poller)
             .bind(a)
             .execute(&mut **tx)
@@ -319,7 +319,7 @@ pub async fn update(
     body: Result<Json<PollerInput>, JsonRejection>,
 ) -> ApiResult<Json<PollerView>> {
     let Json(p) = body?;
-    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM pollers WHERE id = ?")
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM pollers WHERE id = $1")
         .bind(id)
         .fetch_optional(&state.pool)
         .await?;
@@ -331,9 +331,9 @@ pub async fn update(
     let now = crate::now_ms();
     // `enabled` on the right of SET is the old value: enabling stamps the time.
     sqlx::query(
-        "UPDATE pollers SET name = ?, path = ?, plugin_id = ?, plugin_version_id = ?, params_json = ?, target_id = ?,
-            excludes = ?, max_transfers = ?, stability_secs = ?, enabled = ?,
-            enabled_at = CASE WHEN ? AND NOT enabled THEN ? ELSE enabled_at END, updated_at = ? WHERE id = ?",
+        "UPDATE pollers SET name = $1, path = $2, plugin_id = $3, plugin_version_id = $4, params_json = $5, target_id = $6,
+            excludes = $7, max_transfers = $8, stability_secs = $9, enabled = $10,
+            enabled_at = CASE WHEN $11 AND NOT enabled THEN $12 ELSE enabled_at END, updated_at = $13 WHERE id = $14",
     )
     .bind(&p.name)
     .bind(&p.path)
@@ -418,7 +418,7 @@ async fn set_enabled(
 ) -> ApiResult<Json<PollerView>> {
     let mut tx = crate::begin_write(&state.pool).await?;
     let now = crate::now_ms();
-    let was: Option<bool> = sqlx::query_scalar("SELECT enabled FROM pollers WHERE id = ?")
+    let was: Option<bool> = sqlx::query_scalar("SELECT enabled FROM pollers WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -429,8 +429,8 @@ async fn set_enabled(
     // breaker). Already on (its agents' breakers may have tripped): a
     // command, so the agents do not download their configuration for it.
     let turned_on = enabled && !was;
-    sqlx::query("UPDATE pollers SET enabled = ?, disabled_reason = ?, consecutive_errors = CASE WHEN ? THEN 0 ELSE consecutive_errors END,
-            enabled_at = CASE WHEN ? THEN ? ELSE enabled_at END, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE pollers SET enabled = $1, disabled_reason = $2, consecutive_errors = CASE WHEN $3 THEN 0 ELSE consecutive_errors END,
+            enabled_at = CASE WHEN $4 THEN $5 ELSE enabled_at END, updated_at = $6 WHERE id = $7")
         .bind(enabled)
         .bind(reason)
         .bind(enabled)
@@ -458,7 +458,7 @@ pub async fn delete(
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
     let mut tx = crate::begin_write(&state.pool).await?;
-    let enabled: bool = sqlx::query_scalar("SELECT enabled FROM pollers WHERE id = ?")
+    let enabled: bool = sqlx::query_scalar("SELECT enabled FROM pollers WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?
@@ -469,7 +469,7 @@ pub async fn delete(
             "disable the poller before deleting it",
         ));
     }
-    sqlx::query("DELETE FROM pollers WHERE id = ?")
+    sqlx::query("DELETE FROM pollers WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -481,7 +481,7 @@ pub async fn view(pool: &sqlx::SqlitePool, id: i64) -> ApiResult<PollerView> {
     let r = sqlx::query(
         "SELECT p.*, pl.name AS plugin_name, v.version AS pinned, t.name AS target_name, t.settings_json AS target_json
          FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id
-         LEFT JOIN plugin_versions v ON v.id = p.plugin_version_id LEFT JOIN targets t ON t.id = p.target_id WHERE p.id = ?",
+         LEFT JOIN plugin_versions v ON v.id = p.plugin_version_id LEFT JOIN targets t ON t.id = p.target_id WHERE p.id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -494,7 +494,7 @@ pub async fn view(pool: &sqlx::SqlitePool, id: i64) -> ApiResult<PollerView> {
             .await?
             .map(|(_, v, _)| v),
     };
-    let agents = sqlx::query_scalar("SELECT a.name FROM agents a JOIN poller_agents pa ON pa.agent_id = a.id WHERE pa.poller_id = ? ORDER BY a.name")
+    let agents = sqlx::query_scalar("SELECT a.name FROM agents a JOIN poller_agents pa ON pa.agent_id = a.id WHERE pa.poller_id = $1 ORDER BY a.name")
         .bind(id)
         .fetch_all(pool)
         .await?;
@@ -535,7 +535,7 @@ pub async fn move_to_version(
     version: &str,
 ) -> ApiResult<()> {
     let row = sqlx::query(
-        "SELECT p.id, p.params_json, p.plugin_id FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE p.name = ? AND pl.name = ?",
+        "SELECT p.id, p.params_json, p.plugin_id FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE p.name = $1 AND pl.name = $2",
     )
     .bind(poller)
     .bind(plugin)
@@ -569,7 +569,7 @@ pub async fn move_to_version(
         )
     })?;
     let mut tx = crate::begin_write(&state.pool).await?;
-    sqlx::query("UPDATE pollers SET plugin_version_id = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE pollers SET plugin_version_id = $1, updated_at = $2 WHERE id = $3")
         .bind(version_id)
         .bind(crate::now_ms())
         .bind(id)

@@ -53,7 +53,7 @@ pub async fn login(
         }
     };
     let (token, csrf) = auth::create_session(&state.pool, user_id).await?;
-    let role: String = sqlx::query_scalar("SELECT role FROM users WHERE id = ?")
+    let role: String = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
         .bind(user_id)
         .fetch_one(&state.pool)
         .await?;
@@ -74,7 +74,7 @@ pub async fn login(
 /// Log out: ends the session.
 #[utoipa::path(post, path = "/api/v1/logout", tag = "session", operation_id = "logout", responses((status = 204)), security(("session" = [])))]
 pub async fn logout(State(state): State<Arc<AppState>>, user: User) -> ApiResult<Response> {
-    sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
         .bind(&user.session_hash)
         .execute(&state.pool)
         .await?;
@@ -118,7 +118,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health
         sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
             .fetch_one(&state.pool)
             .await?;
-    let agents_online: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE last_seen > ?")
+    let agents_online: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE last_seen > $1")
         .bind(crate::now_ms() - super::agents::ONLINE_WITHIN_MS)
         .fetch_one(&state.pool)
         .await?;

@@ -33,7 +33,7 @@ pub struct SettingsView {
 /// The agent's settings with the SMTP password decrypted (the defaults
 /// when none were saved).
 pub async fn load(state: &AppState, agent_id: i64) -> ApiResult<AgentSettings> {
-    let r = sqlx::query("SELECT settings_json, settings_secrets_enc FROM agents WHERE id = ?")
+    let r = sqlx::query("SELECT settings_json, settings_secrets_enc FROM agents WHERE id = $1")
         .bind(agent_id)
         .fetch_optional(&state.pool)
         .await?
@@ -149,7 +149,7 @@ async fn save(
     let json = serde_json::to_string(&settings)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut tx = crate::begin_write(&state.pool).await?;
-    sqlx::query("UPDATE agents SET settings_json = ?, settings_secrets_enc = ? WHERE id = ?")
+    sqlx::query("UPDATE agents SET settings_json = $1, settings_secrets_enc = $2 WHERE id = $3")
         .bind(json)
         .bind(sealed)
         .bind(id)

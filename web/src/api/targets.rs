@@ -170,7 +170,7 @@ pub async fn create(
     let mut tx = crate::begin_write(&state.pool).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO targets (name, kind, settings_json, secrets_enc, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(&input.name)
     .bind(target.kind())
@@ -200,7 +200,7 @@ pub async fn update(
     let target = parse_target(input.target, Some(&stored.target))?;
     let mut tx = crate::begin_write(&state.pool).await?;
     sqlx::query(
-        "UPDATE targets SET name = ?, kind = ?, settings_json = ?, secrets_enc = ?, updated_at = ? WHERE id = ?",
+        "UPDATE targets SET name = $1, kind = $2, settings_json = $3, secrets_enc = $4, updated_at = $5 WHERE id = $6",
     )
     .bind(&input.name)
     .bind(target.kind())
@@ -251,13 +251,13 @@ pub async fn delete(
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
     let mut tx = crate::begin_write(&state.pool).await?;
-    let name: String = sqlx::query_scalar("SELECT name FROM targets WHERE id = ?")
+    let name: String = sqlx::query_scalar("SELECT name FROM targets WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("target {id}")))?;
     let users: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM pollers WHERE target_id = ? ORDER BY name")
+        sqlx::query_scalar("SELECT name FROM pollers WHERE target_id = $1 ORDER BY name")
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
@@ -270,7 +270,7 @@ pub async fn delete(
             ),
         ));
     }
-    sqlx::query("DELETE FROM targets WHERE id = ?")
+    sqlx::query("DELETE FROM targets WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -281,11 +281,11 @@ pub async fn delete(
 /// The target `id` as shown.
 pub async fn view(state: &AppState, id: i64) -> ApiResult<TargetView> {
     let StoredTarget { id, name, target } = target_store::load(state, id).await?;
-    let r = sqlx::query("SELECT updated_at FROM targets WHERE id = ?")
+    let r = sqlx::query("SELECT updated_at FROM targets WHERE id = $1")
         .bind(id)
         .fetch_one(&state.pool)
         .await?;
-    let pollers = sqlx::query_scalar("SELECT name FROM pollers WHERE target_id = ? ORDER BY name")
+    let pollers = sqlx::query_scalar("SELECT name FROM pollers WHERE target_id = $1 ORDER BY name")
         .bind(id)
         .fetch_all(&state.pool)
         .await?;

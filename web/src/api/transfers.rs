@@ -210,7 +210,7 @@ async fn newest_first(
         return Ok(None);
     }
     let matches: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM (SELECT rowid FROM transfers_fts WHERE transfers_fts MATCH ? LIMIT ?)",
+        "SELECT COUNT(*) FROM (SELECT rowid FROM transfers_fts WHERE transfers_fts MATCH $1 LIMIT $2) AS m",
     )
     .bind(fts_phrase(q))
     .bind(WALK)

@@ -122,7 +122,7 @@ pub async fn create(
     }
     check_password("password", &new.password)?;
     let row = sqlx::query(
-        "INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?)
+        "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4)
          RETURNING id, username, role, created_at",
     )
     .bind(&new.username)
@@ -142,7 +142,7 @@ pub async fn create(
 /// always has someone who can manage it.
 async fn other_admins(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, id: i64) -> ApiResult<i64> {
     Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND id != ?")
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND id != $1")
             .bind(id)
             .fetch_one(&mut **tx)
             .await?,
@@ -177,7 +177,7 @@ pub async fn update(
         None => None,
     };
     let mut tx = crate::begin_write(&state.pool).await?;
-    let row = sqlx::query("SELECT id, username, role, created_at FROM users WHERE id = ?")
+    let row = sqlx::query("SELECT id, username, role, created_at FROM users WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?
@@ -186,19 +186,19 @@ pub async fn update(
         if role != Role::Admin && other_admins(&mut tx, id).await? == 0 {
             return Err(last_admin());
         }
-        sqlx::query("UPDATE users SET role = ? WHERE id = ?")
+        sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
             .bind(role.as_str())
             .bind(id)
             .execute(&mut *tx)
             .await?;
     }
     if let Some(h) = password_hash {
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(h)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -219,7 +219,7 @@ pub async fn delete(
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
     let mut tx = crate::begin_write(&state.pool).await?;
-    let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = ?")
+    let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -228,7 +228,7 @@ pub async fn delete(
         return Err(last_admin());
     }
     // Sessions go with it (ON DELETE CASCADE).
-    sqlx::query("DELETE FROM users WHERE id = ?")
+    sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -285,12 +285,12 @@ pub async fn set_own_password(
     }
     let new_hash = hash(new).await?;
     let mut tx = crate::begin_write(&state.pool).await?;
-    sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
         .bind(new_hash)
         .bind(user.id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_hash != ?")
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash != $2")
         .bind(user.id)
         .bind(&user.session_hash)
         .execute(&mut *tx)
@@ -316,7 +316,7 @@ pub async fn logout_everywhere(
 
 /// Every session of `user` ends.
 pub async fn end_all_sessions(state: &AppState, user: &User) -> ApiResult<()> {
-    sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
         .bind(user.id)
         .execute(&state.pool)
         .await?;

@@ -126,7 +126,7 @@ pub struct Notice {
 }
 
 async fn agent_name(state: &AppState, id: i64) -> Result<String, PageError> {
-    sqlx::query_scalar("SELECT name FROM agents WHERE id = ?")
+    sqlx::query_scalar("SELECT name FROM agents WHERE id = $1")
         .bind(id)
         .fetch_optional(&state.pool)
         .await?

@@ -282,7 +282,7 @@ async fn health_of(
         .collect();
     let assigned = sqlx::query(
         "SELECT p.id, p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id
-         WHERE pa.agent_id = ? ORDER BY p.name",
+         WHERE pa.agent_id = $1 ORDER BY p.name",
     )
     .bind(a.id)
     .fetch_all(pool)
@@ -305,7 +305,7 @@ async fn pending(
     let rows = sqlx::query(
         "SELECT c.kind, c.transfer_id, c.created_at, p.name AS poller FROM agent_commands c
          LEFT JOIN pollers p ON p.id = c.poller_id
-         WHERE c.agent_id = ? AND c.done_at IS NULL ORDER BY c.id",
+         WHERE c.agent_id = $1 AND c.done_at IS NULL ORDER BY c.id",
     )
     .bind(agent_id)
     .fetch_all(pool)

@@ -159,7 +159,7 @@ async fn standalone_problems(
     for r in states {
         let agent: String = r.get("name");
         let known: Vec<String> = sqlx::query_scalar(
-            "SELECT p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id WHERE pa.agent_id = ?",
+            "SELECT p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id WHERE pa.agent_id = $1",
         )
         .bind(r.get::<i64, _>("id"))
         .fetch_all(pool)

@@ -41,7 +41,7 @@ async fn list_page(
     let mut plugins = Vec::new();
     for s in summaries {
         let pollers: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE pl.name = ?",
+            "SELECT COUNT(*) FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE pl.name = $1",
         )
         .bind(&s.name)
         .fetch_one(&state.pool)
@@ -183,7 +183,7 @@ async fn detail_page(
         .await?
         .0;
     let pollers = sqlx::query_scalar(
-        "SELECT p.name FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE pl.name = ? ORDER BY p.name",
+        "SELECT p.name FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE pl.name = $1 ORDER BY p.name",
     )
     .bind(&name)
     .fetch_all(&state.pool)

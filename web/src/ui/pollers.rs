@@ -63,7 +63,7 @@ pub async fn list(State(state): State<Arc<AppState>>, user: PageUser) -> PageRes
     let mut rows = Vec::new();
     for v in all(&state, &user.0).await? {
         let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(updated_at) FROM transfers WHERE poller = ?")
+            sqlx::query_scalar("SELECT MAX(updated_at) FROM transfers WHERE poller = $1")
                 .bind(&v.name)
                 .fetch_one(&state.pool)
                 .await?;
@@ -116,7 +116,7 @@ async fn detail_page(
 ) -> Result<DetailPage, PageError> {
     let p = api::view(&state.pool, id).await?;
     let transfers = sqlx::query(
-        "SELECT * FROM transfers WHERE poller = ? ORDER BY updated_at DESC, id DESC LIMIT 10",
+        "SELECT * FROM transfers WHERE poller = $1 ORDER BY updated_at DESC, id DESC LIMIT 10",
     )
     .bind(&p.name)
     .fetch_all(&state.pool)
@@ -399,7 +399,7 @@ async fn schema_of(
     version: &str,
 ) -> Result<(Vec<String>, Vec<ParamSpec>), PageError> {
     let rows = sqlx::query(
-        "SELECT v.version, v.params_json FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE p.name = ?",
+        "SELECT v.version, v.params_json FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE p.name = $1",
     )
     .bind(plugin)
     .fetch_all(pool)

@@ -163,7 +163,7 @@ pub async fn logout(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     user.check_csrf(&f.csrf).map_err(PageError::from)?;
-    sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
         .bind(&user.session_hash)
         .execute(&state.pool)
         .await?;

@@ -223,7 +223,7 @@ pub async fn retry(
 ) -> PageResult {
     user.check_csrf(&f.csrf)?;
     let mut tx = crate::begin_write(&state.pool).await?;
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM transfers WHERE id = ?")
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM transfers WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -237,7 +237,7 @@ pub async fn retry(
             ));
         }
     }
-    sqlx::query("UPDATE transfers SET retry_requested_at = ? WHERE id = ?")
+    sqlx::query("UPDATE transfers SET retry_requested_at = $1 WHERE id = $2")
         .bind(crate::now_ms())
         .bind(id)
         .execute(&mut *tx)

@@ -1,8 +1,8 @@
 //! One poller at work: poll (in the sandbox), wait for stability, queue
-//! (FIFO, de-duplicated), send at most `max_transfers` at once, remove the
-//! source after a verified transfer, run a group's follow-ups once all of
-//! its transfers succeeded, retry failures with backoff, and trip the
-//! breaker after too many failures in a row.
+//! (FIFO, de-duplicated), make the markers and remove the directories the
+//! plugin asks for, and trip the breaker after too many failures in a
+//! row. Its transfers (slots, batches, removal of what was sent, retries,
+//! a group's follow-ups) are `transfer`'s.
 
 mod transfer;
 
@@ -74,10 +74,11 @@ struct State {
     pending: HashMap<String, Pending>,
     queue: VecDeque<Queued>,
     in_flight: HashMap<String, Arc<Progress>>,
-    /// Of those, how many are still sending (what `max_transfers` caps):
-    /// one that is recording its Complete and removing its source no
-    /// longer holds a slot, so the next send overlaps that bookkeeping
-    /// (with many small files, its fsyncs are most of the time).
+    /// Slots in use: transfers (one item, or a batch of small files)
+    /// still sending, what `max_transfers` caps. One that is settling,
+    /// recording its Complete and removing its source no longer holds a
+    /// slot, so the next send overlaps that bookkeeping (with many small
+    /// files, its fsyncs are most of the time).
     sending: usize,
     /// Transfer tasks alive, up to the poll each one asks for as it ends:
     /// a transfer between leaving `in_flight` and that request is not idle.

@@ -5,8 +5,8 @@
 //!
 //! Writes go through one thread that commits in batches (`writer`):
 //! thousands of small transfers cost one fsync per batch, not one per
-//! event. `record_durable` waits until its event is committed (used before
-//! a source is removed). Reads go through sqlx.
+//! event. `record_durable_all` waits until its events are committed (used
+//! before a source is removed). Reads go through sqlx.
 
 mod writer;
 
@@ -271,20 +271,9 @@ impl Journal {
         let _ = self.tx.send(Msg::Event(event, now_ms(), None));
     }
 
-    /// Records an event and waits until it is on disk; an error when its
-    /// commit failed (then nothing may rely on it).
-    pub async fn record_durable(&self, event: Event) -> Result<(), String> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Msg::Event(event, now_ms(), Some(done)))
-            .map_err(|_| "the journal writer has stopped".to_string())?;
-        wait.await
-            .map_err(|_| "the journal writer has stopped".to_string())?
-    }
-
     /// Records events and waits until they are on disk (usually one
     /// commit for all): for each, in order, an error when its commit
-    /// failed.
+    /// failed (then nothing may rely on it).
     pub async fn record_durable_all(&self, events: Vec<Event>) -> Vec<Result<(), String>> {
         let at = now_ms();
         let waits: Vec<_> = events

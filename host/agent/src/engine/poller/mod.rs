@@ -85,9 +85,6 @@ struct State {
     tasks: usize,
     /// A poll is running (its findings are not in `quiet` yet).
     polling: bool,
-    /// The last transfer ended with nothing queued or in flight: the poll
-    /// it asks for need not wait to merge a burst of file events.
-    drained: bool,
     groups: Vec<Group>,
     /// Versions of items not to send (again), with why (sent but the
     /// source cannot be removed; what was left of an item because it was
@@ -123,11 +120,7 @@ impl State {
     /// The least time from one poll's start to the next one's (the rescan
     /// interval aside).
     fn poll_gap(&self) -> Duration {
-        let paced = self.poll_cost * POLL_COST_FACTOR;
-        if self.drained && self.queue.is_empty() {
-            return paced;
-        }
-        let gap = MIN_POLL_INTERVAL.max(paced);
+        let gap = MIN_POLL_INTERVAL.max(self.poll_cost * POLL_COST_FACTOR);
         // While items wait in the queue (every slot busy, or a retry's
         // backoff), what a poll would find waits behind them anyway: no
         // hurry (a drain of thousands of files would otherwise re-list
@@ -464,7 +457,6 @@ impl Poller {
                 return;
             }
             s.poll_requested = false;
-            s.drained = false;
             s.last_poll = Some(Instant::now());
         }
         let cfg = self.cfg();

@@ -124,12 +124,7 @@ impl Poller {
             tokio::spawn(async move {
                 let shared = this.shared.clone();
                 this.clone().transfer(items, cfg).await;
-                {
-                    let mut s = this.state();
-                    s.tasks -= 1;
-                    s.drained = s.tasks == 0 && s.queue.is_empty() && s.in_flight.is_empty();
-                }
-                this.wake.notify_one();
+                this.state().tasks -= 1;
                 drop(permit);
                 shared.slot_freed();
             });

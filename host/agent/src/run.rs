@@ -132,6 +132,19 @@ async fn reload_on_change(engine: Arc<Engine>, path: PathBuf) {
     }
 }
 
+/// Between two idle checks of `--until-idle`: short, since a run that has
+/// sent everything waits two of them before it exits.
+const IDLE_CHECK: Duration = Duration::from_millis(3);
+
+/// The next idle check, or never (without `--until-idle`).
+async fn idle_tick(until_idle: bool) {
+    if until_idle {
+        tokio::time::sleep(IDLE_CHECK).await;
+    } else {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Waits for a signal, or for idleness with `until_idle`.
 pub(crate) async fn wait_for_end(engine: &Engine, options: RunOptions) -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
@@ -142,18 +155,16 @@ pub(crate) async fn wait_for_end(engine: &Engine, options: RunOptions) -> &'stat
         tokio::select! {
             _ = async { match term.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return "SIGTERM",
             _ = async { match int.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return "SIGINT",
-            () = tokio::time::sleep(Duration::from_millis(10)) => {
-                if options.until_idle {
-                    // Idle twice in a row: a poll a file-system event asks
-                    // for may be on its way.
-                    if engine.is_idle() {
-                        idle_checks += 1;
-                        if idle_checks >= 2 {
-                            return "idle";
-                        }
-                    } else {
-                        idle_checks = 0;
+            () = idle_tick(options.until_idle) => {
+                // Idle twice in a row: a poll a file-system event asks
+                // for may be on its way.
+                if engine.is_idle() {
+                    idle_checks += 1;
+                    if idle_checks >= 2 {
+                        return "idle";
                     }
+                } else {
+                    idle_checks = 0;
                 }
             }
         }

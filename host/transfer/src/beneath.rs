@@ -101,12 +101,20 @@ impl Beneath {
     /// already at `to` (then `AlreadyExists`).
     pub fn rename(&self, from: &Path, to: &Path, replace: bool) -> io::Result<()> {
         let (from_dir, from_name) = self.parent(from)?;
-        let (to_dir, to_name) = self.parent(to)?;
         let flags = if replace {
             RenameFlags::empty()
         } else {
             RenameFlags::NOREPLACE
         };
+        // Within one directory (a set-aside, a put-back) its one opening
+        // serves both names.
+        if from.parent() == to.parent()
+            && let Some(Component::Normal(name)) = to.components().next_back()
+        {
+            return rustix::fs::renameat_with(&from_dir, &from_name, &from_dir, name, flags)
+                .map_err(|e| self.error(from, e));
+        }
+        let (to_dir, to_name) = self.parent(to)?;
         rustix::fs::renameat_with(&from_dir, &from_name, &to_dir, &to_name, flags)
             .map_err(|e| self.error(from, e))
     }

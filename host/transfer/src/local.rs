@@ -12,6 +12,7 @@
 //! so a full disk is not kept full by parts.
 
 use super::{Backend, Job, Progress, RateLimiter, Sent, TransferError, Unsettled, part_name};
+use crate::beneath::Beneath;
 use crate::dir_sync::DirSyncs;
 use crate::testhook::{self, Point};
 use dispatch_runtime::actions::ItemKind;
@@ -74,8 +75,11 @@ struct CopyTask {
 }
 
 impl CopyTask {
-    fn run(&self, job: &Job, progress: &Progress) -> Result<Sent, TransferError> {
+    /// Copies `job`'s item; `root` is its poller's root, opened (once for
+    /// a batch).
+    fn run(&self, job: &Job, root: &Beneath, progress: &Progress) -> Result<Sent, TransferError> {
         let copier = Copier {
+            root,
             rate: self.rate.as_deref(),
             progress,
             verify: self.verify,
@@ -104,7 +108,7 @@ impl Backend for LocalBackend {
     async fn send(&self, job: &Job, progress: Arc<Progress>) -> Result<Sent, TransferError> {
         let (job, task) = (job.clone(), self.task());
         // The copy is blocking I/O; it checks `progress` for cancellation.
-        tokio::task::spawn_blocking(move || task.run(&job, &progress))
+        tokio::task::spawn_blocking(move || task.run(&job, &job.beneath()?, &progress))
             .await
             .map_err(|e| TransferError::transient(format!("copy task failed: {e}")))?
     }
@@ -112,8 +116,18 @@ impl Backend for LocalBackend {
     async fn send_batch(&self, jobs: &[(Job, Arc<Progress>)]) -> Vec<Result<Sent, TransferError>> {
         let (jobs, task, n) = (jobs.to_vec(), self.task(), jobs.len());
         tokio::task::spawn_blocking(move || {
+            // A batch is one poller's: its root is opened once.
+            let mut root: Option<(PathBuf, Beneath)> = None;
             jobs.iter()
-                .map(|(job, progress)| task.run(job, progress))
+                .map(|(job, progress)| {
+                    if root.as_ref().is_none_or(|(at, _)| *at != job.root) {
+                        root = Some((job.root.clone(), job.beneath()?));
+                    }
+                    let (_, opened) = root
+                        .as_ref()
+                        .ok_or_else(|| TransferError::transient("the poller's root is not open"))?;
+                    task.run(job, opened, progress)
+                })
                 .collect()
         })
         .await
@@ -218,6 +232,8 @@ fn same_file(from: &Path, to: &Path) -> Option<bool> {
 }
 
 struct Copier<'a> {
+    /// The poller's root: sources are opened beneath it.
+    root: &'a Beneath,
     rate: Option<&'a RateLimiter>,
     progress: &'a Progress,
     verify: bool,
@@ -228,7 +244,7 @@ impl Copier<'_> {
     fn file_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
         self.deliver(job, dest_root, |tmp, dst| {
             // Flushed (and then renamed) by `settle`, outside the slot.
-            let bytes = self.copy_file(job, &job.source(), tmp, false)?;
+            let bytes = self.copy_file(&job.source(), tmp, false)?;
             if self.fsync {
                 return Ok((bytes, true));
             }
@@ -240,6 +256,7 @@ impl Copier<'_> {
     fn dir_item(&self, job: &Job, dest_root: &Path) -> Result<Sent, TransferError> {
         self.deliver(job, dest_root, |tmp, dst| {
             let src = job.source();
+            clear_part(tmp)?;
             let bytes = self.copy_tree(job, tmp)?;
             testhook::block_at(Point::BeforeRename);
             // Once more before the tree takes its final name: a file added
@@ -270,7 +287,7 @@ impl Copier<'_> {
     ) -> Result<Sent, TransferError> {
         let dst = dest_root.join(&job.path);
         let created = create_dirs(dest_root, &dst)?;
-        let tmp = part_path(&dst, &job.id)?;
+        let tmp = part_path(&dst, &job.id);
         let (bytes, rename_later) = put(&tmp, &dst).inspect_err(|_| {
             let _ = clear(&tmp);
         })?;
@@ -298,7 +315,7 @@ impl Copier<'_> {
         }
         let mut bytes = 0;
         for (rel, from) in &files {
-            bytes += self.copy_file(job, from, &at(rel), self.fsync)?;
+            bytes += self.copy_file(from, &at(rel), self.fsync)?;
         }
         if self.fsync {
             // Deepest first, so each entry is durable before its parent's.
@@ -312,25 +329,27 @@ impl Copier<'_> {
 
     /// Copies one file to `to` (created, never opened over another), syncs
     /// it if `sync`, verifies it.
-    fn copy_file(
-        &self,
-        job: &Job,
-        from: &Path,
-        to: &Path,
-        sync: bool,
-    ) -> Result<u64, TransferError> {
-        let mut src = job.open_source(from)?;
+    fn copy_file(&self, from: &Path, to: &Path, sync: bool) -> Result<u64, TransferError> {
+        let mut src = self
+            .root
+            .file(from)
+            .map_err(|e| TransferError::io(&format!("cannot open {}", from.display()), &e))?;
         let expected = src
             .metadata()
             .map_err(|e| TransferError::io(&format!("cannot stat {}", from.display()), &e))?
             .len();
         // Never opened over someone else's file: the name is this
-        // transfer's own, and a part its earlier attempt left was removed.
-        let mut dst = File::options()
-            .write(true)
-            .create_new(true)
-            .open(to)
-            .map_err(|e| TransferError::io(&format!("cannot create {}", to.display()), &e))?;
+        // transfer's own, and a part its earlier attempt left is removed
+        // first (found by the create, so the usual case costs no lookup).
+        let create = || File::options().write(true).create_new(true).open(to);
+        let mut dst = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                clear_part(to)?;
+                create()
+            }
+            other => other,
+        }
+        .map_err(|e| TransferError::io(&format!("cannot create {}", to.display()), &e))?;
         let chunk = self.rate.map_or(CHUNK, |r| r.chunk(CHUNK));
         let mut copied: u64 = 0;
         let mut in_kernel = true;
@@ -494,16 +513,19 @@ fn create_dirs(dest_root: &Path, dst: &Path) -> Result<Vec<PathBuf>, TransferErr
     Ok(missing)
 }
 
-/// This transfer's temporary name beside `dst`, cleared of what an earlier
-/// attempt of the same transfer left.
-fn part_path(dst: &Path, id: &str) -> Result<PathBuf, TransferError> {
+/// This transfer's temporary name beside `dst`.
+fn part_path(dst: &Path, id: &str) -> PathBuf {
     let name = dst
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dst.with_file_name(part_name(&name, id));
-    clear(&tmp).map_err(|e| TransferError::io(&format!("cannot clear {}", tmp.display()), &e))?;
-    Ok(tmp)
+    dst.with_file_name(part_name(&name, id))
+}
+
+/// Removes what an earlier attempt of this transfer left at its
+/// temporary name `tmp`.
+fn clear_part(tmp: &Path) -> Result<(), TransferError> {
+    clear(tmp).map_err(|e| TransferError::io(&format!("cannot clear {}", tmp.display()), &e))
 }
 
 /// Removes a temporary file or tree, if there is one.
@@ -608,6 +630,36 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(left.len(), 2, "a temporary copy was left: {left:?}");
+    }
+
+    /// What an earlier attempt of the same transfer left at its temporary
+    /// name (a partial file, or a partial tree) never ends up in the copy.
+    #[tokio::test]
+    async fn a_part_left_by_an_earlier_attempt_is_replaced() {
+        let src = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dst = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(src.path().join("a.dpx"), b"frame").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(src.path().join("asset")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(src.path().join("asset/b.mxf"), b"b").unwrap_or_else(|e| panic!("{e}"));
+        let backend = LocalBackend::new(dst.path().to_path_buf(), false, false, None);
+        for (path, kind) in [("a.dpx", ItemKind::File), ("asset", ItemKind::Dir)] {
+            let job = job(src.path(), path, kind);
+            let part = dst.path().join(part_name(path, &job.id));
+            std::fs::create_dir_all(part.join("stale")).unwrap_or_else(|e| panic!("{e}"));
+            deliver(&backend, &job)
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(!part.exists(), "{path}: the old part is still there");
+            assert!(!dst.path().join(path).join("stale").exists(), "{path}");
+        }
+        assert_eq!(
+            std::fs::read(dst.path().join("a.dpx")).unwrap_or_default(),
+            b"frame"
+        );
+        assert_eq!(
+            std::fs::read(dst.path().join("asset/b.mxf")).unwrap_or_default(),
+            b"b"
+        );
     }
 
     /// What the engine does: send, then settle.

@@ -122,6 +122,15 @@ impl Scan {
         Some(Scan::Dir { entries, complete })
     }
 
+    /// The bytes seen: a file's size, or the sum of a tree's (every entry
+    /// but directories, as `item_size` counts them).
+    pub fn size(&self) -> u64 {
+        match self {
+            Scan::File(s) => s.size,
+            Scan::Dir { entries, .. } => entries.iter().map(|e| e.stamp.size).sum(),
+        }
+    }
+
     /// The signature the stability check compares.
     pub fn signature(&self) -> String {
         match self {

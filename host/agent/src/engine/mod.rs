@@ -135,13 +135,14 @@ impl Engine {
         Ok(engine)
     }
 
-    /// A freed agent-wide slot lets every poller try again.
+    /// A freed agent-wide slot lets every poller try to start what it has
+    /// queued (a dispatch, not a poll: nothing new is to be found).
     fn spawn_slot_listener(self: Arc<Self>) {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = self.shared.slot_freed.notified() => {
-                        for p in self.pollers() { p.request_poll(); }
+                        for p in self.pollers() { p.wake(); }
                     }
                     () = self.stop.cancelled() => break,
                 }

@@ -8,6 +8,7 @@ use super::removal::{Removed, dir_aside_id, remove_sent, restore};
 use crate::journal::{Event, EventKind, Journal, TransferRow};
 use dispatch_runtime::actions::ItemKind;
 use dispatch_transfer::Job;
+use dispatch_transfer::beneath::Beneath;
 use dispatch_transfer::stability::{Scan, matches};
 
 /// Reads the journal back into `p` (see the module doc): once per poller
@@ -78,7 +79,7 @@ async fn remove_sent_before(journal: &Journal, p: &Poller, row: &TransferRow) {
         // Still the content that was sent: this scan is what was sent.
         match Scan::of(&source) {
             Some(scan) if matches(&sent, &scan.signature()) => {
-                remove_sent(&root, &source, &scan, &excludes, &id).map(Some)
+                remove_sent(&Beneath::open(&root)?, &source, &scan, &excludes, &id).map(Some)
             }
             // Gone already, or other content (a new item): nothing to do.
             _ => Ok(None),

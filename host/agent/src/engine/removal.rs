@@ -59,23 +59,37 @@ fn aside_path(source: &Path, id: &str) -> PathBuf {
 
 impl<'a> Aside<'a> {
     /// Moves `source` aside; `None` when nothing is there. What a crash
-    /// left behind is put back first.
+    /// left under the private name is put back first (found by the
+    /// rename, which never replaces it: the common case costs no lookup).
     fn take(root: &'a Beneath, source: &Path, id: &str) -> io::Result<Option<Self>> {
         let path = aside_path(source, id);
-        if let Some(at) = put_back_left(root, source, id)? {
-            return Err(io::Error::other(format!(
-                "{} (left by an interrupted removal) is in the way: move it back by hand",
-                at.display()
-            )));
-        }
-        match root.rename(source, &path, true) {
-            Ok(()) => Ok(Some(Aside {
-                root,
-                source: source.to_path_buf(),
-                path,
-            })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        let mut put_back = false;
+        loop {
+            match root.rename(source, &path, false) {
+                Ok(()) => {
+                    return Ok(Some(Aside {
+                        root,
+                        source: source.to_path_buf(),
+                        path,
+                    }));
+                }
+                Err(e) if put_back => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A crash may have left the item aside, its name free.
+                    if path.symlink_metadata().is_err() {
+                        return Ok(None);
+                    }
+                }
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                Err(_) => {}
+            }
+            if let Some(at) = put_back_left(root, source, id)? {
+                return Err(io::Error::other(format!(
+                    "{} (left by an interrupted removal) is in the way: move it back by hand",
+                    at.display()
+                )));
+            }
+            put_back = true;
         }
     }
 
@@ -131,11 +145,12 @@ pub fn dir_aside_id(poller: &str, rel: &str) -> String {
 }
 
 /// Removes what of `source` was sent, as `sent` (the scan that matched the
-/// signature after the transfer) saw it. For a directory, the files sent
+/// signature after the transfer) saw it, beneath the poller's `root`
+/// (opened once for many removals). For a directory, the files sent
 /// are those a backend sends (`transfer::tree::walk`: regular files with
 /// UTF-8 names outside `excludes`).
 pub fn remove_sent(
-    root: &Path,
+    root: &Beneath,
     source: &Path,
     sent: &Scan,
     excludes: &GlobSet,
@@ -151,8 +166,7 @@ pub fn remove_sent(
         }
         _ => {}
     }
-    let root = Beneath::open(root)?;
-    let Some(aside) = Aside::take(&root, source, id)? else {
+    let Some(aside) = Aside::take(root, source, id)? else {
         return Ok(Removed::Gone);
     };
     match sent {
@@ -313,9 +327,47 @@ mod tests {
         let sent = Scan::of(&f).unwrap();
         std::fs::write(d.path().join("n"), "new").unwrap();
         std::fs::rename(d.path().join("n"), &f).unwrap();
-        let r = remove_sent(d.path(), &f, &sent, &no_excludes(), "0123456789abcdef").unwrap();
+        let r = remove_sent(
+            &Beneath::open(d.path()).unwrap(),
+            &f,
+            &sent,
+            &no_excludes(),
+            "0123456789abcdef",
+        )
+        .unwrap();
         assert_eq!(r, Removed::Changed);
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
+    }
+
+    #[test]
+    fn what_an_interrupted_removal_set_aside_is_put_back_then_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("clip.mxf");
+        std::fs::write(&f, "sent").unwrap();
+        let sent = Scan::of(&f).unwrap();
+        let id = "0123456789abcdef";
+        // The crash came between the set-aside and the unlink.
+        std::fs::rename(&f, aside_path(&f, id)).unwrap();
+        let root = Beneath::open(d.path()).unwrap();
+        let r = remove_sent(&root, &f, &sent, &no_excludes(), id).unwrap();
+        assert_eq!(r, Removed::All);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_old_aside_under_a_new_item_keeps_both_and_names_it() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("clip.mxf");
+        let id = "0123456789abcdef";
+        std::fs::write(&f, "old").unwrap();
+        std::fs::rename(&f, aside_path(&f, id)).unwrap();
+        std::fs::write(&f, "new").unwrap();
+        let sent = Scan::of(&f).unwrap();
+        let root = Beneath::open(d.path()).unwrap();
+        let e = remove_sent(&root, &f, &sent, &no_excludes(), id).unwrap_err();
+        assert!(e.to_string().contains("is in the way"), "{e}");
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
+        assert_eq!(std::fs::read_to_string(aside_path(&f, id)).unwrap(), "old");
     }
 
     #[test]
@@ -333,7 +385,7 @@ mod tests {
         let mut ex = globset::GlobSetBuilder::new();
         ex.add(globset::Glob::new("*.tmp").unwrap());
         let r = remove_sent(
-            d.path(),
+            &Beneath::open(d.path()).unwrap(),
             &t,
             &sent,
             &ex.build().unwrap(),
@@ -397,7 +449,14 @@ mod tests {
         let (_d, root, outside) = swapped();
         let f = root.join("show/clip.mxf");
         let sent = Scan::of(&f).unwrap();
-        let e = remove_sent(&root, &f, &sent, &no_excludes(), "0123456789abcdef").unwrap_err();
+        let e = remove_sent(
+            &Beneath::open(&root).unwrap(),
+            &f,
+            &sent,
+            &no_excludes(),
+            "0123456789abcdef",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("leads outside"), "{e}");
         let markers = vec!["dispatch.done".to_string()];
         let e = remove_marked_dir(&root, &root.join("show/D"), &markers, "0123456789abcdef")

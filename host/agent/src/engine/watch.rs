@@ -1,9 +1,11 @@
 //! File-system events: each poller's root is watched (recursively) and any
-//! event asks that poller for a poll. Roots that cannot be watched rely on
-//! the periodic rescan.
+//! event that may be news asks that poller for a poll. Roots that cannot be
+//! watched rely on the periodic rescan.
 
 use super::poller::Poller;
-use std::path::PathBuf;
+use super::removal;
+use notify::event::{ModifyKind, RenameMode};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 type Routes = Arc<Mutex<Vec<(PathBuf, Weak<Poller>)>>>;
@@ -19,14 +21,11 @@ impl Watcher {
         let to = routes.clone();
         let inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(event) = res else { return };
-            // Our own polls open and read directories: access events are not news.
-            if matches!(event.kind, notify::EventKind::Access(_)) {
-                return;
-            }
             for (root, p) in super::lock(&to).iter() {
-                if event.paths.iter().any(|path| path.starts_with(root))
+                if is_news(&event, root)
                     && let Some(p) = p.upgrade()
                 {
+                    tracing::trace!(poller = %p.name(), ?event, "file-system event: a poll asked for");
                     p.request_poll();
                 }
             }
@@ -76,4 +75,33 @@ impl Watcher {
             let _ = w.unwatch(&root);
         }
     }
+}
+
+/// Whether `event` may change what a poll of `root` finds. Not news:
+/// - reads (our own polls and copies open and read files);
+/// - a name moved away (a rename's first half): the pending item's own
+///   stability timer polls again, and a rename within the root also
+///   comes whole (`Both`), judged below;
+/// - the agent's own removals: a source moved to its set-aside name, and
+///   what happens under that name. Otherwise every removal of a drain
+///   would ask for a poll, and the last ones would keep an idle poller
+///   polling after the drain.
+fn is_news(event: &notify::Event, root: &Path) -> bool {
+    use notify::EventKind;
+    let own = |path: &PathBuf| {
+        path.strip_prefix(root)
+            .ok()
+            .and_then(Path::to_str)
+            .is_some_and(removal::is_set_aside)
+    };
+    let not_news = match event.kind {
+        EventKind::Access(_) => true,
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => event.tracker().is_some(),
+        // Put back from a set-aside name is news; set aside is not.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+            event.paths.last().is_some_and(own)
+        }
+        _ => event.paths.iter().any(own),
+    };
+    !not_news && event.paths.iter().any(|path| path.starts_with(root))
 }

@@ -192,17 +192,20 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS report_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)",
 ];
 
-/// Creates what is missing of the schema, on a connection of its own before
-/// any other opens: a pooled connection that prepared a statement before a
-/// column was added would read rows with the old columns.
-fn create_schema(path: &Path) -> rusqlite::Result<()> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+/// Creates what is missing of the schema (one transaction: one commit for
+/// a new journal) on the writer's connection, before any other opens: a
+/// pooled connection that prepared a statement before a column was added
+/// would read rows with the old columns.
+fn create_schema(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let mut conn = writer::connect(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    let tx = conn.transaction()?;
     for stmt in SCHEMA {
-        conn.execute(stmt, [])?;
+        tx.execute(stmt, [])?;
     }
-    add_missing_columns(&conn)
+    add_missing_columns(&tx)?;
+    tx.commit()?;
+    Ok(conn)
 }
 
 /// Columns added after a journal's first release: a journal written by an
@@ -242,8 +245,8 @@ impl Journal {
         let (tx, rx) = mpsc::unbounded_channel();
         let (at, writer_host) = (path.to_path_buf(), host.to_string());
         tokio::task::spawn_blocking(move || {
-            create_schema(&at).map_err(|e| e.to_string())?;
-            writer::start(&at, rx, writer_host)
+            let conn = create_schema(&at).map_err(|e| e.to_string())?;
+            writer::start(conn, rx, writer_host)
         })
         .await
         .map_err(|e| err(e.to_string()))?

@@ -16,14 +16,13 @@ const BATCH: usize = 2000;
 
 static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Opens the writer's connection (the schema is in place) and starts its
-/// thread, which ends when every sender is gone.
+/// Starts the writer's thread on `conn` (the schema is in place), which
+/// ends when every sender is gone.
 pub(super) fn start(
-    path: &Path,
+    conn: Connection,
     rx: mpsc::UnboundedReceiver<Msg>,
     host: String,
 ) -> Result<(), String> {
-    let conn = connect(path).map_err(|e| e.to_string())?;
     let writer = Writer {
         conn,
         host,
@@ -37,7 +36,9 @@ pub(super) fn start(
     Ok(())
 }
 
-fn connect(path: &Path) -> rusqlite::Result<Connection> {
+/// The writer's connection: every commit flushed unless a batch says
+/// otherwise.
+pub(super) fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "synchronous", "FULL")?;

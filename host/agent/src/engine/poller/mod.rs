@@ -14,7 +14,7 @@ use dispatch_protocol::PollerSpec;
 use dispatch_runtime::actions::{Action, ItemKind};
 use dispatch_runtime::{Plugin, Polled};
 use dispatch_transfer::beneath::Beneath;
-use dispatch_transfer::stability::{matches, signature};
+use dispatch_transfer::stability::{Scan, matches, signature};
 use dispatch_transfer::{Backend, Progress};
 use globset::GlobSet;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -51,6 +51,12 @@ struct Pending {
     work: Work,
     sig: String,
     since: Instant,
+}
+
+/// An item as a poll's scan saw it.
+struct Seen {
+    sig: String,
+    size: u64,
 }
 
 /// An item waiting to be sent.
@@ -106,6 +112,11 @@ struct State {
     /// The last transfer error since the last success.
     last_error: Option<String>,
     poll_requested: bool,
+    /// The last transfer ended with nothing queued: the poll it asks for
+    /// goes at once, whatever the gap, so the end of a drain is seen (an
+    /// `--until-idle` run ends on it). Once per drain, so no burst of
+    /// events can make polls run back to back.
+    drain_ended: bool,
     last_poll: Option<Instant>,
     /// How long the last poll took (plugin, listing, signatures).
     poll_cost: Duration,
@@ -255,6 +266,12 @@ impl Poller {
         self.wake.notify_one();
     }
 
+    /// Wakes the poller's loop: it starts what it has queued if there is
+    /// room.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// A person asked (on the web page) for another try of a failed
     /// transfer now: its backoff wait ends. False when this poller does not
     /// have it queued.
@@ -387,6 +404,7 @@ impl Poller {
         let Some(last) = s.last_poll else { return true };
         let since = now.saturating_duration_since(last);
         since >= self.shared.settings().rescan_interval
+            || s.drain_ended
             || (since >= s.poll_gap()
                 && (s.poll_requested
                     || s.pending
@@ -402,6 +420,9 @@ impl Poller {
         let mut next = now + rescan;
         if let Some(until) = s.disabled_until {
             return until.min(next);
+        }
+        if s.drain_ended {
+            return now;
         }
         if let Some(last) = s.last_poll {
             next = next.min(last + rescan);
@@ -453,6 +474,7 @@ impl Poller {
     async fn poll_inner(self: &Arc<Self>) {
         {
             let mut s = self.state();
+            s.drain_ended = false;
             if s.stopped {
                 return;
             }
@@ -540,9 +562,9 @@ impl Poller {
             }
         }
 
-        // Signatures (file-system reads) outside the lock.
+        // Signatures and sizes (file-system reads) outside the lock.
         let root = self.root.clone();
-        let candidates: Vec<(String, Work, Option<String>)> = {
+        let candidates: Vec<(String, Work, Option<Seen>)> = {
             let busy: HashSet<String> = {
                 let s = self.state();
                 s.queue
@@ -558,8 +580,15 @@ impl Poller {
             tokio::task::spawn_blocking(move || {
                 todo.into_iter()
                     .map(|(p, w)| {
-                        let sig = signature(&root.join(&p));
-                        (p, w, sig)
+                        let scan = Scan::of(&root.join(&p));
+                        (
+                            p,
+                            w,
+                            scan.map(|s| Seen {
+                                sig: s.signature(),
+                                size: s.size(),
+                            }),
+                        )
                     })
                     .collect()
             })
@@ -588,8 +617,10 @@ impl Poller {
                 s.groups.push(group);
             }
             let mut keep = HashSet::new();
-            for (path, work, sig) in candidates {
-                let Some(sig) = sig else { continue }; // vanished
+            for (path, work, seen) in candidates {
+                let Some(Seen { sig, size }) = seen else {
+                    continue;
+                }; // vanished
                 keep.insert(path.clone());
                 match s.held.get(&path) {
                     // Sent already (its source could not be removed), or
@@ -628,7 +659,7 @@ impl Poller {
                     Work::Transfer(kind) => {
                         let q = Queued {
                             id: new_id(),
-                            size: dispatch_transfer::item_size(&self.root.join(&path)),
+                            size,
                             path,
                             kind,
                             sig,

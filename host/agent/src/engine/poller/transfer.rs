@@ -12,6 +12,7 @@ use crate::engine::groups::Group;
 use crate::engine::removal::{self, Removed};
 use crate::journal::EventKind;
 use dispatch_runtime::actions::{FollowUp, ItemKind};
+use dispatch_transfer::beneath::Beneath;
 use dispatch_transfer::stability::{Scan, matches, signature};
 use dispatch_transfer::testhook::{self, Point};
 use dispatch_transfer::{Job, Progress, Sent, TransferError};
@@ -124,7 +125,7 @@ impl Poller {
             tokio::spawn(async move {
                 let shared = this.shared.clone();
                 this.clone().transfer(items, cfg).await;
-                this.state().tasks -= 1;
+                this.transfer_ended();
                 drop(permit);
                 shared.slot_freed();
             });
@@ -177,7 +178,19 @@ impl Poller {
             sent.extend(self.checked(&cfg, item, result, scan).await);
         }
         self.complete(sent, &cfg).await;
-        self.request_poll();
+    }
+
+    /// A transfer task ends: it asks for a poll (what comes next may be
+    /// ready now) in the same step, so the poller is never seen idle
+    /// between the two.
+    fn transfer_ended(&self) {
+        {
+            let mut s = self.state();
+            s.tasks -= 1;
+            s.poll_requested = true;
+            s.drain_ended = s.tasks == 0 && s.queue.is_empty() && s.in_flight.is_empty();
+        }
+        self.wake.notify_one();
     }
 
     /// The backend's send (a batch's in one go), with progress going to
@@ -351,10 +364,15 @@ impl Poller {
             done.push((b.item.q, b.sent.bytes));
         }
         let (root, excludes, n) = (self.root.clone(), cfg.excludes.clone(), todo.len());
-        let outcomes = tokio::task::spawn_blocking(move || {
-            todo.iter()
+        let outcomes = tokio::task::spawn_blocking(move || match Beneath::open(&root) {
+            Ok(root) => todo
+                .iter()
                 .map(|r| removal::remove_sent(&root, &r.source, &r.scan, &excludes, &r.id))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+            Err(e) => todo
+                .iter()
+                .map(|_| Err(std::io::Error::new(e.kind(), e.to_string())))
+                .collect(),
         })
         .await
         .unwrap_or_else(|e| {

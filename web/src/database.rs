@@ -10,8 +10,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// The migrations this binary knows.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+/// The migrations this binary knows, for SQLite.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// The same schema, version for version, for PostgreSQL (the two sets are
+/// kept one by `tests/backends.rs` against a real server).
+pub static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// The newest schema version this binary knows.
 pub fn newest_schema() -> i64 {
@@ -131,7 +135,21 @@ pub fn take_whole(db_file: &Path) -> anyhow::Result<File> {
 
 #[cfg(test)]
 mod tests {
-    use super::shown;
+    use super::{MIGRATOR, POSTGRES_MIGRATOR, shown};
+
+    /// Health, backups and `newest_schema` compare version numbers: a
+    /// version means the same schema on either backend.
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let list = |m: &sqlx::migrate::Migrator| -> Vec<(i64, String)> {
+            m.migrations
+                .iter()
+                .map(|m| (m.version, m.description.to_string()))
+                .collect()
+        };
+        assert!(MIGRATOR.migrations.len() >= 10);
+        assert_eq!(list(&MIGRATOR), list(&POSTGRES_MIGRATOR));
+    }
 
     #[test]
     fn a_password_in_a_database_url_is_never_shown() {

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod config;
 mod crypto;
 pub mod database;
+pub mod db;
 pub mod demo;
 mod error;
 mod metrics;
@@ -32,6 +33,9 @@ pub use registry::register;
 
 /// Everything a handler needs.
 pub struct AppState {
+    /// The database, for the modules moved onto [`db::Db`] (the same pool).
+    pub db: db::Db,
+    /// The database, for the modules that still take the SQLite pool.
     pub pool: SqlitePool,
     pub data_dir: PathBuf,
     crypto: crypto::Crypto,
@@ -120,6 +124,7 @@ impl AppState {
             .fetch_one(&pool)
             .await?;
         let state = Arc::new(Self {
+            db: db::Db::Sqlite(pool.clone()),
             pool,
             data_dir: s.data_dir,
             crypto,

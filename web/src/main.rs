@@ -127,7 +127,7 @@ async fn serve(cfg: WebConfig) -> anyhow::Result<()> {
             );
         }
     }
-    dispatch_web::retention::keep_pruned(state.pool.clone(), cfg.keep_transfers);
+    dispatch_web::retention::keep_pruned(state.db.clone(), cfg.keep_transfers);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;

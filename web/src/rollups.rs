@@ -8,8 +8,8 @@
 //! A transfer counts in the hour of its last change (`updated_at`), by its
 //! status then; bytes are those of the complete ones.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use crate::db::Db;
+use crate::on_db;
 use std::collections::BTreeMap;
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -112,24 +112,32 @@ macro_rules! cells_sql {
     };
 }
 
-fn bind_parts<'q>(
-    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    p: &Parts,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    q.bind(p.hours.0)
-        .bind(p.hours.1)
-        .bind(p.head.0)
-        .bind(p.head.1)
-        .bind(p.tail.0)
-        .bind(p.tail.1)
+/// One cell: its key, a status, how many transfers and their bytes.
+type Cell<K> = (K, String, i64, i64);
+
+/// The cells of `span`'s parts grouped by `$key`, on either backend.
+macro_rules! cells {
+    ($db:expr, $key:literal, $k:ty, $parts:expr $(, $extra:expr)*) => {{
+        let p: &Parts = $parts;
+        on_db!($db, pool => {
+            sqlx::query_as::<_, Cell<$k>>(cells_sql!($key))
+                .bind(p.hours.0)
+                .bind(p.hours.1)
+                .bind(p.head.0)
+                .bind(p.head.1)
+                .bind(p.tail.0)
+                .bind(p.tail.1)
+                $(.bind($extra))*
+                .fetch_all(pool)
+                .await
+        })
+    }};
 }
 
 /// Per poller over `span`, in name order.
-pub async fn per_poller(pool: &SqlitePool, span: Span) -> Result<Vec<(String, Sums)>, sqlx::Error> {
-    let rows = bind_parts(sqlx::query(cells_sql!("poller")), &span.parts(true))
-        .fetch_all(pool)
-        .await?;
-    Ok(fold::<String>(&rows)
+pub async fn per_poller(db: &Db, span: Span) -> Result<Vec<(String, Sums)>, sqlx::Error> {
+    let cells = cells!(db, "poller", String, &span.parts(true))?;
+    Ok(fold(cells)
         .into_iter()
         .filter(|(_, s)| s.transfers > 0)
         .collect())
@@ -138,7 +146,7 @@ pub async fn per_poller(pool: &SqlitePool, span: Span) -> Result<Vec<(String, Su
 /// Per bucket of `width` ms starting at `first` (bucket `i` is
 /// `[first + i * width, …)`), over `span`.
 pub async fn per_bucket(
-    pool: &SqlitePool,
+    db: &Db,
     span: Span,
     first: i64,
     width: i64,
@@ -146,37 +154,28 @@ pub async fn per_bucket(
     // Rollup hours fall whole into a bucket only when buckets are whole
     // hours on the hour.
     let whole_hours = width % HOUR_MS == 0 && first % HOUR_MS == 0;
-    let rows = bind_parts(
-        sqlx::query(cells_sql!("(at - $7) / $8")),
-        &span.parts(whole_hours),
-    )
-    .bind(first)
-    .bind(width.max(1))
-    .fetch_all(pool)
-    .await?;
-    Ok(fold(&rows))
+    let parts = span.parts(whole_hours);
+    let cells = cells!(db, "(at - $7) / $8", i64, &parts, first, width.max(1))?;
+    Ok(fold(cells))
 }
 
-/// The cells (`k`, status, n, bytes) added up per key.
-fn fold<K>(rows: &[SqliteRow]) -> BTreeMap<K, Sums>
-where
-    K: Ord + for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
+/// The cells added up per key.
+fn fold<K: Ord>(cells: Vec<Cell<K>>) -> BTreeMap<K, Sums> {
     let mut by: BTreeMap<K, Sums> = BTreeMap::new();
-    for r in rows {
-        by.entry(r.get("k"))
-            .or_default()
-            .add(r.get("status"), r.get("n"), r.get("bytes"));
+    for (k, status, n, bytes) in cells {
+        by.entry(k).or_default().add(&status, n, bytes);
     }
     by
 }
 
 /// The start of the hour of the oldest transfer counted, if any.
-pub async fn first_hour(pool: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
-    Ok(sqlx::query_scalar::<_, Option<i64>>(
-        "SELECT MIN(hour) FROM transfer_rollups WHERE transfers > 0",
-    )
-    .fetch_one(pool)
-    .await?
-    .map(|h| h * HOUR_MS))
+pub async fn first_hour(db: &Db) -> Result<Option<i64>, sqlx::Error> {
+    let hour = on_db!(db, pool => {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MIN(hour) FROM transfer_rollups WHERE transfers > 0",
+        )
+        .fetch_one(pool)
+        .await
+    })?;
+    Ok(hour.map(|h| h * HOUR_MS))
 }

@@ -963,7 +963,7 @@ async fn ingest_is_idempotent_and_the_log_is_searchable() {
 
     // Ingested ids are remembered for a week, then forgotten (the log stays).
     let kept = dispatch_web::retention::EVENT_IDS_KEPT;
-    let forget = || dispatch_web::retention::forget_event_ids(&app.state.pool, kept);
+    let forget = || dispatch_web::retention::forget_event_ids(&app.state.db, kept);
     let (_, log_before) = s.call(Method::GET, "/api/v1/transfers", None).await;
     assert_eq!(forget().await.unwrap(), 0, "recent ids are kept");
     let ids: i64 = sqlx::query_scalar("SELECT count(*) FROM ingested_events")
@@ -1895,7 +1895,7 @@ async fn a_retention_forgets_old_finished_transfers_and_the_statistics_keep_them
     assert_eq!(before["transfers"], 4, "{before}");
 
     let gone = dispatch_web::retention::forget_finished_transfers(
-        &app.state.pool,
+        &app.state.db,
         std::time::Duration::from_secs(30 * 86_400),
     )
     .await
@@ -2490,7 +2490,7 @@ async fn a_new_password_ends_the_other_sessions_and_logging_out_everywhere_ends_
         .await
         .unwrap();
     assert!(
-        dispatch_web::retention::forget_expired_sessions(&app.state.pool)
+        dispatch_web::retention::forget_expired_sessions(&app.state.db)
             .await
             .unwrap()
             >= 1

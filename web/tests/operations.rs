@@ -177,14 +177,15 @@ async fn a_backup_taken_while_events_arrive_restores_every_event_acknowledged_be
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_names_the_database_its_schema_and_the_agents_online() {
     let mut site = Site::start().await;
-    let newest = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations"))
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.split('_').next()?.parse::<i64>().ok()
-        })
-        .max()
-        .unwrap();
+    let newest =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite"))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.split('_').next()?.parse::<i64>().ok()
+            })
+            .max()
+            .unwrap();
     let (http, url) = (site.http.clone(), format!("{}/api/v1/health", site.base()));
     let health = || async {
         let res = http.get(&url).send().await.unwrap();

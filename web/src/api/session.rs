@@ -114,17 +114,21 @@ pub struct Health {
 /// Liveness and database check (no login).
 #[utoipa::path(get, path = "/api/v1/health", tag = "session", operation_id = "health", responses((status = 200, body = Health)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
-    let schema_version: i64 =
+    let schema_version: i64 = crate::on_db!(&state.db, pool => {
         sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&state.pool)
-            .await?;
-    let agents_online: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE last_seen > $1")
-        .bind(crate::now_ms() - super::agents::ONLINE_WITHIN_MS)
-        .fetch_one(&state.pool)
-        .await?;
+            .fetch_one(pool)
+            .await
+    })?;
+    let since = crate::now_ms() - super::agents::ONLINE_WITHIN_MS;
+    let agents_online: i64 = crate::on_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE last_seen > $1")
+            .bind(since)
+            .fetch_one(pool)
+            .await
+    })?;
     Ok(Json(Health {
         status: "ok".into(),
-        database: "sqlite".into(),
+        database: state.db.backend().into(),
         schema_version,
         agents_online,
         version: env!("CARGO_PKG_VERSION").into(),

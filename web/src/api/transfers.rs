@@ -371,7 +371,7 @@ pub async fn stats(
         from: r.from,
         to: r.to,
     };
-    let per_poller: Vec<PollerStats> = crate::rollups::per_poller(&state.pool, span)
+    let per_poller: Vec<PollerStats> = crate::rollups::per_poller(&state.db, span)
         .await?
         .into_iter()
         .map(|(poller, s)| PollerStats {

@@ -198,7 +198,7 @@ async fn standalone_problems(
 /// (from the hourly rollups: a transfer counts in the hour of its last
 /// change, which for a finished one is its end).
 async fn traffic(
-    pool: &sqlx::SqlitePool,
+    db: &crate::db::Db,
     bucket_ms: i64,
     buckets: i64,
     label: impl Fn(i64) -> String,
@@ -209,7 +209,7 @@ async fn traffic(
         from: Some(first),
         to: None,
     };
-    let sums = crate::rollups::per_bucket(pool, span, first, bucket_ms).await?;
+    let sums = crate::rollups::per_bucket(db, span, first, bucket_ms).await?;
     let mut bytes = Vec::new();
     let mut count = Vec::new();
     for i in 0..buckets {
@@ -240,8 +240,8 @@ pub async fn page(State(state): State<Arc<AppState>>, user: PageUser) -> PageRes
     const HOUR: i64 = 3_600_000;
     let hour = |ms: i64| fmt::time(ms).get(11..13).unwrap_or("").to_string() + "h";
     let day = |ms: i64| fmt::time(ms).get(5..10).unwrap_or("").to_string();
-    let (bytes_day, count_day) = traffic(&state.pool, HOUR, 24, hour).await?;
-    let (bytes_week, count_week) = traffic(&state.pool, 24 * HOUR, 7, day).await?;
+    let (bytes_day, count_day) = traffic(&state.db, HOUR, 24, hour).await?;
+    let (bytes_week, count_week) = traffic(&state.db, 24 * HOUR, 7, day).await?;
     let show_bytes = |v: f64| fmt::bytes(v as i64);
     let show_count = |v: f64| format!("{v:.0}");
     html(&Dashboard {

@@ -130,14 +130,14 @@ pub async fn page(
     // Over time: up to 30 buckets across the range (or the data's span).
     let start = match from {
         Some(f) => f,
-        None => crate::rollups::first_hour(&state.pool)
+        None => crate::rollups::first_hour(&state.db)
             .await?
             .unwrap_or(now - 7 * DAY),
     };
     let end = to.unwrap_or(now).max(start + 1);
     let (first, bucket, label_of) = time_axis(start, end);
     let sums = crate::rollups::per_bucket(
-        &state.pool,
+        &state.db,
         crate::rollups::Span {
             from: Some(start),
             to: Some(end),

@@ -2,6 +2,8 @@
 //! connected tests and the connected benchmark.
 #![allow(clippy::unwrap_used, clippy::zombie_processes, dead_code)] // a test helper that fails panics
 
+pub mod postgres;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

@@ -117,16 +117,11 @@ impl Backend for LocalBackend {
         let (jobs, task, n) = (jobs.to_vec(), self.task(), jobs.len());
         tokio::task::spawn_blocking(move || {
             // A batch is one poller's: its root is opened once.
-            let mut root: Option<(PathBuf, Beneath)> = None;
+            let first = jobs.first().map(|(j, _)| (j.root.clone(), j.beneath()));
             jobs.iter()
-                .map(|(job, progress)| {
-                    if root.as_ref().is_none_or(|(at, _)| *at != job.root) {
-                        root = Some((job.root.clone(), job.beneath()?));
-                    }
-                    let (_, opened) = root
-                        .as_ref()
-                        .ok_or_else(|| TransferError::transient("the poller's root is not open"))?;
-                    task.run(job, opened, progress)
+                .map(|(job, progress)| match &first {
+                    Some((at, Ok(root))) if *at == job.root => task.run(job, root, progress),
+                    _ => task.run(job, &job.beneath()?, progress),
                 })
                 .collect()
         })

@@ -77,7 +77,8 @@ impl Watcher {
     }
 }
 
-/// Whether `event` may change what a poll of `root` finds. Not news:
+/// Whether `event` may change what a poll of `root` finds (events lost
+/// in an overflow are news to every root). Not news:
 /// - reads (our own polls and copies open and read files);
 /// - a name moved away (a rename's first half): the pending item's own
 ///   stability timer polls again, and a rename within the root also
@@ -88,6 +89,10 @@ impl Watcher {
 ///   polling after the drain.
 fn is_news(event: &notify::Event, root: &Path) -> bool {
     use notify::EventKind;
+    if event.need_rescan() {
+        // The kernel dropped events (its queue overflowed): look again.
+        return true;
+    }
     let own = |path: &PathBuf| {
         path.strip_prefix(root)
             .ok()
@@ -104,4 +109,59 @@ fn is_news(event: &notify::Event, root: &Path) -> bool {
         _ => event.paths.iter().any(own),
     };
     !not_news && event.paths.iter().any(|path| path.starts_with(root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_news;
+    use notify::event::{AccessKind, CreateKind, Flag, RemoveKind};
+    use notify::{Event, EventKind};
+    use std::path::Path;
+
+    fn ev(kind: EventKind, paths: &[&str]) -> Event {
+        paths
+            .iter()
+            .fold(Event::new(kind), |e, p| e.add_path(Path::new(p).into()))
+    }
+
+    #[test]
+    fn the_agents_own_reads_and_removals_are_not_news_the_rest_is() {
+        use super::{ModifyKind, RenameMode};
+        let root = Path::new("/in");
+        let aside = "/in/show/.dispatch-removing-0123456789abcdef";
+        let name = |m| EventKind::Modify(ModifyKind::Name(m));
+        let not_news = [
+            ev(EventKind::Access(AccessKind::Any), &["/in/clip.mxf"]),
+            // A source set aside: its first half, then the whole rename.
+            ev(name(RenameMode::From), &["/in/show/clip.mxf"]).set_tracker(7),
+            ev(name(RenameMode::To), &[aside]).set_tracker(7),
+            ev(name(RenameMode::Both), &["/in/show/clip.mxf", aside]),
+            ev(EventKind::Remove(RemoveKind::File), &[aside]),
+            ev(
+                EventKind::Remove(RemoveKind::File),
+                &[&format!("{aside}/sub/a.mxf")],
+            ),
+            // Outside the root.
+            ev(EventKind::Create(CreateKind::File), &["/elsewhere/x"]),
+        ];
+        for e in &not_news {
+            assert!(!is_news(e, root), "news: {e:?}");
+        }
+        let news = [
+            ev(EventKind::Create(CreateKind::File), &["/in/new.mxf"]),
+            ev(name(RenameMode::To), &["/in/clip.mxf"]).set_tracker(8),
+            // Written under a temporary name, then renamed to its own.
+            ev(name(RenameMode::Both), &["/in/.clip.tmp", "/in/clip.mxf"]),
+            // Put back from its set-aside name.
+            ev(name(RenameMode::Both), &[aside, "/in/show/clip.mxf"]),
+            ev(EventKind::Remove(RemoveKind::File), &["/in/gone.mxf"]),
+            // The root itself moved away (no rename cookie).
+            ev(name(RenameMode::From), &["/in"]),
+            // The kernel's queue overflowed: events were lost.
+            Event::new(EventKind::Other).set_flag(Flag::Rescan),
+        ];
+        for e in &news {
+            assert!(is_news(e, root), "not news: {e:?}");
+        }
+    }
 }

@@ -330,3 +330,52 @@ async fn statistics_and_retention_say_the_same_on_both_backends() {
     assert_eq!(per_poller(&p, all).await.unwrap(), before);
     assert_eq!(per_poller(&s, all).await.unwrap(), before);
 }
+
+/// Writers go one at a time on PostgreSQL too (an advisory lock, as
+/// SQLite's `BEGIN IMMEDIATE`): a second writer waits for the first to
+/// commit, so a check it reads (the last admin) is never stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_go_one_at_a_time_on_postgresql() {
+    let pg = Postgres::start();
+    let (_dir, _sqlite, postgres) = both(&pg, "writers").await;
+    let db = Db::Postgres(postgres.clone());
+    let mut first = db.begin_write().await.unwrap();
+    dispatch_web::on_tx!(&mut first, conn => {
+        sqlx::query("UPDATE config_version SET version = version + 1 WHERE id = 1")
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })
+    .unwrap();
+    let second = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin_write().await.unwrap();
+            let seen: i64 = dispatch_web::on_tx!(&mut tx, conn => {
+                sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+                    .fetch_one(conn)
+                    .await
+            })
+            .unwrap();
+            tx.commit().await.unwrap();
+            seen
+        }
+    });
+    // The second writer is waiting for the lock (not merely not started).
+    let waiting = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+    support::wait_until(
+        "the second writer waits",
+        std::time::Duration::from_secs(10),
+        async || {
+            sqlx::query_scalar::<_, i64>(waiting)
+                .fetch_one(&postgres)
+                .await
+                .unwrap()
+                == 1
+        },
+    )
+    .await;
+    assert!(!second.is_finished());
+    first.commit().await.unwrap();
+    assert_eq!(second.await.unwrap(), 2, "it read what the first wrote");
+}

@@ -3,15 +3,16 @@
 
 use crate::AppState;
 use crate::auth::{self, User};
+use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
 use crate::roles::Role;
+use crate::{on_db, on_tx};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -82,12 +83,23 @@ async fn hash(password: String) -> ApiResult<String> {
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-fn view(row: &sqlx::sqlite::SqliteRow) -> UserView {
-    UserView {
-        id: row.get("id"),
-        username: row.get("username"),
-        role: Role::parse(row.get("role")),
-        created_at: row.get("created_at"),
+/// A person as stored.
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: i64,
+    username: String,
+    role: String,
+    created_at: i64,
+}
+
+impl From<UserRow> for UserView {
+    fn from(row: UserRow) -> Self {
+        UserView {
+            id: row.id,
+            username: row.username,
+            role: Role::parse(&row.role),
+            created_at: row.created_at,
+        }
     }
 }
 
@@ -98,10 +110,12 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     _user: User,
 ) -> ApiResult<Json<Vec<UserView>>> {
-    let rows = sqlx::query("SELECT id, username, role, created_at FROM users ORDER BY username")
-        .fetch_all(&state.pool)
-        .await?;
-    Ok(Json(rows.iter().map(view).collect()))
+    let rows = on_db!(&state.db, pool => {
+        sqlx::query_as::<_, UserRow>("SELECT id, username, role, created_at FROM users ORDER BY username")
+            .fetch_all(pool)
+            .await
+    })?;
+    Ok(Json(rows.into_iter().map(UserView::from).collect()))
 }
 
 /// Add a person (admins only).
@@ -121,32 +135,35 @@ pub async fn create(
         ));
     }
     check_password("password", &new.password)?;
-    let row = sqlx::query(
-        "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4)
-         RETURNING id, username, role, created_at",
-    )
-    .bind(&new.username)
-    .bind(hash(new.password).await?)
-    .bind(new.role.as_str())
-    .bind(crate::now_ms())
-    .fetch_one(&state.pool)
-    .await
+    let password_hash = hash(new.password).await?;
+    let row = on_db!(&state.db, pool => {
+        sqlx::query_as::<_, UserRow>(
+            "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4)
+             RETURNING id, username, role, created_at",
+        )
+        .bind(&new.username)
+        .bind(&password_hash)
+        .bind(new.role.as_str())
+        .bind(crate::now_ms())
+        .fetch_one(pool)
+        .await
+    })
     .map_err(crate::error::unique(
         "username",
         format!("`{}` exists", new.username),
     ))?;
-    Ok((StatusCode::CREATED, Json(view(&row))))
+    Ok((StatusCode::CREATED, Json(row.into())))
 }
 
 /// The admins left if `id` stopped being one: none is refused, so the site
 /// always has someone who can manage it.
-async fn other_admins(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, id: i64) -> ApiResult<i64> {
-    Ok(
+async fn other_admins(tx: &mut Tx, id: i64) -> ApiResult<i64> {
+    Ok(on_tx!(tx, conn => {
         sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND id != $1")
             .bind(id)
-            .fetch_one(&mut **tx)
-            .await?,
-    )
+            .fetch_one(conn)
+            .await
+    })?)
 }
 
 fn last_admin() -> ApiError {
@@ -176,35 +193,43 @@ pub async fn update(
         Some(p) => Some(hash(p).await?),
         None => None,
     };
-    let mut tx = crate::begin_write(&state.pool).await?;
-    let row = sqlx::query("SELECT id, username, role, created_at FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found(&format!("user {id}")))?;
+    let mut tx = state.db.begin_write().await?;
+    let row = on_tx!(&mut tx, conn => {
+        sqlx::query_as::<_, UserRow>("SELECT id, username, role, created_at FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+    })?
+    .ok_or_else(|| ApiError::not_found(&format!("user {id}")))?;
     if let Some(role) = change.role {
         if role != Role::Admin && other_admins(&mut tx, id).await? == 0 {
             return Err(last_admin());
         }
-        sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
-            .bind(role.as_str())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        on_tx!(&mut tx, conn => {
+            sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
+                .bind(role.as_str())
+                .bind(id)
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
     }
     if let Some(h) = password_hash {
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-            .bind(h)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        on_tx!(&mut tx, conn => {
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                .bind(&h)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(id)
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
     }
     tx.commit().await?;
-    let mut v = view(&row);
+    let mut v = UserView::from(row);
     v.role = change.role.unwrap_or(v.role);
     Ok(Json(v))
 }
@@ -218,20 +243,25 @@ pub async fn delete(
     _user: User,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = crate::begin_write(&state.pool).await?;
-    let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let mut tx = state.db.begin_write().await?;
+    let role: Option<String> = on_tx!(&mut tx, conn => {
+        sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+    })?;
     let role = role.ok_or_else(|| ApiError::not_found(&format!("user {id}")))?;
     if Role::parse(&role) == Role::Admin && other_admins(&mut tx, id).await? == 0 {
         return Err(last_admin());
     }
     // Sessions go with it (ON DELETE CASCADE).
-    sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -284,17 +314,20 @@ pub async fn set_own_password(
         }
     }
     let new_hash = hash(new).await?;
-    let mut tx = crate::begin_write(&state.pool).await?;
-    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-        .bind(new_hash)
-        .bind(user.id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash != $2")
-        .bind(user.id)
-        .bind(&user.session_hash)
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = state.db.begin_write().await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(&new_hash)
+            .bind(user.id)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash != $2")
+            .bind(user.id)
+            .bind(&user.session_hash)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
     tx.commit().await?;
     Ok(())
 }
@@ -316,9 +349,12 @@ pub async fn logout_everywhere(
 
 /// Every session of `user` ends.
 pub async fn end_all_sessions(state: &AppState, user: &User) -> ApiResult<()> {
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user.id)
-        .execute(&state.pool)
-        .await?;
+    on_db!(&state.db, pool => {
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user.id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }

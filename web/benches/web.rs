@@ -84,7 +84,7 @@ async fn serve(data: &Path) -> Server {
     })
     .await
     .unwrap();
-    dispatch_web::ensure_admin(&state.pool, "admin", Some("pw"))
+    dispatch_web::ensure_admin(&state.db, "admin", Some("pw"))
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -2,7 +2,9 @@
 //! (bearer tokens stored as sha256).
 
 use crate::AppState;
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
+use crate::{on_db, on_tx};
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -10,7 +12,6 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use std::sync::Arc;
 
 pub const SESSION_COOKIE: &str = "dispatch_session";
@@ -47,31 +48,38 @@ pub fn new_token(prefix: &str) -> String {
 /// Creates the first admin when there is no user: with `password` when
 /// given, else a random one, returned so the caller can print it once.
 pub async fn ensure_admin(
-    pool: &sqlx::SqlitePool,
+    db: &Db,
     username: &str,
     password: Option<&str>,
 ) -> anyhow::Result<Option<String>> {
-    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-        .fetch_one(pool)
-        .await?;
+    let users: i64 = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await
+    })?;
     if users > 0 {
         return Ok(None);
     }
     let generated = password.is_none();
     let password =
         password.map_or_else(|| new_token("").chars().take(20).collect(), str::to_string);
-    // One statement: of replicas starting together on an empty database,
-    // one makes the first user and the others make none.
-    let made = sqlx::query(
-        "INSERT INTO users (username, password_hash, created_at)
-         SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM users)",
-    )
-    .bind(username)
-    .bind(hash_password(&password)?)
-    .bind(crate::now_ms())
-    .execute(pool)
-    .await?
-    .rows_affected();
+    // Of replicas starting together on an empty database, one makes the
+    // first user and the others none: the check and the insert in one
+    // writing transaction (one statement alone would not do on
+    // PostgreSQL, whose concurrent statements may all see no user).
+    let hash = hash_password(&password)?;
+    let mut tx = db.begin_write().await?;
+    let made = on_tx!(&mut tx, conn => {
+        sqlx::query(
+            "INSERT INTO users (username, password_hash, created_at)
+             SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM users)",
+        )
+        .bind(username)
+        .bind(&hash)
+        .bind(crate::now_ms())
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    tx.commit().await?;
     Ok((generated && made == 1).then_some(password))
 }
 
@@ -79,34 +87,38 @@ pub async fn ensure_admin(
 /// missing; when its token file is missing, a new token is made and written
 /// there (0600), the old one stops working.
 pub async fn ensure_local_agent(
-    pool: &sqlx::SqlitePool,
+    db: &Db,
     name: &str,
     token_file: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE name = $1")
-        .bind(name)
-        .fetch_optional(pool)
-        .await?;
+    let exists: Option<i64> = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT id FROM agents WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+    })?;
     if exists.is_some() && token_file.exists() {
         return Ok(());
     }
     let token = new_token("dsp_");
     match exists {
-        Some(id) => {
+        Some(id) => on_db!(db, pool => {
             sqlx::query("UPDATE agents SET token_hash = $1 WHERE id = $2")
                 .bind(sha256_hex(&token))
                 .bind(id)
                 .execute(pool)
-                .await?;
-        }
-        None => {
+                .await
+                .map(|_| ())
+        })?,
+        None => on_db!(db, pool => {
             sqlx::query("INSERT INTO agents (name, token_hash, created_at) VALUES ($1, $2, $3)")
                 .bind(name)
                 .bind(sha256_hex(&token))
                 .bind(crate::now_ms())
                 .execute(pool)
-                .await?;
-        }
+                .await
+                .map(|_| ())
+        })?,
     }
     write_token(token_file, &token)
         .map_err(|e| anyhow::anyhow!("--local-agent-token-file {}: {e}", token_file.display()))?;
@@ -162,14 +174,13 @@ pub async fn authenticate(
     if let Some(left) = state.logins.wait_left(&keys) {
         return Ok(Checked::Wait(left));
     }
-    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = $1")
-        .bind(username)
-        .fetch_optional(&state.pool)
-        .await?;
-    let (id, hash): (Option<i64>, Option<String>) = match &row {
-        Some(r) => (Some(r.get("id")), Some(r.get("password_hash"))),
-        None => (None, None),
-    };
+    let row: Option<(i64, String)> = on_db!(&state.db, pool => {
+        sqlx::query_as("SELECT id, password_hash FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(pool)
+            .await
+    })?;
+    let (id, hash) = row.unzip();
     let matches = {
         let _turn = CHECKS
             .acquire()
@@ -222,18 +233,21 @@ pub fn warm_up() {
 }
 
 /// A new session for `user_id`: (cookie value, csrf token).
-pub async fn create_session(pool: &sqlx::SqlitePool, user_id: i64) -> ApiResult<(String, String)> {
+pub async fn create_session(db: &Db, user_id: i64) -> ApiResult<(String, String)> {
     let token = new_token("");
     let csrf = new_token("");
-    sqlx::query(
-        "INSERT INTO sessions (token_hash, user_id, csrf, expires_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(sha256_hex(&token))
-    .bind(user_id)
-    .bind(&csrf)
-    .bind(crate::now_ms() + SESSION_TTL_MS)
-    .execute(pool)
-    .await?;
+    on_db!(db, pool => {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, csrf, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(sha256_hex(&token))
+        .bind(user_id)
+        .bind(&csrf)
+        .bind(crate::now_ms() + SESSION_TTL_MS)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
     Ok((token, csrf))
 }
 
@@ -293,6 +307,15 @@ impl FromRequestParts<Arc<AppState>> for User {
     }
 }
 
+/// A live session and its person, as stored.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    user_id: i64,
+    csrf: String,
+    username: String,
+    role: String,
+}
+
 impl User {
     /// The session's person, without the CSRF check (pages check the
     /// token their forms carry instead); refused when their role may not
@@ -301,15 +324,17 @@ impl User {
         let token = cookie_value(parts, SESSION_COOKIE)
             .ok_or_else(|| ApiError::unauthorized("log in first"))?;
         let hash = sha256_hex(token);
-        let row = sqlx::query(
-            "SELECT s.user_id, s.csrf, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
-        )
-        .bind(&hash)
-        .bind(crate::now_ms())
-        .fetch_optional(&state.pool)
-        .await?
+        let row: SessionRow = on_db!(&state.db, pool => {
+            sqlx::query_as(
+                "SELECT s.user_id, s.csrf, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
+            )
+            .bind(&hash)
+            .bind(crate::now_ms())
+            .fetch_optional(pool)
+            .await
+        })?
         .ok_or_else(|| ApiError::unauthorized("the session expired or is unknown: log in again"))?;
-        let role = crate::roles::Role::parse(row.get("role"));
+        let role = crate::roles::Role::parse(&row.role);
         let route = parts
             .extensions
             .get::<axum::extract::MatchedPath>()
@@ -323,10 +348,10 @@ impl User {
             )));
         }
         Ok(User {
-            id: row.get("user_id"),
-            username: row.get("username"),
+            id: row.user_id,
+            username: row.username,
             role,
-            csrf: row.get("csrf"),
+            csrf: row.csrf,
             session_hash: hash,
         })
     }
@@ -365,14 +390,13 @@ impl FromRequestParts<Arc<AppState>> for Agent {
             .ok_or_else(|| {
                 ApiError::unauthorized("an agent token is required (Authorization: Bearer ...)")
             })?;
-        let row = sqlx::query("SELECT id, name FROM agents WHERE token_hash = $1")
-            .bind(sha256_hex(token.trim()))
-            .fetch_optional(&state.pool)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown agent token"))?;
-        Ok(Agent {
-            id: row.get("id"),
-            name: row.get("name"),
-        })
+        let (id, name): (i64, String) = on_db!(&state.db, pool => {
+            sqlx::query_as("SELECT id, name FROM agents WHERE token_hash = $1")
+                .bind(sha256_hex(token.trim()))
+                .fetch_optional(pool)
+                .await
+        })?
+        .ok_or_else(|| ApiError::unauthorized("unknown agent token"))?;
+        Ok(Agent { id, name })
     }
 }

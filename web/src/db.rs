@@ -4,8 +4,8 @@
 //! holds one statement per backend, side by side.
 //!
 //! Being moved onto it module by module: the statistics (`rollups`), the
-//! pruning (`retention`), health and people (`api::users`) are; the rest
-//! still takes the SQLite pool.
+//! pruning (`retention`), health, people (`api::users`), logins and
+//! sessions (`auth`) are; the rest still takes the SQLite pool.
 
 use sqlx::{PgPool, SqlitePool};
 

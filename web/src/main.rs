@@ -106,9 +106,7 @@ async fn serve(cfg: WebConfig) -> anyhow::Result<()> {
     .await?;
     let admin = std::env::var("DISPATCH_ADMIN_USER").unwrap_or_else(|_| "admin".into());
     let given = std::env::var("DISPATCH_ADMIN_PASSWORD").ok();
-    if let Some(password) =
-        dispatch_web::ensure_admin(&state.pool, &admin, given.as_deref()).await?
-    {
+    if let Some(password) = dispatch_web::ensure_admin(&state.db, &admin, given.as_deref()).await? {
         tell_first_password(cfg.first_password_file.as_deref(), &admin, &password);
     }
     for source in plugins_to_register(&cfg)? {
@@ -116,7 +114,7 @@ async fn serve(cfg: WebConfig) -> anyhow::Result<()> {
         tracing::info!("plugin {name} registered from {}", source.label());
     }
     if let Some((name, token_file)) = &cfg.local_agent {
-        dispatch_web::ensure_local_agent(&state.pool, name, token_file).await?;
+        dispatch_web::ensure_local_agent(&state.db, name, token_file).await?;
         if let Some(dir) = &cfg.demo_dir
             && dispatch_web::demo::seed(&state, name, dir).await?
         {

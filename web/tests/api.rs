@@ -56,7 +56,7 @@ impl App {
         })
         .await
         .unwrap();
-        dispatch_web::ensure_admin(&state.pool, "admin", Some("admin-pw"))
+        dispatch_web::ensure_admin(&state.db, "admin", Some("admin-pw"))
             .await
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1633,7 +1633,7 @@ async fn the_demo_is_seeded_once_and_never_overwrites() {
             .unwrap();
     }
     let token = app.data.path().join("local.token");
-    dispatch_web::ensure_local_agent(pool, "local", &token)
+    dispatch_web::ensure_local_agent(&app.state.db, "local", &token)
         .await
         .unwrap();
     let mode = std::fs::metadata(&token).unwrap().permissions().mode();
@@ -1681,7 +1681,7 @@ async fn the_demo_is_seeded_once_and_never_overwrites() {
         .execute(pool)
         .await
         .unwrap();
-    dispatch_web::ensure_local_agent(pool, "local", &token)
+    dispatch_web::ensure_local_agent(&app.state.db, "local", &token)
         .await
         .unwrap();
     assert_eq!(std::fs::read_to_string(&token).unwrap(), tok);

@@ -379,3 +379,47 @@ async fn writers_go_one_at_a_time_on_postgresql() {
     first.commit().await.unwrap();
     assert_eq!(second.await.unwrap(), 2, "it read what the first wrote");
 }
+
+/// Replicas starting together on an empty database make one first admin
+/// between them, on either backend; the local agent's token is made once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_admin_is_made_once_on_both_backends() {
+    let pg = Postgres::start();
+    let (dir, sqlite, postgres) = both(&pg, "admins").await;
+    for db in [Db::Sqlite(sqlite), Db::Postgres(postgres)] {
+        let mut tries = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let db = db.clone();
+            tries.spawn(async move {
+                dispatch_web::ensure_admin(&db, &format!("admin{i}"), None)
+                    .await
+                    .unwrap()
+            });
+        }
+        let made: Vec<String> = tries.join_all().await.into_iter().flatten().collect();
+        assert_eq!(made.len(), 1, "{}: one password printed", db.backend());
+        let users: Vec<(String, String)> = dispatch_web::on_db!(&db, pool => {
+            sqlx::query_as("SELECT username, role FROM users").fetch_all(pool).await
+        })
+        .unwrap();
+        assert_eq!(users.len(), 1, "{}: {users:?}", db.backend());
+        assert_eq!(users[0].1, "admin");
+
+        let token = dir.path().join(format!("{}.token", db.backend()));
+        dispatch_web::ensure_local_agent(&db, "local", &token)
+            .await
+            .unwrap();
+        let written = std::fs::read_to_string(&token).unwrap();
+        dispatch_web::ensure_local_agent(&db, "local", &token)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&token).unwrap(), written, "kept");
+        let agents: i64 = dispatch_web::on_db!(&db, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE name = 'local'")
+                .fetch_one(pool)
+                .await
+        })
+        .unwrap();
+        assert_eq!(agents, 1);
+    }
+}

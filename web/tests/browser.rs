@@ -134,7 +134,7 @@ async fn app() -> App {
     })
     .await
     .unwrap();
-    dispatch_web::ensure_admin(&state.pool, "admin", Some(ADMIN_PW))
+    dispatch_web::ensure_admin(&state.db, "admin", Some(ADMIN_PW))
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -52,11 +52,13 @@ pub async fn login(
             ));
         }
     };
-    let (token, csrf) = auth::create_session(&state.pool, user_id).await?;
-    let role: String = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_one(&state.pool)
-        .await?;
+    let (token, csrf) = auth::create_session(&state.db, user_id).await?;
+    let role: String = crate::on_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_one(pool)
+            .await
+    })?;
     Ok((
         [(
             header::SET_COOKIE,
@@ -74,10 +76,13 @@ pub async fn login(
 /// Log out: ends the session.
 #[utoipa::path(post, path = "/api/v1/logout", tag = "session", operation_id = "logout", responses((status = 204)), security(("session" = [])))]
 pub async fn logout(State(state): State<Arc<AppState>>, user: User) -> ApiResult<Response> {
-    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-        .bind(&user.session_hash)
-        .execute(&state.pool)
-        .await?;
+    crate::on_db!(&state.db, pool => {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(&user.session_hash)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
     Ok((
         axum::http::StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, auth::cleared_session_cookie())],

@@ -141,7 +141,7 @@ pub async fn submit(
             );
         }
     };
-    let (token, _csrf) = auth::create_session(&state.pool, user_id).await?;
+    let (token, _csrf) = auth::create_session(&state.db, user_id).await?;
     Ok((
         [(
             header::SET_COOKIE,

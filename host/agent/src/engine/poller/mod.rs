@@ -618,9 +618,10 @@ impl Poller {
             }
             let mut keep = HashSet::new();
             for (path, work, seen) in candidates {
+                // `None`: it vanished since the plugin listed it.
                 let Some(Seen { sig, size }) = seen else {
                     continue;
-                }; // vanished
+                };
                 keep.insert(path.clone());
                 match s.held.get(&path) {
                     // Sent already (its source could not be removed), or

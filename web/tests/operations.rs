@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{Site, agent_exe, plugin_dir, wait_until};
+use support::{Site, agent_exe, plugin_dir, text, wait_until};
 
 const EVENTS: usize = 10_000;
 const PER_BATCH: usize = 50;
@@ -24,14 +24,6 @@ fn web(args: &[&str], data: &Path) -> Output {
         .arg(data)
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The event ids in `db`'s ingested set.

@@ -81,7 +81,7 @@ pub async fn logout(State(state): State<Arc<AppState>>, user: User) -> ApiResult
             .bind(&user.session_hash)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected())
+            .map(|_| ())
     })?;
     Ok((
         axum::http::StatusCode::NO_CONTENT,

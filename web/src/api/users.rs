@@ -211,7 +211,7 @@ pub async fn update(
                 .bind(id)
                 .execute(conn)
                 .await
-                .map(|r| r.rows_affected())
+                .map(|_| ())
         })?;
     }
     if let Some(h) = password_hash {
@@ -225,7 +225,7 @@ pub async fn update(
                 .bind(id)
                 .execute(conn)
                 .await
-                .map(|r| r.rows_affected())
+                .map(|_| ())
         })?;
     }
     tx.commit().await?;
@@ -260,7 +260,7 @@ pub async fn delete(
             .bind(id)
             .execute(conn)
             .await
-            .map(|r| r.rows_affected())
+            .map(|_| ())
     })?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
@@ -326,7 +326,7 @@ pub async fn set_own_password(
             .bind(&user.session_hash)
             .execute(conn)
             .await
-            .map(|r| r.rows_affected())
+            .map(|_| ())
     })?;
     tx.commit().await?;
     Ok(())
@@ -354,7 +354,7 @@ pub async fn end_all_sessions(state: &AppState, user: &User) -> ApiResult<()> {
             .bind(user.id)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected())
+            .map(|_| ())
     })?;
     Ok(())
 }

@@ -62,6 +62,15 @@ pub async fn wait_until(what: &str, limit: Duration, mut cond: impl AsyncFnMut()
     }
 }
 
+/// What a finished command printed, stdout then stderr.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// A child killed when the test ends (also on a failure).
 pub struct Proc(pub Child);
 

@@ -3,6 +3,7 @@
 //! in the same directory), stopped when dropped. Run as the `postgres`
 //! user when the tests run as root (PostgreSQL refuses root).
 
+use super::text;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -163,12 +164,4 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }

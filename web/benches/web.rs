@@ -130,6 +130,14 @@ const STATUSES: [&str; 4] = ["Complete", "Complete", "Complete", "Error"];
 
 /// `rows` transfers of one agent and 34 pollers, one every `step` ms from
 /// `t0` (kept when the database already has them).
+/// The app's SQLite pool (these benchmarks run on the embedded default).
+fn sqlite(state: &dispatch_web::AppState) -> &sqlx::SqlitePool {
+    match &state.db {
+        dispatch_web::db::Db::Sqlite(pool) => pool,
+        dispatch_web::db::Db::Postgres(_) => panic!("these benchmarks run on SQLite"),
+    }
+}
+
 async fn fill(pool: &sqlx::SqlitePool, rows: i64, t0: i64, step: i64) {
     let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transfers")
         .fetch_one(pool)
@@ -183,7 +191,7 @@ async fn search() {
     std::fs::create_dir_all(&data).unwrap();
     let s = serve(&data).await;
     let t = Instant::now();
-    fill(&s.state.pool, ROWS, 1_700_000_000_000, 1000).await;
+    fill(sqlite(&s.state), ROWS, 1_700_000_000_000, 1000).await;
     let filled = t.elapsed();
     let runs = 200;
     let (mut api, mut like) = (Vec::new(), Vec::new());
@@ -210,7 +218,7 @@ async fn search() {
         )
         .bind(format!("%{q}%"))
         .bind(&poller)
-        .fetch_all(&s.state.pool)
+        .fetch_all(sqlite(&s.state))
         .await
         .unwrap();
         like.push(t.elapsed());
@@ -261,7 +269,7 @@ async fn search() {
                  ORDER BY t.updated_at DESC, t.id DESC LIMIT 51 OFFSET $1",
             )
             .bind((page - 1) * 50)
-            .fetch_all(&s.state.pool)
+            .fetch_all(sqlite(&s.state))
             .await
             .unwrap();
             index_only.push(t.elapsed());
@@ -339,7 +347,7 @@ async fn ingest() {
         // Baseline: the same number of rows by plain SQL in batches of 500.
         let t = Instant::now();
         for b in 0..batches {
-            let mut tx = s.state.pool.begin().await.unwrap();
+            let mut tx = sqlite(&s.state).begin().await.unwrap();
             for e in 0..500 {
                 let n = (run * batches + b) * 500 + e;
                 sqlx::query("INSERT INTO ingested_events (agent_id, event_id) VALUES (99, $1)")
@@ -382,7 +390,7 @@ async fn stats() {
     let s = serve(&data).await;
     let now = dispatch_web::now_ms();
     let t = Instant::now();
-    fill(&s.state.pool, rows, now - 30 * DAY, 30 * DAY / rows).await;
+    fill(sqlite(&s.state), rows, now - 30 * DAY, 30 * DAY / rows).await;
     let filled = t.elapsed();
     println!(
         "stats: {rows} transfers over 30 days (filled in {:.0} s, rollups kept by triggers)",
@@ -405,7 +413,7 @@ async fn stats() {
         )
         .bind(from)
         .bind(i64::MAX)
-        .fetch_all(&s.state.pool)
+        .fetch_all(sqlite(&s.state))
         .await
         .unwrap();
         assert_eq!(rows.len(), 34);

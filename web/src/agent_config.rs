@@ -4,30 +4,54 @@
 
 use crate::AppState;
 use crate::auth::Agent;
+use crate::db::Db;
 use crate::error::ApiResult;
+use crate::on_db;
 use dispatch_protocol::{AgentConfig, ModuleRef, ParamValue, PollerSpec};
-use sqlx::Row;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// A poller row as the agent's configuration needs it.
+#[derive(sqlx::FromRow)]
+struct PollerRow {
+    id: i64,
+    name: String,
+    path: String,
+    plugin_id: i64,
+    plugin_name: String,
+    plugin_version_id: Option<i64>,
+    params_json: String,
+    target_id: i64,
+    excludes: String,
+    max_transfers: i64,
+    stability_secs: f64,
+    enabled: bool,
+    enabled_at: Option<i64>,
+}
 
 /// `agent`'s configuration. Pollers without a target or without any
 /// plugin version are left out (the agent could not run them).
 pub async fn build(state: &AppState, agent: &Agent) -> ApiResult<AgentConfig> {
-    let rows = sqlx::query(
-        "SELECT p.*, pl.name AS plugin_name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id
-         JOIN plugins pl ON pl.id = p.plugin_id WHERE pa.agent_id = $1 AND p.target_id IS NOT NULL
-         ORDER BY p.name",
-    )
-    .bind(agent.id)
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = on_db!(&state.db, pool => {
+        sqlx::query_as::<_, PollerRow>(
+            "SELECT p.id, p.name, p.path, p.plugin_id, pl.name AS plugin_name, p.plugin_version_id,
+                p.params_json, p.target_id, p.excludes, p.max_transfers, p.stability_secs,
+                p.enabled, p.enabled_at
+             FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id
+             JOIN plugins pl ON pl.id = p.plugin_id WHERE pa.agent_id = $1 AND p.target_id IS NOT NULL
+             ORDER BY p.name",
+        )
+        .bind(agent.id)
+        .fetch_all(pool)
+        .await
+    })?;
     let mut pollers = Vec::with_capacity(rows.len());
     for r in rows {
-        let Some(module) = module_of(&state.pool, &r).await? else {
+        let Some(module) = module_of(&state.db, &r).await? else {
             continue;
         };
-        let target = crate::target_store::load(state, r.get("target_id")).await?;
-        pollers.push(spec(&r, module, target.target));
+        let target = crate::target_store::load(state, r.target_id).await?;
+        pollers.push(spec(r, module, target.target));
     }
     Ok(AgentConfig {
         protocol: dispatch_protocol::PROTOCOL_VERSION,
@@ -38,54 +62,48 @@ pub async fn build(state: &AppState, agent: &Agent) -> ApiResult<AgentConfig> {
 }
 
 /// The pinned version, else the latest (None: the plugin has no version).
-async fn module_of(
-    pool: &sqlx::SqlitePool,
-    r: &sqlx::sqlite::SqliteRow,
-) -> Result<Option<ModuleRef>, sqlx::Error> {
-    let version_id: Option<i64> = match r.get::<Option<i64>, _>("plugin_version_id") {
+async fn module_of(db: &Db, r: &PollerRow) -> Result<Option<ModuleRef>, sqlx::Error> {
+    let version_id: Option<i64> = match r.plugin_version_id {
         Some(id) => Some(id),
-        None => crate::api::plugins::latest_version(pool, r.get("plugin_id"))
+        None => crate::api::plugins::latest_version(db, r.plugin_id)
             .await?
             .map(|(id, _, _)| id),
     };
     let Some(id) = version_id else {
         return Ok(None);
     };
-    let v = sqlx::query("SELECT version, sha256, size FROM plugin_versions WHERE id = $1")
-        .bind(id)
-        .fetch_one(pool)
-        .await?;
+    let (version, sha256, size): (String, String, i64) = on_db!(db, pool => {
+        sqlx::query_as("SELECT version, sha256, size FROM plugin_versions WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+    })?;
     Ok(Some(ModuleRef {
-        version: v.get("version"),
-        sha256: v.get("sha256"),
-        size: u64::try_from(v.get::<i64, _>("size")).unwrap_or(0),
+        version,
+        sha256,
+        size: u64::try_from(size).unwrap_or(0),
     }))
 }
 
 /// A poller row as the agent sees it.
-fn spec(
-    r: &sqlx::sqlite::SqliteRow,
-    module: ModuleRef,
-    target: dispatch_protocol::Target,
-) -> PollerSpec {
-    let params: BTreeMap<String, String> =
-        serde_json::from_str(r.get("params_json")).unwrap_or_default();
+fn spec(r: PollerRow, module: ModuleRef, target: dispatch_protocol::Target) -> PollerSpec {
+    let params: BTreeMap<String, String> = serde_json::from_str(&r.params_json).unwrap_or_default();
     PollerSpec {
-        id: r.get::<i64, _>("id").to_string(),
-        name: r.get("name"),
-        path: r.get::<String, _>("path").into(),
-        plugin: r.get("plugin_name"),
+        id: r.id.to_string(),
+        name: r.name,
+        path: r.path.into(),
+        plugin: r.plugin_name,
         module: Some(module),
         params: params
             .into_iter()
             .map(|(k, v)| (k, ParamValue::Text(v)))
             .collect(),
         target,
-        max_transfers: usize::try_from(r.get::<i64, _>("max_transfers")).unwrap_or(1),
-        stability: stability(r.get("stability_secs")),
-        excludes: split_excludes(r.get("excludes")),
-        enabled: r.get("enabled"),
-        enabled_at: r.get("enabled_at"),
+        max_transfers: usize::try_from(r.max_transfers).unwrap_or(1),
+        stability: stability(r.stability_secs),
+        excludes: split_excludes(&r.excludes),
+        enabled: r.enabled,
+        enabled_at: r.enabled_at,
     }
 }
 

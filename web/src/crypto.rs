@@ -3,6 +3,7 @@
 //! start (mode 0600). The field name is the associated data, so a
 //! ciphertext cannot be moved to another field.
 
+use crate::on_db;
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -86,15 +87,18 @@ impl Crypto {
     /// new key file beside an old database): secrets sealed under the
     /// database's key could not be opened later. The first start seals a
     /// value under its key for the next ones to check.
-    pub async fn check_against(&self, pool: &sqlx::SqlitePool) -> anyhow::Result<()> {
+    pub async fn check_against(&self, db: &crate::db::Db) -> anyhow::Result<()> {
         let read = || async {
-            sqlx::query_scalar::<_, Vec<u8>>("SELECT sealed FROM secret_key_check WHERE id = 1")
-                .fetch_optional(pool)
-                .await
+            on_db!(db, pool => {
+                sqlx::query_scalar::<_, Vec<u8>>("SELECT sealed FROM secret_key_check WHERE id = 1")
+                    .fetch_optional(pool)
+                    .await
+            })
         };
         if read().await?.is_none() {
             for (field, sql) in SEALED_BEFORE {
-                let blob: Option<Vec<u8>> = sqlx::query_scalar(sql).fetch_optional(pool).await?;
+                let blob: Option<Vec<u8>> =
+                    on_db!(db, pool => sqlx::query_scalar(sql).fetch_optional(pool).await)?;
                 if let Some(blob) = blob
                     && self.decrypt(field, &blob).is_err()
                 {
@@ -103,12 +107,16 @@ impl Crypto {
             }
             // Another replica starting at the same moment may seal first;
             // then its value is the one checked below.
-            sqlx::query(
-                "INSERT INTO secret_key_check (id, sealed) VALUES (1, $1) ON CONFLICT DO NOTHING",
-            )
-            .bind(self.encrypt(CHECK_AAD, "dispatch"))
-            .execute(pool)
-            .await?;
+            let sealed = self.encrypt(CHECK_AAD, "dispatch");
+            on_db!(db, pool => {
+                sqlx::query(
+                    "INSERT INTO secret_key_check (id, sealed) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                )
+                .bind(&sealed)
+                .execute(pool)
+                .await
+                .map(|_| ())
+            })?;
         }
         match read().await? {
             Some(blob) if self.decrypt(CHECK_AAD, &blob).is_ok() => Ok(()),

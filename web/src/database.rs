@@ -4,8 +4,10 @@
 //! running web app, taken whole by `restore`, which must not replace a
 //! database under a running process).
 
+use crate::db::Db;
 use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -51,11 +53,17 @@ pub fn shown(url: &str) -> String {
     }
 }
 
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// The SQLite options of `url`, or why it cannot be used.
 pub fn sqlite_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
     if !url.starts_with("sqlite:") {
         anyhow::bail!(
-            "DATABASE_URL {}: only sqlite: URLs are supported so far",
+            "DATABASE_URL {}: backup and restore work on SQLite; back PostgreSQL up with \
+             pg_dump and restore it with pg_restore",
             shown(url)
         );
     }
@@ -105,6 +113,54 @@ pub async fn migrate(pool: &SqlitePool, db_file: &Path) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await?;
     drop(lock);
     Ok(())
+}
+
+/// The database at `url` (`sqlite:` or `postgres://`), its migrations
+/// applied, and for SQLite the lock file that keeps `restore` away while
+/// this process runs.
+pub async fn open(url: &str) -> anyhow::Result<(Db, Option<File>)> {
+    if is_postgres(url) {
+        let bad = |e: sqlx::Error| anyhow::anyhow!("DATABASE_URL {}: {e}", shown(url));
+        let options = PgConnectOptions::from_str(url).map_err(bad)?;
+        // One connection first: a pool would retry until its timeout and
+        // then say only that it timed out, not why.
+        sqlx::Connection::close(sqlx::ConnectOptions::connect(&options).await.map_err(bad)?)
+            .await
+            .map_err(bad)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(bad)?;
+        // The migrator holds a session-level advisory lock while it runs,
+        // so replicas starting together apply each migration once.
+        POSTGRES_MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL {}: migrating: {e}", shown(url)))?;
+        return Ok((Db::Postgres(pool), None));
+    }
+    if !url.starts_with("sqlite:") {
+        anyhow::bail!(
+            "DATABASE_URL {}: not a database this app runs on: give a sqlite: or postgres:// URL",
+            shown(url)
+        );
+    }
+    let options = sqlite_options(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(std::time::Duration::from_secs(10));
+    let db_file = options.get_filename().to_path_buf();
+    // Before the first connection: a restore running now finishes first.
+    let in_use = hold_in_use(&db_file)?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await?;
+    migrate(&pool, &db_file).await?;
+    Ok((Db::Sqlite(pool), in_use))
 }
 
 /// Marks `db_file` in use by this process while the returned file lives.

@@ -96,3 +96,92 @@ macro_rules! on_tx {
         }
     };
 }
+
+/// An argument of a statement built at run time ([`Sql`]).
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(v)
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(v.to_string())
+    }
+}
+
+/// A statement built at run time (the transfer search's filters), with
+/// `$N` placeholders both backends accept, run on either.
+#[derive(Debug, Default)]
+pub struct Sql {
+    text: String,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Self {
+        Sql {
+            text: text.to_string(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Appends SQL text (never input: that goes through [`Sql::bind`]).
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder for `arg`.
+    pub fn bind(&mut self, arg: impl Into<Arg>) -> &mut Self {
+        self.args.push(arg.into());
+        self.text.push_str(&format!("${}", self.args.len()));
+        self
+    }
+
+    /// Every row, as `T`.
+    pub async fn fetch_all<T>(&self, db: &Db) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        on_db!(db, pool => {
+            let mut q = sqlx::query_as::<_, T>(sqlx::AssertSqlSafe(self.text.as_str()));
+            for arg in &self.args {
+                q = match arg {
+                    Arg::Int(v) => q.bind(*v),
+                    Arg::Text(v) => q.bind(v.as_str()),
+                };
+            }
+            q.fetch_all(pool).await
+        })
+    }
+
+    /// The one value of the one row.
+    pub async fn fetch_scalar(&self, db: &Db) -> Result<i64, sqlx::Error> {
+        on_db!(db, pool => {
+            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(self.text.as_str()));
+            for arg in &self.args {
+                q = match arg {
+                    Arg::Int(v) => q.bind(*v),
+                    Arg::Text(v) => q.bind(v.as_str()),
+                };
+            }
+            q.fetch_one(pool).await
+        })
+    }
+}

@@ -21,34 +21,42 @@ pub const POLLERS: [(&str, &str, &str); 2] = [
 /// The file that tells both demo pollers a folder is complete.
 pub const MARKER: &str = "READY";
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+use crate::db::Tx;
+use crate::{on_db, on_tx};
 
 /// Seeds the demo for `agent` (which must exist) under `dir`, unless it was
 /// seeded before. True when it was seeded now.
 pub async fn seed(state: &AppState, agent: &str, dir: &Path) -> anyhow::Result<bool> {
-    let done: Option<i64> = sqlx::query_scalar("SELECT done_at FROM seeds WHERE name = 'demo'")
-        .fetch_optional(&state.pool)
-        .await
-        .context("reading whether the demo was seeded")?;
+    let done: Option<i64> = on_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT done_at FROM seeds WHERE name = 'demo'")
+            .fetch_optional(pool)
+            .await
+    })
+    .context("reading whether the demo was seeded")?;
     if done.is_some() {
         return Ok(false);
     }
     let root = directories(dir)?;
-    let agent_id: i64 = sqlx::query_scalar("SELECT id FROM agents WHERE name = $1")
-        .bind(agent)
-        .fetch_optional(&state.pool)
-        .await?
-        .with_context(|| format!("the demo's agent `{agent}` does not exist"))?;
-    let mut tx = crate::begin_write(&state.pool).await?;
+    let agent_id: i64 = on_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT id FROM agents WHERE name = $1")
+            .bind(agent)
+            .fetch_optional(pool)
+            .await
+    })?
+    .with_context(|| format!("the demo's agent `{agent}` does not exist"))?;
+    let mut tx = state.db.begin_write().await?;
     for (name, target_name, plugin) in POLLERS {
         let target_id = target(&mut tx, target_name, &root.join("delivered").join(plugin)).await?;
         let path = root.join("outgoing").join(plugin);
         poller(&mut tx, name, plugin, &path, target_id, agent_id).await?;
     }
-    sqlx::query("INSERT INTO seeds (name, done_at) VALUES ('demo', $1)")
-        .bind(crate::now_ms())
-        .execute(&mut *tx)
-        .await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query("INSERT INTO seeds (name, done_at) VALUES ('demo', $1)")
+            .bind(crate::now_ms())
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })?;
     state
         .commit_config_change(tx)
         .await
@@ -74,7 +82,7 @@ fn directories(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// A local target of the demo (an existing one of that name is used as is).
-async fn target(tx: &mut Tx<'_>, name: &str, destination: &Path) -> anyhow::Result<i64> {
+async fn target(tx: &mut Tx, name: &str, destination: &Path) -> anyhow::Result<i64> {
     let t = Target::Local(LocalTarget {
         destination: destination.to_path_buf(),
         verify_sha256: false,
@@ -82,47 +90,52 @@ async fn target(tx: &mut Tx<'_>, name: &str, destination: &Path) -> anyhow::Resu
         fsync: true,
     });
     let now = crate::now_ms();
+    let json = serde_json::to_string(&t).context("the demo target as JSON")?;
     // A local target has no secrets: its settings are all of it.
-    sqlx::query(
-        "INSERT INTO targets (name, kind, settings_json, secrets_enc, created_at, updated_at)
-         VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(name)
-    .bind(t.kind())
-    .bind(serde_json::to_string(&t).context("the demo target as JSON")?)
-    .bind(now)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(sqlx::query_scalar("SELECT id FROM targets WHERE name = $1")
+    Ok(on_tx!(tx, conn => {
+        sqlx::query(
+            "INSERT INTO targets (name, kind, settings_json, secrets_enc, created_at, updated_at)
+             VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (name) DO NOTHING",
+        )
         .bind(name)
-        .fetch_one(&mut **tx)
-        .await?)
+        .bind(t.kind())
+        .bind(&json)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query_scalar("SELECT id FROM targets WHERE name = $1")
+            .bind(name)
+            .fetch_one(conn)
+            .await?
+    }))
 }
 
 /// One enabled demo poller, assigned to the agent; one of that name
 /// already there is left alone.
 async fn poller(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     name: &str,
     plugin: &str,
     path: &Path,
     target_id: i64,
     agent_id: i64,
 ) -> anyhow::Result<()> {
-    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = $1")
-        .bind(plugin)
-        .fetch_optional(&mut **tx)
-        .await?
-        .with_context(|| {
-            format!(
-                "the demo needs the built-in plugin `{plugin}`: register it (--register-plugins)"
-            )
-        })?;
+    let plugin_id: i64 = on_tx!(&mut *tx, conn => {
+        sqlx::query_scalar("SELECT id FROM plugins WHERE name = $1")
+            .bind(plugin)
+            .fetch_optional(conn)
+            .await
+    })?
+    .with_context(|| {
+        format!("the demo needs the built-in plugin `{plugin}`: register it (--register-plugins)")
+    })?;
     let path = path
         .to_str()
         .with_context(|| format!("--demo-dir {}: not UTF-8", path.display()))?;
     let now = crate::now_ms();
+    let params = serde_json::json!({ "markers": MARKER }).to_string();
+    on_tx!(tx, conn => {
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO pollers (name, path, plugin_id, params_json, transfer_kind, excludes,
             max_transfers, stability_secs, enabled, enabled_at, target_id, created_at, updated_at)
@@ -132,19 +145,20 @@ async fn poller(
     .bind(name)
     .bind(path)
     .bind(plugin_id)
-    .bind(serde_json::json!({ "markers": MARKER }).to_string())
+    .bind(&params)
     .bind(now)
     .bind(target_id)
     .bind(now)
     .bind(now)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
         sqlx::query("INSERT INTO poller_agents (poller_id, agent_id) VALUES ($1, $2)")
             .bind(id)
             .bind(agent_id)
-            .execute(&mut **tx)
+            .execute(conn)
             .await?;
     }
+    });
     Ok(())
 }

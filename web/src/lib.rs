@@ -23,8 +23,6 @@ mod throttle;
 mod ui;
 
 use dispatch_runtime::{Runtime, RuntimeConfig};
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,10 +31,8 @@ pub use registry::register;
 
 /// Everything a handler needs.
 pub struct AppState {
-    /// The database, for the modules moved onto [`db::Db`] (the same pool).
+    /// The database, of either backend.
     pub db: db::Db,
-    /// The database, for the modules that still take the SQLite pool.
-    pub pool: SqlitePool,
     pub data_dir: PathBuf,
     crypto: crypto::Crypto,
     /// Validates uploads: they run `describe()` in the same sandbox as agents.
@@ -58,7 +54,8 @@ pub struct AppState {
 /// How the app is set up (see `config::WebConfig` for the CLI side).
 pub struct Settings {
     pub data_dir: PathBuf,
-    /// `sqlite://...`; default: `<data_dir>/dispatch.sqlite`.
+    /// `sqlite://...` or `postgres://...`; default:
+    /// `<data_dir>/dispatch.sqlite`.
     pub database_url: Option<String>,
     /// Base64 secret key; default: the key file.
     pub secret_key: Option<String>,
@@ -68,16 +65,6 @@ pub struct Settings {
     /// How long checking an upload (compiling it, `describe()`) may take.
     pub upload_check: std::time::Duration,
     pub secure_cookies: bool,
-}
-
-/// Starts a transaction that writes. It takes SQLite's write lock at
-/// `BEGIN`, so it waits (the busy timeout) for another writer; a deferred
-/// one that read first fails at once with "database is locked" if another
-/// connection wrote in between (seen in the test suite on a busy machine).
-pub async fn begin_write(
-    pool: &sqlx::SqlitePool,
-) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-    pool.begin_with("BEGIN IMMEDIATE").await
 }
 
 /// Milliseconds since the epoch (how the database keeps times).
@@ -92,27 +79,15 @@ impl AppState {
     pub async fn open(s: Settings) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(s.data_dir.join("modules"))?;
         let url = database::url(&s.data_dir, s.database_url.as_deref());
-        let options = database::sqlite_options(&url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let db_file = options.get_filename().to_path_buf();
-        // Before the first connection: a restore running now finishes first.
-        let in_use = database::hold_in_use(&db_file)?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        database::migrate(&pool, &db_file).await?;
+        let (db, in_use) = database::open(&url).await?;
         let key_file = s
             .secret_key_file
             .clone()
             .unwrap_or_else(|| s.data_dir.join("secret.key"));
         let crypto = crypto::Crypto::load(s.secret_key.as_deref(), &key_file)?;
-        crypto.check_against(&pool).await?;
-        modules::adopt_cached(&pool, &s.data_dir).await?;
-        target_store::move_inline_targets(&pool, &crypto)
+        crypto.check_against(&db).await?;
+        modules::adopt_cached(&db, &s.data_dir).await?;
+        target_store::move_inline_targets(&db, &crypto)
             .await
             .map_err(|e| anyhow::anyhow!("moving the pollers' targets into records: {e:#}"))?;
         let runtime = Arc::new(Runtime::new(RuntimeConfig {
@@ -120,12 +95,9 @@ impl AppState {
             serial_compilation: true,
             ..RuntimeConfig::default()
         })?);
-        let version: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
-            .fetch_one(&pool)
-            .await?;
+        let version = config_version(&db).await?;
         let state = Arc::new(Self {
-            db: db::Db::Sqlite(pool.clone()),
-            pool,
+            db,
             data_dir: s.data_dir,
             crypto,
             runtime,
@@ -145,15 +117,22 @@ impl AppState {
 
     /// Commits a change that agents' configuration depends on: bumps the
     /// config version in the same transaction, then wakes long polls.
-    async fn commit_config_change(
-        &self,
-        mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
-    ) -> Result<(), sqlx::Error> {
-        let version: i64 = sqlx::query_scalar(
-            "UPDATE config_version SET version = version + 1 WHERE id = 1 RETURNING version",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+    async fn commit_config_change(&self, mut tx: db::Tx) -> Result<(), sqlx::Error> {
+        let version: i64 = on_tx!(&mut tx, conn => {
+            sqlx::query_scalar(
+                "UPDATE config_version SET version = version + 1 WHERE id = 1 RETURNING version",
+            )
+            .fetch_one(conn)
+            .await
+        })?;
+        if let db::Tx::Postgres(tx) = &mut tx {
+            // Delivered to every replica's listener when this commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CONFIG_CHANNEL)
+                .bind(version.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
         tx.commit().await?;
         self.saw_config_version(version);
         Ok(())
@@ -174,24 +153,88 @@ impl AppState {
 
 /// How often a replica reads the config version another replica may have
 /// bumped: an agent long-polling this one hears of the change within this.
-const CONFIG_RECHECK: std::time::Duration = std::time::Duration::from_millis(400);
+/// On SQLite this is how replicas hear of changes; on PostgreSQL they are
+/// told at once (`LISTEN`), and the reading only catches a notification
+/// lost while the listener reconnected.
+fn config_recheck(db: &db::Db) -> std::time::Duration {
+    match db {
+        db::Db::Sqlite(_) => std::time::Duration::from_millis(400),
+        db::Db::Postgres(_) => std::time::Duration::from_secs(5),
+    }
+}
+
+/// The PostgreSQL channel a committed configuration change is announced
+/// on, with the new version as payload.
+const CONFIG_CHANNEL: &str = "dispatch_config";
 
 /// Wakes this replica's long-polls when another process sharing the
 /// database committed a configuration change. Ends with the state.
 async fn follow_config_version(state: std::sync::Weak<AppState>) {
-    let mut tick = tokio::time::interval(CONFIG_RECHECK);
+    let (period, mut listener) = match state.upgrade() {
+        Some(s) => (config_recheck(&s.db), listen(&s.db).await),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let told = async {
+            match listener.as_mut() {
+                Some(l) => match l.recv().await {
+                    Ok(n) => n.payload().parse().ok(),
+                    Err(e) => {
+                        // It reconnects at the next call: not in a loop.
+                        tracing::warn!("listening for configuration changes: {e}");
+                        tokio::time::sleep(period).await;
+                        None
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let version = tokio::select! {
+            v = told => v,
+            _ = tick.tick() => None,
+        };
         let Some(state) = state.upgrade() else { return };
-        let read = sqlx::query_scalar::<_, i64>("SELECT version FROM config_version WHERE id = 1")
-            .fetch_one(&state.pool)
-            .await;
-        match read {
+        let version = match version {
+            Some(v) => Ok(v),
+            None => config_version(&state.db).await,
+        };
+        match version {
             Ok(v) => state.saw_config_version(v),
             Err(e) => tracing::warn!("cannot read the config version: {e}"),
         }
     }
+}
+
+/// A listener on the configuration channel (PostgreSQL only). Without one
+/// (it could not connect) the periodic reading still wakes long-polls.
+async fn listen(db: &db::Db) -> Option<sqlx::postgres::PgListener> {
+    let db::Db::Postgres(pool) = db else {
+        return None;
+    };
+    let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("cannot listen for configuration changes: {e}");
+            return None;
+        }
+    };
+    match listener.listen(CONFIG_CHANNEL).await {
+        Ok(()) => Some(listener),
+        Err(e) => {
+            tracing::warn!("cannot listen for configuration changes: {e}");
+            None
+        }
+    }
+}
+
+async fn config_version(db: &db::Db) -> Result<i64, sqlx::Error> {
+    on_db!(db, pool => {
+        sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+            .fetch_one(pool)
+            .await
+    })
 }
 
 /// The whole HTTP app.

@@ -3,8 +3,9 @@
 //! replica's cache of them, checked against its name on every read.
 
 use crate::AppState;
+use crate::db::{Db, Tx};
+use crate::{on_db, on_tx};
 use sha2::{Digest, Sha256};
-use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,19 +17,17 @@ pub enum ModuleError {
 }
 
 /// Stores `bytes` (whose hash is `sha256`) with the version row `tx` wrote.
-pub async fn put(
-    tx: &mut Transaction<'_, Sqlite>,
-    sha256: &str,
-    bytes: &[u8],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO plugin_modules (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(sha256)
-    .bind(bytes)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+pub async fn put(tx: &mut Tx, sha256: &str, bytes: &[u8]) -> Result<(), sqlx::Error> {
+    on_tx!(tx, conn => {
+        sqlx::query(
+            "INSERT INTO plugin_modules (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(bytes)
+        .execute(conn)
+        .await
+        .map(|_| ())
+    })
 }
 
 /// The bytes of module `sha256`: from the cache when it holds them intact,
@@ -49,12 +48,13 @@ pub async fn get(state: &AppState, sha256: &str) -> Result<Vec<u8>, ModuleError>
     if let Some(bytes) = cached {
         return Ok(bytes);
     }
-    let bytes: Option<Vec<u8>> =
+    let bytes: Option<Vec<u8>> = on_db!(&state.db, pool => {
         sqlx::query_scalar("SELECT bytes FROM plugin_modules WHERE sha256 = $1")
             .bind(sha256)
-            .fetch_optional(&state.pool)
+            .fetch_optional(pool)
             .await
-            .map_err(|e| ModuleError::Database(sha256.to_string(), e))?;
+    })
+    .map_err(|e| ModuleError::Database(sha256.to_string(), e))?;
     let bytes = bytes.ok_or_else(|| ModuleError::Missing(sha256.to_string()))?;
     // Not waited for: the bytes are served now.
     drop(cache_in_background(
@@ -102,18 +102,20 @@ fn write_cache(data_dir: &Path, sha256: &str, bytes: &[u8]) -> std::io::Result<(
 /// Moves into the database the modules that only this data dir holds (a
 /// database from before modules were kept in it). A version whose file is
 /// gone too is reported: it can be neither served nor run.
-pub async fn adopt_cached(pool: &SqlitePool, data_dir: &Path) -> anyhow::Result<()> {
-    let missing: Vec<String> = sqlx::query_scalar(
-        "SELECT v.sha256 FROM plugin_versions v
-         WHERE NOT EXISTS (SELECT 1 FROM plugin_modules m WHERE m.sha256 = v.sha256)",
-    )
-    .fetch_all(pool)
-    .await?;
+pub async fn adopt_cached(db: &Db, data_dir: &Path) -> anyhow::Result<()> {
+    let missing: Vec<String> = on_db!(db, pool => {
+        sqlx::query_scalar(
+            "SELECT v.sha256 FROM plugin_versions v
+             WHERE NOT EXISTS (SELECT 1 FROM plugin_modules m WHERE m.sha256 = v.sha256)",
+        )
+        .fetch_all(pool)
+        .await
+    })?;
     for sha256 in missing {
         let path = cache_path(data_dir, &sha256);
         match std::fs::read(&path) {
             Ok(bytes) if hex::encode(Sha256::digest(&bytes)) == sha256 => {
-                let mut tx = crate::begin_write(pool).await?;
+                let mut tx = db.begin_write().await?;
                 put(&mut tx, &sha256, &bytes).await?;
                 tx.commit().await?;
                 tracing::info!(%sha256, "module moved into the database");

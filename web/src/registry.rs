@@ -4,9 +4,9 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::on_tx;
 use axum::http::StatusCode;
 use dispatch_runtime::cache::sha256_hex;
-use sqlx::Row;
 
 /// What an upload became.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -127,41 +127,46 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
             ),
         )));
     }
-    let mut tx = crate::begin_write(&state.pool).await?;
-    if let Some(row) = sqlx::query(
-        "SELECT p.name, v.version, v.size, v.wit_version FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE v.sha256 = $1",
-    )
-    .bind(&sha256)
-    .fetch_optional(&mut *tx)
-    .await?
-    {
+    let mut tx = state.db.begin_write().await?;
+    let known: Option<(String, String, i64, String)> = on_tx!(&mut tx, conn => {
+        sqlx::query_as(
+            "SELECT p.name, v.version, v.size, v.wit_version FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE v.sha256 = $1",
+        )
+        .bind(&sha256)
+        .fetch_optional(conn)
+        .await
+    })?;
+    if let Some((plugin, version, size, wit_version)) = known {
         return Ok(Stored {
-            plugin: row.get("name"),
-            version: row.get("version"),
+            plugin,
+            version,
             sha256,
-            size: row.get("size"),
-            wit_version: row.get("wit_version"),
+            size,
+            wit_version,
             created: false,
         });
     }
-    sqlx::query(
-        "INSERT INTO plugins (name, created_at) VALUES ($1, $2) ON CONFLICT(name) DO NOTHING",
-    )
-    .bind(&info.name)
-    .bind(crate::now_ms())
-    .execute(&mut *tx)
-    .await?;
-    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = $1")
+    let (plugin_id, taken): (i64, Option<String>) = on_tx!(&mut tx, conn => {
+        sqlx::query(
+            "INSERT INTO plugins (name, created_at) VALUES ($1, $2) ON CONFLICT(name) DO NOTHING",
+        )
         .bind(&info.name)
-        .fetch_one(&mut *tx)
+        .bind(crate::now_ms())
+        .execute(&mut *conn)
         .await?;
-    let taken: Option<String> = sqlx::query_scalar(
-        "SELECT sha256 FROM plugin_versions WHERE plugin_id = $1 AND version = $2",
-    )
-    .bind(plugin_id)
-    .bind(&info.version)
-    .fetch_optional(&mut *tx)
-    .await?;
+        let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = $1")
+            .bind(&info.name)
+            .fetch_one(&mut *conn)
+            .await?;
+        let taken = sqlx::query_scalar(
+            "SELECT sha256 FROM plugin_versions WHERE plugin_id = $1 AND version = $2",
+        )
+        .bind(plugin_id)
+        .bind(&info.version)
+        .fetch_optional(&mut *conn)
+        .await?;
+        (plugin_id, taken)
+    });
     if taken.is_some() {
         return Err(refused(ApiError::conflict(
             Some("file"),
@@ -174,21 +179,24 @@ pub async fn store(state: &AppState, bytes: Vec<u8>, uploaded_by: &str) -> ApiRe
     let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
     let params = serde_json::to_string(&info.params)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO plugin_versions (plugin_id, version, sha256, size, wit_version, description, params_json, uploaded_at, uploaded_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(plugin_id)
-    .bind(&info.version)
-    .bind(&sha256)
-    .bind(size)
-    .bind(plugin.wit_version())
-    .bind(&info.description)
-    .bind(params)
-    .bind(crate::now_ms())
-    .bind(uploaded_by)
-    .execute(&mut *tx)
-    .await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query(
+            "INSERT INTO plugin_versions (plugin_id, version, sha256, size, wit_version, description, params_json, uploaded_at, uploaded_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(plugin_id)
+        .bind(&info.version)
+        .bind(&sha256)
+        .bind(size)
+        .bind(plugin.wit_version())
+        .bind(&info.description)
+        .bind(&params)
+        .bind(crate::now_ms())
+        .bind(uploaded_by)
+        .execute(conn)
+        .await
+        .map(|_| ())
+    })?;
     crate::modules::put(&mut tx, &sha256, &bytes).await?;
     state.commit_config_change(tx).await?;
     // Served from the database otherwise; the cache saves that read.

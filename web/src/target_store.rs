@@ -4,7 +4,9 @@
 
 use crate::AppState;
 use crate::crypto::Crypto;
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
+use crate::on_db;
 use axum::http::StatusCode;
 use dispatch_protocol::{Secret, Target};
 use serde_json::Value;
@@ -133,14 +135,16 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 /// One target by id, secrets decrypted.
 pub async fn load(state: &AppState, id: i64) -> ApiResult<StoredTarget> {
-    let r = sqlx::query("SELECT name, settings_json, secrets_enc FROM targets WHERE id = $1")
+    let (name, settings, secrets) = on_db!(&state.db, pool => {
+        sqlx::query_as::<_, (String, String, Option<Vec<u8>>)>(
+            "SELECT name, settings_json, secrets_enc FROM targets WHERE id = $1",
+        )
         .bind(id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(&format!("target {id}")))?;
-    let name: String = r.get("name");
-    let secrets: Option<Vec<u8>> = r.get("secrets_enc");
-    let target = open(&state.crypto, r.get("settings_json"), secrets.as_deref())
+        .fetch_optional(pool)
+        .await
+    })?
+    .ok_or_else(|| ApiError::not_found(&format!("target {id}")))?;
+    let target = open(&state.crypto, &settings, secrets.as_deref())
         .map_err(|e| internal(format!("target `{name}`: {e}")))?;
     Ok(StoredTarget { id, name, target })
 }
@@ -148,7 +152,12 @@ pub async fn load(state: &AppState, id: i64) -> ApiResult<StoredTarget> {
 /// The old inline columns of pollers without a target become a target of
 /// their own, named after the poller. A poller whose secrets cannot be
 /// decrypted (another key) is left for the next start, with a warning.
-pub async fn move_inline_targets(pool: &sqlx::SqlitePool, crypto: &Crypto) -> anyhow::Result<()> {
+/// SQLite only: those columns predate PostgreSQL support, so no PostgreSQL
+/// database has a poller without a target.
+pub async fn move_inline_targets(db: &Db, crypto: &Crypto) -> anyhow::Result<()> {
+    let Db::Sqlite(pool) = db else {
+        return Ok(());
+    };
     let rows = sqlx::query("SELECT * FROM pollers WHERE target_id IS NULL")
         .fetch_all(pool)
         .await?;
@@ -164,7 +173,7 @@ pub async fn move_inline_targets(pool: &sqlx::SqlitePool, crypto: &Crypto) -> an
                 continue;
             }
         };
-        let mut tx = crate::begin_write(pool).await?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let name = free_name(&mut tx, &poller).await?;
         let now = crate::now_ms();
         let id: i64 = sqlx::query_scalar(

@@ -181,10 +181,31 @@ fn bad_settings_get_one_line_errors() {
         err.contains("web.toml") && err.contains("unknown field `colour`"),
         "{err}"
     );
+    // A PostgreSQL server that is not there (nothing listens on port 1):
+    // one line naming the database, its password not said back.
     let out = Command::new(env!("CARGO_BIN_EXE_dispatch-web"))
         .args([
             "--database-url",
-            "postgres://x/y",
+            "postgres://dispatch:hunter2-pw@127.0.0.1:1/dispatch",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("DISPATCH_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("DATABASE_URL postgres://dispatch:***@127.0.0.1:1/dispatch")
+            && !err.contains("hunter2"),
+        "{err}"
+    );
+    // Neither SQLite nor PostgreSQL.
+    let out = Command::new(env!("CARGO_BIN_EXE_dispatch-web"))
+        .args([
+            "--database-url",
+            "mysql://127.0.0.1/x",
             "--listen",
             "127.0.0.1:0",
         ])
@@ -192,7 +213,11 @@ fn bad_settings_get_one_line_errors() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("only sqlite: URLs are supported"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("mysql://") && err.contains("sqlite:") && err.contains("postgres://"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 //! the Agents page showed, as an agent would.
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
+mod support;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::os::unix::process::CommandExt;
@@ -125,7 +126,7 @@ async fn app() -> App {
     let data = tempfile::tempdir().unwrap();
     let state = dispatch_web::AppState::open(dispatch_web::Settings {
         data_dir: data.path().join("data"),
-        database_url: None,
+        database_url: support::postgres::test_database().await,
         secret_key: None,
         secret_key_file: None,
         upload_limit: 8 << 20,

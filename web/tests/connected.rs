@@ -170,17 +170,19 @@ async fn a_module_that_does_not_match_its_sha256_is_refused_and_the_previous_ver
     let v2 = site.upload(test_plugin("stamp-v2")).await;
     let sha = v2["sha256"].as_str().unwrap().to_string();
     std::fs::remove_file(site.path(&format!("web/modules/{sha}.wasm"))).unwrap();
-    let db = format!("sqlite://{}", site.path("web/dispatch.sqlite").display());
-    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let db = support::connect(&site.database_url()).await;
     let mut bytes = test_plugin("stamp-v2");
     let last = bytes.len() - 1;
     bytes[last] ^= 0x55;
-    sqlx::query("UPDATE plugin_modules SET bytes = $1 WHERE sha256 = $2")
-        .bind(&bytes)
-        .bind(&sha)
-        .execute(&pool)
-        .await
-        .unwrap();
+    dispatch_web::on_db!(&db, pool => {
+        sqlx::query("UPDATE plugin_modules SET bytes = $1 WHERE sha256 = $2")
+            .bind(&bytes)
+            .bind(&sha)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+    .unwrap();
     site.edit_poller(stamp, json!({"plugin_version": "2.0.0"}))
         .await;
 

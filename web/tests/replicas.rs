@@ -6,6 +6,7 @@
 
 mod support;
 
+use dispatch_web::on_db;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
@@ -16,7 +17,7 @@ use support::{Proc, Site, plugin_dir, test_plugin, wait_until};
 fn replica_flags(a: &Site) -> Vec<std::ffi::OsString> {
     vec![
         "--database-url".into(),
-        format!("sqlite://{}", a.path("web/dispatch.sqlite").display()).into(),
+        a.database_url().into(),
         "--secret-key-file".into(),
         a.path("web/secret.key").into(),
     ]
@@ -160,7 +161,10 @@ async fn replicas_on_one_database_share_modules_sessions_events_and_wake_ups() {
 async fn replicas_started_together_on_an_empty_database_both_come_up() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("shared.sqlite").display());
+    let db = match support::postgres::test_database().await {
+        Some(url) => url,
+        None => format!("sqlite://{}", dir.path().join("shared.sqlite").display()),
+    };
     let key = dir.path().join("shared.key");
     let start = |name: &str| {
         let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
@@ -252,10 +256,7 @@ fn start_with_key(a: &Site, key: &std::path::Path) -> Option<(bool, String)> {
     use std::io::{BufRead, Read};
     let child = Command::new(env!("CARGO_BIN_EXE_dispatch-web"))
         .args(["--listen", "127.0.0.1:0", "--database-url"])
-        .arg(format!(
-            "sqlite://{}",
-            a.path("web/dispatch.sqlite").display()
-        ))
+        .arg(a.database_url())
         .arg("--data-dir")
         .arg(a.path("other"))
         .arg("--secret-key-file")
@@ -311,34 +312,32 @@ async fn a_replica_with_another_key_refuses_to_start_and_names_the_fix() {
     );
 
     // A database from before the check: its sealed secrets decide.
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        a.path("web/dispatch.sqlite").display()
-    ))
-    .await
+    let db = support::connect(&a.database_url()).await;
+    let checks = async || -> i64 {
+        on_db!(&db, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM secret_key_check")
+                .fetch_one(pool)
+                .await
+        })
+        .unwrap()
+    };
+    on_db!(&db, pool => {
+        sqlx::query("DELETE FROM secret_key_check")
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
     .unwrap();
-    sqlx::query("DELETE FROM secret_key_check")
-        .execute(&pool)
-        .await
-        .unwrap();
     let refused = start_with_key(&a, &other_key).expect("it must not come up");
     assert!(
         !refused.0 && refused.1.contains("secret key"),
         "{}",
         refused.1
     );
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secret_key_check")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(left, 0, "a refused key seals nothing");
+    assert_eq!(checks().await, 0, "a refused key seals nothing");
     // The right key comes up (and seals the check again).
     assert!(start_with_key(&a, &a.path("web/secret.key")).is_none());
-    let sealed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secret_key_check")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(sealed, 1);
+    assert_eq!(checks().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,19 +350,23 @@ async fn modules_an_older_version_kept_on_disk_only_move_into_the_database() {
         .to_string();
     a.web.take().unwrap().stop();
     // As an older version left it: the bytes in modules/ only.
-    let db = format!("sqlite://{}", a.path("web/dispatch.sqlite").display());
-    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
-    sqlx::query("DELETE FROM plugin_modules")
-        .execute(&pool)
-        .await
-        .unwrap();
+    let db = support::connect(&a.database_url()).await;
+    on_db!(&db, pool => {
+        sqlx::query("DELETE FROM plugin_modules")
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+    .unwrap();
     a.start_web();
     std::fs::remove_file(a.path(&format!("web/modules/{sha}.wasm"))).unwrap();
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT bytes FROM plugin_modules WHERE sha256 = $1")
-        .bind(&sha)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let stored: Vec<u8> = on_db!(&db, pool => {
+        sqlx::query_scalar("SELECT bytes FROM plugin_modules WHERE sha256 = $1")
+            .bind(&sha)
+            .fetch_one(pool)
+            .await
+    })
+    .unwrap();
     assert!(stored == bytes);
     let token = std::fs::read_to_string(a.agent_token("edge").await).unwrap();
     let res = a

@@ -20,6 +20,7 @@ use std::process::Command;
 
 mod dist;
 mod package;
+mod postgres;
 mod templates;
 
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -103,6 +104,20 @@ const BENCHES: &[(&str, &str, &[&str])] = &[
     ("web", "dispatch-web", &["search", "ingest", "stats"]),
 ];
 
+/// The web app's test suites that run on both backends (the rest are of
+/// one backend's own features: SQLite backups, the schema sets side by
+/// side, the binary's start-up).
+const POSTGRES_SUITES: [&str; 8] = [
+    "api",
+    "browser",
+    "connected",
+    "logins",
+    "openapi",
+    "plugin_push",
+    "replicas",
+    "uploads",
+];
+
 #[derive(Parser)]
 #[command(name = "xtask")]
 struct Cli {
@@ -127,6 +142,11 @@ enum Cmd {
         /// The web app's port on 127.0.0.1.
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Run the web app on PostgreSQL: a cluster of its own under
+        /// ./data/postgres (made on the first start, port 55432), stopped
+        /// with the rest.
+        #[arg(long)]
+        postgres: bool,
         /// Extra arguments for dispatch-web (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
@@ -167,8 +187,19 @@ fn main() -> Result<()> {
             cmd.args(["test", "--release", "--workspace"]);
             exclude_test_plugins(&mut cmd);
             if !args.is_empty() {
-                cmd.arg("--").args(args);
+                cmd.arg("--").args(&args);
             }
+            ws.with_plugin_env(&mut cmd);
+            run(&mut cmd)?;
+            // The web app's suites again, on PostgreSQL: one suite, two
+            // backends (`sqlite_` tests are of SQLite databases only).
+            let mut cmd = ws.cargo();
+            cmd.args(["test", "--release", "-p", "dispatch-web"]);
+            for suite in POSTGRES_SUITES {
+                cmd.args(["--test", suite]);
+            }
+            cmd.args(["--", "--skip", "sqlite_"]).args(&args);
+            cmd.env("DISPATCH_TEST_DATABASE", "postgres");
             ws.with_plugin_env(&mut cmd);
             run(&mut cmd)
         }
@@ -189,8 +220,19 @@ fn main() -> Result<()> {
             println!("{}", dist::image(&ws.root, &ws.target)?);
             Ok(())
         }
-        Cmd::Up { port, args } => {
+        Cmd::Up {
+            port,
+            postgres,
+            args,
+        } => {
             ws.build()?;
+            let cluster = postgres
+                .then(|| postgres::Cluster::start(&ws.root.join("data/postgres")))
+                .transpose()?;
+            let mut args = args;
+            if let Some(c) = &cluster {
+                args.extend(["--database-url".to_string(), c.url()]);
+            }
             ws.up(port, &args)
         }
         Cmd::Bench { list: true, .. } => {

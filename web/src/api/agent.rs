@@ -18,12 +18,12 @@ use dispatch_protocol::{
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+use crate::db::Tx;
+use crate::on_tx;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -233,7 +233,7 @@ pub async fn events(
     let Json(batch) = body?;
     check_events(&batch)?;
     let (mut accepted, mut duplicates) = (0u64, 0u64);
-    let mut tx = crate::begin_write(&state.pool).await?;
+    let mut tx = state.db.begin_write().await?;
     let mut fresh = fresh_ids(&mut tx, agent.id, &batch.events).await?;
     let mut open_retries = open_retries(&mut tx, agent.id).await?;
     for e in &batch.events {
@@ -250,22 +250,28 @@ pub async fn events(
             // The transfer is being tried again: a retry asked for it is
             // done, even when the agent never says so (an agent that
             // ignores commands).
-            sqlx::query(
-                "UPDATE agent_commands SET done_at = $1 WHERE agent_id = $2 AND kind = 'retry' AND transfer_id = $3 AND done_at IS NULL",
-            )
-            .bind(crate::now_ms())
-            .bind(agent.id)
-            .bind(&e.transfer_id)
-            .execute(&mut *tx)
-            .await?;
+            on_tx!(&mut tx, conn => {
+                sqlx::query(
+                    "UPDATE agent_commands SET done_at = $1 WHERE agent_id = $2 AND kind = 'retry' AND transfer_id = $3 AND done_at IS NULL",
+                )
+                .bind(crate::now_ms())
+                .bind(agent.id)
+                .bind(&e.transfer_id)
+                .execute(conn)
+                .await
+                .map(|_| ())
+            })?;
         }
     }
     // An agent that reports is alive, heartbeat or not.
-    sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
-        .bind(crate::now_ms())
-        .bind(agent.id)
-        .execute(&mut *tx)
-        .await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
+            .bind(crate::now_ms())
+            .bind(agent.id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })?;
     tx.commit().await?;
     state
         .metrics
@@ -284,7 +290,7 @@ pub async fn events(
 /// The ids of `events` this agent never sent before, now remembered: one
 /// statement per few thousand events rather than one per event.
 async fn fresh_ids(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     agent_id: i64,
     events: &[Event],
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
@@ -293,36 +299,36 @@ async fn fresh_ids(
     let now = crate::now_ms();
     let mut fresh = std::collections::HashSet::new();
     for chunk in events.chunks(PER_STATEMENT) {
-        let mut q =
-            sqlx::QueryBuilder::new("INSERT INTO ingested_events (agent_id, event_id, at) ");
-        q.push_values(chunk, |mut row, e| {
-            row.push_bind(agent_id).push_bind(&e.id).push_bind(now);
-        });
-        q.push(" ON CONFLICT (agent_id, event_id) DO NOTHING RETURNING event_id");
-        fresh.extend(
-            q.build_query_scalar::<String>()
-                .fetch_all(&mut **tx)
-                .await?,
-        );
+        fresh.extend(on_tx!(&mut *tx, conn => {
+            let mut q =
+                sqlx::QueryBuilder::new("INSERT INTO ingested_events (agent_id, event_id, at) ");
+            q.push_values(chunk, |mut row, e| {
+                row.push_bind(agent_id).push_bind(&e.id).push_bind(now);
+            });
+            q.push(" ON CONFLICT (agent_id, event_id) DO NOTHING RETURNING event_id");
+            q.build_query_scalar::<String>().fetch_all(conn).await
+        })?);
     }
     Ok(fresh)
 }
 
 /// Transfers with a retry a person asked for and the agent has not done.
 async fn open_retries(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     agent_id: i64,
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT transfer_id FROM agent_commands WHERE agent_id = $1 AND kind = 'retry' AND done_at IS NULL AND transfer_id IS NOT NULL",
-    )
-    .bind(agent_id)
-    .fetch_all(&mut **tx)
-    .await?;
+    let ids: Vec<String> = on_tx!(tx, conn => {
+        sqlx::query_scalar(
+            "SELECT transfer_id FROM agent_commands WHERE agent_id = $1 AND kind = 'retry' AND done_at IS NULL AND transfer_id IS NOT NULL",
+        )
+        .bind(agent_id)
+        .fetch_all(conn)
+        .await
+    })?;
     Ok(ids.into_iter().collect())
 }
 
-async fn apply(tx: &mut Tx<'_>, agent: &Agent, e: &Event) -> Result<(), sqlx::Error> {
+async fn apply(tx: &mut Tx, agent: &Agent, e: &Event) -> Result<(), sqlx::Error> {
     let file_name = e.path.rsplit('/').next().unwrap_or(&e.path);
     let status = match e.event.as_str() {
         "queued" => "Queued",
@@ -333,7 +339,7 @@ async fn apply(tx: &mut Tx<'_>, agent: &Agent, e: &Event) -> Result<(), sqlx::Er
     };
     let started = (e.event == "started").then_some(e.at);
     let ended = matches!(e.event.as_str(), "complete" | "error" | "cancelled").then_some(e.at);
-    sqlx::query(
+    on_tx!(tx, conn => sqlx::query(
         "INSERT INTO transfers (agent_id, agent, transfer_id, poller, path, file_name, size, bytes_done, status, attempts, started_at, ended_at, error, host, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT (agent_id, transfer_id) DO UPDATE SET
@@ -363,9 +369,9 @@ async fn apply(tx: &mut Tx<'_>, agent: &Agent, e: &Event) -> Result<(), sqlx::Er
     .bind(&e.error)
     .bind(&e.host)
     .bind(e.at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .execute(conn)
+    .await
+    .map(|_| ()))
 }
 
 /// The agent is alive: its version, host name, the configuration it runs
@@ -382,7 +388,7 @@ pub async fn heartbeat(
     let Json(hb) = body?;
     check_heartbeat(&hb)?;
     let now = crate::now_ms();
-    let mut tx = crate::begin_write(&state.pool).await?;
+    let mut tx = state.db.begin_write().await?;
     record_agent(&mut tx, &agent, &hb, now).await?;
     for p in &hb.pollers {
         if let Some(poller_id) = poller_of(&mut tx, agent.id, p).await? {
@@ -390,14 +396,17 @@ pub async fn heartbeat(
         }
     }
     // States of pollers taken away from this agent would show forever.
-    sqlx::query(
-        "DELETE FROM agent_poller_states WHERE agent_id = $1
-         AND poller_id NOT IN (SELECT poller_id FROM poller_agents WHERE agent_id = $2)",
-    )
-    .bind(agent.id)
-    .bind(agent.id)
-    .execute(&mut *tx)
-    .await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query(
+            "DELETE FROM agent_poller_states WHERE agent_id = $1
+             AND poller_id NOT IN (SELECT poller_id FROM poller_agents WHERE agent_id = $2)",
+        )
+        .bind(agent.id)
+        .bind(agent.id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+    })?;
     mark_done(&mut tx, agent.id, &hb.done, now).await?;
     let commands = open_commands(&mut tx, agent.id).await?;
     tx.commit().await?;
@@ -468,7 +477,7 @@ fn check_heartbeat(hb: &Heartbeat) -> ApiResult<()> {
 /// pollers only the agent knows (its own file's). Agents send the list
 /// only when it changed (and now and then in full), and say so
 /// (`pollers_unchanged`) when they leave it out.
-async fn record_agent(tx: &mut Tx<'_>, agent: &Agent, hb: &Heartbeat, now: i64) -> ApiResult<()> {
+async fn record_agent(tx: &mut Tx, agent: &Agent, hb: &Heartbeat, now: i64) -> ApiResult<()> {
     let states = (!hb.pollers_unchanged)
         .then(|| serde_json::to_string(&hb.pollers))
         .transpose()
@@ -478,7 +487,7 @@ async fn record_agent(tx: &mut Tx<'_>, agent: &Agent, hb: &Heartbeat, now: i64) 
                 format!("cannot store agent {}'s poller states: {e}", agent.name),
             )
         })?;
-    sqlx::query(
+    on_tx!(tx, conn => sqlx::query(
         "UPDATE agents SET version = $1, host_name = $2, last_seen = $3,
             poller_states = COALESCE($4, poller_states), config_etag = $5, config_error = $6,
             journal_bytes = COALESCE($7, journal_bytes)
@@ -492,8 +501,9 @@ async fn record_agent(tx: &mut Tx<'_>, agent: &Agent, hb: &Heartbeat, now: i64) 
     .bind(hb.config_error.as_deref().filter(|e| !e.is_empty()))
     .bind(hb.journal_bytes)
     .bind(agent.id)
-    .execute(&mut **tx)
-    .await?;
+    .execute(conn)
+    .await
+    .map(|_| ()))?;
     Ok(())
 }
 
@@ -501,43 +511,47 @@ async fn record_agent(tx: &mut Tx<'_>, agent: &Agent, hb: &Heartbeat, now: i64) 
 /// by id (the database id, as text), else by name (older agents send no
 /// id; a standalone agent's id is its poller's name).
 async fn poller_of(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     agent_id: i64,
     p: &PollerState,
 ) -> Result<Option<i64>, sqlx::Error> {
     if let Some(id) = p.id.as_deref().and_then(|s| s.parse::<i64>().ok()) {
-        let found = sqlx::query_scalar(
-            "SELECT poller_id FROM poller_agents WHERE agent_id = $1 AND poller_id = $2",
-        )
-        .bind(agent_id)
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
+        let found = on_tx!(&mut *tx, conn => {
+            sqlx::query_scalar(
+                "SELECT poller_id FROM poller_agents WHERE agent_id = $1 AND poller_id = $2",
+            )
+            .bind(agent_id)
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+        })?;
         if found.is_some() {
             return Ok(found);
         }
     }
-    sqlx::query_scalar(
-        "SELECT p.id FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id
-         WHERE pa.agent_id = $1 AND p.name = $2",
-    )
-    .bind(agent_id)
-    .bind(&p.name)
-    .fetch_optional(&mut **tx)
-    .await
+    on_tx!(tx, conn => {
+        sqlx::query_scalar(
+            "SELECT p.id FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id
+             WHERE pa.agent_id = $1 AND p.name = $2",
+        )
+        .bind(agent_id)
+        .bind(&p.name)
+        .fetch_optional(conn)
+        .await
+    })
 }
 
 /// One (agent, poller) state, then the poller's summary columns (what the
 /// pages and the pollers API read) from the states of all its agents: the
 /// most errors, and the agent that disabled it, if one did.
 async fn record_poller(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     agent: &Agent,
     poller_id: i64,
     p: &PollerState,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    on_tx!(&mut *tx, conn => sqlx::query(
         "INSERT INTO agent_poller_states (agent_id, poller_id, consecutive_errors, disabled,
             disabled_until, reason, plugin_version, config_error, not_ready, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -557,9 +571,10 @@ async fn record_poller(
     .bind(p.config_error.as_deref().filter(|e| !e.is_empty()))
     .bind((!p.not_ready.is_empty()).then(|| serde_json::json!(p.not_ready).to_string()))
     .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
+    .execute(conn)
+    .await
+    .map(|_| ()))?;
+    on_tx!(tx, conn => sqlx::query(
         "UPDATE pollers SET
             consecutive_errors = (SELECT COALESCE(MAX(consecutive_errors), 0)
                 FROM agent_poller_states WHERE poller_id = pollers.id),
@@ -573,50 +588,53 @@ async fn record_poller(
     )
     .bind(now)
     .bind(poller_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .execute(conn)
+    .await
+    .map(|_| ()))
 }
 
 /// Commands the agent says it did (its own only; ids it cannot have are
 /// ignored).
 async fn mark_done(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     agent_id: i64,
     done: &[String],
     now: i64,
 ) -> Result<(), sqlx::Error> {
     for id in done.iter().filter_map(|s| s.parse::<i64>().ok()) {
-        sqlx::query(
-            "UPDATE agent_commands SET done_at = $1 WHERE id = $2 AND agent_id = $3 AND done_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(agent_id)
-        .execute(&mut **tx)
-        .await?;
+        on_tx!(&mut *tx, conn => {
+            sqlx::query(
+                "UPDATE agent_commands SET done_at = $1 WHERE id = $2 AND agent_id = $3 AND done_at IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(agent_id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+        })?;
     }
     Ok(())
 }
 
 /// The agent's commands not done yet, oldest first.
-async fn open_commands(tx: &mut Tx<'_>, agent_id: i64) -> Result<Vec<Command>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, kind, transfer_id, poller_id FROM agent_commands
-         WHERE agent_id = $1 AND done_at IS NULL ORDER BY id",
-    )
-    .bind(agent_id)
-    .fetch_all(&mut **tx)
-    .await?;
+async fn open_commands(tx: &mut Tx, agent_id: i64) -> Result<Vec<Command>, sqlx::Error> {
+    let rows: Vec<(i64, String, Option<String>, Option<i64>)> = on_tx!(tx, conn => {
+        sqlx::query_as(
+            "SELECT id, kind, transfer_id, poller_id FROM agent_commands
+             WHERE agent_id = $1 AND done_at IS NULL ORDER BY id",
+        )
+        .bind(agent_id)
+        .fetch_all(conn)
+        .await
+    })?;
     Ok(rows
-        .iter()
-        .map(|r| Command {
-            id: r.get::<i64, _>("id").to_string(),
-            kind: r.get("kind"),
-            transfer_id: r.get("transfer_id"),
-            poller_id: r
-                .get::<Option<i64>, _>("poller_id")
-                .map(|id| id.to_string()),
+        .into_iter()
+        .map(|(id, kind, transfer_id, poller_id)| Command {
+            id: id.to_string(),
+            kind,
+            transfer_id,
+            poller_id: poller_id.map(|id| id.to_string()),
         })
         .collect())
 }
@@ -624,11 +642,8 @@ async fn open_commands(tx: &mut Tx<'_>, agent_id: i64) -> Result<Vec<Command>, s
 /// A person enabled poller `poller_id`: every agent it is assigned to gets
 /// an `enable` command (reset its breaker now, without waiting for the
 /// configuration). Not twice while one is open. Returns how many were made.
-pub async fn enable_command<'e>(
-    db: impl sqlx::SqliteExecutor<'e>,
-    poller_id: i64,
-) -> Result<u64, sqlx::Error> {
-    let made = sqlx::query(
+pub async fn enable_command(tx: &mut Tx, poller_id: i64) -> Result<u64, sqlx::Error> {
+    on_tx!(tx, conn => sqlx::query(
         "INSERT INTO agent_commands (agent_id, kind, poller_id, created_at)
          SELECT pa.agent_id, 'enable', pa.poller_id, $1 FROM poller_agents pa WHERE pa.poller_id = $2
          AND NOT EXISTS (SELECT 1 FROM agent_commands c WHERE c.agent_id = pa.agent_id
@@ -636,21 +651,17 @@ pub async fn enable_command<'e>(
     )
     .bind(crate::now_ms())
     .bind(poller_id)
-    .execute(db)
-    .await?
-    .rows_affected();
-    Ok(made)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected()))
 }
 
 /// A person asked that the failed transfer (row `id` of the log) be tried
 /// again now: a `retry` command for the agent that reported it, unless
 /// one is open or that agent is gone (the log outlives agents). Returns
 /// whether one was made.
-pub async fn retry_command<'e>(
-    db: impl sqlx::SqliteExecutor<'e>,
-    id: i64,
-) -> Result<bool, sqlx::Error> {
-    let made = sqlx::query(
+pub async fn retry_command(tx: &mut Tx, id: i64) -> Result<bool, sqlx::Error> {
+    let made = on_tx!(tx, conn => sqlx::query(
         "INSERT INTO agent_commands (agent_id, kind, transfer_id, created_at)
          SELECT t.agent_id, 'retry', t.transfer_id, $1 FROM transfers t
          WHERE t.id = $2 AND t.agent_id IN (SELECT id FROM agents)
@@ -659,8 +670,8 @@ pub async fn retry_command<'e>(
     )
     .bind(crate::now_ms())
     .bind(id)
-    .execute(db)
-    .await?
-    .rows_affected();
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(made == 1)
 }

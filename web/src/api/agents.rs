@@ -3,13 +3,14 @@
 
 use crate::AppState;
 use crate::auth::{self, User};
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
+use crate::{on_db, on_tx};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use std::sync::Arc;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -74,41 +75,76 @@ pub struct PollerHealth {
 /// The states of pollers still assigned to their agent, by poller then
 /// agent name; `agent_id` / `poller_id` narrow them down.
 pub async fn poller_health(
-    pool: &sqlx::SqlitePool,
+    db: &Db,
     agent_id: Option<i64>,
     poller_id: Option<i64>,
 ) -> Result<Vec<PollerHealth>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT s.*, a.name AS agent, p.name AS poller FROM agent_poller_states s
-         JOIN agents a ON a.id = s.agent_id JOIN pollers p ON p.id = s.poller_id
-         JOIN poller_agents pa ON pa.agent_id = s.agent_id AND pa.poller_id = s.poller_id
-         WHERE ($1 IS NULL OR s.agent_id = $1) AND ($2 IS NULL OR s.poller_id = $2)
-         ORDER BY p.name, a.name",
-    )
-    .bind(agent_id)
-    .bind(poller_id)
-    .fetch_all(pool)
-    .await?;
+    let rows = on_db!(db, pool => {
+        sqlx::query_as::<_, HealthRow>(
+            "SELECT s.agent_id, a.name AS agent, s.poller_id, p.name AS poller, s.consecutive_errors,
+                s.disabled, s.disabled_until, s.reason, s.not_ready, s.plugin_version,
+                s.config_error, s.updated_at
+             FROM agent_poller_states s
+             JOIN agents a ON a.id = s.agent_id JOIN pollers p ON p.id = s.poller_id
+             JOIN poller_agents pa ON pa.agent_id = s.agent_id AND pa.poller_id = s.poller_id
+             WHERE ($1 IS NULL OR s.agent_id = $1) AND ($2 IS NULL OR s.poller_id = $2)
+             ORDER BY p.name, a.name",
+        )
+        .bind(agent_id)
+        .bind(poller_id)
+        .fetch_all(pool)
+        .await
+    })?;
     Ok(rows
-        .iter()
+        .into_iter()
         .map(|r| PollerHealth {
-            agent_id: r.get("agent_id"),
-            agent: r.get("agent"),
-            poller_id: r.get("poller_id"),
-            poller: r.get("poller"),
-            consecutive_errors: r.get("consecutive_errors"),
-            disabled: r.get("disabled"),
-            disabled_until: r.get("disabled_until"),
-            reason: r.get("reason"),
+            agent_id: r.agent_id,
+            agent: r.agent,
+            poller_id: r.poller_id,
+            poller: r.poller,
+            consecutive_errors: r.consecutive_errors,
+            disabled: r.disabled,
+            disabled_until: r.disabled_until,
+            reason: r.reason,
             not_ready: r
-                .get::<Option<String>, _>("not_ready")
+                .not_ready
                 .and_then(|j| serde_json::from_str(&j).ok())
                 .unwrap_or_default(),
-            plugin_version: r.get("plugin_version"),
-            config_error: r.get("config_error"),
-            updated_at: r.get("updated_at"),
+            plugin_version: r.plugin_version,
+            config_error: r.config_error,
+            updated_at: r.updated_at,
         })
         .collect())
+}
+
+/// A poller's state on an agent as stored.
+#[derive(sqlx::FromRow)]
+struct HealthRow {
+    agent_id: i64,
+    agent: String,
+    poller_id: i64,
+    poller: String,
+    consecutive_errors: i64,
+    disabled: bool,
+    disabled_until: Option<i64>,
+    reason: Option<String>,
+    not_ready: Option<String>,
+    plugin_version: Option<String>,
+    config_error: Option<String>,
+    updated_at: i64,
+}
+
+/// An agent as stored.
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    id: i64,
+    name: String,
+    host_name: Option<String>,
+    version: Option<String>,
+    last_seen: Option<i64>,
+    config_etag: Option<String>,
+    config_error: Option<String>,
+    journal_bytes: Option<i64>,
 }
 
 /// An agent heard from within this long is online.
@@ -138,14 +174,16 @@ pub async fn create(
         ));
     }
     let token = auth::new_token("dsp_");
-    let id = sqlx::query_scalar(
-        "INSERT INTO agents (name, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
-    )
-    .bind(&new.name)
-    .bind(auth::sha256_hex(&token))
-    .bind(crate::now_ms())
-    .fetch_one(&state.pool)
-    .await
+    let id = on_db!(&state.db, pool => {
+        sqlx::query_scalar(
+            "INSERT INTO agents (name, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(&new.name)
+        .bind(auth::sha256_hex(&token))
+        .bind(crate::now_ms())
+        .fetch_one(pool)
+        .await
+    })
     .map_err(crate::error::unique(
         "name",
         format!("an agent named `{}` exists", new.name),
@@ -166,30 +204,36 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     _user: User,
 ) -> ApiResult<Json<Vec<AgentView>>> {
-    let rows = sqlx::query("SELECT * FROM agents ORDER BY name")
-        .fetch_all(&state.pool)
-        .await?;
+    let db = &state.db;
+    let rows = on_db!(db, pool => {
+        sqlx::query_as::<_, AgentRow>(
+            "SELECT id, name, host_name, version, last_seen, config_etag, config_error, journal_bytes
+             FROM agents ORDER BY name",
+        )
+        .fetch_all(pool)
+        .await
+    })?;
     let now = crate::now_ms();
     let mut out = Vec::new();
     for r in rows {
-        let id: i64 = r.get("id");
-        let pollers = sqlx::query_scalar("SELECT p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id WHERE pa.agent_id = $1 ORDER BY p.name")
-            .bind(id)
-            .fetch_all(&state.pool)
-            .await?;
-        let last_seen: Option<i64> = r.get("last_seen");
+        let pollers = on_db!(db, pool => {
+            sqlx::query_scalar("SELECT p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id WHERE pa.agent_id = $1 ORDER BY p.name")
+                .bind(r.id)
+                .fetch_all(pool)
+                .await
+        })?;
         out.push(AgentView {
-            id,
-            name: r.get("name"),
-            host_name: r.get("host_name"),
-            version: r.get("version"),
-            last_seen,
-            online: last_seen.is_some_and(|t| now - t < ONLINE_WITHIN_MS),
+            id: r.id,
+            name: r.name,
+            host_name: r.host_name,
+            version: r.version,
+            last_seen: r.last_seen,
+            online: r.last_seen.is_some_and(|t| now - t < ONLINE_WITHIN_MS),
             pollers,
-            config_etag: r.get("config_etag"),
-            config_error: r.get("config_error"),
-            poller_states: poller_health(&state.pool, Some(id), None).await?,
-            journal_bytes: r.get("journal_bytes"),
+            config_etag: r.config_etag,
+            config_error: r.config_error,
+            poller_states: poller_health(db, Some(r.id), None).await?,
+            journal_bytes: r.journal_bytes,
         });
     }
     Ok(Json(out))
@@ -203,12 +247,14 @@ pub async fn delete(
     _user: User,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = crate::begin_write(&state.pool).await?;
-    let n = sqlx::query("DELETE FROM agents WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let mut tx = state.db.begin_write().await?;
+    let n = on_tx!(&mut tx, conn => {
+        sqlx::query("DELETE FROM agents WHERE id = $1")
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
     if n == 0 {
         return Err(ApiError::not_found(&format!("agent {id}")));
     }

@@ -14,6 +14,7 @@ pub mod wit;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::on_db;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
@@ -206,19 +207,23 @@ async fn plugin_or_module(
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    use sqlx::Row;
-    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM transfers GROUP BY status")
-        .fetch_all(&state.pool)
-        .await?;
-    let by_status: Vec<(String, i64)> =
-        rows.iter().map(|r| (r.get("status"), r.get("n"))).collect();
-    let online: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE last_seen > $1")
-        .bind(crate::now_ms() - agents::ONLINE_WITHIN_MS)
-        .fetch_one(&state.pool)
-        .await?;
-    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents")
-        .fetch_one(&state.pool)
-        .await?;
+    let db = &state.db;
+    let by_status: Vec<(String, i64)> = on_db!(db, pool => {
+        sqlx::query_as("SELECT status, COUNT(*) AS n FROM transfers GROUP BY status")
+            .fetch_all(pool)
+            .await
+    })?;
+    let online: i64 = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE last_seen > $1")
+            .bind(crate::now_ms() - agents::ONLINE_WITHIN_MS)
+            .fetch_one(pool)
+            .await
+    })?;
+    let total: i64 = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM agents")
+            .fetch_one(pool)
+            .await
+    })?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(&by_status, online, total),

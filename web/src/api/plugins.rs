@@ -2,14 +2,15 @@
 
 use crate::AppState;
 use crate::auth::{Agent, User};
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::registry::{self, Stored};
+use crate::{on_db, on_tx};
 use axum::Json;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use sqlx::Row;
 use std::sync::Arc;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -126,18 +127,18 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     _user: User,
 ) -> ApiResult<Json<Vec<PluginSummary>>> {
-    let rows = sqlx::query("SELECT p.id, p.name, COUNT(v.id) AS n FROM plugins p LEFT JOIN plugin_versions v ON v.plugin_id = p.id GROUP BY p.id ORDER BY p.name")
-        .fetch_all(&state.pool)
-        .await?;
+    let rows = on_db!(&state.db, pool => {
+        sqlx::query_as::<_, (i64, String, i64)>("SELECT p.id, p.name, COUNT(v.id) AS n FROM plugins p LEFT JOIN plugin_versions v ON v.plugin_id = p.id GROUP BY p.id ORDER BY p.name")
+            .fetch_all(pool)
+            .await
+    })?;
     let mut out = Vec::new();
-    for r in rows {
-        let latest = latest_version(&state.pool, r.get("id"))
-            .await?
-            .map(|(_, v, _)| v);
+    for (id, name, versions) in rows {
+        let latest = latest_version(&state.db, id).await?.map(|(_, v, _)| v);
         out.push(PluginSummary {
-            name: r.get("name"),
+            name,
             latest_version: latest,
-            versions: r.get("n"),
+            versions,
         });
     }
     Ok(Json(out))
@@ -145,23 +146,16 @@ pub async fn list(
 
 /// The highest semver version of a plugin: (version id, version, sha256).
 pub async fn latest_version(
-    pool: &sqlx::SqlitePool,
+    db: &Db,
     plugin_id: i64,
 ) -> Result<Option<(i64, String, String)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, version, sha256 FROM plugin_versions WHERE plugin_id = $1")
-        .bind(plugin_id)
-        .fetch_all(pool)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            (
-                r.get::<i64, _>("id"),
-                r.get::<String, _>("version"),
-                r.get::<String, _>("sha256"),
-            )
-        })
-        .max_by_key(|(_, v, _)| semver_key(v)))
+    let rows: Vec<(i64, String, String)> = on_db!(db, pool => {
+        sqlx::query_as("SELECT id, version, sha256 FROM plugin_versions WHERE plugin_id = $1")
+            .bind(plugin_id)
+            .fetch_all(pool)
+            .await
+    })?;
+    Ok(rows.into_iter().max_by_key(|(_, v, _)| semver_key(v)))
 }
 
 /// The version of a plugin a poller runs, with its parameter schema (JSON):
@@ -169,30 +163,32 @@ pub async fn latest_version(
 /// id returned is `None`: the poller follows new uploads). `None` when the
 /// plugin has no such version.
 pub async fn version_schema(
-    pool: &sqlx::SqlitePool,
+    db: &Db,
     plugin_id: i64,
     version: Option<&str>,
 ) -> Result<Option<(Option<i64>, String)>, sqlx::Error> {
     let pinned = pinned(version);
     let id = match pinned {
-        Some(v) => {
+        Some(v) => on_db!(db, pool => {
             sqlx::query_scalar(
                 "SELECT id FROM plugin_versions WHERE plugin_id = $1 AND version = $2",
             )
             .bind(plugin_id)
             .bind(v)
             .fetch_optional(pool)
-            .await?
-        }
-        None => latest_version(pool, plugin_id).await?.map(|(id, _, _)| id),
+            .await
+        })?,
+        None => latest_version(db, plugin_id).await?.map(|(id, _, _)| id),
     };
     let Some(id) = id else {
         return Ok(None);
     };
-    let schema = sqlx::query_scalar("SELECT params_json FROM plugin_versions WHERE id = $1")
-        .bind(id)
-        .fetch_one(pool)
-        .await?;
+    let schema = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT params_json FROM plugin_versions WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+    })?;
     Ok(Some((pinned.map(|_| id), schema)))
 }
 
@@ -219,6 +215,20 @@ pub fn semver_key(v: &str) -> (u64, u64, u64, bool, String) {
     )
 }
 
+/// A version as stored.
+#[derive(sqlx::FromRow)]
+struct VersionRow {
+    id: i64,
+    version: String,
+    sha256: String,
+    size: i64,
+    wit_version: String,
+    description: String,
+    params_json: String,
+    uploaded_at: i64,
+    uploaded_by: String,
+}
+
 /// A plugin's version history, each with its schema and users (served by
 /// `GET /api/v1/plugins/{key}`, see `api::plugin_or_module`).
 pub async fn show(
@@ -226,38 +236,45 @@ pub async fn show(
     _user: User,
     Path(name): Path<String>,
 ) -> ApiResult<Json<PluginView>> {
-    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = $1")
-        .bind(&name)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(&format!("plugin `{name}`")))?;
-    let latest = latest_version(&state.pool, plugin_id)
-        .await?
-        .map(|(id, _, _)| id);
-    let rows = sqlx::query("SELECT * FROM plugin_versions WHERE plugin_id = $1")
-        .bind(plugin_id)
-        .fetch_all(&state.pool)
-        .await?;
-    let mut versions = Vec::new();
-    for r in rows {
-        let id: i64 = r.get("id");
-        let used_by: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM pollers WHERE plugin_id = $1 AND (plugin_version_id = $2 OR (plugin_version_id IS NULL AND $3)) ORDER BY name",
+    let db = &state.db;
+    let plugin_id: i64 = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT id FROM plugins WHERE name = $1")
+            .bind(&name)
+            .fetch_optional(pool)
+            .await
+    })?
+    .ok_or_else(|| ApiError::not_found(&format!("plugin `{name}`")))?;
+    let latest = latest_version(db, plugin_id).await?.map(|(id, _, _)| id);
+    let rows = on_db!(db, pool => {
+        sqlx::query_as::<_, VersionRow>(
+            "SELECT id, version, sha256, size, wit_version, description, params_json, uploaded_at, uploaded_by
+             FROM plugin_versions WHERE plugin_id = $1",
         )
         .bind(plugin_id)
-        .bind(id)
-        .bind(latest == Some(id))
-        .fetch_all(&state.pool)
-        .await?;
+        .fetch_all(pool)
+        .await
+    })?;
+    let mut versions = Vec::new();
+    for r in rows {
+        let used_by: Vec<String> = on_db!(db, pool => {
+            sqlx::query_scalar(
+                "SELECT name FROM pollers WHERE plugin_id = $1 AND (plugin_version_id = $2 OR (plugin_version_id IS NULL AND $3)) ORDER BY name",
+            )
+            .bind(plugin_id)
+            .bind(r.id)
+            .bind(latest == Some(r.id))
+            .fetch_all(pool)
+            .await
+        })?;
         versions.push(VersionView {
-            version: r.get("version"),
-            sha256: r.get("sha256"),
-            size: r.get("size"),
-            wit_version: r.get("wit_version"),
-            description: r.get("description"),
-            params: serde_json::from_str(r.get("params_json")).unwrap_or_default(),
-            uploaded_at: r.get("uploaded_at"),
-            uploaded_by: r.get("uploaded_by"),
+            version: r.version,
+            sha256: r.sha256,
+            size: r.size,
+            wit_version: r.wit_version,
+            description: r.description,
+            params: serde_json::from_str(&r.params_json).unwrap_or_default(),
+            uploaded_at: r.uploaded_at,
+            uploaded_by: r.uploaded_by,
             used_by,
         });
     }
@@ -275,27 +292,29 @@ pub async fn delete_version(
     _user: User,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = crate::begin_write(&state.pool).await?;
-    let row = sqlx::query("SELECT v.id, v.plugin_id, v.sha256 FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE p.name = $1 AND v.version = $2")
-        .bind(&name)
-        .bind(&version)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found(&format!("version {version} of plugin `{name}`")))?;
-    let (id, plugin_id, sha): (i64, i64, String) =
-        (row.get("id"), row.get("plugin_id"), row.get("sha256"));
-    let is_latest = latest_version(&state.pool, plugin_id)
+    let mut tx = state.db.begin_write().await?;
+    let (id, plugin_id, sha) = on_tx!(&mut tx, conn => {
+        sqlx::query_as::<_, (i64, i64, String)>("SELECT v.id, v.plugin_id, v.sha256 FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE p.name = $1 AND v.version = $2")
+            .bind(&name)
+            .bind(&version)
+            .fetch_optional(conn)
+            .await
+    })?
+    .ok_or_else(|| ApiError::not_found(&format!("version {version} of plugin `{name}`")))?;
+    let is_latest = latest_version(&state.db, plugin_id)
         .await?
         .map(|(i, _, _)| i)
         == Some(id);
-    let users: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM pollers WHERE plugin_id = $1 AND (plugin_version_id = $2 OR (plugin_version_id IS NULL AND $3)) ORDER BY name",
-    )
-    .bind(plugin_id)
-    .bind(id)
-    .bind(is_latest)
-    .fetch_all(&mut *tx)
-    .await?;
+    let users: Vec<String> = on_tx!(&mut tx, conn => {
+        sqlx::query_scalar(
+            "SELECT name FROM pollers WHERE plugin_id = $1 AND (plugin_version_id = $2 OR (plugin_version_id IS NULL AND $3)) ORDER BY name",
+        )
+        .bind(plugin_id)
+        .bind(id)
+        .bind(is_latest)
+        .fetch_all(conn)
+        .await
+    })?;
     if !users.is_empty() {
         return Err(ApiError::conflict(
             None,
@@ -305,10 +324,13 @@ pub async fn delete_version(
             ),
         ));
     }
-    sqlx::query("DELETE FROM plugin_versions WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query("DELETE FROM plugin_versions WHERE id = $1")
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })?;
     state.commit_config_change(tx).await?;
     crate::modules::forget(&state.data_dir, &sha);
     Ok(StatusCode::NO_CONTENT)
@@ -330,10 +352,12 @@ pub async fn module(
         ));
     }
     let sha256 = sha256.to_ascii_lowercase();
-    let known: Option<i64> = sqlx::query_scalar("SELECT id FROM plugin_versions WHERE sha256 = $1")
-        .bind(&sha256)
-        .fetch_optional(&state.pool)
-        .await?;
+    let known: Option<i64> = on_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT id FROM plugin_versions WHERE sha256 = $1")
+            .bind(&sha256)
+            .fetch_optional(pool)
+            .await
+    })?;
     if known.is_none() {
         return Err(ApiError::not_found(&format!("module {sha256}")));
     }

@@ -5,7 +5,9 @@
 
 use crate::AppState;
 use crate::auth::User;
+use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
+use crate::{on_db, on_tx};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -13,7 +15,6 @@ use axum::http::StatusCode;
 use dispatch_protocol::{ParamValue, PollerSpec};
 use dispatch_runtime::params::{ParamSpec, PluginInfo};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -122,18 +123,18 @@ async fn resolve_target(
     p: &PollerInput,
 ) -> ApiResult<crate::target_store::StoredTarget> {
     let id: Option<i64> = match (&p.target_id, &p.target) {
-        (Some(id), _) => {
+        (Some(id), _) => on_db!(&state.db, pool => {
             sqlx::query_scalar("SELECT id FROM targets WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&state.pool)
-                .await?
-        }
-        (None, Some(name)) if !name.is_empty() => {
+                .fetch_optional(pool)
+                .await
+        })?,
+        (None, Some(name)) if !name.is_empty() => on_db!(&state.db, pool => {
             sqlx::query_scalar("SELECT id FROM targets WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&state.pool)
-                .await?
-        }
+                .fetch_optional(pool)
+                .await
+        })?,
         _ => return Err(ApiError::bad("target", "is required: a target's name")),
     };
     let id = id.ok_or_else(|| {
@@ -193,14 +194,16 @@ fn check_spec(p: &PollerInput, target: &crate::target_store::StoredTarget) -> Ap
 async fn validate(state: &AppState, p: &PollerInput) -> ApiResult<Resolved> {
     let target = resolve_target(state, p).await?;
     check_spec(p, &target)?;
-    let pool = &state.pool;
-    let plugin_id: i64 = sqlx::query_scalar("SELECT id FROM plugins WHERE name = $1")
-        .bind(&p.plugin)
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| ApiError::bad("plugin", format!("no plugin named `{}`", p.plugin)))?;
+    let db = &state.db;
+    let plugin_id: i64 = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT id FROM plugins WHERE name = $1")
+            .bind(&p.plugin)
+            .fetch_optional(pool)
+            .await
+    })?
+    .ok_or_else(|| ApiError::bad("plugin", format!("no plugin named `{}`", p.plugin)))?;
     let wanted = p.plugin_version.as_deref();
-    let (version_id, params_json) = super::plugins::version_schema(pool, plugin_id, wanted)
+    let (version_id, params_json) = super::plugins::version_schema(db, plugin_id, wanted)
         .await?
         .ok_or_else(|| match super::plugins::pinned(wanted) {
             Some(v) => ApiError::bad(
@@ -224,10 +227,12 @@ async fn validate(state: &AppState, p: &PollerInput) -> ApiResult<Resolved> {
     info.resolve_params(&given)
         .map_err(|e| ApiError::bad(&format!("params.{}", param_name(&e)), e.to_string()))?;
     for a in &p.agents {
-        let known: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE name = $1")
-            .bind(a)
-            .fetch_optional(pool)
-            .await?;
+        let known: Option<i64> = on_db!(db, pool => {
+            sqlx::query_scalar("SELECT id FROM agents WHERE name = $1")
+                .bind(a)
+                .fetch_optional(pool)
+                .await
+        })?;
         if known.is_none() {
             return Err(ApiError::bad("agents", format!("no agent named `{a}`")));
         }
@@ -262,9 +267,9 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<PollerView>)> {
     let Json(p) = body?;
     let r = validate(&state, &p).await?;
-    let mut tx = crate::begin_write(&state.pool).await?;
+    let mut tx = state.db.begin_write().await?;
     let now = crate::now_ms();
-    let id: i64 = sqlx::query_scalar(
+    let id: i64 = on_tx!(&mut tx, conn => sqlx::query_scalar(
         "INSERT INTO pollers (name, path, plugin_id, plugin_version_id, params_json, target_id, excludes,
             max_transfers, stability_secs, enabled, enabled_at, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
@@ -282,30 +287,28 @@ pub async fn create(
     .bind(p.enabled.then_some(now))
     .bind(now)
     .bind(now)
-    .fetch_one(&mut *tx)
-    .await
+    .fetch_one(conn)
+    .await)
     .map_err(name_taken(&p.name))?;
     set_agents(&mut tx, id, &p.agents).await?;
     state.commit_config_change(tx).await?;
-    Ok((StatusCode::CREATED, Json(view(&state.pool, id).await?)))
+    Ok((StatusCode::CREATED, Json(view(&state.db, id).await?)))
 }
 
-async fn set_agents(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    poller: i64,
-    agents: &[String],
-) -> ApiResult<()> {
-    sqlx::query("DELETE FROM poller_agents WHERE poller_id = $1")
-        .bind(poller)
-        .execute(&mut **tx)
-        .await?;
-    for a in agents {
-        sqlx::query("INSERT INTO poller_agents (poller_id, agent_id) SELECT $1, id FROM agents WHERE name = $2 ON CONFLICT DO NOTHING")
+async fn set_agents(tx: &mut Tx, poller: i64, agents: &[String]) -> ApiResult<()> {
+    on_tx!(tx, conn => {
+        sqlx::query("DELETE FROM poller_agents WHERE poller_id = $1")
             .bind(poller)
-            .bind(a)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
-    }
+        for a in agents {
+            sqlx::query("INSERT INTO poller_agents (poller_id, agent_id) SELECT $1, id FROM agents WHERE name = $2 ON CONFLICT DO NOTHING")
+                .bind(poller)
+                .bind(a)
+                .execute(&mut *conn)
+                .await?;
+        }
+    });
     Ok(())
 }
 
@@ -319,18 +322,20 @@ pub async fn update(
     body: Result<Json<PollerInput>, JsonRejection>,
 ) -> ApiResult<Json<PollerView>> {
     let Json(p) = body?;
-    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM pollers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?;
+    let exists: Option<i64> = on_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT id FROM pollers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })?;
     if exists.is_none() {
         return Err(ApiError::not_found(&format!("poller {id}")));
     }
     let r = validate(&state, &p).await?;
-    let mut tx = crate::begin_write(&state.pool).await?;
+    let mut tx = state.db.begin_write().await?;
     let now = crate::now_ms();
     // `enabled` on the right of SET is the old value: enabling stamps the time.
-    sqlx::query(
+    on_tx!(&mut tx, conn => sqlx::query(
         "UPDATE pollers SET name = $1, path = $2, plugin_id = $3, plugin_version_id = $4, params_json = $5, target_id = $6,
             excludes = $7, max_transfers = $8, stability_secs = $9, enabled = $10,
             enabled_at = CASE WHEN $11 AND NOT enabled THEN $12 ELSE enabled_at END, updated_at = $13 WHERE id = $14",
@@ -349,12 +354,13 @@ pub async fn update(
     .bind(now)
     .bind(now)
     .bind(id)
-    .execute(&mut *tx)
+    .execute(conn)
     .await
+    .map(|_| ()))
     .map_err(name_taken(&p.name))?;
     set_agents(&mut tx, id, &p.agents).await?;
     state.commit_config_change(tx).await?;
-    Ok(Json(view(&state.pool, id).await?))
+    Ok(Json(view(&state.db, id).await?))
 }
 
 /// Every poller.
@@ -363,12 +369,14 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     _user: User,
 ) -> ApiResult<Json<Vec<PollerView>>> {
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM pollers ORDER BY name")
-        .fetch_all(&state.pool)
-        .await?;
+    let ids: Vec<i64> = on_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT id FROM pollers ORDER BY name")
+            .fetch_all(pool)
+            .await
+    })?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        out.push(view(&state.pool, id).await?);
+        out.push(view(&state.db, id).await?);
     }
     Ok(Json(out))
 }
@@ -381,7 +389,7 @@ pub async fn show(
     _user: User,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<PollerView>> {
-    Ok(Json(view(&state.pool, id).await?))
+    Ok(Json(view(&state.db, id).await?))
 }
 
 /// Enable a poller.
@@ -416,12 +424,14 @@ async fn set_enabled(
     enabled: bool,
     reason: Option<String>,
 ) -> ApiResult<Json<PollerView>> {
-    let mut tx = crate::begin_write(&state.pool).await?;
+    let mut tx = state.db.begin_write().await?;
     let now = crate::now_ms();
-    let was: Option<bool> = sqlx::query_scalar("SELECT enabled FROM pollers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let was: Option<bool> = on_tx!(&mut tx, conn => {
+        sqlx::query_scalar("SELECT enabled FROM pollers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+    })?;
     let Some(was) = was else {
         return Err(ApiError::not_found(&format!("poller {id}")));
     };
@@ -429,24 +439,27 @@ async fn set_enabled(
     // breaker). Already on (its agents' breakers may have tripped): a
     // command, so the agents do not download their configuration for it.
     let turned_on = enabled && !was;
-    sqlx::query("UPDATE pollers SET enabled = $1, disabled_reason = $2, consecutive_errors = CASE WHEN $3 THEN 0 ELSE consecutive_errors END,
-            enabled_at = CASE WHEN $4 THEN $5 ELSE enabled_at END, updated_at = $6 WHERE id = $7")
-        .bind(enabled)
-        .bind(reason)
-        .bind(enabled)
-        .bind(turned_on)
-        .bind(now)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query("UPDATE pollers SET enabled = $1, disabled_reason = $2, consecutive_errors = CASE WHEN $3 THEN 0 ELSE consecutive_errors END,
+                enabled_at = CASE WHEN $4 THEN $5 ELSE enabled_at END, updated_at = $6 WHERE id = $7")
+            .bind(enabled)
+            .bind(&reason)
+            .bind(enabled)
+            .bind(turned_on)
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })?;
     if enabled && was {
-        super::agent::enable_command(&mut *tx, id).await?;
+        super::agent::enable_command(&mut tx, id).await?;
         tx.commit().await?;
-        return Ok(Json(view(&state.pool, id).await?));
+        return Ok(Json(view(&state.db, id).await?));
     }
     state.commit_config_change(tx).await?;
-    Ok(Json(view(&state.pool, id).await?))
+    Ok(Json(view(&state.db, id).await?))
 }
 
 /// Delete a poller; it must be disabled first.
@@ -457,72 +470,106 @@ pub async fn delete(
     _user: User,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = crate::begin_write(&state.pool).await?;
-    let enabled: bool = sqlx::query_scalar("SELECT enabled FROM pollers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found(&format!("poller {id}")))?;
+    let mut tx = state.db.begin_write().await?;
+    let enabled: bool = on_tx!(&mut tx, conn => {
+        sqlx::query_scalar("SELECT enabled FROM pollers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+    })?
+    .ok_or_else(|| ApiError::not_found(&format!("poller {id}")))?;
     if enabled {
         return Err(ApiError::conflict(
             Some("enabled"),
             "disable the poller before deleting it",
         ));
     }
-    sqlx::query("DELETE FROM pollers WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query("DELETE FROM pollers WHERE id = $1")
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })?;
     state.commit_config_change(tx).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn view(pool: &sqlx::SqlitePool, id: i64) -> ApiResult<PollerView> {
-    let r = sqlx::query(
-        "SELECT p.*, pl.name AS plugin_name, v.version AS pinned, t.name AS target_name, t.settings_json AS target_json
-         FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id
-         LEFT JOIN plugin_versions v ON v.id = p.plugin_version_id LEFT JOIN targets t ON t.id = p.target_id WHERE p.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?
+/// A poller as stored, with the names it refers to.
+#[derive(sqlx::FromRow)]
+struct PollerRow {
+    name: String,
+    path: String,
+    plugin_id: i64,
+    plugin_name: String,
+    pinned: Option<String>,
+    params_json: String,
+    target_id: Option<i64>,
+    target_name: Option<String>,
+    target_json: Option<String>,
+    excludes: String,
+    max_transfers: i64,
+    stability_secs: f64,
+    enabled: bool,
+    enabled_at: Option<i64>,
+    disabled_reason: Option<String>,
+    consecutive_errors: i64,
+    disabled_at: Option<i64>,
+    disabled_by_agent: Option<String>,
+}
+
+pub async fn view(db: &Db, id: i64) -> ApiResult<PollerView> {
+    let r = on_db!(db, pool => {
+        sqlx::query_as::<_, PollerRow>(
+            "SELECT p.name, p.path, p.plugin_id, pl.name AS plugin_name, v.version AS pinned, p.params_json,
+                p.target_id, t.name AS target_name, t.settings_json AS target_json, p.excludes,
+                p.max_transfers, p.stability_secs, p.enabled, p.enabled_at, p.disabled_reason,
+                p.consecutive_errors, p.disabled_at, p.disabled_by_agent
+             FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id
+             LEFT JOIN plugin_versions v ON v.id = p.plugin_version_id LEFT JOIN targets t ON t.id = p.target_id WHERE p.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+    })?
     .ok_or_else(|| ApiError::not_found(&format!("poller {id}")))?;
-    let pinned: Option<String> = r.get("pinned");
-    let resolved = match &pinned {
+    let resolved = match &r.pinned {
         Some(v) => Some(v.clone()),
-        None => super::plugins::latest_version(pool, r.get("plugin_id"))
+        None => super::plugins::latest_version(db, r.plugin_id)
             .await?
             .map(|(_, v, _)| v),
     };
-    let agents = sqlx::query_scalar("SELECT a.name FROM agents a JOIN poller_agents pa ON pa.agent_id = a.id WHERE pa.poller_id = $1 ORDER BY a.name")
-        .bind(id)
-        .fetch_all(pool)
-        .await?;
+    let agents = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT a.name FROM agents a JOIN poller_agents pa ON pa.agent_id = a.id WHERE pa.poller_id = $1 ORDER BY a.name")
+            .bind(id)
+            .fetch_all(pool)
+            .await
+    })?;
     let summary = r
-        .get::<Option<String>, _>("target_json")
+        .target_json
         .and_then(|json| crate::target_store::parse_public(&json).ok())
         .map(|t| t.summary());
     Ok(PollerView {
         id,
-        name: r.get("name"),
-        path: r.get("path"),
-        plugin: r.get("plugin_name"),
-        plugin_version: pinned.unwrap_or_else(|| "latest".into()),
+        name: r.name,
+        path: r.path,
+        plugin: r.plugin_name,
+        plugin_version: r.pinned.unwrap_or_else(|| "latest".into()),
         resolved_version: resolved,
-        params: serde_json::from_str(r.get("params_json")).unwrap_or_default(),
-        target_id: r.get("target_id"),
-        target: r.get("target_name"),
+        params: serde_json::from_str(&r.params_json).unwrap_or_default(),
+        target_id: r.target_id,
+        target: r.target_name,
         target_summary: summary,
-        excludes: r.get("excludes"),
-        max_transfers: r.get("max_transfers"),
-        stability_secs: r.get("stability_secs"),
+        excludes: r.excludes,
+        max_transfers: r.max_transfers,
+        stability_secs: r.stability_secs,
         agents,
-        enabled: r.get("enabled"),
-        enabled_at: r.get("enabled_at"),
-        disabled_reason: r.get("disabled_reason"),
-        consecutive_errors: r.get("consecutive_errors"),
-        disabled_at: r.get("disabled_at"),
-        disabled_by_agent: r.get("disabled_by_agent"),
+        enabled: r.enabled,
+        enabled_at: r.enabled_at,
+        disabled_reason: r.disabled_reason,
+        consecutive_errors: r.consecutive_errors,
+        disabled_at: r.disabled_at,
+        disabled_by_agent: r.disabled_by_agent,
     })
 }
 
@@ -534,20 +581,19 @@ pub async fn move_to_version(
     plugin: &str,
     version: &str,
 ) -> ApiResult<()> {
-    let row = sqlx::query(
-        "SELECT p.id, p.params_json, p.plugin_id FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE p.name = $1 AND pl.name = $2",
-    )
-    .bind(poller)
-    .bind(plugin)
-    .fetch_optional(&state.pool)
-    .await?
+    let (id, params_json, plugin_id) = on_db!(&state.db, pool => {
+        sqlx::query_as::<_, (i64, String, i64)>(
+            "SELECT p.id, p.params_json, p.plugin_id FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE p.name = $1 AND pl.name = $2",
+        )
+        .bind(poller)
+        .bind(plugin)
+        .fetch_optional(pool)
+        .await
+    })?
     .ok_or_else(|| ApiError::bad("poller", format!("`{poller}` is not a poller of plugin `{plugin}`")))?;
-    let id: i64 = row.get("id");
-    let params: BTreeMap<String, String> =
-        serde_json::from_str(row.get("params_json")).unwrap_or_default();
-    let plugin_id: i64 = row.get("plugin_id");
+    let params: BTreeMap<String, String> = serde_json::from_str(&params_json).unwrap_or_default();
     let (version_id, schema_json) =
-        super::plugins::version_schema(&state.pool, plugin_id, Some(version))
+        super::plugins::version_schema(&state.db, plugin_id, Some(version))
             .await?
             .ok_or_else(|| {
                 ApiError::bad(
@@ -568,13 +614,16 @@ pub async fn move_to_version(
             format!("{poller}'s settings do not fit version {version}: {e}"),
         )
     })?;
-    let mut tx = crate::begin_write(&state.pool).await?;
-    sqlx::query("UPDATE pollers SET plugin_version_id = $1, updated_at = $2 WHERE id = $3")
-        .bind(version_id)
-        .bind(crate::now_ms())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = state.db.begin_write().await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query("UPDATE pollers SET plugin_version_id = $1, updated_at = $2 WHERE id = $3")
+            .bind(version_id)
+            .bind(crate::now_ms())
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })?;
     state.commit_config_change(tx).await?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 use crate::AppState;
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
+use crate::{on_db, on_tx};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -11,7 +12,6 @@ use axum::http::StatusCode;
 use dispatch_protocol::{AgentSettings, Secret};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -33,21 +33,20 @@ pub struct SettingsView {
 /// The agent's settings with the SMTP password decrypted (the defaults
 /// when none were saved).
 pub async fn load(state: &AppState, agent_id: i64) -> ApiResult<AgentSettings> {
-    let r = sqlx::query("SELECT settings_json, settings_secrets_enc FROM agents WHERE id = $1")
-        .bind(agent_id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(&format!("agent {agent_id}")))?;
+    let (json, blob): (Option<String>, Option<Vec<u8>>) = on_db!(&state.db, pool => {
+        sqlx::query_as("SELECT settings_json, settings_secrets_enc FROM agents WHERE id = $1")
+            .bind(agent_id)
+            .fetch_optional(pool)
+            .await
+    })?
+    .ok_or_else(|| ApiError::not_found(&format!("agent {agent_id}")))?;
     let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
-    let mut settings: AgentSettings = match r.get::<Option<String>, _>("settings_json") {
+    let mut settings: AgentSettings = match json {
         Some(json) => serde_json::from_str(&json)
             .map_err(|e| internal(format!("agent {agent_id}'s stored settings: {e}")))?,
         None => AgentSettings::default(),
     };
-    if let (Some(blob), Some(smtp)) = (
-        r.get::<Option<Vec<u8>>, _>("settings_secrets_enc"),
-        settings.alerts.smtp.as_mut(),
-    ) {
+    if let (Some(blob), Some(smtp)) = (blob, settings.alerts.smtp.as_mut()) {
         let password = state
             .crypto
             .decrypt(SECRETS_AAD, &blob)
@@ -148,13 +147,16 @@ async fn save(
     let sealed = password.map(|p| state.crypto.encrypt(SECRETS_AAD, p.expose()));
     let json = serde_json::to_string(&settings)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let mut tx = crate::begin_write(&state.pool).await?;
-    sqlx::query("UPDATE agents SET settings_json = $1, settings_secrets_enc = $2 WHERE id = $3")
-        .bind(json)
-        .bind(sealed)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = state.db.begin_write().await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query("UPDATE agents SET settings_json = $1, settings_secrets_enc = $2 WHERE id = $3")
+            .bind(&json)
+            .bind(&sealed)
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })?;
     state.commit_config_change(tx).await?;
     Ok(Json(view(load(state, id).await?)))
 }

@@ -8,6 +8,7 @@ use crate::AppState;
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::target_store::{self, SECRET_NAMES, StoredTarget};
+use crate::{on_db, on_tx};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -19,7 +20,6 @@ use dispatch_protocol::{FieldError, Target};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::Row;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -167,19 +167,25 @@ pub async fn create(
     check_name(&input.name)?;
     let target = parse_target(input.target, None)?;
     let now = crate::now_ms();
-    let mut tx = crate::begin_write(&state.pool).await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO targets (name, kind, settings_json, secrets_enc, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-    )
-    .bind(&input.name)
-    .bind(target.kind())
-    .bind(target_store::public_json(&target).to_string())
-    .bind(target_store::seal_secrets(&state.crypto, &target))
-    .bind(now)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await
+    let (json, sealed) = (
+        target_store::public_json(&target).to_string(),
+        target_store::seal_secrets(&state.crypto, &target),
+    );
+    let mut tx = state.db.begin_write().await?;
+    let id: i64 = on_tx!(&mut tx, conn => {
+        sqlx::query_scalar(
+            "INSERT INTO targets (name, kind, settings_json, secrets_enc, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&input.name)
+        .bind(target.kind())
+        .bind(&json)
+        .bind(&sealed)
+        .bind(now)
+        .bind(now)
+        .fetch_one(conn)
+        .await
+    })
     .map_err(taken(&input.name))?;
     state.commit_config_change(tx).await?;
     Ok((StatusCode::CREATED, Json(view(&state, id).await?)))
@@ -198,18 +204,25 @@ pub async fn update(
     let stored = target_store::load(&state, id).await?;
     check_name(&input.name)?;
     let target = parse_target(input.target, Some(&stored.target))?;
-    let mut tx = crate::begin_write(&state.pool).await?;
-    sqlx::query(
-        "UPDATE targets SET name = $1, kind = $2, settings_json = $3, secrets_enc = $4, updated_at = $5 WHERE id = $6",
-    )
-    .bind(&input.name)
-    .bind(target.kind())
-    .bind(target_store::public_json(&target).to_string())
-    .bind(target_store::seal_secrets(&state.crypto, &target))
-    .bind(crate::now_ms())
-    .bind(id)
-    .execute(&mut *tx)
-    .await
+    let (json, sealed) = (
+        target_store::public_json(&target).to_string(),
+        target_store::seal_secrets(&state.crypto, &target),
+    );
+    let mut tx = state.db.begin_write().await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query(
+            "UPDATE targets SET name = $1, kind = $2, settings_json = $3, secrets_enc = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(&input.name)
+        .bind(target.kind())
+        .bind(&json)
+        .bind(&sealed)
+        .bind(crate::now_ms())
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+    })
     .map_err(taken(&input.name))?;
     state.commit_config_change(tx).await?;
     Ok(Json(view(&state, id).await?))
@@ -221,9 +234,11 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     _user: User,
 ) -> ApiResult<Json<Vec<TargetView>>> {
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM targets ORDER BY name")
-        .fetch_all(&state.pool)
-        .await?;
+    let ids: Vec<i64> = on_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT id FROM targets ORDER BY name")
+            .fetch_all(pool)
+            .await
+    })?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         out.push(view(&state, id).await?);
@@ -250,17 +265,20 @@ pub async fn delete(
     _user: User,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = crate::begin_write(&state.pool).await?;
-    let name: String = sqlx::query_scalar("SELECT name FROM targets WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found(&format!("target {id}")))?;
-    let users: Vec<String> =
+    let mut tx = state.db.begin_write().await?;
+    let name: String = on_tx!(&mut tx, conn => {
+        sqlx::query_scalar("SELECT name FROM targets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+    })?
+    .ok_or_else(|| ApiError::not_found(&format!("target {id}")))?;
+    let users: Vec<String> = on_tx!(&mut tx, conn => {
         sqlx::query_scalar("SELECT name FROM pollers WHERE target_id = $1 ORDER BY name")
             .bind(id)
-            .fetch_all(&mut *tx)
-            .await?;
+            .fetch_all(conn)
+            .await
+    })?;
     if !users.is_empty() {
         return Err(ApiError::conflict(
             None,
@@ -270,10 +288,13 @@ pub async fn delete(
             ),
         ));
     }
-    sqlx::query("DELETE FROM targets WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query("DELETE FROM targets WHERE id = $1")
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })?;
     state.commit_config_change(tx).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -281,14 +302,18 @@ pub async fn delete(
 /// The target `id` as shown.
 pub async fn view(state: &AppState, id: i64) -> ApiResult<TargetView> {
     let StoredTarget { id, name, target } = target_store::load(state, id).await?;
-    let r = sqlx::query("SELECT updated_at FROM targets WHERE id = $1")
-        .bind(id)
-        .fetch_one(&state.pool)
-        .await?;
-    let pollers = sqlx::query_scalar("SELECT name FROM pollers WHERE target_id = $1 ORDER BY name")
-        .bind(id)
-        .fetch_all(&state.pool)
-        .await?;
+    let updated_at: i64 = on_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT updated_at FROM targets WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+    })?;
+    let pollers = on_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT name FROM pollers WHERE target_id = $1 ORDER BY name")
+            .bind(id)
+            .fetch_all(pool)
+            .await
+    })?;
     Ok(TargetView {
         id,
         name,
@@ -297,6 +322,6 @@ pub async fn view(state: &AppState, id: i64) -> ApiResult<TargetView> {
         target: target_store::public_json(&target),
         secrets: target_store::secrets_set(&target),
         pollers,
-        updated_at: r.get("updated_at"),
+        updated_at,
     })
 }

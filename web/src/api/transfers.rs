@@ -3,13 +3,14 @@
 
 use crate::AppState;
 use crate::auth::User;
+use crate::db::{Db, Sql};
 use crate::error::{ApiError, ApiResult};
+use crate::on_db;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sqlx::{QueryBuilder, Row, Sqlite};
 use std::sync::Arc;
 
 const STATUSES: &[&str] = &["Queued", "Transferring", "Complete", "Error", "Cancelled"];
@@ -37,7 +38,7 @@ pub struct Search {
     pub per_page: Option<i64>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct TransferView {
     pub id: i64,
     pub agent: String,
@@ -66,30 +67,46 @@ pub struct Page {
     pub has_more: bool,
 }
 
+/// The columns of a [`TransferView`].
+pub const COLUMNS: &str = "t.id, t.agent, t.poller, t.path, t.file_name, t.size, t.bytes_done, \
+    t.status, t.attempts, t.started_at, t.ended_at, t.updated_at, t.error, t.host, \
+    t.retry_requested_at";
+
 /// How the file-name substring is matched.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Text {
-    /// The trigram index for 3+ characters (a scan for fewer).
+    /// By the backend's trigram index (SQLite's FTS5 for 3+ characters, a
+    /// scan for fewer; PostgreSQL's `pg_trgm` GIN index under `ILIKE`).
     Index,
     /// Not at all (the other filters only).
     Ignore,
 }
 
-fn push_filters(qb: &mut QueryBuilder<Sqlite>, s: &Search, text: Text) -> ApiResult<()> {
-    qb.push(" WHERE 1 = 1");
+fn push_filters(sql: &mut Sql, db: &Db, s: &Search, text: Text) -> ApiResult<()> {
+    sql.push(" WHERE 1 = 1");
     if let Some(q) =
         s.q.as_deref()
             .filter(|q| !q.is_empty() && text != Text::Ignore)
     {
-        if text == Text::Index && q.chars().count() >= 3 {
-            // The trigram index answers substrings of 3+ characters.
-            qb.push(" AND t.id IN (SELECT rowid FROM transfers_fts WHERE transfers_fts MATCH ")
-                .push_bind(fts_phrase(q))
+        match db {
+            Db::Sqlite(_) if q.chars().count() >= 3 => {
+                // The trigram index answers substrings of 3+ characters.
+                sql.push(
+                    " AND t.id IN (SELECT rowid FROM transfers_fts WHERE transfers_fts MATCH ",
+                )
+                .bind(fts_phrase(q))
                 .push(")");
-        } else {
-            qb.push(" AND t.file_name LIKE ")
-                .push_bind(like_pattern(q))
-                .push(" ESCAPE '\\'");
+            }
+            Db::Sqlite(_) => {
+                sql.push(" AND t.file_name LIKE ")
+                    .bind(like_pattern(q))
+                    .push(" ESCAPE '\\'");
+            }
+            Db::Postgres(_) => {
+                sql.push(" AND t.file_name ILIKE ")
+                    .bind(like_pattern(q))
+                    .push(" ESCAPE '\\'");
+            }
         }
     }
     if let Some(st) = &s.status {
@@ -99,41 +116,21 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, s: &Search, text: Text) -> ApiRes
                 format!("`{st}` is not one of {}", STATUSES.join(", ")),
             ));
         }
-        qb.push(" AND t.status = ").push_bind(st.clone());
+        sql.push(" AND t.status = ").bind(st.as_str());
     }
     if let Some(p) = &s.poller {
-        qb.push(" AND t.poller = ").push_bind(p.clone());
+        sql.push(" AND t.poller = ").bind(p.as_str());
     }
     if let Some(a) = &s.agent {
-        qb.push(" AND t.agent = ").push_bind(a.clone());
+        sql.push(" AND t.agent = ").bind(a.as_str());
     }
     if let Some(f) = s.from {
-        qb.push(" AND t.updated_at >= ").push_bind(f);
+        sql.push(" AND t.updated_at >= ").bind(f);
     }
     if let Some(t) = s.to {
-        qb.push(" AND t.updated_at < ").push_bind(t);
+        sql.push(" AND t.updated_at < ").bind(t);
     }
     Ok(())
-}
-
-pub fn row_view(r: &sqlx::sqlite::SqliteRow) -> TransferView {
-    TransferView {
-        id: r.get("id"),
-        agent: r.get("agent"),
-        poller: r.get("poller"),
-        path: r.get("path"),
-        file_name: r.get("file_name"),
-        size: r.get("size"),
-        bytes_done: r.get("bytes_done"),
-        status: r.get("status"),
-        attempts: r.get("attempts"),
-        started_at: r.get("started_at"),
-        ended_at: r.get("ended_at"),
-        updated_at: r.get("updated_at"),
-        error: r.get("error"),
-        host: r.get("host"),
-        retry_requested_at: r.get("retry_requested_at"),
-    }
 }
 
 /// The page and page size asked for (1 and 50 by default), checked: the
@@ -151,33 +148,30 @@ fn paging(s: &Search) -> ApiResult<(i64, i64)> {
 }
 
 /// Search the log, newest first.
-pub async fn search_page(pool: &sqlx::SqlitePool, s: &Search) -> ApiResult<Page> {
+pub async fn search_page(db: &Db, s: &Search) -> ApiResult<Page> {
     let (page, per_page) = paging(s)?;
     // A page far past the end is empty, not an overflow.
     let offset = (page - 1).saturating_mul(per_page);
-    let rows = match newest_first(pool, s, per_page, offset).await? {
+    let mut rows = match newest_first(db, s, per_page, offset).await? {
         Some(rows) => rows,
         None => {
-            let mut qb = QueryBuilder::new("SELECT t.* FROM transfers t");
-            push_filters(&mut qb, s, Text::Index)?;
-            page_of(&mut qb, per_page, offset);
-            qb.build().fetch_all(pool).await?
+            let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM transfers t"));
+            push_filters(&mut sql, db, s, Text::Index)?;
+            sql.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
+                .bind(per_page + 1)
+                .push(" OFFSET ")
+                .bind(offset);
+            sql.fetch_all(db).await?
         }
     };
     let has_more = rows.len() as i64 > per_page;
+    rows.truncate(usize::try_from(per_page).unwrap_or(0));
     Ok(Page {
-        items: rows.iter().take(per_page as usize).map(row_view).collect(),
+        items: rows,
         page,
         per_page,
         has_more,
     })
-}
-
-fn page_of(qb: &mut QueryBuilder<Sqlite>, per_page: i64, offset: i64) {
-    qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
-        .push_bind(per_page + 1)
-        .push(" OFFSET ")
-        .push_bind(offset);
 }
 
 /// A substring with at least this many matches in the trigram index is
@@ -192,13 +186,17 @@ const WALK: i64 = 20_000;
 /// `WALK`-th newest row, and a page not full by then is left to the index
 /// (`None`), as is a substring with fewer matches (counting them stops at
 /// `WALK`: a few ms). Exact either way: every row past the walked ones is
-/// older than all of them.
+/// older than all of them. SQLite only: PostgreSQL's planner walks the
+/// time index itself when its statistics say a substring is common.
 async fn newest_first(
-    pool: &sqlx::SqlitePool,
+    db: &Db,
     s: &Search,
     per_page: i64,
     offset: i64,
-) -> ApiResult<Option<Vec<sqlx::sqlite::SqliteRow>>> {
+) -> ApiResult<Option<Vec<TransferView>>> {
+    let Db::Sqlite(pool) = db else {
+        return Ok(None);
+    };
     // `LIKE` folds ASCII case only, as the index does for ASCII text.
     let Some(q) =
         s.q.as_deref()
@@ -222,17 +220,17 @@ async fn newest_first(
     // The inner query yields the newest rows in order and the outer one
     // takes them as they come (a co-routine: no sort, it stops once the
     // page is full). The search test compares this with a full scan.
-    let mut qb = QueryBuilder::new("SELECT * FROM (SELECT t.* FROM transfers t");
-    push_filters(&mut qb, s, Text::Ignore)?;
-    qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
-        .push_bind(WALK)
+    let mut sql = Sql::new(&format!("SELECT * FROM (SELECT {COLUMNS} FROM transfers t"));
+    push_filters(&mut sql, db, s, Text::Ignore)?;
+    sql.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
+        .bind(WALK)
         .push(") AS t WHERE t.file_name LIKE ")
-        .push_bind(like_pattern(q))
+        .bind(like_pattern(q))
         .push(" ESCAPE '\\' LIMIT ")
-        .push_bind(per_page + 1)
+        .bind(per_page + 1)
         .push(" OFFSET ")
-        .push_bind(offset);
-    let rows = qb.build().fetch_all(pool).await?;
+        .bind(offset);
+    let rows = sql.fetch_all(db).await?;
     Ok((rows.len() as i64 > per_page).then_some(rows))
 }
 
@@ -258,7 +256,7 @@ pub async fn search(
 ) -> ApiResult<Json<Page>> {
     let Query(s) =
         q.map_err(|e| ApiError::new(axum::http::StatusCode::BAD_REQUEST, e.body_text()))?;
-    Ok(Json(search_page(&state.pool, &s).await?))
+    Ok(Json(search_page(&state.db, &s).await?))
 }
 
 /// The same search as CSV (every match, up to 100,000 rows).
@@ -272,14 +270,14 @@ pub async fn csv(
     let Query(s) =
         q.map_err(|e| ApiError::new(axum::http::StatusCode::BAD_REQUEST, e.body_text()))?;
     paging(&s)?;
-    let mut qb = QueryBuilder::new("SELECT t.* FROM transfers t");
-    push_filters(&mut qb, &s, Text::Index)?;
-    qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT 100000");
-    let rows = qb.build().fetch_all(&state.pool).await?;
+    let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM transfers t"));
+    push_filters(&mut sql, &state.db, &s, Text::Index)?;
+    sql.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT 100000");
+    let rows: Vec<TransferView> = sql.fetch_all(&state.db).await?;
     let mut out = String::from(
         "id,agent,poller,path,status,size,bytes_done,attempts,started_at,ended_at,error,host\n",
     );
-    for r in rows.iter().map(row_view) {
+    for r in rows {
         let fields = [
             r.id.to_string(),
             r.agent,
@@ -382,12 +380,13 @@ pub async fn stats(
             bytes_sent: s.bytes,
         })
         .collect();
-    let enabled: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pollers WHERE enabled")
-        .fetch_one(&state.pool)
-        .await?;
-    let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pollers")
-        .fetch_one(&state.pool)
-        .await?;
+    let (enabled, all): (i64, i64) = on_db!(&state.db, pool => {
+        sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN enabled THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(*) FROM pollers",
+        )
+        .fetch_one(pool)
+        .await
+    })?;
     Ok(Json(Stats {
         transfers: per_poller.iter().map(|p| p.transfers).sum(),
         complete: per_poller.iter().map(|p| p.complete).sum(),

@@ -126,11 +126,13 @@ pub struct Notice {
 }
 
 async fn agent_name(state: &AppState, id: i64) -> Result<String, PageError> {
-    sqlx::query_scalar("SELECT name FROM agents WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(&format!("agent {id}")).into())
+    crate::on_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT name FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })?
+    .ok_or_else(|| ApiError::not_found(&format!("agent {id}")).into())
 }
 
 struct Drawn<'a> {

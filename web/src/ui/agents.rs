@@ -4,13 +4,14 @@
 use super::{Chrome, PageError, PageResult, PageUser, fmt, html, html_status};
 use crate::AppState;
 use crate::api::agents::{self as api, AgentView, PollerHealth};
+use crate::db::Db;
+use crate::on_db;
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Form, Json};
 use serde::Deserialize;
-use sqlx::Row;
 use std::sync::Arc;
 
 pub struct AgentRow {
@@ -106,11 +107,11 @@ impl HealthRow {
 /// Each (agent, poller) state of poller `poller_id` (every poller when
 /// `None`), for the poller's page (`_poller_health.html` shows them).
 pub async fn poller_health_rows(
-    pool: &sqlx::SqlitePool,
+    db: &Db,
     poller_id: Option<i64>,
 ) -> Result<Vec<HealthRow>, sqlx::Error> {
     let now = crate::now_ms();
-    Ok(api::poller_health(pool, None, poller_id)
+    Ok(api::poller_health(db, None, poller_id)
         .await?
         .iter()
         .map(|h| HealthRow::new(h, now))
@@ -263,73 +264,62 @@ pub async fn detail(
             .journal_bytes
             .map_or_else(|| "not reported".into(), fmt::bytes),
         current,
-        health: health_of(&state.pool, &a, now).await?,
-        commands: pending(&state.pool, id, now).await?,
+        health: health_of(&state.db, &a, now).await?,
+        commands: pending(&state.db, id, now).await?,
         a,
     })
 }
 
 /// The agent's reported states, plus its pollers no heartbeat mentioned.
-async fn health_of(
-    pool: &sqlx::SqlitePool,
-    a: &AgentView,
-    now: i64,
-) -> Result<Vec<HealthRow>, sqlx::Error> {
+async fn health_of(db: &Db, a: &AgentView, now: i64) -> Result<Vec<HealthRow>, sqlx::Error> {
     let mut rows: Vec<HealthRow> = a
         .poller_states
         .iter()
         .map(|h| HealthRow::new(h, now))
         .collect();
-    let assigned = sqlx::query(
-        "SELECT p.id, p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id
-         WHERE pa.agent_id = $1 ORDER BY p.name",
-    )
-    .bind(a.id)
-    .fetch_all(pool)
-    .await?;
-    for r in assigned {
-        let id: i64 = r.get("id");
+    let assigned: Vec<(i64, String)> = on_db!(db, pool => {
+        sqlx::query_as(
+            "SELECT p.id, p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id
+             WHERE pa.agent_id = $1 ORDER BY p.name",
+        )
+        .bind(a.id)
+        .fetch_all(pool)
+        .await
+    })?;
+    for (id, name) in assigned {
         if !rows.iter().any(|h| h.poller_id == id) {
-            rows.push(HealthRow::unreported(a, id, r.get("name")));
+            rows.push(HealthRow::unreported(a, id, name));
         }
     }
     rows.sort_by(|x, y| x.poller.cmp(&y.poller));
     Ok(rows)
 }
 
-async fn pending(
-    pool: &sqlx::SqlitePool,
-    agent_id: i64,
-    now: i64,
-) -> Result<Vec<PendingCommand>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT c.kind, c.transfer_id, c.created_at, p.name AS poller FROM agent_commands c
-         LEFT JOIN pollers p ON p.id = c.poller_id
-         WHERE c.agent_id = $1 AND c.done_at IS NULL ORDER BY c.id",
-    )
-    .bind(agent_id)
-    .fetch_all(pool)
-    .await?;
+async fn pending(db: &Db, agent_id: i64, now: i64) -> Result<Vec<PendingCommand>, sqlx::Error> {
+    let rows: Vec<(String, Option<String>, i64, Option<String>)> = on_db!(db, pool => {
+        sqlx::query_as(
+            "SELECT c.kind, c.transfer_id, c.created_at, p.name AS poller FROM agent_commands c
+             LEFT JOIN pollers p ON p.id = c.poller_id
+             WHERE c.agent_id = $1 AND c.done_at IS NULL ORDER BY c.id",
+        )
+        .bind(agent_id)
+        .fetch_all(pool)
+        .await
+    })?;
     Ok(rows
-        .iter()
-        .map(|r| {
-            let kind: String = r.get("kind");
+        .into_iter()
+        .map(|(kind, transfer_id, created_at, poller)| {
             let what = match kind.as_str() {
-                "retry" => format!(
-                    "retry transfer {}",
-                    r.get::<Option<String>, _>("transfer_id")
-                        .unwrap_or_default()
-                ),
+                "retry" => format!("retry transfer {}", transfer_id.unwrap_or_default()),
                 "enable" => format!(
                     "reset the breaker of poller {}",
-                    r.get::<Option<String>, _>("poller")
-                        .unwrap_or_else(|| "(deleted)".into())
+                    poller.unwrap_or_else(|| "(deleted)".into())
                 ),
                 other => other.to_string(),
             };
             PendingCommand {
                 what,
-                since: fmt::ago(r.get("created_at"), now),
+                since: fmt::ago(created_at, now),
             }
         })
         .collect())

@@ -7,11 +7,12 @@ use super::chart::{self, Bar};
 use super::transfers::{TransferRow, active};
 use super::{Chrome, PageResult, PageUser, fmt, fragment, html};
 use crate::AppState;
-use crate::api::transfers::row_view;
+use crate::api::transfers::{COLUMNS, TransferView};
+use crate::db::Db;
+use crate::on_db;
 use askama::Template;
 use axum::extract::State;
 use dispatch_protocol::PollerState;
-use sqlx::Row;
 use std::sync::Arc;
 
 pub struct AgentRow {
@@ -42,78 +43,80 @@ struct Live {
 }
 
 async fn live_parts(state: &AppState) -> Result<Live, sqlx::Error> {
-    let recent = sqlx::query(
-        "SELECT * FROM transfers WHERE status IN ('Complete', 'Error', 'Cancelled') ORDER BY updated_at DESC, id DESC LIMIT 25",
-    )
-    .fetch_all(&state.pool)
-    .await?
+    let db = &state.db;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM transfers t WHERE t.status IN ('Complete', 'Error', 'Cancelled')
+         ORDER BY t.updated_at DESC, t.id DESC LIMIT 25"
+    );
+    let recent = on_db!(db, pool => {
+        sqlx::query_as::<_, TransferView>(sqlx::AssertSqlSafe(sql.as_str()))
+            .fetch_all(pool)
+            .await
+    })?
     .iter()
-    .map(|r| TransferRow::new(&row_view(r)))
+    .map(TransferRow::new)
     .collect();
-    let mut problems = disabled_by_people(&state.pool).await?;
-    problems.extend(failing_on_agents(&state.pool).await?);
-    standalone_problems(&state.pool, &mut problems).await?;
+    let mut problems = disabled_by_people(db).await?;
+    problems.extend(failing_on_agents(db).await?);
+    standalone_problems(db, &mut problems).await?;
     Ok(Live {
-        active: active(&state.pool).await?,
+        active: active(db).await?,
         recent,
-        agents: agents(&state.pool).await?,
+        agents: agents(db).await?,
         problems,
     })
 }
 
-async fn agents(pool: &sqlx::SqlitePool) -> Result<Vec<AgentRow>, sqlx::Error> {
+async fn agents(db: &Db) -> Result<Vec<AgentRow>, sqlx::Error> {
     let now = crate::now_ms();
-    Ok(
-        sqlx::query(
-            "SELECT id, name, last_seen, host_name, config_error FROM agents ORDER BY name",
-        )
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| {
-            let seen: Option<i64> = r.get("last_seen");
-            AgentRow {
-                id: r.get("id"),
-                name: r.get("name"),
-                online: seen.is_some_and(|t| now - t < crate::api::agents::ONLINE_WITHIN_MS),
-                seen: seen.map_or_else(|| "never".into(), |t| fmt::ago(t, now)),
-                host: r.get::<Option<String>, _>("host_name").unwrap_or_default(),
-                config_error: r.get("config_error"),
-            }
+    /// id, name, last seen, host name, configuration error.
+    type Stored = (i64, String, Option<i64>, Option<String>, Option<String>);
+    let rows: Vec<Stored> = on_db!(db, pool => {
+        sqlx::query_as("SELECT id, name, last_seen, host_name, config_error FROM agents ORDER BY name")
+            .fetch_all(pool)
+            .await
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, seen, host, config_error)| AgentRow {
+            id,
+            name,
+            online: seen.is_some_and(|t| now - t < crate::api::agents::ONLINE_WITHIN_MS),
+            seen: seen.map_or_else(|| "never".into(), |t| fmt::ago(t, now)),
+            host: host.unwrap_or_default(),
+            config_error,
         })
-        .collect(),
-    )
+        .collect())
 }
 
 /// Pollers a person disabled.
-async fn disabled_by_people(pool: &sqlx::SqlitePool) -> Result<Vec<ProblemRow>, sqlx::Error> {
-    Ok(
-        sqlx::query(
-            "SELECT id, name, disabled_reason FROM pollers WHERE NOT enabled ORDER BY name",
-        )
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| ProblemRow {
-            id: Some(r.get("id")),
-            name: r.get("name"),
+async fn disabled_by_people(db: &Db) -> Result<Vec<ProblemRow>, sqlx::Error> {
+    let rows: Vec<(i64, String, Option<String>)> = on_db!(db, pool => {
+        sqlx::query_as("SELECT id, name, disabled_reason FROM pollers WHERE NOT enabled ORDER BY name")
+            .fetch_all(pool)
+            .await
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, reason)| ProblemRow {
+            id: Some(id),
+            name,
             state: "Disabled",
-            reason: r
-                .get::<Option<String>, _>("disabled_reason")
-                .unwrap_or_default(),
+            reason: reason.unwrap_or_default(),
         })
-        .collect(),
-    )
+        .collect())
 }
 
 /// Enabled pollers failing, disabled by their breaker, or not running
 /// their newest configuration on some agent (one line per agent).
-async fn failing_on_agents(pool: &sqlx::SqlitePool) -> Result<Vec<ProblemRow>, sqlx::Error> {
-    let enabled: Vec<i64> = sqlx::query_scalar("SELECT id FROM pollers WHERE enabled")
-        .fetch_all(pool)
-        .await?;
+async fn failing_on_agents(db: &Db) -> Result<Vec<ProblemRow>, sqlx::Error> {
+    let enabled: Vec<i64> = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT id FROM pollers WHERE enabled")
+            .fetch_all(pool)
+            .await
+    })?;
     let now = crate::now_ms();
-    Ok(crate::api::agents::poller_health(pool, None, None)
+    Ok(crate::api::agents::poller_health(db, None, None)
         .await?
         .iter()
         .filter(|h| enabled.contains(&h.poller_id))
@@ -147,27 +150,26 @@ fn health_reason(h: &HealthRow) -> String {
 
 /// Pollers an agent runs from its own file: their health comes only from
 /// its heartbeats' list.
-async fn standalone_problems(
-    pool: &sqlx::SqlitePool,
-    problems: &mut Vec<ProblemRow>,
-) -> Result<(), sqlx::Error> {
-    let states = sqlx::query(
-        "SELECT id, name, poller_states FROM agents WHERE poller_states IS NOT NULL ORDER BY name",
-    )
-    .fetch_all(pool)
-    .await?;
-    for r in states {
-        let agent: String = r.get("name");
-        let known: Vec<String> = sqlx::query_scalar(
-            "SELECT p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id WHERE pa.agent_id = $1",
+async fn standalone_problems(db: &Db, problems: &mut Vec<ProblemRow>) -> Result<(), sqlx::Error> {
+    let states: Vec<(i64, String, String)> = on_db!(db, pool => {
+        sqlx::query_as(
+            "SELECT id, name, poller_states FROM agents WHERE poller_states IS NOT NULL ORDER BY name",
         )
-        .bind(r.get::<i64, _>("id"))
         .fetch_all(pool)
-        .await?;
+        .await
+    })?;
+    for (id, agent, states) in states {
+        let known: Vec<String> = on_db!(db, pool => {
+            sqlx::query_scalar(
+                "SELECT p.name FROM pollers p JOIN poller_agents pa ON pa.poller_id = p.id WHERE pa.agent_id = $1",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await
+        })?;
         // A list the app cannot read is shown as nothing, not as an error
         // page: it came from an agent, the page is for people.
-        let list: Vec<PollerState> =
-            serde_json::from_str(r.get("poller_states")).unwrap_or_default();
+        let list: Vec<PollerState> = serde_json::from_str(&states).unwrap_or_default();
         for p in list {
             let healthy = p.consecutive_errors == 0 && !p.disabled && p.reason.is_none();
             if healthy || known.contains(&p.name) {

@@ -40,12 +40,14 @@ async fn list_page(
     let summaries = api::list(State(state.clone()), user.0.clone()).await?.0;
     let mut plugins = Vec::new();
     for s in summaries {
-        let pollers: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE pl.name = $1",
-        )
-        .bind(&s.name)
-        .fetch_one(&state.pool)
-        .await?;
+        let pollers: i64 = crate::on_db!(&state.db, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE pl.name = $1",
+            )
+            .bind(&s.name)
+            .fetch_one(pool)
+            .await
+        })?;
         plugins.push(PluginRow {
             latest: s.latest_version.unwrap_or_default(),
             versions: s.versions,
@@ -182,12 +184,14 @@ async fn detail_page(
     let view = api::show(State(state.clone()), user.0.clone(), Path(name.clone()))
         .await?
         .0;
-    let pollers = sqlx::query_scalar(
-        "SELECT p.name FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE pl.name = $1 ORDER BY p.name",
-    )
-    .bind(&name)
-    .fetch_all(&state.pool)
-    .await?;
+    let pollers = crate::on_db!(&state.db, pool => {
+        sqlx::query_scalar(
+            "SELECT p.name FROM pollers p JOIN plugins pl ON pl.id = p.plugin_id WHERE pl.name = $1 ORDER BY p.name",
+        )
+        .bind(&name)
+        .fetch_all(pool)
+        .await
+    })?;
     Ok(DetailPage {
         chrome: user.chrome("plugins"),
         versions: view

@@ -8,16 +8,17 @@ use super::transfers::TransferRow;
 use super::{Chrome, PageError, PageResult, PageUser, fmt, html, html_status, see_other};
 use crate::AppState;
 use crate::api::pollers::{self as api, PollerInput, PollerView};
-use crate::api::transfers::row_view;
+use crate::api::transfers::{COLUMNS, TransferView};
 use crate::auth::User;
+use crate::db::Db;
 use crate::error::ApiError;
+use crate::on_db;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Form, Json};
 use dispatch_runtime::params::{ParamSpec, ParamType};
 use serde::Deserialize;
-use sqlx::Row;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -62,11 +63,12 @@ pub async fn list(State(state): State<Arc<AppState>>, user: PageUser) -> PageRes
     let now = crate::now_ms();
     let mut rows = Vec::new();
     for v in all(&state, &user.0).await? {
-        let last: Option<i64> =
+        let last: Option<i64> = on_db!(&state.db, pool => {
             sqlx::query_scalar("SELECT MAX(updated_at) FROM transfers WHERE poller = $1")
                 .bind(&v.name)
-                .fetch_one(&state.pool)
-                .await?;
+                .fetch_one(pool)
+                .await
+        })?;
         rows.push(PollerRow {
             id: v.id,
             state: state_of(&v),
@@ -114,17 +116,20 @@ async fn detail_page(
     error: Option<String>,
     notice: Option<String>,
 ) -> Result<DetailPage, PageError> {
-    let p = api::view(&state.pool, id).await?;
-    let transfers = sqlx::query(
-        "SELECT * FROM transfers WHERE poller = $1 ORDER BY updated_at DESC, id DESC LIMIT 10",
-    )
-    .bind(&p.name)
-    .fetch_all(&state.pool)
-    .await?
+    let p = api::view(&state.db, id).await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM transfers t WHERE t.poller = $1 ORDER BY t.updated_at DESC, t.id DESC LIMIT 10"
+    );
+    let transfers = on_db!(&state.db, pool => {
+        sqlx::query_as::<_, TransferView>(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(&p.name)
+            .fetch_all(pool)
+            .await
+    })?
     .iter()
-    .map(|r| TransferRow::new(&row_view(r)))
+    .map(TransferRow::new)
     .collect();
-    let health = super::agents::poller_health_rows(&state.pool, Some(id)).await?;
+    let health = super::agents::poller_health_rows(&state.db, Some(id)).await?;
     Ok(DetailPage {
         chrome: user.chrome("pollers"),
         state: state_of(&p),
@@ -394,20 +399,18 @@ impl FormPage {
 
 /// A plugin version's schema: the pinned one, else the latest.
 async fn schema_of(
-    pool: &sqlx::SqlitePool,
+    db: &Db,
     plugin: &str,
     version: &str,
 ) -> Result<(Vec<String>, Vec<ParamSpec>), PageError> {
-    let rows = sqlx::query(
-        "SELECT v.version, v.params_json FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE p.name = $1",
-    )
-    .bind(plugin)
-    .fetch_all(pool)
-    .await?;
-    let mut all: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| (r.get("version"), r.get("params_json")))
-        .collect();
+    let mut all: Vec<(String, String)> = on_db!(db, pool => {
+        sqlx::query_as(
+            "SELECT v.version, v.params_json FROM plugin_versions v JOIN plugins p ON p.id = v.plugin_id WHERE p.name = $1",
+        )
+        .bind(plugin)
+        .fetch_all(pool)
+        .await
+    })?;
     all.sort_by_key(|(v, _)| std::cmp::Reverse(crate::api::plugins::semver_key(v)));
     let chosen = all
         .iter()
@@ -425,10 +428,13 @@ async fn form_page(
     v: Values,
     error: Option<(String, String)>,
 ) -> Result<FormPage, PageError> {
-    let plugins: Vec<String> = sqlx::query_scalar("SELECT name FROM plugins ORDER BY name")
-        .fetch_all(&state.pool)
-        .await?;
-    let (versions, schema) = schema_of(&state.pool, &v.plugin, &v.plugin_version).await?;
+    let db = &state.db;
+    let plugins: Vec<String> = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT name FROM plugins ORDER BY name")
+            .fetch_all(pool)
+            .await
+    })?;
+    let (versions, schema) = schema_of(db, &v.plugin, &v.plugin_version).await?;
     let params = schema
         .iter()
         .map(|s| {
@@ -447,9 +453,11 @@ async fn form_page(
             }
         })
         .collect();
-    let all_agents = sqlx::query_scalar("SELECT name FROM agents ORDER BY name")
-        .fetch_all(&state.pool)
-        .await?;
+    let all_agents = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT name FROM agents ORDER BY name")
+            .fetch_all(pool)
+            .await
+    })?;
     Ok(FormPage {
         chrome: user.chrome("pollers"),
         id,
@@ -457,23 +465,25 @@ async fn form_page(
         versions,
         params,
         all_agents,
-        targets: target_choices(&state.pool).await?,
+        targets: target_choices(db).await?,
         error,
         v,
     })
 }
 
 /// Every target as the select shows it: (name, summary).
-async fn target_choices(pool: &sqlx::SqlitePool) -> Result<Vec<(String, String)>, PageError> {
-    let rows = sqlx::query("SELECT name, settings_json FROM targets ORDER BY name")
-        .fetch_all(pool)
-        .await?;
+async fn target_choices(db: &Db) -> Result<Vec<(String, String)>, PageError> {
+    let rows: Vec<(String, String)> = on_db!(db, pool => {
+        sqlx::query_as("SELECT name, settings_json FROM targets ORDER BY name")
+            .fetch_all(pool)
+            .await
+    })?;
     Ok(rows
-        .iter()
-        .map(|r| {
-            let summary = crate::target_store::parse_public(r.get("settings_json"))
+        .into_iter()
+        .map(|(name, json)| {
+            let summary = crate::target_store::parse_public(&json)
                 .map_or_else(|e| e.to_string(), |t| t.summary());
-            (r.get("name"), summary)
+            (name, summary)
         })
         .collect())
 }
@@ -490,10 +500,12 @@ pub async fn new_form(
 ) -> PageResult {
     let plugin = match q.plugin {
         Some(p) => p,
-        None => sqlx::query_scalar("SELECT name FROM plugins ORDER BY name LIMIT 1")
-            .fetch_optional(&state.pool)
-            .await?
-            .unwrap_or_default(),
+        None => on_db!(&state.db, pool => {
+            sqlx::query_scalar("SELECT name FROM plugins ORDER BY name LIMIT 1")
+                .fetch_optional(pool)
+                .await
+        })?
+        .unwrap_or_default(),
     };
     html(&form_page(&state, &user, None, Values::defaults(plugin), None).await?)
 }
@@ -503,7 +515,7 @@ pub async fn edit_form(
     user: PageUser,
     Path(id): Path<i64>,
 ) -> PageResult {
-    let stored = api::view(&state.pool, id).await?;
+    let stored = api::view(&state.db, id).await?;
     let v = Values::from_view(&stored);
     html(&form_page(&state, &user, Some(id), v, None).await?)
 }
@@ -526,7 +538,7 @@ async fn submit(
     if pairs.iter().any(|(k, _)| k == "reload") {
         return html(&form_page(&state, &user, id, v, None).await?);
     }
-    let (_, schema) = schema_of(&state.pool, &v.plugin, &v.plugin_version).await?;
+    let (_, schema) = schema_of(&state.db, &v.plugin, &v.plugin_version).await?;
     let result = match v.input(&schema) {
         Err(e) => Err(e),
         Ok(input) => match id {

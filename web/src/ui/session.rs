@@ -163,10 +163,13 @@ pub async fn logout(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     user.check_csrf(&f.csrf).map_err(PageError::from)?;
-    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-        .bind(&user.session_hash)
-        .execute(&state.pool)
-        .await?;
+    crate::on_db!(&state.db, pool => {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(&user.session_hash)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })?;
     Ok((
         [(header::SET_COOKIE, auth::cleared_session_cookie())],
         Redirect::to("/login"),

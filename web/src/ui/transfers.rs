@@ -4,8 +4,10 @@
 use super::session::CsrfForm;
 use super::{Chrome, PageError, PageResult, PageUser, fmt, fragment, html, see_other};
 use crate::AppState;
-use crate::api::transfers::{Search, TransferView, row_view, search_page};
+use crate::api::transfers::{COLUMNS, Search, TransferView, search_page};
+use crate::db::Db;
 use crate::error::ApiError;
+use crate::{on_db, on_tx};
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -75,16 +77,17 @@ impl TransferRow {
 }
 
 /// Transfers queued or under way, newest first.
-pub async fn active(pool: &sqlx::SqlitePool) -> Result<Vec<TransferRow>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT * FROM transfers WHERE status IN ('Queued', 'Transferring') ORDER BY updated_at DESC LIMIT 100",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| TransferRow::new(&row_view(r)))
-        .collect())
+pub async fn active(db: &Db) -> Result<Vec<TransferRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM transfers t WHERE t.status IN ('Queued', 'Transferring')
+         ORDER BY t.updated_at DESC LIMIT 100"
+    );
+    let rows = on_db!(db, pool => {
+        sqlx::query_as::<_, TransferView>(sqlx::AssertSqlSafe(sql.as_str()))
+            .fetch_all(pool)
+            .await
+    })?;
+    Ok(rows.iter().map(TransferRow::new).collect())
 }
 
 #[derive(Template)]
@@ -173,7 +176,8 @@ pub async fn page(
     Query(form): Query<SearchForm>,
 ) -> PageResult {
     let search = form.search()?;
-    let found = search_page(&state.pool, &search).await?;
+    let db = &state.db;
+    let found = search_page(db, &search).await?;
     // The CSV link carries the same filters in the API's own terms.
     let csv_query = serde_urlencoded::to_string(Search {
         page: None,
@@ -181,14 +185,18 @@ pub async fn page(
         ..search
     })
     .unwrap_or_default();
-    let pollers = sqlx::query_scalar("SELECT DISTINCT poller FROM transfers ORDER BY poller")
-        .fetch_all(&state.pool)
-        .await?;
-    let agents = sqlx::query_scalar("SELECT DISTINCT agent FROM transfers ORDER BY agent")
-        .fetch_all(&state.pool)
-        .await?;
+    let pollers = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT DISTINCT poller FROM transfers ORDER BY poller")
+            .fetch_all(pool)
+            .await
+    })?;
+    let agents = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT DISTINCT agent FROM transfers ORDER BY agent")
+            .fetch_all(pool)
+            .await
+    })?;
     let active_html = ActiveFragment {
-        active: active(&state.pool).await?,
+        active: active(db).await?,
     }
     .render()?;
     let page = found.page;
@@ -209,7 +217,7 @@ pub async fn page(
 
 pub async fn live(State(state): State<Arc<AppState>>, _user: PageUser) -> PageResult {
     fragment(&ActiveFragment {
-        active: active(&state.pool).await?,
+        active: active(&state.db).await?,
     })
 }
 
@@ -222,11 +230,13 @@ pub async fn retry(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     user.check_csrf(&f.csrf)?;
-    let mut tx = crate::begin_write(&state.pool).await?;
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM transfers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let mut tx = state.db.begin_write().await?;
+    let status: Option<String> = on_tx!(&mut tx, conn => {
+        sqlx::query_scalar("SELECT status FROM transfers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+    })?;
     match status.as_deref() {
         None => return Err(ApiError::not_found(&format!("transfer {id}")).into()),
         Some("Error") => {}
@@ -237,14 +247,17 @@ pub async fn retry(
             ));
         }
     }
-    sqlx::query("UPDATE transfers SET retry_requested_at = $1 WHERE id = $2")
-        .bind(crate::now_ms())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query("UPDATE transfers SET retry_requested_at = $1 WHERE id = $2")
+            .bind(crate::now_ms())
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })?;
     // The agent hears of it in its next heartbeat's answer, not through
     // its configuration (which stays what people configured).
-    crate::api::agent::retry_command(&mut *tx, id).await?;
+    crate::api::agent::retry_command(&mut tx, id).await?;
     tx.commit().await?;
     see_other(&format!("/transfers?status=Error&page=1#t{id}"))
 }

@@ -63,6 +63,17 @@ pub async fn wait_until(what: &str, limit: Duration, mut cond: impl AsyncFnMut()
 }
 
 /// What a finished command printed, stdout then stderr.
+/// A pool on a site's database (`Site::database_url`), of either backend,
+/// for what a test does behind the app's back.
+pub async fn connect(url: &str) -> dispatch_web::db::Db {
+    use dispatch_web::db::Db;
+    if url.starts_with("postgres") {
+        Db::Postgres(sqlx::PgPool::connect(url).await.unwrap())
+    } else {
+        Db::Sqlite(sqlx::SqlitePool::connect(url).await.unwrap())
+    }
+}
+
 pub fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -107,6 +118,9 @@ pub struct Site {
     pub agent: Option<Proc>,
     /// More flags for `dispatch-web`.
     web_args: Vec<std::ffi::OsString>,
+    /// The PostgreSQL database it runs on (`DISPATCH_TEST_DATABASE`),
+    /// else its SQLite file in its data directory.
+    postgres: Option<String>,
     /// `name=value` of the logged-in session's cookie, and its CSRF token.
     cookie: String,
     csrf: String,
@@ -122,8 +136,16 @@ impl Site {
     pub async fn start_with(web_args: impl FnOnce(&Path) -> Vec<std::ffi::OsString>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
+        let web_args = web_args(dir.path());
+        // A replica is given its database; any other site gets its own.
+        let postgres = if web_args.iter().any(|a| a == "--database-url") {
+            None
+        } else {
+            postgres::test_database().await
+        };
         let mut site = Site {
-            web_args: web_args(dir.path()),
+            web_args,
+            postgres,
             dir,
             // Chosen by the kernel at the first start (no pick-then-release race).
             port: 0,
@@ -140,6 +162,13 @@ impl Site {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// The URL of the site's database (replicas are given it).
+    pub fn database_url(&self) -> String {
+        self.postgres
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.path("web/dispatch.sqlite").display()))
     }
 
     pub fn base(&self) -> String {
@@ -176,6 +205,11 @@ impl Site {
             .arg("--register-plugins")
             .arg(plugin_dir())
             .arg("--insecure-cookies")
+            .args(
+                self.postgres
+                    .iter()
+                    .flat_map(|url| ["--database-url", url.as_str()]),
+            )
             .args(&self.web_args)
             .env("DISPATCH_ADMIN_PASSWORD", ADMIN_PW)
             .stdout(Stdio::piped())

@@ -6,7 +6,45 @@
 use super::text;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The variable that runs the web app's suites on PostgreSQL: `postgres`;
+/// unset (or `sqlite`) runs them on SQLite, the embedded default.
+pub const BACKEND_VAR: &str = "DISPATCH_TEST_DATABASE";
+
+/// The database URL a test's web app runs on: none (SQLite, in its data
+/// directory) unless `DISPATCH_TEST_DATABASE=postgres`, then a new
+/// database on this test process's cluster.
+pub async fn test_database() -> Option<String> {
+    match std::env::var(BACKEND_VAR).as_deref() {
+        Ok("postgres") => {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+            Some(shared().database(&name).await)
+        }
+        Ok("sqlite" | "") | Err(_) => None,
+        Ok(other) => panic!("{BACKEND_VAR}={other}: `sqlite` or `postgres`"),
+    }
+}
+
+/// Whether the suites run on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var(BACKEND_VAR).as_deref() == Ok("postgres")
+}
+
+/// One cluster for the whole test process (a database per test): started
+/// at first use, stopped when the process ends (a static is never
+/// dropped, so a watcher process does it).
+pub fn shared() -> &'static Postgres {
+    static SHARED: OnceLock<Postgres> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let pg = Postgres::start();
+        pg.stop_with_this_process();
+        pg
+    })
+}
 
 pub struct Postgres {
     dir: tempfile::TempDir,
@@ -100,6 +138,27 @@ impl Postgres {
         .await
         .unwrap();
         self.url(name)
+    }
+
+    /// Starts a watcher that stops the cluster (immediate shutdown, as
+    /// `Drop` does) and removes it once this process has ended, however it
+    /// ends.
+    fn stop_with_this_process(&self) {
+        let dir = self.dir.path().display().to_string();
+        let script = format!(
+            "tail --pid={} -f /dev/null; kill -QUIT \"$(head -1 '{dir}/data/postmaster.pid')\"; \
+             for _ in 1 2 3 4 5 6 7 8 9 10; do [ -e '{dir}/data/postmaster.pid' ] || break; sleep 0.5; done; \
+             rm -rf '{dir}'",
+            std::process::id()
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
     }
 
     fn run(&self, tool: &str, args: impl FnOnce(&mut Command)) -> Output {

@@ -87,7 +87,7 @@ impl Metrics {
             "# HELP dispatch_config_long_polls Agents' configuration long-polls waiting on this replica.\n# TYPE dispatch_config_long_polls gauge\ndispatch_config_long_polls {}\n",
             self.config_waits.load(Ordering::Relaxed)
         ));
-        out.push_str("# HELP dispatch_transfers Transfers in the log by status.\n# TYPE dispatch_transfers gauge\n");
+        out.push_str("# HELP dispatch_transfers Transfers by status, from the statistics (those the log's retention removed stay counted).\n# TYPE dispatch_transfers gauge\n");
         for (status, n) in by_status {
             out.push_str(&format!("dispatch_transfers{{status=\"{status}\"}} {n}\n"));
         }

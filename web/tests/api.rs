@@ -1028,7 +1028,12 @@ async fn the_openapi_document_covers_the_api() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
-    assert!(app.state.data_dir.join("dispatch.sqlite").exists());
+    // The database is where it was asked for: SQLite's file in the data
+    // directory, none there on PostgreSQL.
+    assert_eq!(
+        app.state.data_dir.join("dispatch.sqlite").exists(),
+        !support::postgres::on_postgres()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1123,16 +1128,32 @@ async fn targets_are_records_with_write_only_secrets() {
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 
-    // At rest the secrets are ciphertext.
-    let db = std::fs::read(app.data.path().join("data/dispatch.sqlite")).unwrap();
-    let wal = std::fs::read(app.data.path().join("data/dispatch.sqlite-wal")).unwrap_or_default();
-    for bytes in [db, wal] {
+    // At rest the secrets are ciphertext: in every stored column, and in
+    // SQLite's file and its log.
+    let stored: Vec<(String, Option<Vec<u8>>)> = on_db!(&app.state.db, pool => {
+        sqlx::query_as("SELECT settings_json, secrets_enc FROM targets")
+            .fetch_all(pool)
+            .await
+    })
+    .unwrap();
+    assert!(stored.iter().any(|(_, sealed)| sealed.is_some()));
+    let mut at_rest: Vec<Vec<u8>> = stored
+        .into_iter()
+        .flat_map(|(json, sealed)| [json.into_bytes(), sealed.unwrap_or_default()])
+        .collect();
+    if !support::postgres::on_postgres() {
+        at_rest.push(std::fs::read(app.data.path().join("data/dispatch.sqlite")).unwrap());
+        at_rest.push(
+            std::fs::read(app.data.path().join("data/dispatch.sqlite-wal")).unwrap_or_default(),
+        );
+    }
+    for bytes in at_rest {
         let text = String::from_utf8_lossy(&bytes);
         assert!(
             !text.contains(PASSWORD)
                 && !text.contains(PASSPHRASE)
                 && !text.contains("secretkeymaterial"),
-            "a secret in the database file"
+            "a secret in the database"
         );
     }
     let key_mode = std::os::unix::fs::PermissionsExt::mode(

@@ -185,13 +185,15 @@ pub async fn page(
         ..search
     })
     .unwrap_or_default();
+    // The names the log holds, from the rollups (a row per hour, poller,
+    // agent and status: far fewer than the log's).
     let pollers = on_db!(db, pool => {
-        sqlx::query_scalar("SELECT DISTINCT poller FROM transfers ORDER BY poller")
+        sqlx::query_scalar("SELECT DISTINCT poller FROM transfer_rollups ORDER BY poller")
             .fetch_all(pool)
             .await
     })?;
     let agents = on_db!(db, pool => {
-        sqlx::query_scalar("SELECT DISTINCT agent FROM transfers ORDER BY agent")
+        sqlx::query_scalar("SELECT DISTINCT agent FROM transfer_rollups ORDER BY agent")
             .fetch_all(pool)
             .await
     })?;

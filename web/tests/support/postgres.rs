@@ -56,8 +56,18 @@ pub struct Postgres {
 
 impl Postgres {
     /// Starts a new cluster; panics (naming what is missing) when
-    /// PostgreSQL is not installed.
+    /// PostgreSQL is not installed. Without fsync: for tests.
     pub fn start() -> Self {
+        Self::start_with("-c fsync=off")
+    }
+
+    /// A cluster that syncs its commits, as PostgreSQL does by default
+    /// (benchmarks: SQLite syncs each commit too).
+    pub fn start_durable() -> Self {
+        Self::start_with("")
+    }
+
+    fn start_with(settings: &str) -> Self {
         let bin = bin_dir();
         let owner = if rustix::process::geteuid().is_root() {
             Some(user_ids("postgres"))
@@ -91,7 +101,7 @@ impl Postgres {
             let sock = pg.dir.path().to_path_buf();
             let log = pg.dir.path().join("server.log");
             let opts = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
+                "-c listen_addresses=127.0.0.1 -p {} -k {} {settings}",
                 pg.port,
                 sock.display()
             );

@@ -75,10 +75,15 @@ fn backends() -> Vec<Backend> {
         .collect()
 }
 
-/// One PostgreSQL cluster for the whole run, fsync on.
+/// One PostgreSQL cluster for the whole run, fsync on; stopped and removed
+/// when the run ends.
 fn cluster() -> &'static support::postgres::Postgres {
     static PG: std::sync::OnceLock<support::postgres::Postgres> = std::sync::OnceLock::new();
-    PG.get_or_init(support::postgres::Postgres::start_durable)
+    PG.get_or_init(|| {
+        let pg = support::postgres::Postgres::start_durable();
+        pg.stop_with_this_process();
+        pg
+    })
 }
 
 /// The URL to serve `backend` from: none for SQLite (in `data`), a new

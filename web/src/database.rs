@@ -1,4 +1,5 @@
-//! Where the database is, and the lock files beside it that keep processes
+//! Where the database is and opening it (SQLite or PostgreSQL, by the
+//! URL), and for SQLite the lock files beside it that keep processes
 //! sharing it out of each other's way: `<db>.migrate-lock` (one process
 //! applies migrations at a time) and `<db>.in-use` (held shared by every
 //! running web app, taken whole by `restore`, which must not replace a

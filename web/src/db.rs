@@ -1,11 +1,8 @@
 //! The web app's database, of either backend. A query is written once, in
 //! SQL both accept (ARCHITECTURE.md, "The web app"), and compiled for each
 //! pool by [`on_db!`]; where the backends must differ, the match on [`Db`]
-//! holds one statement per backend, side by side.
-//!
-//! Being moved onto it module by module: the statistics (`rollups`), the
-//! pruning (`retention`), health, people (`api::users`), logins and
-//! sessions (`auth`) are; the rest still takes the SQLite pool.
+//! holds one statement per backend, side by side. A statement built at
+//! run time is a [`Sql`].
 
 use sqlx::{PgPool, SqlitePool};
 
@@ -168,20 +165,6 @@ impl Sql {
                 };
             }
             q.fetch_all(pool).await
-        })
-    }
-
-    /// The one value of the one row.
-    pub async fn fetch_scalar(&self, db: &Db) -> Result<i64, sqlx::Error> {
-        on_db!(db, pool => {
-            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(self.text.as_str()));
-            for arg in &self.args {
-                q = match arg {
-                    Arg::Int(v) => q.bind(*v),
-                    Arg::Text(v) => q.bind(v.as_str()),
-                };
-            }
-            q.fetch_one(pool).await
         })
     }
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod support;
+
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::os::unix::process::CommandExt;

@@ -349,7 +349,7 @@ macro_rules! upsert_transfer {
 }
 
 /// An event as its transfer's row takes it.
-struct Row<'a> {
+struct Change<'a> {
     e: &'a Event,
     file_name: &'a str,
     status: &'static str,
@@ -357,9 +357,9 @@ struct Row<'a> {
     ended: Option<i64>,
 }
 
-impl<'a> Row<'a> {
+impl<'a> Change<'a> {
     fn of(e: &'a Event) -> Self {
-        Row {
+        Change {
             e,
             file_name: e.path.rsplit('/').next().unwrap_or(&e.path),
             status: match e.event.as_str() {
@@ -385,7 +385,7 @@ async fn apply_all(tx: &mut Tx, agent: &Agent, events: &[&Event]) -> Result<(), 
     match tx {
         Tx::Sqlite(tx) => {
             for e in events {
-                let r = Row::of(e);
+                let r = Change::of(e);
                 sqlx::query(concat!(
                     "INSERT INTO transfers (agent_id, agent, transfer_id, poller, path, file_name, size, bytes_done, status, attempts, started_at, ended_at, error, host, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
@@ -412,9 +412,9 @@ async fn apply_all(tx: &mut Tx, agent: &Agent, events: &[&Event]) -> Result<(), 
         }
         Tx::Postgres(tx) => {
             for round in rounds(events) {
-                let rows: Vec<Row> = round.into_iter().map(Row::of).collect();
-                let col = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-                let num = |f: fn(&Row) -> Option<i64>| rows.iter().map(f).collect::<Vec<_>>();
+                let rows: Vec<Change> = round.into_iter().map(Change::of).collect();
+                let col = |f: fn(&Change) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+                let num = |f: fn(&Change) -> Option<i64>| rows.iter().map(f).collect::<Vec<_>>();
                 sqlx::query(concat!(
                     "INSERT INTO transfers (agent_id, agent, transfer_id, poller, path, file_name, size, bytes_done, status, attempts, started_at, ended_at, error, host, updated_at)
                      SELECT $1, $2, * FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[],

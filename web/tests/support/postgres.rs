@@ -153,7 +153,7 @@ impl Postgres {
     /// Starts a watcher that stops the cluster (immediate shutdown, as
     /// `Drop` does) and removes it once this process has ended, however it
     /// ends.
-    fn stop_with_this_process(&self) {
+    pub fn stop_with_this_process(&self) {
         let dir = self.dir.path().display().to_string();
         let script = format!(
             "tail --pid={} -f /dev/null; kill -QUIT \"$(head -1 '{dir}/data/postmaster.pid')\"; \

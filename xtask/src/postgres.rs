@@ -109,12 +109,14 @@ impl Drop for Cluster {
     }
 }
 
-/// Where `initdb` and `pg_ctl` are: on the PATH, else Debian's
-/// `/usr/lib/postgresql/<newest>/bin`.
+/// The tools `up` runs, from one installation.
+const TOOLS: [&str; 3] = ["initdb", "pg_ctl", "createdb"];
+
+/// Where `initdb`, `pg_ctl` and `createdb` are: a directory on the PATH
+/// holding all three, else Debian's `/usr/lib/postgresql/<newest>/bin`.
 fn bin_dir() -> Result<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+        std::env::split_paths(&path).find(|d| TOOLS.iter().all(|t| d.join(t).is_file()))
     });
     if let Some(d) = on_path {
         return Ok(d);
@@ -124,7 +126,7 @@ fn bin_dir() -> Result<PathBuf> {
         .flatten()
         .flatten()
         .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, bin)| bin.join("initdb").is_file())
+        .filter(|(_, bin)| TOOLS.iter().all(|t| bin.join(t).is_file()))
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin).context(

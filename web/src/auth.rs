@@ -251,6 +251,18 @@ pub async fn create_session(db: &Db, user_id: i64) -> ApiResult<(String, String)
     Ok((token, csrf))
 }
 
+/// Ends the session whose token hashes to `token_hash` (logging out).
+pub async fn end_session(db: &Db, token_hash: &str) -> ApiResult<()> {
+    on_db!(db, pool => {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })?;
+    Ok(())
+}
+
 pub fn session_cookie(token: &str, secure: bool) -> String {
     format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",

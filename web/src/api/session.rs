@@ -76,13 +76,7 @@ pub async fn login(
 /// Log out: ends the session.
 #[utoipa::path(post, path = "/api/v1/logout", tag = "session", operation_id = "logout", responses((status = 204)), security(("session" = [])))]
 pub async fn logout(State(state): State<Arc<AppState>>, user: User) -> ApiResult<Response> {
-    crate::on_db!(&state.db, pool => {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-            .bind(&user.session_hash)
-            .execute(pool)
-            .await
-            .map(|_| ())
-    })?;
+    auth::end_session(&state.db, &user.session_hash).await?;
     Ok((
         axum::http::StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, auth::cleared_session_cookie())],

@@ -163,13 +163,7 @@ pub async fn logout(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     user.check_csrf(&f.csrf).map_err(PageError::from)?;
-    crate::on_db!(&state.db, pool => {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-            .bind(&user.session_hash)
-            .execute(pool)
-            .await
-            .map(|_| ())
-    })?;
+    auth::end_session(&state.db, &user.session_hash).await?;
     Ok((
         [(header::SET_COOKIE, auth::cleared_session_cookie())],
         Redirect::to("/login"),

@@ -148,7 +148,11 @@ impl Sql {
         self
     }
 
-    /// Every row, as `T`.
+    /// Every row, as `T`. The statement is planned for its arguments each
+    /// time, not cached: after five runs PostgreSQL may give a cached
+    /// statement one generic plan, and the search's best plan depends
+    /// on the substring (`.mxf` walks the time index, a rare name the
+    /// trigram index).
     pub async fn fetch_all<T>(&self, db: &Db) -> Result<Vec<T>, sqlx::Error>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
@@ -157,7 +161,8 @@ impl Sql {
             + Unpin,
     {
         on_db!(db, pool => {
-            let mut q = sqlx::query_as::<_, T>(sqlx::AssertSqlSafe(self.text.as_str()));
+            let mut q = sqlx::query_as::<_, T>(sqlx::AssertSqlSafe(self.text.as_str()))
+                .persistent(false);
             for arg in &self.args {
                 q = match arg {
                     Arg::Int(v) => q.bind(*v),

@@ -76,7 +76,8 @@ pub const COLUMNS: &str = "t.id, t.agent, t.poller, t.path, t.file_name, t.size,
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Text {
     /// By the backend's trigram index (SQLite's FTS5 for 3+ characters, a
-    /// scan for fewer; PostgreSQL's `pg_trgm` GIN index under `ILIKE`).
+    /// scan for fewer; on PostgreSQL `ILIKE`, answered with the other
+    /// filters by one GIN index).
     Index,
     /// Not at all (the other filters only).
     Ignore,

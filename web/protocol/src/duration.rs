@@ -54,5 +54,36 @@ pub fn schema() -> utoipa::openapi::schema::Schema {
         .into()
 }
 
-/// The text [`parse`] reads: numbers, each with a unit.
-const PATTERN: &str = r"^\s*([0-9]{1,9}\s*(nsec|ns|usec|us|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|w)\s*)+$";
+/// The text [`parse`] reads: numbers, each with a unit (every unit
+/// `humantime` reads; [`serialize`] writes years and months too).
+const PATTERN: &str = r"^\s*([0-9]{1,9}\s*(nsec|ns|usec|us|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y)\s*)+$";
+
+#[cfg(test)]
+mod tests {
+    use super::PATTERN;
+    use std::time::Duration;
+
+    /// What the API writes back matches the schema it publishes, however
+    /// long (a property-based run of the contract found "8years 10months
+    /// 7days 9h 46m 9s" outside the pattern).
+    #[test]
+    fn every_written_duration_matches_the_published_pattern() {
+        let pattern = regex::Regex::new(PATTERN).unwrap();
+        let mut secs: u64 = 0;
+        while secs < 500 * 365 * 86_400 {
+            for d in [
+                Duration::from_secs(secs),
+                Duration::from_millis(secs * 1000 + 7),
+            ] {
+                let text = humantime::format_duration(d).to_string();
+                assert!(pattern.is_match(&text), "{text}");
+                assert_eq!(super::parse(&text), Ok(d), "{text}");
+            }
+            secs = secs * 3 + 1;
+        }
+        for text in ["2y", "1M 3d", "1 year", "5 months"] {
+            assert!(pattern.is_match(text), "{text}");
+            assert!(super::parse(text).is_ok(), "{text}");
+        }
+    }
+}

@@ -9,3 +9,9 @@
 CREATE EXTENSION IF NOT EXISTS btree_gin;
 CREATE INDEX transfers_search ON transfers USING gin (file_name gin_trgm_ops, poller, status, agent);
 DROP INDEX transfers_file_name_trgm;
+
+-- The transfer page's poller and agent pickers read the names from the
+-- rollups one index probe per name, not a scan of a table that grows
+-- with the hours.
+CREATE INDEX transfer_rollups_poller ON transfer_rollups (poller);
+CREATE INDEX transfer_rollups_agent ON transfer_rollups (agent);

@@ -179,3 +179,35 @@ pub async fn first_hour(db: &Db) -> Result<Option<i64>, sqlx::Error> {
     })?;
     Ok(hour.map(|h| h * HOUR_MS))
 }
+
+/// A name column of the rollups.
+#[derive(Debug, Clone, Copy)]
+pub enum Name {
+    Poller,
+    Agent,
+}
+
+/// Every poller or agent name the log has held, in order. The rollups
+/// grow with the hours, the names do not: each name is one probe of the
+/// column's index (a loose index scan), where `SELECT DISTINCT` read the
+/// whole table (50 ms at 140,000 rollup rows, four months of a busy site).
+pub async fn names(db: &Db, name: Name) -> Result<Vec<String>, sqlx::Error> {
+    let column = match name {
+        Name::Poller => "poller",
+        Name::Agent => "agent",
+    };
+    let sql = format!(
+        "WITH RECURSIVE n(v) AS (
+             SELECT MIN({column}) FROM transfer_rollups
+             UNION ALL
+             SELECT (SELECT MIN({column}) FROM transfer_rollups WHERE {column} > n.v)
+             FROM n WHERE n.v IS NOT NULL
+         )
+         SELECT v FROM n WHERE v IS NOT NULL"
+    );
+    on_db!(db, pool => {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
+            .fetch_all(pool)
+            .await
+    })
+}

@@ -1969,7 +1969,9 @@ async fn a_retention_forgets_old_finished_transfers_and_the_statistics_keep_them
 /// A substring search reads the newest rows in order when its matches are
 /// many, and asks the trigram index when they are few or the newest rows
 /// hold too few of them: either way a page is exactly what a full scan
-/// gives (ties in time included), at any depth and with the other filters.
+/// gives (ties in time included), at any depth and with the other filters
+/// (on PostgreSQL those are in the trigram index too). The transfer
+/// page's pickers offer every poller and agent of the log, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_gives_the_same_pages_for_common_and_rare_substrings() {
     const ROWS: i64 = 25_000;
@@ -1992,7 +1994,7 @@ async fn a_search_gives_the_same_pages_for_common_and_rare_substrings() {
         dispatch_web::on_tx!(&mut tx, conn => {
             sqlx::query(
                 "INSERT INTO transfers (agent_id, agent, transfer_id, poller, path, file_name, size, bytes_done, status, attempts, host, updated_at)
-                 VALUES (1, 'edge', $1, $2, $3, $4, 1, 1, 'Complete', 1, 'h', $5)",
+                 VALUES (1, $6, $1, $2, $3, $4, 1, 1, $7, 1, 'h', $5)",
             )
             .bind(format!("t{i}"))
             .bind(if i % 3 == 0 { "news" } else { "sports" })
@@ -2000,6 +2002,8 @@ async fn a_search_gives_the_same_pages_for_common_and_rare_substrings() {
             .bind(&name)
             // Three rows per millisecond: ties in time.
             .bind(1_700_000_000_000i64 + i / 3)
+            .bind(if i % 7 == 0 { "edge2" } else { "edge" })
+            .bind(if i % 5 == 0 { "Error" } else { "Complete" })
             .execute(conn)
             .await
             .map(|_| ())
@@ -2007,28 +2011,52 @@ async fn a_search_gives_the_same_pages_for_common_and_rare_substrings() {
         .unwrap();
     }
     tx.commit().await.unwrap();
+    let news: &[(&str, &str)] = &[("poller", "news")];
     let cases = [
-        ("q=.mxf", "%.mxf%", None, 1, 50),
-        ("q=.MXF", "%.mxf%", None, 3, 50),
-        ("q=.mxf", "%.mxf%", None, 450, 50),
-        ("q=promo", "%promo%", None, 1, 100),
-        ("q=promo", "%promo%", None, 3, 100),
-        ("q=rarecut", "%rarecut%", None, 1, 50),
-        ("q=show042", "%show042%", Some("news"), 1, 20),
-        ("q=show042", "%show042%", Some("news"), 2, 20),
-        ("q=nothing-like-it", "%nothing-like-it%", None, 1, 50),
-        ("q=early", "%early%", None, 1, 50),
-        ("q=early", "%early%", None, 300, 50),
-        ("q=early", "%early%", Some("news"), 2, 50),
+        ("q=.mxf", "%.mxf%", &[][..], 1, 50),
+        ("q=.MXF", "%.mxf%", &[], 3, 50),
+        ("q=.mxf", "%.mxf%", &[], 450, 50),
+        (
+            "q=.mxf",
+            "%.mxf%",
+            &[("status", "Error"), ("agent", "edge2")],
+            2,
+            50,
+        ),
+        ("q=promo", "%promo%", &[], 1, 100),
+        ("q=promo", "%promo%", &[], 3, 100),
+        ("q=rarecut", "%rarecut%", &[], 1, 50),
+        ("q=rarecut", "%rarecut%", &[("status", "Complete")], 1, 50),
+        ("q=show042", "%show042%", news, 1, 20),
+        ("q=show042", "%show042%", news, 2, 20),
+        (
+            "q=show042",
+            "%show042%",
+            &[("poller", "news"), ("status", "Error")],
+            1,
+            20,
+        ),
+        (
+            "q=show042",
+            "%show042%",
+            &[("poller", "sports"), ("agent", "edge2")],
+            1,
+            20,
+        ),
+        ("q=show042", "%show042%", &[("status", "Cancelled")], 1, 20),
+        ("q=nothing-like-it", "%nothing-like-it%", &[], 1, 50),
+        ("q=early", "%early%", &[], 1, 50),
+        ("q=early", "%early%", &[], 300, 50),
+        ("q=early", "%early%", news, 2, 50),
     ];
-    for (q, like, poller, page, per_page) in cases {
+    for (q, like, filters, page, per_page) in cases {
         let mut path = format!("/api/v1/transfers?{q}&page={page}&per_page={per_page}");
         // A full scan, folding case as the search does.
         let mut reference = Sql::new("SELECT id FROM transfers WHERE LOWER(file_name) LIKE ");
         reference.bind(like);
-        if let Some(p) = poller {
-            path.push_str(&format!("&poller={p}"));
-            reference.push(" AND poller = ").bind(p);
+        for (column, value) in filters {
+            path.push_str(&format!("&{column}={value}"));
+            reference.push(&format!(" AND {column} = ")).bind(*value);
         }
         reference
             .push(" ORDER BY updated_at DESC, id DESC LIMIT ")
@@ -2055,6 +2083,18 @@ async fn a_search_gives_the_same_pages_for_common_and_rare_substrings() {
         assert_eq!(ids, want, "{path}");
         assert_eq!(got["has_more"], more, "{path}");
     }
+
+    let html = page(&app, &s, "/transfers").await;
+    let options = |select: &str| -> Vec<String> {
+        let from = html.find(&format!("<select id=\"{select}\"")).unwrap();
+        let list = &html[from..from + html[from..].find("</select>").unwrap()];
+        list.split("<option")
+            .skip(2) // the select itself, then "any"
+            .map(|o| o[o.find('>').unwrap() + 1..o.find("</option>").unwrap()].to_string())
+            .collect()
+    };
+    assert_eq!(options("poller"), ["news", "sports"]);
+    assert_eq!(options("agent"), ["edge", "edge2"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use crate::AppState;
 use crate::api::transfers::{COLUMNS, Search, TransferView, search_page};
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::{on_db, on_tx};
+use crate::{on_db, on_tx, rollups};
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -185,18 +185,9 @@ pub async fn page(
         ..search
     })
     .unwrap_or_default();
-    // The names the log holds, from the rollups (a row per hour, poller,
-    // agent and status: far fewer than the log's).
-    let pollers = on_db!(db, pool => {
-        sqlx::query_scalar("SELECT DISTINCT poller FROM transfer_rollups ORDER BY poller")
-            .fetch_all(pool)
-            .await
-    })?;
-    let agents = on_db!(db, pool => {
-        sqlx::query_scalar("SELECT DISTINCT agent FROM transfer_rollups ORDER BY agent")
-            .fetch_all(pool)
-            .await
-    })?;
+    // The names the log holds, from the rollups' indexes.
+    let pollers = rollups::names(db, rollups::Name::Poller).await?;
+    let agents = rollups::names(db, rollups::Name::Agent).await?;
     let active_html = ActiveFragment {
         active: active(db).await?,
     }

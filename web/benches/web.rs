@@ -112,15 +112,13 @@ async fn database(backend: Backend, name: &str, keep: bool) -> Option<String> {
             .await
             .unwrap();
     if !(exists && keep) {
-        for sql in [
-            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-            format!("CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'"),
-        ] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        support::postgres::create_database(&mut conn, name).await;
     }
     Some(format!("{server}/{name}"))
 }
@@ -174,6 +172,13 @@ impl Server {
             .unwrap();
         assert!(res.status().is_success(), "{path}: {}", res.status());
         res
+    }
+
+    /// A JSON answer, and how long it took, read in full.
+    async fn timed_json(&self, path: &str) -> (Duration, Value) {
+        let t = Instant::now();
+        let body = self.get(path).await.json().await.unwrap();
+        (t.elapsed(), body)
     }
 }
 
@@ -359,16 +364,12 @@ async fn search(backend: Backend) {
         let i = (k * 7919) as i64;
         let q = show(i)[..5].to_string();
         let poller = format!("p{:02}", (i % 34));
-        let t = Instant::now();
-        let page: Value = s
-            .get(&format!(
+        let (took, page) = s
+            .timed_json(&format!(
                 "/api/v1/transfers?q={q}&status=Complete&poller={poller}&per_page=50"
             ))
-            .await
-            .json()
-            .await
-            .unwrap();
-        api.push(t.elapsed());
+            .await;
+        api.push(took);
         hits += page["items"].as_array().unwrap().len();
         // Baseline: the same filter as a scan no index answers (`instr` /
         // `strpos` of the lowered name), in-process.
@@ -419,14 +420,10 @@ async fn search(backend: Backend) {
     let mut alone = Vec::new();
     for k in 0..runs {
         let q = show((k * 7919) as i64)[..5].to_string();
-        let t = Instant::now();
-        let page: Value = s
-            .get(&format!("/api/v1/transfers?q={q}&per_page=50"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        alone.push(t.elapsed());
+        let (took, page) = s
+            .timed_json(&format!("/api/v1/transfers?q={q}&per_page=50"))
+            .await;
+        alone.push(took);
         assert!(!page["items"].as_array().unwrap().is_empty());
     }
     println!(
@@ -445,14 +442,10 @@ async fn search(backend: Backend) {
     let (mut common, mut index_only) = (Vec::new(), Vec::new());
     for k in 0..runs {
         let page = k % 5 + 1;
-        let t = Instant::now();
-        let got: Value = s
-            .get(&format!("/api/v1/transfers?q=.mxf&per_page=50&page={page}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        common.push(t.elapsed());
+        let (took, got) = s
+            .timed_json(&format!("/api/v1/transfers?q=.mxf&per_page=50&page={page}"))
+            .await;
+        common.push(took);
         assert_eq!(got["items"].as_array().unwrap().len(), 50);
         if k % 5 == 0 {
             let t = Instant::now();

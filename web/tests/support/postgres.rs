@@ -137,16 +137,7 @@ impl Postgres {
         let mut conn = sqlx::PgConnection::connect(&self.url("postgres"))
             .await
             .unwrap();
-        assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "a plain database name: {name}"
-        );
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        create_database(&mut conn, name).await;
         self.url(name)
     }
 
@@ -233,4 +224,19 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Creates database `name` through `conn` (bytewise collation, as SQLite
+/// sorts).
+pub async fn create_database(conn: &mut sqlx::PgConnection, name: &str) {
+    assert!(
+        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "a plain database name: {name}"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'"
+    )))
+    .execute(conn)
+    .await
+    .unwrap();
 }

@@ -651,6 +651,21 @@ fn case10_google_an_excluded_name_inside_a_group_is_an_error_not_a_silent_skip()
 
 #[test]
 fn case11_google_restart_mid_delivery_resumes_the_group() {
+    // Killed while a clip's send pauses, before its Complete.
+    google_killed_mid_delivery("after-send=300", "test pause after-send");
+}
+
+#[test]
+fn case11_google_restart_after_a_clips_complete_finishes_the_group() {
+    // Killed after a clip's Complete was recorded, before the group's save
+    // could drop it from what the group waits for.
+    google_killed_mid_delivery("before-remove=3000", "test pause before-remove");
+}
+
+/// An asset of two ADI files and two clips, the agent killed at the second
+/// `pause` (the first is the ADI files' batch, the second the first clip):
+/// a restart delivers the rest and writes the marker.
+fn google_killed_mid_delivery(pauses: &str, pause: &str) {
     let site = AgentSite::new();
     let root = site.path("src/google");
     add(&root, &["D/ADI.DTD", "D/ADI.XML"]);
@@ -660,9 +675,9 @@ fn case11_google_restart_mid_delivery_resumes_the_group() {
         std::fs::write(root.join(clip), vec![b'm'; 2 << 20]).unwrap();
     }
     config(&site, &poller("google", "google", "max_transfers = 1"));
-    let live = Live::spawn(agent(&site, false, "after-send=300"));
+    let live = Live::spawn(agent(&site, false, pauses));
     // The ADI files sent (and removed at the source); a clip in flight.
-    live.wait_for("test pause after-send", 2, Duration::from_secs(30));
+    live.wait_for(pause, 2, Duration::from_secs(30));
     live.signal("-KILL");
     let _ = live.wait(Duration::from_secs(10));
     let log = until_idle(&site);

@@ -17,6 +17,11 @@ pub(super) struct Group {
     /// Transfers not yet succeeded.
     pub remaining: BTreeSet<String>,
     pub then: Vec<FollowUp>,
+    /// When the group was made (journal time, ms): a restart counts the
+    /// Completes recorded since then, which a crash may have kept from
+    /// reaching `remaining`. `None` in a body saved by an older agent.
+    #[serde(default)]
+    pub since: Option<i64>,
     /// Returned by the latest poll.
     #[serde(skip)]
     pub seen: bool,
@@ -34,6 +39,7 @@ impl Group {
             remaining: transfers.iter().map(|t| t.path.clone()).collect(),
             transfers,
             then,
+            since: Some(crate::journal::now_ms()),
             seen: true,
             restored: false,
         }

@@ -39,7 +39,17 @@ pub(super) async fn recover(journal: &Journal, p: &Poller) -> Result<(), sqlx::E
     }
     for (key, body) in journal.groups(&p.id).await? {
         match Group::restore(key.clone(), &body) {
-            Some(g) => p.restore_group(g),
+            Some(mut g) => {
+                // A crash between an item's Complete and the group's next
+                // save left the item in `remaining`: it is never sent again,
+                // so the group would wait for it forever.
+                if let Some(since) = g.since {
+                    for path in journal.completed_since(&p.id, since).await? {
+                        g.remaining.remove(&path);
+                    }
+                }
+                p.restore_group(g).await;
+            }
             None => journal.delete_group(&p.id, &key).await?,
         }
     }

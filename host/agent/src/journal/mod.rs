@@ -441,6 +441,21 @@ impl Journal {
             .await
     }
 
+    /// The paths of `poller` whose transfers completed at `since` or later.
+    pub async fn completed_since(
+        &self,
+        poller: &str,
+        since: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT path FROM transfers WHERE poller = ? AND status = 'Complete' AND ended_at >= ?",
+        )
+        .bind(poller)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// The newest transfers first.
     pub async fn list(&self, limit: i64) -> Result<Vec<TransferRow>, sqlx::Error> {
         let rows = sqlx::query("SELECT * FROM transfers ORDER BY COALESCE(started_at, queued_at) DESC, rowid DESC LIMIT ?")

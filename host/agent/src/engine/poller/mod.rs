@@ -358,8 +358,14 @@ impl Poller {
         self.state().held.insert(path, (sig, reason));
     }
 
-    /// Resumes a group the journal saved.
-    pub(super) fn restore_group(&self, g: Group) {
+    /// Resumes a group the journal saved; one that has nothing left to send
+    /// (its last Complete came just before the stop) is finished now.
+    pub(super) async fn restore_group(&self, g: Group) {
+        if g.remaining.is_empty() {
+            tracing::info!(poller = %self.name(), group = %g.label(), "finishing a group whose transfers completed before a restart");
+            self.finish_group(g).await;
+            return;
+        }
         tracing::info!(poller = %self.name(), group = %g.label(), remaining = g.remaining.len(), "resuming a group after a restart");
         self.state().groups.push(g);
     }

@@ -462,7 +462,7 @@ impl Poller {
 
     /// Every transfer of `g` succeeded: runs its follow-ups, unless a file
     /// it did not send sits among the ones it did.
-    async fn finish_group(&self, g: Group) {
+    pub(super) async fn finish_group(&self, g: Group) {
         if let Err(e) = self.shared.journal.delete_group(&self.id, &g.key).await {
             tracing::error!(poller = %self.name(), "cannot update a group in the journal: {e}");
         }

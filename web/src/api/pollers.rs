@@ -296,18 +296,28 @@ pub async fn create(
 }
 
 async fn set_agents(tx: &mut Tx, poller: i64, agents: &[String]) -> ApiResult<()> {
+    // One statement for all the names (a JSON array): a round trip per
+    // agent made saving a poller run by 2,000 agents take a second on
+    // PostgreSQL.
+    let names = serde_json::Value::from(agents).to_string();
+    let insert = match tx {
+        Tx::Sqlite(_) => {
+            "INSERT INTO poller_agents (poller_id, agent_id) SELECT $1, id FROM agents WHERE name IN (SELECT value FROM json_each($2)) ON CONFLICT DO NOTHING"
+        }
+        Tx::Postgres(_) => {
+            "INSERT INTO poller_agents (poller_id, agent_id) SELECT $1, id FROM agents WHERE name IN (SELECT jsonb_array_elements_text($2::jsonb)) ON CONFLICT DO NOTHING"
+        }
+    };
     on_tx!(tx, conn => {
         sqlx::query("DELETE FROM poller_agents WHERE poller_id = $1")
             .bind(poller)
             .execute(&mut *conn)
             .await?;
-        for a in agents {
-            sqlx::query("INSERT INTO poller_agents (poller_id, agent_id) SELECT $1, id FROM agents WHERE name = $2 ON CONFLICT DO NOTHING")
-                .bind(poller)
-                .bind(a)
-                .execute(&mut *conn)
-                .await?;
-        }
+        sqlx::query(insert)
+            .bind(poller)
+            .bind(&names)
+            .execute(&mut *conn)
+            .await?;
     });
     Ok(())
 }

@@ -958,8 +958,21 @@ async fn ingest_is_idempotent_and_the_log_is_searchable() {
         metrics.contains("dispatch_events_duplicate_total 5"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("dispatch_transfers{status=\"Complete\"} 1"),
+    // Each transfer counted once, by its status now: t1 went through
+    // Queued and Transferring to Complete (in one batch), t2 failed,
+    // edge2's is queued.
+    let by_status: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("dispatch_transfers{"))
+        .collect();
+    assert_eq!(
+        by_status,
+        [
+            "dispatch_transfers{status=\"Complete\"} 1",
+            "dispatch_transfers{status=\"Error\"} 1",
+            "dispatch_transfers{status=\"Queued\"} 1",
+            "dispatch_transfers{status=\"Transferring\"} 0",
+        ],
         "{metrics}"
     );
     assert!(metrics.contains("dispatch_agents 2"), "{metrics}");

@@ -54,12 +54,20 @@ pub fn venv_bin(name: &str) -> PathBuf {
 }
 
 /// Waits for `cond` with a deadline.
-pub async fn wait_until(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) {
+pub async fn wait_until(what: &str, limit: Duration, cond: impl AsyncFnMut() -> bool) {
+    assert!(waited(limit, cond).await, "timed out waiting: {what}");
+}
+
+/// Waits for `cond` until a deadline: whether it came.
+pub async fn waited(limit: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    true
 }
 
 /// What a finished command printed, stdout then stderr.

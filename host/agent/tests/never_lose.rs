@@ -676,7 +676,7 @@ fn google_killed_mid_delivery(pauses: &str, pause: &str) {
     }
     config(&site, &poller("google", "google", "max_transfers = 1"));
     let live = Live::spawn(agent(&site, false, pauses));
-    // The ADI files sent (and removed at the source); a clip in flight.
+    // The ADI files' batch, then a clip, reached the pause.
     live.wait_for(pause, 2, Duration::from_secs(30));
     live.signal("-KILL");
     let _ = live.wait(Duration::from_secs(10));

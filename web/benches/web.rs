@@ -6,7 +6,9 @@
 //!    then the substring alone (no other filter), and `.mxf` (in every
 //!    name), pages 1-5, against the trigram index alone.
 //! 2. `ingest`: agent events in batches of 500 through the HTTP API;
-//!    baseline: the same rows inserted by plain SQL, same run.
+//!    baseline: the same rows inserted by plain SQL, same run; on
+//!    PostgreSQL also the API with the per-status totals' triggers
+//!    (migration 0012) disabled, alternating with the API's runs.
 //!
 //! 3. `stats`: the dashboard, the statistics page and `/api/v1/stats` over
 //!    the last 24 hours and 30 days of a log of 1,000,000 transfers spread
@@ -519,26 +521,46 @@ async fn ingest(backend: Backend) {
         .await
         .unwrap();
     let token = agent["token"].as_str().unwrap().to_string();
-    let kinds = ["queued", "started", "progress", "complete"];
     let runs = 5;
     let batches = 40;
     let (mut api_rates, mut sql_rates) = (Vec::new(), Vec::new());
-    for run in 0..runs {
-        let mut bodies = Vec::new();
-        for b in 0..batches {
-            let events: Vec<Value> = (0..500)
-                .map(|e| {
-                    let n = (run * batches + b) * 500 + e;
-                    json!({"id": format!("e{n}"), "transfer_id": format!("t{}", n / 4), "poller": "p01",
-                           "path": format!("A/clip_{}.mxf", n / 4), "event": kinds[n % 4], "size": 1000,
-                           "bytes_done": 1000, "attempt": 1, "at": 1_700_000_000_000i64 + n as i64, "host": "media-01"})
-                })
-                .collect();
-            bodies.push(json!({ "events": events }));
+    // What the per-status totals' triggers (migration 0012) cost: the
+    // same load with them disabled, in the same runs, order alternating.
+    // PostgreSQL only (SQLite cannot disable a trigger; the floor is
+    // PostgreSQL's).
+    let mut untotalled_rates = Vec::new();
+    let totals_triggers = async |verb: &str| {
+        if let Db::Postgres(pool) = &s.state.db {
+            for t in ["transfers_totals_ai", "transfers_totals_au"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE transfers {verb} TRIGGER {t}"
+                )))
+                .execute(pool)
+                .await
+                .unwrap();
+            }
         }
+    };
+    let rate = async |bodies: &[Value]| {
         let t = Instant::now();
-        send_events(&s, &token, &bodies).await;
-        api_rates.push((batches * 500) as f64 / t.elapsed().as_secs_f64());
+        send_events(&s, &token, bodies).await;
+        (batches * 500) as f64 / t.elapsed().as_secs_f64()
+    };
+    for run in 0..runs {
+        let with_totals = event_batches("e", "A", run, batches);
+        let without =
+            matches!(backend, Backend::Postgres).then(|| event_batches("u", "U", run, batches));
+        for side in [run % 2, 1 - run % 2] {
+            match (side, &without) {
+                (0, _) => api_rates.push(rate(&with_totals).await),
+                (_, Some(bodies)) => {
+                    totals_triggers("DISABLE").await;
+                    untotalled_rates.push(rate(bodies).await);
+                    totals_triggers("ENABLE").await;
+                }
+                _ => {}
+            }
+        }
 
         // Baseline: the same number of rows by plain SQL in batches of 500.
         let t = Instant::now();
@@ -575,19 +597,7 @@ async fn ingest(backend: Backend) {
     .await;
     let mut two_rates = Vec::new();
     for run in 0..runs {
-        let bodies: Vec<Value> = (0..batches)
-            .map(|b| {
-                let events: Vec<Value> = (0..500)
-                    .map(|e| {
-                        let n = (run * batches + b) * 500 + e;
-                        json!({"id": format!("r{n}"), "transfer_id": format!("r{}", n / 4), "poller": "p01",
-                               "path": format!("B/clip_{}.mxf", n / 4), "event": kinds[n % 4], "size": 1000,
-                               "bytes_done": 1000, "attempt": 1, "at": 1_700_000_000_000i64 + n as i64, "host": "media-01"})
-                    })
-                    .collect();
-                json!({ "events": events })
-            })
-            .collect();
+        let bodies = event_batches("r", "B", run, batches);
         let (first, second) = bodies.split_at(bodies.len() / 2);
         let t = Instant::now();
         tokio::join!(
@@ -609,6 +619,32 @@ async fn ingest(backend: Backend) {
         "ingest plain SQL inserts, same batches      {:>9.0} ev/s  ({runs})  baseline (id rows only)",
         med(sql_rates)
     );
+    if !untotalled_rates.is_empty() {
+        println!(
+            "ingest API without the totals' triggers     {:>9.0} ev/s  ({runs})  baseline (before 0012)",
+            med(untotalled_rates)
+        );
+    }
+}
+
+/// `batches` batches of 500 events of run `run`: four events (queued,
+/// started, progress, complete) for each transfer, ids and transfer ids
+/// starting with `prefix`, paths in folder `dir`.
+fn event_batches(prefix: &str, dir: &str, run: usize, batches: usize) -> Vec<Value> {
+    let kinds = ["queued", "started", "progress", "complete"];
+    (0..batches)
+        .map(|b| {
+            let events: Vec<Value> = (0..500)
+                .map(|e| {
+                    let n = (run * batches + b) * 500 + e;
+                    json!({"id": format!("{prefix}{n}"), "transfer_id": format!("{prefix}{}", n / 4), "poller": "p01",
+                           "path": format!("{dir}/clip_{}.mxf", n / 4), "event": kinds[n % 4], "size": 1000,
+                           "bytes_done": 1000, "attempt": 1, "at": 1_700_000_000_000i64 + n as i64, "host": "media-01"})
+                })
+                .collect();
+            json!({ "events": events })
+        })
+        .collect()
 }
 
 /// Posts the event batches to one app as an agent, one after another.

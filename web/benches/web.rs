@@ -551,14 +551,12 @@ async fn ingest(backend: Backend) {
         let without =
             matches!(backend, Backend::Postgres).then(|| event_batches("u", "U", run, batches));
         for side in [run % 2, 1 - run % 2] {
-            match (side, &without) {
-                (0, _) => api_rates.push(rate(&with_totals).await),
-                (_, Some(bodies)) => {
-                    totals_triggers("DISABLE").await;
-                    untotalled_rates.push(rate(bodies).await);
-                    totals_triggers("ENABLE").await;
-                }
-                _ => {}
+            if side == 0 {
+                api_rates.push(rate(&with_totals).await);
+            } else if let Some(bodies) = &without {
+                totals_triggers("DISABLE").await;
+                untotalled_rates.push(rate(bodies).await);
+                totals_triggers("ENABLE").await;
             }
         }
 

@@ -296,9 +296,8 @@ pub async fn create(
 }
 
 async fn set_agents(tx: &mut Tx, poller: i64, agents: &[String]) -> ApiResult<()> {
-    // One statement for all the names (a JSON array): a round trip per
-    // agent made saving a poller run by 2,000 agents take a second on
-    // PostgreSQL.
+    // One statement for all the names (a JSON array), not a round trip
+    // per agent.
     let names = serde_json::Value::from(agents).to_string();
     let insert = match tx {
         Tx::Sqlite(_) => {

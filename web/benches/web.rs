@@ -7,8 +7,9 @@
 //!    name), pages 1-5, against the trigram index alone.
 //! 2. `ingest`: agent events in batches of 500 through the HTTP API;
 //!    baseline: the same rows inserted by plain SQL, same run; on
-//!    PostgreSQL also the API with the per-status totals' triggers
-//!    (migration 0012) disabled, alternating with the API's runs.
+//!    PostgreSQL also the API with the counting triggers (the hourly and
+//!    daily rollups and the per-status totals, migration 0013) disabled,
+//!    alternating with the API's runs.
 //!
 //! 3. `stats`: the dashboard, the statistics page and `/api/v1/stats` over
 //!    the last 24 hours and 30 days of a log of 1,000,000 transfers spread
@@ -524,14 +525,14 @@ async fn ingest(backend: Backend) {
     let runs = 5;
     let batches = 40;
     let (mut api_rates, mut sql_rates) = (Vec::new(), Vec::new());
-    // What the per-status totals' triggers (migration 0012) cost: the
-    // same load with them disabled, in the same runs, order alternating.
-    // PostgreSQL only (SQLite cannot disable a trigger; the floor is
-    // PostgreSQL's).
-    let mut untotalled_rates = Vec::new();
-    let totals_triggers = async |verb: &str| {
+    // What the counting triggers (migration 0013: the rollups, hourly and
+    // daily, and the per-status totals) cost: the same load with them
+    // disabled, in the same runs, order alternating. PostgreSQL only
+    // (SQLite cannot disable a trigger; the floor is PostgreSQL's).
+    let mut uncounted_rates = Vec::new();
+    let counting_triggers = async |verb: &str| {
         if let Db::Postgres(pool) = &s.state.db {
-            for t in ["transfers_totals_ai", "transfers_totals_au"] {
+            for t in ["transfers_counts_ai", "transfers_counts_au"] {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "ALTER TABLE transfers {verb} TRIGGER {t}"
                 )))
@@ -547,16 +548,16 @@ async fn ingest(backend: Backend) {
         (batches * 500) as f64 / t.elapsed().as_secs_f64()
     };
     for run in 0..runs {
-        let with_totals = event_batches("e", "A", run, batches);
+        let counted = event_batches("e", "A", run, batches);
         let without =
             matches!(backend, Backend::Postgres).then(|| event_batches("u", "U", run, batches));
         for side in [run % 2, 1 - run % 2] {
             if side == 0 {
-                api_rates.push(rate(&with_totals).await);
+                api_rates.push(rate(&counted).await);
             } else if let Some(bodies) = &without {
-                totals_triggers("DISABLE").await;
-                untotalled_rates.push(rate(bodies).await);
-                totals_triggers("ENABLE").await;
+                counting_triggers("DISABLE").await;
+                uncounted_rates.push(rate(bodies).await);
+                counting_triggers("ENABLE").await;
             }
         }
 
@@ -617,10 +618,10 @@ async fn ingest(backend: Backend) {
         "ingest plain SQL inserts, same batches      {:>9.0} ev/s  ({runs})  baseline (id rows only)",
         med(sql_rates)
     );
-    if !untotalled_rates.is_empty() {
+    if !uncounted_rates.is_empty() {
         println!(
-            "ingest API without the totals' triggers     {:>9.0} ev/s  ({runs})  baseline (before 0012)",
-            med(untotalled_rates)
+            "ingest API without the counting triggers    {:>9.0} ev/s  ({runs})  baseline (no statistics kept)",
+            med(uncounted_rates)
         );
     }
 }

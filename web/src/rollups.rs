@@ -1,9 +1,11 @@
 //! Statistics of the transfer log over a time range, read from the
-//! per-hour rollups the database keeps up to date (`transfer_rollups`,
-//! maintained by triggers on `transfers`): whole hours come from the
-//! rollups, the partial hours at the range's edges from the log itself (an
-//! index range of at most two hours). The cost follows the range, not the
-//! size of the log, and the figures are exactly what a scan would give.
+//! per-day and per-hour rollups the database keeps up to date
+//! (`transfer_rollups_daily` and `transfer_rollups`, maintained by
+//! triggers on `transfers`): whole days come from the daily rollups, the
+//! whole hours around them from the hourly ones, and the partial hours at
+//! the range's edges from the log itself (an index range of at most two
+//! hours). The cost follows the range in days, not the size of the log,
+//! and the figures are exactly what a scan would give.
 //!
 //! A transfer counts in the hour of its last change (`updated_at`), by its
 //! status then; bytes are those of the complete ones.
@@ -13,6 +15,7 @@ use crate::on_db;
 use std::collections::BTreeMap;
 
 pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// What the transfers of one group add up to.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -49,64 +52,103 @@ pub struct Span {
     pub to: Option<i64>,
 }
 
-/// The parts of a span: whole hours `[h0, h1)` from the rollups and the
-/// ms ranges before and after them from the log.
+/// The coarsest rollups a caller's groups can take whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grain {
+    /// Groups finer than an hour: everything comes from the log.
+    Log,
+    Hours,
+    Days,
+}
+
+const NONE: (i64, i64) = (0, 0);
+
+/// The parts of a span: whole days `[d0, d1)` from the daily rollups, the
+/// whole hours before and after them from the hourly ones, and the ms
+/// ranges at the edges from the log.
 struct Parts {
-    hours: (i64, i64),
-    head: (i64, i64),
-    tail: (i64, i64),
+    days: (i64, i64),
+    hours: [(i64, i64); 2],
+    log: [(i64, i64); 2],
 }
 
 impl Span {
-    /// `whole_hours`: false when the caller's groups are finer than an
-    /// hour, so everything comes from the log.
-    fn parts(self, whole_hours: bool) -> Parts {
-        const NONE: (i64, i64) = (0, 0);
+    fn parts(self, grain: Grain) -> Parts {
         let from = self.from.unwrap_or(i64::MIN);
         let to = self.to.unwrap_or(i64::MAX);
-        if !whole_hours {
-            return Parts {
-                hours: NONE,
-                head: (from, to),
-                tail: NONE,
-            };
+        let log_only = Parts {
+            days: NONE,
+            hours: [NONE; 2],
+            log: [(from, to), NONE],
+        };
+        if grain == Grain::Log {
+            return log_only;
         }
-        let h0 = self.from.map_or(i64::MIN, |f| {
-            f.div_euclid(HOUR_MS) + i64::from(f.rem_euclid(HOUR_MS) != 0)
-        });
-        let h1 = self.to.map_or(i64::MAX, |t| t.div_euclid(HOUR_MS));
+        let (h0, h1) = whole(self.from, self.to, HOUR_MS);
         if h0 >= h1 {
-            return Parts {
-                hours: NONE,
-                head: (from, to),
-                tail: NONE,
-            };
+            return log_only;
         }
         // Saturating: `from` and `to` come from the query string.
+        let log = [
+            self.from.map_or(NONE, |f| (f, h0.saturating_mul(HOUR_MS))),
+            self.to.map_or(NONE, |t| (h1.saturating_mul(HOUR_MS), t)),
+        ];
+        let hours_only = Parts {
+            days: NONE,
+            hours: [(h0, h1), NONE],
+            log,
+        };
+        if grain == Grain::Hours {
+            return hours_only;
+        }
+        let (d0, d1) = whole(self.from.map(|_| h0), self.to.map(|_| h1), DAY_MS / HOUR_MS);
+        if d0 >= d1 {
+            return hours_only;
+        }
         Parts {
-            hours: (h0, h1),
-            head: self.from.map_or(NONE, |f| (f, h0.saturating_mul(HOUR_MS))),
-            tail: self.to.map_or(NONE, |t| (h1.saturating_mul(HOUR_MS), t)),
+            days: (d0, d1),
+            hours: [
+                self.from.map_or(NONE, |_| (h0, d0.saturating_mul(24))),
+                self.to.map_or(NONE, |_| (d1.saturating_mul(24), h1)),
+            ],
+            log,
         }
     }
 }
 
+/// The whole units of `unit` in `[from, to)`, as unit numbers `[u0, u1)`
+/// (open ends stay open).
+fn whole(from: Option<i64>, to: Option<i64>, unit: i64) -> (i64, i64) {
+    (
+        from.map_or(i64::MIN, |f| {
+            f.div_euclid(unit) + i64::from(f.rem_euclid(unit) != 0)
+        }),
+        to.map_or(i64::MAX, |t| t.div_euclid(unit)),
+    )
+}
+
 /// The cells of a span, grouped by `$key` (an expression of `at`, the
-/// hour's start or the transfer's time, and `poller`) and status.
+/// day's or hour's start or the transfer's time, and `poller`) and status.
 macro_rules! cells_sql {
     ($key:literal) => {
         concat!(
             "SELECT ", $key, " AS k, status, CAST(SUM(n) AS BIGINT) AS n, CAST(SUM(bytes) AS BIGINT) AS bytes FROM (
+                SELECT day * 86400000 AS at, poller, status, transfers AS n, bytes
+                  FROM transfer_rollups_daily WHERE day >= $1 AND day < $2
+                UNION ALL
                 SELECT hour * 3600000 AS at, poller, status, transfers AS n, bytes
-                  FROM transfer_rollups WHERE hour >= $1 AND hour < $2
+                  FROM transfer_rollups WHERE hour >= $3 AND hour < $4
+                UNION ALL
+                SELECT hour * 3600000 AS at, poller, status, transfers AS n, bytes
+                  FROM transfer_rollups WHERE hour >= $5 AND hour < $6
                 UNION ALL
                 SELECT updated_at AS at, poller, status, 1 AS n,
                        CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END AS bytes
-                  FROM transfers WHERE updated_at >= $3 AND updated_at < $4
+                  FROM transfers WHERE updated_at >= $7 AND updated_at < $8
                 UNION ALL
                 SELECT updated_at AS at, poller, status, 1 AS n,
                        CASE WHEN status = 'Complete' THEN COALESCE(size, bytes_done) ELSE 0 END AS bytes
-                  FROM transfers WHERE updated_at >= $5 AND updated_at < $6
+                  FROM transfers WHERE updated_at >= $9 AND updated_at < $10
              ) AS cells GROUP BY k, status"
         )
     };
@@ -121,12 +163,16 @@ macro_rules! cells {
         let p: &Parts = $parts;
         on_db!($db, pool => {
             sqlx::query_as::<_, Cell<$k>>(cells_sql!($key))
-                .bind(p.hours.0)
-                .bind(p.hours.1)
-                .bind(p.head.0)
-                .bind(p.head.1)
-                .bind(p.tail.0)
-                .bind(p.tail.1)
+                .bind(p.days.0)
+                .bind(p.days.1)
+                .bind(p.hours[0].0)
+                .bind(p.hours[0].1)
+                .bind(p.hours[1].0)
+                .bind(p.hours[1].1)
+                .bind(p.log[0].0)
+                .bind(p.log[0].1)
+                .bind(p.log[1].0)
+                .bind(p.log[1].1)
                 $(.bind($extra))*
                 .fetch_all(pool)
                 .await
@@ -136,7 +182,7 @@ macro_rules! cells {
 
 /// Per poller over `span`, in name order.
 pub async fn per_poller(db: &Db, span: Span) -> Result<Vec<(String, Sums)>, sqlx::Error> {
-    let cells = cells!(db, "poller", String, &span.parts(true))?;
+    let cells = cells!(db, "poller", String, &span.parts(Grain::Days))?;
     Ok(fold(cells)
         .into_iter()
         .filter(|(_, s)| s.transfers > 0)
@@ -151,11 +197,24 @@ pub async fn per_bucket(
     first: i64,
     width: i64,
 ) -> Result<BTreeMap<i64, Sums>, sqlx::Error> {
-    // Rollup hours fall whole into a bucket only when buckets are whole
-    // hours on the hour.
-    let whole_hours = width % HOUR_MS == 0 && first % HOUR_MS == 0;
-    let parts = span.parts(whole_hours);
-    let cells = cells!(db, "(at - $7) / $8", i64, &parts, first, width.max(1))?;
+    // A rollup's day or hour falls whole into a bucket only when buckets
+    // are whole days (hours) on the day (hour).
+    let on = |unit: i64| width % unit == 0 && first % unit == 0;
+    let grain = if on(DAY_MS) {
+        Grain::Days
+    } else if on(HOUR_MS) {
+        Grain::Hours
+    } else {
+        Grain::Log
+    };
+    let cells = cells!(
+        db,
+        "(at - $11) / $12",
+        i64,
+        &span.parts(grain),
+        first,
+        width.max(1)
+    )?;
     Ok(fold(cells))
 }
 

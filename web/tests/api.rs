@@ -456,9 +456,13 @@ async fn pollers_are_validated_and_secrets_are_write_only() {
     let (_, e) = post(b).await;
     assert_eq!(e["field"], "params.colour", "{e}");
     let mut b = poller_body("p1");
-    b["agents"] = json!(["ghost"]);
+    b["agents"] = json!(["edge1", "ghost", "edge2", "spook"]);
     let (_, e) = post(b).await;
     assert_eq!(e["field"], "agents");
+    assert_eq!(
+        e["error"], "no agent named `ghost`",
+        "the first unknown: {e}"
+    );
     let mut b = poller_body("p1");
     b["plugin_version"] = json!("9.9.9");
     let (_, e) = post(b).await;
@@ -1795,7 +1799,8 @@ async fn statistics_from_the_rollups_are_what_the_log_says() {
         let agent = if rng.bool() { &edge1 } else { &edge2 };
         let poller = ["news", "sports", "promos"][rng.usize(..3)];
         let size = rng.i64(1..5_000_000);
-        let mut at = t0 + rng.i64(0..72 * HOUR);
+        // Over ten days, so ranges hold whole days (the daily rollups).
+        let mut at = t0 + rng.i64(0..240 * HOUR);
         let mut events = Vec::new();
         let mut push = |kind: &str, at: i64, attempt: i64, done: i64| {
             events.push(
@@ -1897,13 +1902,14 @@ async fn statistics_from_the_rollups_are_what_the_log_says() {
         (None, Some(t0 + 24 * HOUR)),
         (Some(t0 + HOUR), Some(t0 + HOUR + 60_000)),
         (Some(t0 - 1234 + 5 * HOUR), Some(t0 - 1234 + 30 * HOUR)),
+        (Some(t0 + 20 * HOUR), Some(t0 + 200 * HOUR)),
         (Some(i64::MIN), Some(i64::MAX)),
         (Some(i64::MAX - 5), None),
         (None, Some(i64::MIN + 5)),
     ];
     for _ in 0..25 {
-        let a = t0 + rng.i64(-HOUR..80 * HOUR);
-        let b = a + rng.i64(0..40 * HOUR);
+        let a = t0 + rng.i64(-HOUR..250 * HOUR);
+        let b = a + rng.i64(0..120 * HOUR);
         ranges.push((Some(a), Some(b)));
     }
     for (from, to) in ranges {

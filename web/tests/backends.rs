@@ -10,7 +10,7 @@ mod support;
 
 use dispatch_web::database::{MIGRATOR, POSTGRES_MIGRATOR};
 use dispatch_web::db::Db;
-use dispatch_web::rollups::{Span, first_hour, per_bucket, per_poller};
+use dispatch_web::rollups::{Span, Sums, first_hour, per_bucket, per_poller};
 use sqlx::{PgPool, Row as _, SqlitePool};
 use std::collections::BTreeMap;
 use support::postgres::Postgres;
@@ -164,7 +164,8 @@ fn writes(n: usize) -> Vec<Write> {
     let mut live: Vec<(String, &'static str, i64)> = Vec::new();
     let mut out = Vec::new();
     for i in 0..n {
-        let at = 3_600_000 * 100 + rng.i64(0..3_600_000 * 6);
+        // Over three days, so whole days come from the daily rollups.
+        let at = 3_600_000 * 100 + rng.i64(0..3_600_000 * 72);
         let pick = rng.usize(0..live.len().max(1));
         match rng.u8(0..10) {
             0..=3 => {
@@ -236,6 +237,15 @@ macro_rules! apply {
 const CELLS: &str = "SELECT hour, poller, agent, status, transfers, bytes FROM transfer_rollups
      ORDER BY hour, poller, agent, status";
 
+/// The daily rollups' cells with something in them, and the hourly ones
+/// added up per day: the same, on each backend.
+const DAYS: &str = "SELECT day, poller, status, transfers, bytes FROM transfer_rollups_daily
+     WHERE transfers <> 0 OR bytes <> 0 ORDER BY day, poller, status";
+const HOURS_BY_DAY: &str = "SELECT hour / 24, poller, status,
+            CAST(SUM(transfers) AS BIGINT), CAST(SUM(bytes) AS BIGINT)
+     FROM transfer_rollups GROUP BY 1, 2, 3
+     HAVING SUM(transfers) <> 0 OR SUM(bytes) <> 0 ORDER BY 1, 2, 3";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_backends_count_the_same_rollups_from_the_same_writes() {
     let pg = Postgres::start();
@@ -251,6 +261,21 @@ async fn both_backends_count_the_same_rollups_from_the_same_writes() {
     let p: Vec<Cell> = sqlx::query_as(CELLS).fetch_all(&postgres).await.unwrap();
     assert!(s.len() > 20, "too few cells: {s:?}");
     assert_eq!(s, p, "the same cells (SQLite, then PostgreSQL)");
+    type Day = (i64, String, String, i64, i64);
+    for db in [Db::Sqlite(sqlite.clone()), Db::Postgres(postgres.clone())] {
+        let days: Vec<Day> =
+            dispatch_web::on_db!(&db, pool => sqlx::query_as(DAYS).fetch_all(pool).await).unwrap();
+        let summed: Vec<Day> =
+            dispatch_web::on_db!(&db, pool => sqlx::query_as(HOURS_BY_DAY).fetch_all(pool).await)
+                .unwrap();
+        assert!(days.len() > 10, "too few days' cells: {days:?}");
+        assert_eq!(
+            days,
+            summed,
+            "{}: each day is the sum of its hours",
+            db.backend()
+        );
+    }
     // And right: with nothing deleted in a cell, it counts what is there.
     let counted: i64 =
         sqlx::query_scalar("SELECT CAST(SUM(transfers) AS BIGINT) FROM transfer_rollups")
@@ -297,6 +322,15 @@ async fn statistics_and_retention_say_the_same_on_both_backends() {
             from: Some(102 * H + 5),
             to: None,
         },
+        // Whole days (120 h to 168 h) between whole hours and partial ones.
+        Span {
+            from: Some(100 * H + 5),
+            to: Some(170 * H + 7),
+        },
+        Span {
+            from: None,
+            to: Some(150 * H),
+        },
     ];
     for span in spans {
         let (a, b) = (
@@ -310,6 +344,22 @@ async fn statistics_and_retention_say_the_same_on_both_backends() {
             let b = per_bucket(&p, span, first, width).await.unwrap();
             assert!(!a.is_empty(), "{span:?} {first} {width}");
             assert_eq!(a, b, "per bucket of {width} ms from {first} over {span:?}");
+        }
+        // Daily buckets (from the daily rollups where days are whole) are
+        // the hourly ones added up.
+        for db in [&s, &p] {
+            let days = per_bucket(db, span, 96 * H, 24 * H).await.unwrap();
+            let mut summed: BTreeMap<i64, Sums> = BTreeMap::new();
+            for (hour, h) in per_bucket(db, span, 96 * H, H).await.unwrap() {
+                let d = summed.entry(hour / 24).or_default();
+                d.transfers += h.transfers;
+                d.complete += h.complete;
+                d.errors += h.errors;
+                d.finished += h.finished;
+                d.bytes += h.bytes;
+            }
+            assert!(!days.is_empty(), "{span:?}");
+            assert_eq!(days, summed, "{}: days over {span:?}", db.backend());
         }
     }
     assert_eq!(first_hour(&s).await.unwrap(), Some(100 * H));

@@ -226,16 +226,28 @@ async fn validate(state: &AppState, p: &PollerInput) -> ApiResult<Resolved> {
         .collect();
     info.resolve_params(&given)
         .map_err(|e| ApiError::bad(&format!("params.{}", param_name(&e)), e.to_string()))?;
-    for a in &p.agents {
-        let known: Option<i64> = on_db!(db, pool => {
-            sqlx::query_scalar("SELECT id FROM agents WHERE name = $1")
-                .bind(a)
-                .fetch_optional(pool)
-                .await
-        })?;
-        if known.is_none() {
-            return Err(ApiError::bad("agents", format!("no agent named `{a}`")));
+    // One statement for all the names: a query per name made the save of
+    // a poller run by 2,000 agents take a second on PostgreSQL.
+    let names = serde_json::Value::from(p.agents.as_slice()).to_string();
+    let known: Vec<String> = match db {
+        Db::Sqlite(pool) => {
+            sqlx::query_scalar(
+                "SELECT name FROM agents WHERE name IN (SELECT value FROM json_each($1))",
+            )
+            .bind(&names)
+            .fetch_all(pool)
+            .await
         }
+        Db::Postgres(pool) => sqlx::query_scalar(
+            "SELECT name FROM agents WHERE name IN (SELECT jsonb_array_elements_text($1::jsonb))",
+        )
+        .bind(&names)
+        .fetch_all(pool)
+        .await,
+    }?;
+    let known: std::collections::HashSet<String> = known.into_iter().collect();
+    if let Some(a) = p.agents.iter().find(|a| !known.contains(*a)) {
+        return Err(ApiError::bad("agents", format!("no agent named `{a}`")));
     }
     Ok(Resolved {
         plugin_id,

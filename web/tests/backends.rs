@@ -246,6 +246,75 @@ const HOURS_BY_DAY: &str = "SELECT hour / 24, poller, status,
      FROM transfer_rollups GROUP BY 1, 2, 3
      HAVING SUM(transfers) <> 0 OR SUM(bytes) <> 0 ORDER BY 1, 2, 3";
 
+/// The hourly cells are the same on both backends; on each, every day is
+/// the sum of its hours and every status's total the sum of its cells.
+async fn counts_agree(sqlite: &SqlitePool, postgres: &PgPool) {
+    type Cell = (i64, String, String, String, i64, i64);
+    let s: Vec<Cell> = sqlx::query_as(CELLS).fetch_all(sqlite).await.unwrap();
+    let p: Vec<Cell> = sqlx::query_as(CELLS).fetch_all(postgres).await.unwrap();
+    assert!(s.len() > 20, "too few cells: {s:?}");
+    assert_eq!(s, p, "the same cells (SQLite, then PostgreSQL)");
+    type Day = (i64, String, String, i64, i64);
+    type Total = (String, i64);
+    const TOTALS: &str = "SELECT status, CAST(transfers AS BIGINT) FROM transfer_totals
+         WHERE transfers <> 0 ORDER BY status";
+    const CELLS_BY_STATUS: &str =
+        "SELECT status, CAST(SUM(transfers) AS BIGINT) FROM transfer_rollups
+         GROUP BY status HAVING SUM(transfers) <> 0 ORDER BY status";
+    for db in [Db::Sqlite(sqlite.clone()), Db::Postgres(postgres.clone())] {
+        let days: Vec<Day> =
+            dispatch_web::on_db!(&db, pool => sqlx::query_as(DAYS).fetch_all(pool).await).unwrap();
+        let summed: Vec<Day> =
+            dispatch_web::on_db!(&db, pool => sqlx::query_as(HOURS_BY_DAY).fetch_all(pool).await)
+                .unwrap();
+        assert!(days.len() > 10, "too few days' cells: {days:?}");
+        let backend = db.backend();
+        assert_eq!(days, summed, "{backend}: each day is the sum of its hours");
+        let totals: Vec<Total> =
+            dispatch_web::on_db!(&db, pool => sqlx::query_as(TOTALS).fetch_all(pool).await)
+                .unwrap();
+        let summed: Vec<Total> =
+            dispatch_web::on_db!(&db, pool => sqlx::query_as(CELLS_BY_STATUS).fetch_all(pool).await)
+                .unwrap();
+        assert!(totals.len() >= 3, "{backend}: {totals:?}");
+        assert_eq!(totals, summed, "{backend}: the totals are the cells' sums");
+    }
+}
+
+/// A log written before the daily rollups (migration 0013) is counted
+/// into them at the upgrade, and writes after it go on counting into all
+/// three, on both backends (PostgreSQL's row triggers were replaced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_rollups_are_filled_at_the_upgrade() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqlitePool::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("d.sqlite").display()
+    ))
+    .await
+    .unwrap();
+    let postgres = PgPool::connect(&pg.database("upgrade").await)
+        .await
+        .unwrap();
+    MIGRATOR.run_to(12, &sqlite).await.unwrap();
+    POSTGRES_MIGRATOR.run_to(12, &postgres).await.unwrap();
+    let writes = writes(600);
+    let (before, after) = writes.split_at(300);
+    for w in before {
+        apply!(&sqlite, w);
+        apply!(&postgres, w);
+    }
+    MIGRATOR.run(&sqlite).await.unwrap();
+    POSTGRES_MIGRATOR.run(&postgres).await.unwrap();
+    counts_agree(&sqlite, &postgres).await;
+    for w in after {
+        apply!(&sqlite, w);
+        apply!(&postgres, w);
+    }
+    counts_agree(&sqlite, &postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_backends_count_the_same_rollups_from_the_same_writes() {
     let pg = Postgres::start();
@@ -256,26 +325,7 @@ async fn both_backends_count_the_same_rollups_from_the_same_writes() {
         apply!(&sqlite, w);
         apply!(&postgres, w);
     }
-    type Cell = (i64, String, String, String, i64, i64);
-    let s: Vec<Cell> = sqlx::query_as(CELLS).fetch_all(&sqlite).await.unwrap();
-    let p: Vec<Cell> = sqlx::query_as(CELLS).fetch_all(&postgres).await.unwrap();
-    assert!(s.len() > 20, "too few cells: {s:?}");
-    assert_eq!(s, p, "the same cells (SQLite, then PostgreSQL)");
-    type Day = (i64, String, String, i64, i64);
-    for db in [Db::Sqlite(sqlite.clone()), Db::Postgres(postgres.clone())] {
-        let days: Vec<Day> =
-            dispatch_web::on_db!(&db, pool => sqlx::query_as(DAYS).fetch_all(pool).await).unwrap();
-        let summed: Vec<Day> =
-            dispatch_web::on_db!(&db, pool => sqlx::query_as(HOURS_BY_DAY).fetch_all(pool).await)
-                .unwrap();
-        assert!(days.len() > 10, "too few days' cells: {days:?}");
-        assert_eq!(
-            days,
-            summed,
-            "{}: each day is the sum of its hours",
-            db.backend()
-        );
-    }
+    counts_agree(&sqlite, &postgres).await;
     // And right: with nothing deleted in a cell, it counts what is there.
     let counted: i64 =
         sqlx::query_scalar("SELECT CAST(SUM(transfers) AS BIGINT) FROM transfer_rollups")

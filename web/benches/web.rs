@@ -14,7 +14,7 @@
 //! 3. `stats`: the dashboard, the statistics page and `/api/v1/stats` over
 //!    the last 24 hours and 30 days of a log of 1,000,000 transfers spread
 //!    over 30 days (`DISPATCH_BENCH_TRANSFERS` for another count), read
-//!    from the hourly rollups; baseline: the aggregate the API made before
+//!    from the daily and hourly rollups; baseline: the aggregate the API made before
 //!    the rollups (a scan of the log's range), in-process, same run; and
 //!    a `/metrics` scrape (its transfer counts kept by triggers).
 //!

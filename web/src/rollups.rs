@@ -15,7 +15,8 @@ use crate::on_db;
 use std::collections::BTreeMap;
 
 pub const HOUR_MS: i64 = 3_600_000;
-pub const DAY_MS: i64 = 24 * HOUR_MS;
+pub const DAY_MS: i64 = HOURS_A_DAY * HOUR_MS;
+const HOURS_A_DAY: i64 = 24;
 
 /// What the transfers of one group add up to.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -101,15 +102,17 @@ impl Span {
         if grain == Grain::Hours {
             return hours_only;
         }
-        let (d0, d1) = whole(self.from.map(|_| h0), self.to.map(|_| h1), DAY_MS / HOUR_MS);
+        let (d0, d1) = whole(self.from.map(|_| h0), self.to.map(|_| h1), HOURS_A_DAY);
         if d0 >= d1 {
             return hours_only;
         }
         Parts {
             days: (d0, d1),
             hours: [
-                self.from.map_or(NONE, |_| (h0, d0.saturating_mul(24))),
-                self.to.map_or(NONE, |_| (d1.saturating_mul(24), h1)),
+                self.from
+                    .map_or(NONE, |_| (h0, d0.saturating_mul(HOURS_A_DAY))),
+                self.to
+                    .map_or(NONE, |_| (d1.saturating_mul(HOURS_A_DAY), h1)),
             ],
             log,
         }

@@ -20,6 +20,15 @@ type Columns = BTreeMap<String, BTreeMap<String, (&'static str, bool)>>;
 
 /// Both databases, migrated to the newest schema.
 async fn both(pg: &Postgres, name: &str) -> (tempfile::TempDir, SqlitePool, PgPool) {
+    both_at(pg, name, i64::MAX).await
+}
+
+/// Both databases, migrated up to `version`.
+async fn both_at(
+    pg: &Postgres,
+    name: &str,
+    version: i64,
+) -> (tempfile::TempDir, SqlitePool, PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqlitePool::connect(&format!(
         "sqlite://{}?mode=rwc",
@@ -27,9 +36,9 @@ async fn both(pg: &Postgres, name: &str) -> (tempfile::TempDir, SqlitePool, PgPo
     ))
     .await
     .unwrap();
-    MIGRATOR.run(&sqlite).await.unwrap();
+    MIGRATOR.run_to(version, &sqlite).await.unwrap();
     let postgres = PgPool::connect(&pg.database(name).await).await.unwrap();
-    POSTGRES_MIGRATOR.run(&postgres).await.unwrap();
+    POSTGRES_MIGRATOR.run_to(version, &postgres).await.unwrap();
     (dir, sqlite, postgres)
 }
 
@@ -287,18 +296,7 @@ async fn counts_agree(sqlite: &SqlitePool, postgres: &PgPool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_rollups_are_filled_at_the_upgrade() {
     let pg = Postgres::start();
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = SqlitePool::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("d.sqlite").display()
-    ))
-    .await
-    .unwrap();
-    let postgres = PgPool::connect(&pg.database("upgrade").await)
-        .await
-        .unwrap();
-    MIGRATOR.run_to(12, &sqlite).await.unwrap();
-    POSTGRES_MIGRATOR.run_to(12, &postgres).await.unwrap();
+    let (_dir, sqlite, postgres) = both_at(&pg, "upgrade", 12).await;
     let writes = writes(600);
     let (before, after) = writes.split_at(300);
     for w in before {

@@ -357,6 +357,7 @@ mod tests {
             excludes: Arc::default(),
             id: "0011223344556677".into(),
             sig: String::new(),
+            restarted: false,
         };
         let cmd = AsperaBackend::new(cfg()).command(&job, None);
         let args: Vec<String> = cmd

@@ -42,6 +42,9 @@ pub struct Job {
     /// The item's stability signature when it was queued; a backend that
     /// moves a whole tree into place checks it once more before the move.
     pub sig: String,
+    /// A restart left this transfer in flight: what its attempt before the
+    /// restart wrote may still be at its temporary names.
+    pub restarted: bool,
 }
 
 impl Job {

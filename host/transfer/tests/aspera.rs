@@ -59,6 +59,7 @@ fn job(root: &Path, path: &str, kind: ItemKind) -> Job {
         excludes: Arc::default(),
         id: "00112233445566778899".into(),
         sig: String::new(),
+        restarted: false,
     }
 }
 

@@ -172,6 +172,7 @@ async fn requeue(journal: &Journal, p: &Poller, row: &TransferRow) {
         excludes: cfg.excludes.clone(),
         id: row.id.clone(),
         sig: String::new(),
+        restarted: true,
     };
     cfg.backend.discard(&job).await;
     journal.record(event(row, ended, Some(why.into())));

@@ -151,6 +151,7 @@ impl Poller {
                 excludes: cfg.excludes.clone(),
                 id: it.q.id.clone(),
                 sig: it.q.sig.clone(),
+                restarted: it.q.check_delivered,
             })
             .collect();
         testhook::wait_at(Point::BeforeSend).await;

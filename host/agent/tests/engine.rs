@@ -981,3 +981,36 @@ fn signal(child: &std::process::Child, sig: &str) {
         .success();
     assert!(ok);
 }
+
+/// Whoever reads the agent's log may go away (a pager quit, a log
+/// collector restarted): the agent keeps sending and ends as usual. It used
+/// to panic on the first log line it could not write ("failed printing to
+/// stderr"), or hang with nothing sent.
+#[test]
+fn an_agent_whose_log_reader_goes_away_keeps_sending() {
+    let site = Site::new();
+    let sent = ["a.mxf", "b.mxf", "c.mxf", "d.mxf"];
+    add(&site.path("src/f"), &sent);
+    site.config("", &poller("f", "file", ""));
+    let mut child = site
+        .agent(&["run", "--config", "agent.toml", "--until-idle"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the agent still runs 60 s after its log reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert_eq!(names(&snapshot(&site.path("src/f"))), files(&[]));
+    assert_eq!(names(&snapshot(&site.path("dst/f"))), files(&sent));
+}

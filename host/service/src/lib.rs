@@ -46,9 +46,13 @@ pub enum LogFormat {
 pub fn init_logs(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // A line that cannot be written is dropped: by default the subscriber
+    // reports that with `eprintln!`, which panics when stderr is the
+    // broken pipe of a reader that went away, and takes the agent down.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

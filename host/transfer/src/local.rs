@@ -255,10 +255,12 @@ impl Copier<'_> {
         self.deliver(job, dest_root, |tmp, dst| {
             // After a restart the part its attempt left is found (and
             // removed) by creating it again.
-            if !self.fsync && !job.restarted && self.unnamed.load(Ordering::Relaxed) {
-                if let Some(bytes) = self.copy_unnamed(&job.source(), tmp, dst)? {
-                    return Ok((bytes, false));
-                }
+            if !self.fsync
+                && !job.restarted
+                && self.unnamed.load(Ordering::Relaxed)
+                && let Some(bytes) = self.copy_unnamed(&job.source(), tmp, dst)?
+            {
+                return Ok((bytes, false));
             }
             // Flushed (and then renamed) by `settle`, outside the slot.
             let bytes = self.copy_file(&job.source(), tmp, false)?;

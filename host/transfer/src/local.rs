@@ -371,7 +371,7 @@ impl Copier<'_> {
         if self.verify {
             file.rewind()
                 .map_err(|e| TransferError::io(&format!("cannot read {}", dst.display()), &e))?;
-            self.check_sha256(from, sha256_of(file.try_clone(), dst)?)?;
+            check_sha256(from, sha256_of(file.try_clone(), dst)?)?;
         }
         // Linking a file by its descriptor needs a privilege; by its
         // `/proc` name it needs only that the file is ours.
@@ -422,20 +422,9 @@ impl Copier<'_> {
         .map_err(|e| TransferError::io(&format!("cannot create {}", to.display()), &e))?;
         let copied = self.copy_into(from, &mut dst, to, sync)?;
         if self.verify {
-            self.check_sha256(from, sha256_file(to)?)?;
+            check_sha256(from, sha256_file(to)?)?;
         }
         Ok(copied)
-    }
-
-    /// Fails unless `from` hashes to `copy`'s sha256.
-    fn check_sha256(&self, from: &Path, copy: String) -> Result<(), TransferError> {
-        if sha256_file(from)? != copy {
-            return Err(TransferError::transient(format!(
-                "sha256 check failed for {}",
-                from.display()
-            )));
-        }
-        Ok(())
     }
 
     /// Copies `from` into `dst` (named `to` in errors), syncs it if `sync`,
@@ -655,6 +644,17 @@ fn move_into_place(tmp: &Path, dst: &Path) -> Result<(), TransferError> {
     }
 }
 
+/// Fails unless `from` hashes to `copy` (a copy's sha256).
+fn check_sha256(from: &Path, copy: String) -> Result<(), TransferError> {
+    if sha256_file(from)? != copy {
+        return Err(TransferError::transient(format!(
+            "sha256 check failed for {}",
+            from.display()
+        )));
+    }
+    Ok(())
+}
+
 fn sha256_file(path: &Path) -> Result<String, TransferError> {
     sha256_of(File::open(path), path)
 }
@@ -772,26 +772,15 @@ mod tests {
         );
     }
 
-    /// Without flushes a file is linked at its final name from an unnamed
-    /// file: no temporary name is ever seen, a file already there is
-    /// replaced (through the part's name, even with a stale part there),
-    /// and sha256 verification reads the unnamed copy.
+    /// Without flushes (an unnamed copy linked in place, where the file
+    /// system has them) no temporary name is left after the send, a file
+    /// already there is replaced (even with a stale part at the part's
+    /// name), and a sha256-verified copy arrives whole.
     #[tokio::test]
     async fn without_fsync_a_file_appears_whole_and_replaces_the_one_there() {
         let src = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let dst = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let out = dst.path().join("new/dir");
-        let names = || -> Vec<String> {
-            let mut v: Vec<String> = std::fs::read_dir(&out)
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            v.sort();
-            v
-        };
         let backend = LocalBackend::new(out.clone(), true, false, None);
         let job = job(src.path(), "a.dpx", ItemKind::File);
         for (round, body) in [b"frame 1", b"frame 2", b"frame 3"].into_iter().enumerate() {
@@ -805,7 +794,7 @@ mod tests {
                 .await
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
             assert_eq!(sent.bytes, 7, "round {round}");
-            assert_eq!(names(), ["a.dpx"], "round {round}: before the settle");
+            assert_eq!(names(&out), ["a.dpx"], "round {round}: before the settle");
             backend
                 .settle(&sent)
                 .await
@@ -816,6 +805,19 @@ mod tests {
                 "round {round}"
             );
         }
+    }
+
+    /// The names in `d`, sorted (none when it is missing).
+    fn names(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
     }
 
     /// What the engine does: send, then settle.
@@ -832,17 +834,6 @@ mod tests {
         let dst = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(src.path().join("a.dpx"), b"frame").unwrap_or_else(|e| panic!("{e}"));
         let backend = LocalBackend::new(dst.path().join("new/dir"), false, true, None);
-        let names = |d: &Path| -> Vec<String> {
-            let mut v: Vec<String> = std::fs::read_dir(d)
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            v.sort();
-            v
-        };
         let job = job(src.path(), "a.dpx", ItemKind::File);
         let sent = backend
             .send(&job, Arc::default())

@@ -25,11 +25,17 @@ impl Site {
         self.0.path(rel)
     }
 
-    /// Writes agent.toml: fast test settings plus `body`.
+    /// Writes agent.toml: fast test settings (a rescan every second, unless
+    /// `agent_extra` sets another) plus `body`.
     fn config(&self, agent_extra: &str, body: &str) -> PathBuf {
         let cache = std::env::temp_dir().join("dispatch-test-cache");
+        let rescan = if agent_extra.contains("rescan_interval") {
+            ""
+        } else {
+            "rescan_interval = \"1s\"\n"
+        };
         let text = format!(
-            "[agent]\ncache_dir = {:?}\nrescan_interval = \"1s\"\nshutdown_grace = \"5s\"\n{agent_extra}\n[agent.retry]\ninitial = \"100ms\"\nmax = \"400ms\"\n\n{body}",
+            "[agent]\ncache_dir = {:?}\n{rescan}shutdown_grace = \"5s\"\n{agent_extra}\n[agent.retry]\ninitial = \"100ms\"\nmax = \"400ms\"\n\n{body}",
             cache.display().to_string()
         );
         let path = self.path("agent.toml");
@@ -307,6 +313,48 @@ fn a_growing_file_is_sent_once_it_stops_growing() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["status"], "Complete");
     assert_eq!(rows[0]["attempts"], 1);
+}
+
+/// With no rescan for an hour, only file-system events can bring what
+/// appears after the first poll: in folders made since (however deep), in a
+/// folder renamed within the root, and in one moved in from outside.
+#[test]
+fn what_appears_later_is_sent_without_waiting_for_the_rescan() {
+    let site = Site::new();
+    let root = site.path("src/later");
+    add(&root, &["P1/first/a.ts"]);
+    site.config("rescan_interval = \"1h\"", &poller("later", "telus", ""));
+    let agent = site.spawn();
+    let arrived = |rel: &str| site.path(&format!("dst/later/{rel}")).exists();
+    let limit = Duration::from_secs(20);
+    wait_until("the first poll's file", limit, || arrived("P1/first/a.ts"));
+
+    // Folders made after the first poll, two deep.
+    add(&root, &["P2/new/b.ts"]);
+    wait_until("a file in new folders", limit, || arrived("P2/new/b.ts"));
+    add(&root, &["P2/new/c.ts"]);
+    wait_until("a second file there", limit, || arrived("P2/new/c.ts"));
+
+    // A folder renamed within the root: what is written in it later.
+    std::fs::rename(root.join("P2/new"), root.join("P2/renamed")).unwrap();
+    add(&root, &["P2/renamed/d.ts"]);
+    wait_until("a file in a renamed folder", limit, || {
+        arrived("P2/renamed/d.ts")
+    });
+
+    // A tree moved in from outside the root, then written to.
+    let outside = site.path("elsewhere");
+    add(&outside, &["P3/moved/e.ts"]);
+    std::fs::rename(outside.join("P3"), root.join("P3")).unwrap();
+    wait_until("a file moved in", limit, || arrived("P3/moved/e.ts"));
+    add(&root, &["P3/moved/f.ts"]);
+    wait_until("a file written in a moved-in folder", limit, || {
+        arrived("P3/moved/f.ts")
+    });
+    stop(agent);
+    let rows = site.transfers();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert!(rows.iter().all(|r| r["status"] == "Complete"), "{rows:?}");
 }
 
 /// SIGTERM, then the agent's output.

@@ -1,0 +1,313 @@
+//! A recursive inotify watch of directory trees, read in batches by a
+//! thread of its own.
+//!
+//! Written over the raw API instead of `notify` for what a drain of many
+//! small files costs: only directories are watched (found by the entry
+//! types `getdents` gives, no `lstat` of every file at the start); reads
+//! are not subscribed to (every copy of a source opened it: an event, and
+//! a wake-up of the reader, per file); and after each batch the reader
+//! rests a moment, so the agent's own renames and unlinks pile up in the
+//! kernel's queue instead of waking it one by one.
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+use rustix::io::Errno;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The reader's rest after a batch: events of that time come in one batch.
+/// Polls are merged over a longer time anyway (`MIN_POLL_INTERVAL`).
+const REST: Duration = Duration::from_millis(20);
+
+/// What a directory watch reports: changes to its entries and to itself.
+/// No reads (`IN_OPEN`, `IN_ACCESS`, `IN_CLOSE_NOWRITE`), nothing about an
+/// entry once it is unlinked, never through a symlink.
+const MASK: WatchFlags = WatchFlags::CREATE
+    .union(WatchFlags::DELETE)
+    .union(WatchFlags::MODIFY)
+    .union(WatchFlags::CLOSE_WRITE)
+    .union(WatchFlags::ATTRIB)
+    .union(WatchFlags::MOVED_FROM)
+    .union(WatchFlags::MOVED_TO)
+    .union(WatchFlags::DELETE_SELF)
+    .union(WatchFlags::MOVE_SELF)
+    .union(WatchFlags::ONLYDIR)
+    .union(WatchFlags::DONT_FOLLOW)
+    .union(WatchFlags::EXCL_UNLINK);
+
+/// What happened to a path, as far as telling news goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// Created, deleted, written, or its attributes changed.
+    Changed,
+    /// Moved away from this name (a rename's first half).
+    MovedFrom,
+    /// Arrived at this name by a rename.
+    MovedTo,
+    /// The watched directory itself was deleted or moved away.
+    SelfGone,
+    /// The kernel's queue overflowed: changes were lost (no path).
+    Overflow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Change {
+    pub kind: Kind,
+    pub path: PathBuf,
+}
+
+/// The watched directories of every tree, by watch descriptor.
+struct Dirs {
+    fd: OwnedFd,
+    by_wd: Mutex<HashMap<i32, PathBuf>>,
+    /// The tops of the trees watched (walked again after an overflow).
+    tops: Mutex<Vec<PathBuf>>,
+}
+
+/// Watches trees until dropped.
+pub(super) struct Trees {
+    dirs: Arc<Dirs>,
+    /// Written to on drop: the reader thread ends.
+    stop: OwnedFd,
+}
+
+impl Trees {
+    /// Starts the reader thread; `on_batch` gets each batch of changes,
+    /// after the directories they created are watched too (so a poll they
+    /// ask for misses nothing written in those).
+    pub fn start(on_batch: impl Fn(&[Change]) + Send + 'static) -> std::io::Result<Self> {
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+        let stop = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?;
+        let dirs = Arc::new(Dirs {
+            fd,
+            by_wd: Mutex::default(),
+            tops: Mutex::default(),
+        });
+        let reader = Reader {
+            dirs: dirs.clone(),
+            stop: stop.try_clone()?,
+            moving: HashMap::new(),
+        };
+        std::thread::Builder::new()
+            .name("file-events".into())
+            .spawn(move || reader.run(on_batch))?;
+        Ok(Self { dirs, stop })
+    }
+
+    /// Watches `top` and every directory below it (symlinks not followed);
+    /// an error is `top`'s own (one below it is logged and skipped).
+    pub fn watch(&self, top: &Path) -> std::io::Result<()> {
+        self.dirs.watch_tree(top)?;
+        super::super::lock(&self.dirs.tops).push(top.to_path_buf());
+        Ok(())
+    }
+
+    /// Stops watching `top` and what is below it.
+    pub fn unwatch(&self, top: &Path) {
+        let mut tops = super::super::lock(&self.dirs.tops);
+        if let Some(i) = tops.iter().position(|t| t == top) {
+            tops.remove(i);
+        }
+        // A tree still watched from another top keeps its watches.
+        let kept = |p: &Path| tops.iter().any(|t| p.starts_with(t));
+        let mut by_wd = super::super::lock(&self.dirs.by_wd);
+        by_wd.retain(|wd, p| {
+            if !p.starts_with(top) || kept(p) {
+                return true;
+            }
+            let _ = inotify::remove_watch(&self.dirs.fd, *wd);
+            false
+        });
+    }
+}
+
+impl Drop for Trees {
+    fn drop(&mut self) {
+        let _ = rustix::io::write(&self.stop, &1u64.to_ne_bytes());
+    }
+}
+
+impl Dirs {
+    fn watch_tree(&self, top: &Path) -> std::io::Result<()> {
+        self.watch_dir(top)?;
+        let mut stack = vec![top.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                // The type from the listing: no `lstat` unless the file
+                // system leaves it unknown.
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let path = e.path();
+                    match self.watch_dir(&path) {
+                        Ok(()) => stack.push(path),
+                        Err(e) => tracing::debug!("cannot watch {}: {e}", path.display()),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn watch_dir(&self, dir: &Path) -> std::io::Result<()> {
+        let wd = inotify::add_watch(&self.fd, dir, MASK).map_err(|e| {
+            if e == Errno::NOSPC {
+                std::io::Error::other(
+                    "the system's limit of watched directories is reached (fs.inotify.max_user_watches)",
+                )
+            } else {
+                e.into()
+            }
+        })?;
+        super::super::lock(&self.by_wd).insert(wd, dir.to_path_buf());
+        Ok(())
+    }
+
+    /// A directory moved from `from` to `to` within the trees: the watches
+    /// below it go with it.
+    fn moved(&self, from: &Path, to: &Path) {
+        for p in super::super::lock(&self.by_wd).values_mut() {
+            if let Ok(rest) = p.strip_prefix(from) {
+                *p = to.join(rest);
+            }
+        }
+    }
+
+    /// A directory moved out of every tree: its watches go.
+    fn left(&self, dir: &Path) {
+        super::super::lock(&self.by_wd).retain(|wd, p| {
+            if !p.starts_with(dir) {
+                return true;
+            }
+            let _ = inotify::remove_watch(&self.fd, *wd);
+            false
+        });
+    }
+}
+
+struct Reader {
+    dirs: Arc<Dirs>,
+    stop: OwnedFd,
+    /// Directories moved away in this batch whose arrival is not read
+    /// yet, by cookie.
+    moving: HashMap<u32, PathBuf>,
+}
+
+impl Reader {
+    fn run(mut self, on_batch: impl Fn(&[Change])) {
+        let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
+        loop {
+            let mut fds = [
+                PollFd::new(&self.dirs.fd, PollFlags::IN),
+                PollFd::new(&self.stop, PollFlags::IN),
+            ];
+            match poll(&mut fds, None) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => {
+                    tracing::warn!("file-system events stopped, relying on the rescan: {e}");
+                    return;
+                }
+            }
+            if !fds[1].revents().is_empty() {
+                return;
+            }
+            let mut changes = Vec::new();
+            let dirs = self.dirs.clone();
+            let mut events = inotify::Reader::new(&dirs.fd, &mut buf);
+            loop {
+                match events.next() {
+                    Ok(ev) => {
+                        let name = ev.file_name().map(|n| OsStr::from_bytes(n.to_bytes()));
+                        self.note(ev.wd(), ev.events(), ev.cookie(), name, &mut changes);
+                    }
+                    Err(Errno::AGAIN) => break,
+                    Err(Errno::INTR) => {}
+                    Err(e) => {
+                        tracing::warn!("file-system events stopped, relying on the rescan: {e}");
+                        return;
+                    }
+                }
+            }
+            self.settle_moves();
+            if !changes.is_empty() {
+                on_batch(&changes);
+            }
+            std::thread::sleep(REST);
+        }
+    }
+
+    fn note(
+        &mut self,
+        wd: i32,
+        mask: ReadFlags,
+        cookie: u32,
+        name: Option<&OsStr>,
+        out: &mut Vec<Change>,
+    ) {
+        let dirs = &self.dirs;
+        if mask.contains(ReadFlags::QUEUE_OVERFLOW) {
+            // Directories created meanwhile may be unwatched.
+            let tops = super::super::lock(&dirs.tops).clone();
+            for top in tops {
+                let _ = dirs.watch_tree(&top);
+            }
+            out.push(Change {
+                kind: Kind::Overflow,
+                path: PathBuf::new(),
+            });
+            return;
+        }
+        if mask.contains(ReadFlags::IGNORED) {
+            super::super::lock(&dirs.by_wd).remove(&wd);
+            return;
+        }
+        let Some(dir) = super::super::lock(&dirs.by_wd).get(&wd).cloned() else {
+            return;
+        };
+        let path = name.map_or_else(|| dir.clone(), |n| dir.join(n));
+        let is_dir = mask.contains(ReadFlags::ISDIR);
+        let kind = if mask.intersects(ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF) {
+            Kind::SelfGone
+        } else if mask.contains(ReadFlags::MOVED_FROM) {
+            if is_dir {
+                self.moving.insert(cookie, path.clone());
+            }
+            Kind::MovedFrom
+        } else if mask.contains(ReadFlags::MOVED_TO) {
+            if is_dir {
+                match self.moving.remove(&cookie) {
+                    Some(from) => dirs.moved(&from, &path),
+                    None => {
+                        let _ = dirs.watch_tree(&path);
+                    }
+                }
+            }
+            Kind::MovedTo
+        } else {
+            if is_dir && mask.contains(ReadFlags::CREATE) {
+                let _ = dirs.watch_tree(&path);
+            }
+            Kind::Changed
+        };
+        out.push(Change { kind, path });
+    }
+
+    /// A directory moved away whose arrival is not in its batch went out of
+    /// the trees. (The kernel queues both halves of a rename together; if a
+    /// read ever split them, the arrival alone watches it again.)
+    fn settle_moves(&mut self) {
+        for (_, from) in self.moving.drain() {
+            self.dirs.left(&from);
+        }
+    }
+}

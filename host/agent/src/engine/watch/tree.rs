@@ -12,7 +12,7 @@
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 use rustix::io::Errno;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
@@ -62,10 +62,10 @@ pub(super) struct Change {
     pub path: PathBuf,
 }
 
-/// The watched directories of every tree, by watch descriptor.
+/// The watched directories of every tree.
 struct Dirs {
     fd: OwnedFd,
-    by_wd: Mutex<HashMap<i32, PathBuf>>,
+    index: Mutex<Index>,
     /// The tops of the trees watched (walked again after an overflow).
     tops: Mutex<Vec<PathBuf>>,
 }
@@ -89,7 +89,7 @@ impl Trees {
         )?;
         let dirs = Arc::new(Dirs {
             fd,
-            by_wd: Mutex::default(),
+            index: Mutex::default(),
             tops: Mutex::default(),
         });
         let reader = Reader {
@@ -119,14 +119,13 @@ impl Trees {
         }
         // A tree still watched from another top keeps its watches.
         let kept = |p: &Path| tops.iter().any(|t| p.starts_with(t));
-        let mut by_wd = super::super::lock(&self.dirs.by_wd);
-        by_wd.retain(|wd, p| {
-            if !p.starts_with(top) || kept(p) {
-                return true;
+        let mut index = super::super::lock(&self.dirs.index);
+        for (p, wd) in index.under(top) {
+            if !kept(&p) {
+                let _ = inotify::remove_watch(&self.dirs.fd, wd);
+                index.remove(wd);
             }
-            let _ = inotify::remove_watch(&self.dirs.fd, *wd);
-            false
-        });
+        }
     }
 }
 
@@ -169,29 +168,71 @@ impl Dirs {
                 e.into()
             }
         })?;
-        super::super::lock(&self.by_wd).insert(wd, dir.to_path_buf());
+        super::super::lock(&self.index).insert(wd, dir.to_path_buf());
         Ok(())
     }
 
     /// A directory moved from `from` to `to` within the trees: the watches
     /// below it go with it.
     fn moved(&self, from: &Path, to: &Path) {
-        for p in super::super::lock(&self.by_wd).values_mut() {
+        let mut index = super::super::lock(&self.index);
+        for (p, wd) in index.under(from) {
             if let Ok(rest) = p.strip_prefix(from) {
-                *p = to.join(rest);
+                index.insert(wd, to.join(rest));
             }
         }
     }
 
     /// A directory moved out of every tree: its watches go.
     fn left(&self, dir: &Path) {
-        super::super::lock(&self.by_wd).retain(|wd, p| {
-            if !p.starts_with(dir) {
-                return true;
-            }
-            let _ = inotify::remove_watch(&self.fd, *wd);
-            false
-        });
+        let mut index = super::super::lock(&self.index);
+        for (_, wd) in index.under(dir) {
+            let _ = inotify::remove_watch(&self.fd, wd);
+            index.remove(wd);
+        }
+    }
+}
+
+/// Watched directories both ways: by descriptor for the events, by path
+/// (ordered, so a directory and everything below it are one range) for a
+/// move, so each of a drain's set-aside directories costs what is below
+/// it, not a pass over every watch.
+#[derive(Default)]
+struct Index {
+    by_wd: HashMap<i32, PathBuf>,
+    by_path: BTreeMap<PathBuf, i32>,
+}
+
+impl Index {
+    fn insert(&mut self, wd: i32, path: PathBuf) {
+        if let Some(old) = self.by_wd.insert(wd, path.clone())
+            && self.by_path.get(&old) == Some(&wd)
+        {
+            self.by_path.remove(&old);
+        }
+        self.by_path.insert(path, wd);
+    }
+
+    fn remove(&mut self, wd: i32) {
+        if let Some(p) = self.by_wd.remove(&wd)
+            && self.by_path.get(&p) == Some(&wd)
+        {
+            self.by_path.remove(&p);
+        }
+    }
+
+    fn path(&self, wd: i32) -> Option<PathBuf> {
+        self.by_wd.get(&wd).cloned()
+    }
+
+    /// The watches of `dir` and below it. (Paths order by components, so
+    /// those below `dir` follow it at once.)
+    fn under(&self, dir: &Path) -> Vec<(PathBuf, i32)> {
+        self.by_path
+            .range(dir.to_path_buf()..)
+            .take_while(|(p, _)| p.starts_with(dir))
+            .map(|(p, wd)| (p.clone(), *wd))
+            .collect()
     }
 }
 
@@ -268,10 +309,10 @@ impl Reader {
             return;
         }
         if mask.contains(ReadFlags::IGNORED) {
-            super::super::lock(&dirs.by_wd).remove(&wd);
+            super::super::lock(&dirs.index).remove(wd);
             return;
         }
-        let Some(dir) = super::super::lock(&dirs.by_wd).get(&wd).cloned() else {
+        let Some(dir) = super::super::lock(&dirs.index).path(wd) else {
             return;
         };
         let path = name.map_or_else(|| dir.clone(), |n| dir.join(n));
@@ -309,5 +350,48 @@ impl Reader {
         for (_, from) in self.moving.drain() {
             self.dirs.left(&from);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Index;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn a_directory_and_what_is_below_it_are_one_range_and_move_together() {
+        let mut index = Index::default();
+        let names = [
+            "/r/a", "/r/a/b", "/r/a/b/c", "/r/a-b", "/r/a.txt", "/r/ab", "/r",
+        ];
+        for (wd, p) in (1..).zip(names) {
+            index.insert(wd, p.into());
+        }
+        let under = |index: &Index, dir: &str| -> Vec<PathBuf> {
+            index
+                .under(Path::new(dir))
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect()
+        };
+        assert_eq!(
+            under(&index, "/r/a"),
+            ["/r/a", "/r/a/b", "/r/a/b/c"].map(PathBuf::from)
+        );
+
+        for (p, wd) in index.under(Path::new("/r/a")) {
+            let rest = p.strip_prefix("/r/a").unwrap_or_else(|e| panic!("{e}"));
+            index.insert(wd, Path::new("/r/z").join(rest));
+        }
+        assert!(under(&index, "/r/a").is_empty());
+        assert_eq!(
+            under(&index, "/r/z"),
+            ["/r/z", "/r/z/b", "/r/z/b/c"].map(PathBuf::from)
+        );
+        assert_eq!(index.path(3), Some("/r/z/b/c".into()));
+        index.remove(3);
+        assert_eq!(index.path(3), None);
+        assert_eq!(under(&index, "/r/z"), ["/r/z", "/r/z/b"].map(PathBuf::from));
+        assert_eq!(index.under(Path::new("/r")).len(), 6);
     }
 }

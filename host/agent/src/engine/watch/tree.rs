@@ -139,6 +139,7 @@ impl Dirs {
     fn watch_tree(&self, top: &Path) -> std::io::Result<()> {
         self.watch_dir(top)?;
         let mut stack = vec![top.to_path_buf()];
+        let mut unwatched: Option<(PathBuf, std::io::Error, usize)> = None;
         while let Some(dir) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
@@ -146,14 +147,28 @@ impl Dirs {
             for e in entries.flatten() {
                 // The type from the listing: no `lstat` unless the file
                 // system leaves it unknown.
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    let path = e.path();
-                    match self.watch_dir(&path) {
-                        Ok(()) => stack.push(path),
-                        Err(e) => tracing::debug!("cannot watch {}: {e}", path.display()),
-                    }
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let path = e.path();
+                match self.watch_dir(&path) {
+                    Ok(()) => stack.push(path),
+                    // Gone meanwhile: nothing to watch.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => match &mut unwatched {
+                        Some((_, _, n)) => *n += 1,
+                        None => unwatched = Some((path, e, 1)),
+                    },
                 }
             }
+        }
+        // Once per walk, not per folder: a limit reached fails them all.
+        if let Some((first, e, n)) = unwatched {
+            tracing::warn!(
+                "cannot watch {n} folder(s) below {} ({}: {e}); changes there are seen by the rescan",
+                top.display(),
+                first.display()
+            );
         }
         Ok(())
     }

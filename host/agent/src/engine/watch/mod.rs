@@ -153,7 +153,7 @@ mod tests {
     /// What a watch of a real tree reports, batch by batch.
     struct Seen {
         changes: Arc<Mutex<Vec<Change>>>,
-        _trees: Trees,
+        trees: Trees,
     }
 
     impl Seen {
@@ -169,7 +169,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("watch {}: {e}", top.display()));
             Self {
                 changes: seen,
-                _trees: trees,
+                trees,
             }
         }
 
@@ -250,5 +250,34 @@ mod tests {
         // The top itself gone.
         drop(d);
         seen.wait_for(Kind::SelfGone, &top);
+    }
+
+    #[test]
+    fn a_tree_watched_twice_is_unwatched_at_once() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let top = d.path().canonicalize().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(top.join("sub")).unwrap_or_else(|e| panic!("{e}"));
+        let other = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let other = other
+            .path()
+            .canonicalize()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let seen = Seen::watch(&other);
+        for _ in 0..2 {
+            seen.trees
+                .watch(&top)
+                .unwrap_or_else(|e| panic!("watch {}: {e}", top.display()));
+        }
+        seen.trees.unwatch(&top);
+        write(&top.join("sub/gone"));
+        write(&top.join("gone"));
+        // The end marker, in a tree still watched.
+        write(&other.join("end"));
+        seen.wait_for(Kind::Changed, &other.join("end"));
+        let paths = seen.paths();
+        assert!(
+            paths.iter().all(|p| !p.starts_with(&top)),
+            "an unwatched tree was reported: {paths:?}"
+        );
     }
 }

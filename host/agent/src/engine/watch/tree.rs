@@ -107,11 +107,15 @@ impl Trees {
     /// an error is `top`'s own (one below it is logged and skipped).
     pub fn watch(&self, top: &Path) -> std::io::Result<()> {
         self.dirs.watch_tree(top)?;
-        super::super::lock(&self.dirs.tops).push(top.to_path_buf());
+        let mut tops = super::super::lock(&self.dirs.tops);
+        if !tops.iter().any(|t| t == top) {
+            tops.push(top.to_path_buf());
+        }
         Ok(())
     }
 
-    /// Stops watching `top` and what is below it.
+    /// Stops watching `top` and what is below it (however many times it
+    /// was watched: the caller counts its users).
     pub fn unwatch(&self, top: &Path) {
         let mut tops = super::super::lock(&self.dirs.tops);
         if let Some(i) = tops.iter().position(|t| t == top) {

@@ -123,13 +123,7 @@ impl Trees {
         }
         // A tree still watched from another top keeps its watches.
         let kept = |p: &Path| tops.iter().any(|t| p.starts_with(t));
-        let mut index = super::super::lock(&self.dirs.index);
-        for (p, wd) in index.under(top) {
-            if !kept(&p) {
-                let _ = inotify::remove_watch(&self.dirs.fd, wd);
-                index.remove(wd);
-            }
-        }
+        self.dirs.unwatch_under(top, kept);
     }
 }
 
@@ -194,20 +188,17 @@ impl Dirs {
     /// A directory moved from `from` to `to` within the trees: the watches
     /// below it go with it.
     fn moved(&self, from: &Path, to: &Path) {
-        let mut index = super::super::lock(&self.index);
-        for (p, wd) in index.under(from) {
-            if let Ok(rest) = p.strip_prefix(from) {
-                index.insert(wd, to.join(rest));
-            }
-        }
+        super::super::lock(&self.index).moved(from, to);
     }
 
-    /// A directory moved out of every tree: its watches go.
-    fn left(&self, dir: &Path) {
+    /// Removes the watches of `dir` and below it, but those `kept`.
+    fn unwatch_under(&self, dir: &Path, kept: impl Fn(&Path) -> bool) {
         let mut index = super::super::lock(&self.index);
-        for (_, wd) in index.under(dir) {
-            let _ = inotify::remove_watch(&self.fd, wd);
-            index.remove(wd);
+        for (p, wd) in index.under(dir) {
+            if !kept(&p) {
+                let _ = inotify::remove_watch(&self.fd, wd);
+                index.remove(wd);
+            }
         }
     }
 }
@@ -242,6 +233,15 @@ impl Index {
 
     fn path(&self, wd: i32) -> Option<PathBuf> {
         self.by_wd.get(&wd).cloned()
+    }
+
+    /// Re-paths the watches of `from` and below it to `to`.
+    fn moved(&mut self, from: &Path, to: &Path) {
+        for (p, wd) in self.under(from) {
+            if let Ok(rest) = p.strip_prefix(from) {
+                self.insert(wd, to.join(rest));
+            }
+        }
     }
 
     /// The watches of `dir` and below it. (Paths order by components, so
@@ -367,7 +367,8 @@ impl Reader {
     /// read ever split them, the arrival alone watches it again.)
     fn settle_moves(&mut self) {
         for (_, from) in self.moving.drain() {
-            self.dirs.left(&from);
+            // Moved out of every tree: its watches go.
+            self.dirs.unwatch_under(&from, |_| false);
         }
     }
 }
@@ -398,10 +399,7 @@ mod tests {
             ["/r/a", "/r/a/b", "/r/a/b/c"].map(PathBuf::from)
         );
 
-        for (p, wd) in index.under(Path::new("/r/a")) {
-            let rest = p.strip_prefix("/r/a").unwrap_or_else(|e| panic!("{e}"));
-            index.insert(wd, Path::new("/r/z").join(rest));
-        }
+        index.moved(Path::new("/r/a"), Path::new("/r/z"));
         assert!(under(&index, "/r/a").is_empty());
         assert_eq!(
             under(&index, "/r/z"),

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails panics
 
 mod common;
-use common::{AgentSite, Live, add, wait_limited};
+use common::{AgentSite, Live, add, wait_limited, wait_until};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -908,6 +908,45 @@ fn case15_small_files_sharing_a_slot_keep_each_ones_guarantees() {
         Vec::<String>::new(),
         "each source removed once sent"
     );
+}
+
+#[test]
+fn case16_a_file_sent_while_a_poll_lists_is_not_queued_again_from_that_listing() {
+    let site = AgentSite::new();
+    let src = site.path("src/clips");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.mxf"), b"first").unwrap();
+    config(
+        &site,
+        &poller("clips", "file", "").replace("\"200ms\"", "\"0s\""),
+    );
+    // Every poll waits after its listing, and a sent file's removal waits:
+    // a poll that lists `a.mxf` while it is in flight resumes after its
+    // source is gone.
+    let live = Live::spawn(agent(&site, false, "after-list=1500,before-remove=1000"));
+    live.wait_for("test pause before-remove", 1, Duration::from_secs(30));
+    // A new file asks for the poll that lists both.
+    std::fs::write(src.join("b.mxf"), b"second").unwrap();
+    live.wait_for("test pause after-list", 2, Duration::from_secs(30));
+    assert!(
+        src.join("a.mxf").exists(),
+        "the second poll listed a.mxf before its removal: {}",
+        live.log()
+    );
+    // b.mxf is queued by that poll, so its Complete comes after whatever
+    // that poll made of a.mxf.
+    wait_until("b.mxf sent", Duration::from_secs(30), || {
+        complete(&site, "b.mxf") == 1
+    });
+    let log = live.terminate();
+    let of_a: Vec<_> = rows(&site)
+        .into_iter()
+        .filter(|r| r["path"] == "a.mxf")
+        .collect();
+    assert_eq!(of_a.len(), 1, "a.mxf was one transfer: {of_a:?}\n{log}");
+    assert_eq!(of_a[0]["status"], "Complete", "{of_a:?}");
+    assert!(!log.contains("transfer failed"), "{log}");
+    assert!(!src.join("a.mxf").exists() && !src.join("b.mxf").exists());
 }
 
 #[test]

@@ -48,6 +48,15 @@ pub enum Action {
 }
 
 impl Action {
+    /// The transfers it asks for (none for a touch or a removal).
+    pub fn transfers(&self) -> &[Transfer] {
+        match self {
+            Action::Transfer(t) => std::slice::from_ref(t),
+            Action::Group { transfers, .. } => transfers,
+            Action::Touch(_) | Action::RemoveDir(_) => &[],
+        }
+    }
+
     /// The JSON form printed by `dispatch-agent poll --json`.
     pub fn to_json(&self) -> Value {
         match self {

@@ -5,7 +5,7 @@
 //! absolute, has a `..` component, or resolves through a symlink to a place
 //! outside the root.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
@@ -46,10 +46,11 @@ pub struct Root {
     /// listing of their parent: they resolve without another `realpath`, which
     /// keeps large scans cheap.
     known_dirs: HashSet<String>,
-    /// Other entries a listing in this poll saw as not symlinks: the poll's
-    /// actions on them resolve without another `lstat` (a poll of a large
-    /// directory returns most of what it listed).
-    known_entries: HashSet<String>,
+    /// Other entries a listing in this poll saw as not symlinks, with what
+    /// its `lstat` saw: the poll's actions on them resolve without another
+    /// `lstat`, and the caller takes their stamps from it (a poll of a
+    /// large directory returns most of what it listed).
+    known_entries: HashMap<String, std::fs::Metadata>,
     /// The root opened as a directory, for reads resolved beneath it; opened
     /// at the first read, then kept for the poll.
     dir_fd: std::sync::OnceLock<std::os::fd::OwnedFd>,
@@ -78,7 +79,7 @@ impl Root {
         Ok(Self {
             canonical,
             known_dirs,
-            known_entries: HashSet::new(),
+            known_entries: HashMap::new(),
             dir_fd: std::sync::OnceLock::new(),
         })
     }
@@ -113,10 +114,17 @@ impl Root {
     /// listing its parent), up to [`KNOWN_ENTRIES_MAX`]: past that a
     /// listing of a huge folder would cost the agent more memory than the
     /// `lstat`s it saves.
-    pub fn note_entry(&mut self, rel: String) {
+    pub fn note_entry(&mut self, rel: String, meta: std::fs::Metadata) {
         if self.known_entries.len() < KNOWN_ENTRIES_MAX {
-            self.known_entries.insert(rel);
+            self.known_entries.insert(rel, meta);
         }
+    }
+
+    /// Takes what a listing in this poll saw of `rel` (normal form), if it
+    /// listed it as neither a directory nor a symlink; `rel` resolves the
+    /// slow way afterwards.
+    pub fn take_listed(&mut self, rel: &str) -> Option<(String, std::fs::Metadata)> {
+        self.known_entries.remove_entry(rel)
     }
 
     /// Resolves `rel` to an absolute path inside the root. A path that does
@@ -125,7 +133,7 @@ impl Root {
     pub fn resolve(&self, rel: &str) -> Result<PathBuf, PathError> {
         let normal = normalize(rel)?;
         let joined = self.canonical.join(&normal);
-        if self.known_dirs.contains(&normal) || self.known_entries.contains(&normal) {
+        if self.known_dirs.contains(&normal) || self.known_entries.contains_key(&normal) {
             return Ok(joined);
         }
         // Inside a known real directory only the last component can be a

@@ -26,6 +26,7 @@ use bindings::{PollerPre, types as wit};
 use cache::{CacheError, CacheStats, CompileCache, sha256_hex};
 use inspect::{BinaryKind, SUPPORTED_WIT_VERSIONS, Target};
 use sandbox::PollState;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -338,6 +339,10 @@ pub struct Polled {
     /// never shrinks, so this is the poll's peak. What the memory limit
     /// bounds (per memory), without the host's own allocations.
     pub memory_peak: usize,
+    /// What the plugin's listings saw (`lstat`) of the files its transfers
+    /// name, by path: their stamps as of the poll, with no second `stat`.
+    /// Paths it did not list are not here.
+    pub listed: HashMap<String, std::fs::Metadata>,
 }
 
 /// How a plugin says an item is not ready and why, in any language: a log
@@ -432,16 +437,26 @@ impl Plugin {
         };
         store.data_mut().log_stderr(&stderr);
         let actions = actions.into_iter().map(action_from_wit).collect();
-        let root = store.data().root.as_ref().ok_or_else(|| PollError::Trap {
-            plugin: self.info.name.clone(),
-            reason: "the poll lost its root".into(),
-        })?;
+        let root = store
+            .data_mut()
+            .root
+            .as_mut()
+            .ok_or_else(|| PollError::Trap {
+                plugin: self.info.name.clone(),
+                reason: "the poll lost its root".into(),
+            })?;
         let actions = actions::confine(root, actions).map_err(|source| PollError::BadAction {
             plugin: self.info.name.clone(),
             source,
         })?;
+        let listed = actions
+            .iter()
+            .flat_map(Action::transfers)
+            .filter_map(|t| root.take_listed(&t.path))
+            .collect();
         let data = store.data_mut();
         Ok(Polled {
+            listed,
             actions,
             unreadable: std::mem::take(&mut data.unreadable),
             not_ready: std::mem::take(&mut data.not_ready),

@@ -64,7 +64,7 @@ impl PollState {
     /// Up to `max` entries of `listing`, noted in the root: names that are
     /// not UTF-8 are left out (and reported), entries that vanished too.
     fn read_page(
-        root: Option<&mut Root>,
+        mut root: Option<&mut Root>,
         unreadable: &mut Vec<String>,
         plugin: &str,
         listing: &mut Listing,
@@ -87,17 +87,16 @@ impl PollState {
             };
             // Vanished between readdir and stat: leave it out.
             let Ok(meta) = item.metadata() else { continue };
-            out.push(entry(name, &meta));
-        }
-        if let Some(root) = root {
-            for e in &out {
+            let e = entry(name, &meta);
+            if let Some(root) = root.as_deref_mut() {
                 let rel = confine::join(dir, &e.name);
                 match e.kind {
                     types::EntryKind::Dir => root.note_dir(rel),
                     types::EntryKind::Symlink => {}
-                    types::EntryKind::File | types::EntryKind::Other => root.note_entry(rel),
+                    types::EntryKind::File | types::EntryKind::Other => root.note_entry(rel, meta),
                 }
             }
+            out.push(e);
         }
         Ok(out)
     }

@@ -22,6 +22,8 @@ pub enum Point {
     BeforeRemove,
     /// The local backend copied a directory; before its final rename.
     BeforeRename,
+    /// A poll's plugin listed its root; before its items are weighed.
+    AfterList,
 }
 
 impl Point {
@@ -32,6 +34,7 @@ impl Point {
             Point::BeforeComplete => "before-complete",
             Point::BeforeRemove => "before-remove",
             Point::BeforeRename => "before-rename",
+            Point::AfterList => "after-list",
         }
     }
 }

@@ -279,6 +279,14 @@ impl Journal {
         let _ = self.tx.send(Msg::Event(event, now_ms(), None));
     }
 
+    /// Records events, in order, nobody waiting for their commit.
+    pub fn record_all(&self, events: Vec<Event>) {
+        let at = now_ms();
+        for event in events {
+            let _ = self.tx.send(Msg::Event(event, at, None));
+        }
+    }
+
     /// Records events and waits until they are on disk (usually one
     /// commit for all): for each, in order, an error when its commit
     /// failed (then nothing may rely on it).

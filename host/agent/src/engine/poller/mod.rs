@@ -14,7 +14,8 @@ use dispatch_protocol::PollerSpec;
 use dispatch_runtime::actions::{Action, ItemKind};
 use dispatch_runtime::{Plugin, Polled};
 use dispatch_transfer::beneath::Beneath;
-use dispatch_transfer::stability::{Scan, matches, signature};
+use dispatch_transfer::stability::{Scan, Stamp, matches, signature};
+use dispatch_transfer::testhook::{self, Point};
 use dispatch_transfer::{Backend, Progress};
 use globset::GlobSet;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -128,6 +129,14 @@ struct State {
 }
 
 impl State {
+    /// The items queued or in flight.
+    fn busy_paths(&self) -> impl Iterator<Item = &String> {
+        self.queue
+            .iter()
+            .map(|q| &q.path)
+            .chain(self.in_flight.keys())
+    }
+
     /// The least time from one poll's start to the next one's (the rescan
     /// interval aside).
     fn poll_gap(&self) -> Duration {
@@ -478,7 +487,10 @@ impl Poller {
     /// Runs the plugin, then sorts its actions into pending, queued, done
     /// now.
     async fn poll_inner(self: &Arc<Self>) {
-        {
+        // What is queued or in flight as the plugin lists: such an item may
+        // be sent and its source removed while it lists, so what its
+        // listing saw of it is stale; it is read again below.
+        let busy_before: HashSet<String> = {
             let mut s = self.state();
             s.drain_ended = false;
             if s.stopped {
@@ -486,16 +498,19 @@ impl Poller {
             }
             s.poll_requested = false;
             s.last_poll = Some(Instant::now());
-        }
+            s.busy_paths().cloned().collect()
+        };
         let cfg = self.cfg();
         let (plugin, root, params) = (cfg.plugin.clone(), self.root.clone(), cfg.params.clone());
         let result = tokio::task::spawn_blocking(move || plugin.poll_full(&root, &params)).await;
+        testhook::wait_at(Point::AfterList).await;
         let Polled {
             actions,
             unreadable,
             not_ready,
             not_ready_more,
             memory_peak: _,
+            mut listed,
         } = match result {
             Ok(Ok(polled)) => polled,
             Ok(Err(e)) => return self.poll_failed(e.to_string()),
@@ -568,38 +583,40 @@ impl Poller {
             }
         }
 
-        // Signatures and sizes (file-system reads) outside the lock.
+        // Signatures and sizes: what the plugin listed is stamped as its
+        // listing saw it (with thousands of files, a second `stat` of each
+        // was a tenth of the start); the rest is read outside the lock.
         let root = self.root.clone();
         let candidates: Vec<(String, Work, Option<Seen>)> = {
-            let busy: HashSet<String> = {
-                let s = self.state();
-                s.queue
-                    .iter()
-                    .map(|q| q.path.clone())
-                    .chain(s.in_flight.keys().cloned())
-                    .collect()
-            };
+            let busy: HashSet<String> = self.state().busy_paths().cloned().collect();
             let todo: Vec<(String, Work)> = wanted
                 .into_iter()
                 .filter(|(p, _)| !busy.contains(p))
                 .collect();
-            tokio::task::spawn_blocking(move || {
+            listed.retain(|p, _| !busy_before.contains(p));
+            let all_listed = todo.iter().all(|(p, _)| listed.contains_key(p));
+            let stamp_all = move || {
                 todo.into_iter()
                     .map(|(p, w)| {
-                        let scan = Scan::of(&root.join(&p));
-                        (
-                            p,
-                            w,
-                            scan.map(|s| Seen {
-                                sig: s.signature(),
-                                size: s.size(),
-                            }),
-                        )
+                        let scan = match listed.get(&p) {
+                            Some(meta) => Some(Scan::File(Stamp::of(meta))),
+                            None => Scan::of(&root.join(&p)),
+                        };
+                        let seen = scan.map(|s| Seen {
+                            sig: s.signature(),
+                            size: s.size(),
+                        });
+                        (p, w, seen)
                     })
                     .collect()
-            })
-            .await
-            .unwrap_or_default()
+            };
+            if all_listed {
+                stamp_all()
+            } else {
+                tokio::task::spawn_blocking(stamp_all)
+                    .await
+                    .unwrap_or_default()
+            }
         };
 
         let now = Instant::now();
@@ -607,6 +624,7 @@ impl Poller {
         let mut changed = !touches.is_empty();
         let mut new_groups = Vec::new();
         let mut released = Vec::new();
+        let mut queued = Vec::new();
         {
             let mut s = self.state();
             let s = &mut *s;
@@ -674,9 +692,7 @@ impl Poller {
                             not_before: now,
                             check_delivered: false,
                         };
-                        self.shared
-                            .journal
-                            .record(self.event(&q, EventKind::Queued, 0, None));
+                        queued.push(self.event(&q, EventKind::Queued, 0, None));
                         tracing::debug!(poller = %self.name(), path = %q.path, "stable: queued");
                         s.queue.push_back(q);
                     }
@@ -699,6 +715,7 @@ impl Poller {
             s.quiet = !changed;
         }
         let journal = &self.shared.journal;
+        journal.record_all(queued);
         for (key, body) in new_groups {
             let saved = if body.is_empty() {
                 journal.delete_group(&self.id, &key).await

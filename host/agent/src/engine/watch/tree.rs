@@ -375,8 +375,10 @@ impl Reader {
 
 #[cfg(test)]
 mod tests {
-    use super::Index;
+    use super::{Change, Index, Kind, Trees};
     use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
     #[test]
     fn a_directory_and_what_is_below_it_are_one_range_and_move_together() {
@@ -410,5 +412,136 @@ mod tests {
         assert_eq!(index.path(3), None);
         assert_eq!(under(&index, "/r/z"), ["/r/z", "/r/z/b"].map(PathBuf::from));
         assert_eq!(index.under(Path::new("/r")).len(), 6);
+    }
+
+    /// What a watch of a real tree reports, batch by batch.
+    struct Seen {
+        changes: Arc<Mutex<Vec<Change>>>,
+        trees: Trees,
+    }
+
+    impl Seen {
+        fn watch(top: &Path) -> Self {
+            let seen: Arc<Mutex<Vec<Change>>> = Arc::default();
+            let to = seen.clone();
+            let trees = Trees::start(move |batch: &[Change]| {
+                crate::engine::lock(&to).extend_from_slice(batch);
+            })
+            .unwrap_or_else(|e| panic!("inotify: {e}"));
+            trees
+                .watch(top)
+                .unwrap_or_else(|e| panic!("watch {}: {e}", top.display()));
+            Self {
+                changes: seen,
+                trees,
+            }
+        }
+
+        /// Waits until a change of `kind` at `path` is reported.
+        fn wait_for(&self, kind: Kind, path: &Path) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !crate::engine::lock(&self.changes)
+                .iter()
+                .any(|c| c.kind == kind && c.path == path)
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "no {kind:?} of {} in {:?}",
+                    path.display(),
+                    crate::engine::lock(&self.changes)
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        fn paths(&self) -> Vec<PathBuf> {
+            crate::engine::lock(&self.changes)
+                .iter()
+                .map(|c| c.path.clone())
+                .collect()
+        }
+    }
+
+    fn write(p: &Path) {
+        std::fs::write(p, "x").unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
+
+    #[test]
+    fn a_tree_is_watched_as_it_grows_moves_and_shrinks() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let top = d.path().canonicalize().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(top.join("old/deep")).unwrap_or_else(|e| panic!("{e}"));
+        let seen = Seen::watch(&top);
+
+        // Below a directory there before the watch.
+        write(&top.join("old/deep/a"));
+        seen.wait_for(Kind::Changed, &top.join("old/deep/a"));
+
+        // Below a directory made after it, however deep, once it is
+        // reported (what was written before that, the poll it asks for finds).
+        std::fs::create_dir_all(top.join("new/sub")).unwrap_or_else(|e| panic!("{e}"));
+        seen.wait_for(Kind::Changed, &top.join("new"));
+        write(&top.join("new/sub/b"));
+        seen.wait_for(Kind::Changed, &top.join("new/sub/b"));
+
+        // A directory renamed within the tree reports under its new name.
+        std::fs::rename(top.join("old"), top.join("moved")).unwrap_or_else(|e| panic!("{e}"));
+        seen.wait_for(Kind::MovedTo, &top.join("moved"));
+        write(&top.join("moved/deep/c"));
+        seen.wait_for(Kind::Changed, &top.join("moved/deep/c"));
+
+        // Reads are not reported.
+        let before = seen.paths().len();
+        for _ in 0..3 {
+            std::fs::read(top.join("moved/deep/c")).unwrap_or_else(|e| panic!("{e}"));
+        }
+        // A directory moved out of the tree is no longer watched.
+        let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::rename(top.join("new"), out.path().join("new")).unwrap_or_else(|e| panic!("{e}"));
+        seen.wait_for(Kind::MovedFrom, &top.join("new"));
+        write(&out.path().join("new/sub/d"));
+        // The end marker: once it is seen, whatever came before it was too.
+        write(&top.join("end"));
+        seen.wait_for(Kind::Changed, &top.join("end"));
+        let after: Vec<PathBuf> = seen.paths().split_off(before);
+        assert!(
+            after
+                .iter()
+                .all(|p| !p.ends_with("deep/c") && !p.ends_with("sub/d")),
+            "a read or a change outside the tree was reported: {after:?}"
+        );
+
+        // The top itself gone.
+        drop(d);
+        seen.wait_for(Kind::SelfGone, &top);
+    }
+
+    #[test]
+    fn a_tree_watched_twice_is_unwatched_at_once() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let top = d.path().canonicalize().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(top.join("sub")).unwrap_or_else(|e| panic!("{e}"));
+        let other = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let other = other
+            .path()
+            .canonicalize()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let seen = Seen::watch(&other);
+        for _ in 0..2 {
+            seen.trees
+                .watch(&top)
+                .unwrap_or_else(|e| panic!("watch {}: {e}", top.display()));
+        }
+        seen.trees.unwatch(&top);
+        write(&top.join("sub/gone"));
+        write(&top.join("gone"));
+        // The end marker, in a tree still watched.
+        write(&other.join("end"));
+        seen.wait_for(Kind::Changed, &other.join("end"));
+        let paths = seen.paths();
+        assert!(
+            paths.iter().all(|p| !p.starts_with(&top)),
+            "an unwatched tree was reported: {paths:?}"
+        );
     }
 }

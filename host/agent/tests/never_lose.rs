@@ -441,6 +441,54 @@ fn case6_every_directory_created_or_renamed_into_is_synced_before_complete() {
 }
 
 #[test]
+fn case6_small_files_sharing_a_slot_share_their_folders_fsync() {
+    let site = AgentSite::new();
+    let names: Vec<String> = (0..200).map(|i| format!("f{i:03}.dpx")).collect();
+    add(
+        &site.path("src/frames"),
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    config(&site, &poller("frames", "file", ""));
+    let trace = site.path("trace.txt");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-y", "-e", "trace=fsync", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_dispatch-agent"))
+        .args(["run", "--config", "agent.toml", "--until-idle"])
+        .current_dir(site.dir.path())
+        .env(
+            "DISPATCH_PLUGIN_DIR",
+            common::component("plugin", "file").parent().unwrap(),
+        );
+    let out = wait_limited(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let synced = fsynced_dirs(&std::fs::read_to_string(&trace).unwrap());
+    let dst = site.path("dst/frames").canonicalize().unwrap();
+    assert_eq!(listing(&dst), names, "every file arrived");
+    let files = synced.iter().filter(|p| p.parent() == Some(&dst)).count();
+    let folder = synced.iter().filter(|p| **p == dst).count();
+    assert!(files >= names.len(), "each file was flushed: {files}");
+    // Up to 64 small files go to a slot (four batches here), and each
+    // batch flushes the folder once after its renames; one by one, the
+    // folder was flushed about once for every three files.
+    assert!(
+        (1..=8).contains(&folder),
+        "{folder} fsyncs of the folder for {} files",
+        names.len()
+    );
+}
+
+#[test]
 fn case7_a_failed_journal_commit_keeps_the_source_and_fails_the_transfer() {
     let site = AgentSite::new();
     add(&site.path("src/clips"), &["clip.mxf"]);

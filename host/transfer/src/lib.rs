@@ -237,6 +237,12 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// [`Backend::settle`] for the items of one batch, a result for each
+    /// in order. The default settles them one by one, at once.
+    async fn settle_batch(&self, sent: &[&Sent]) -> Vec<Result<(), TransferError>> {
+        futures_util::future::join_all(sent.iter().map(|s| self.settle(s))).await
+    }
+
     /// Drops what `send` left for `settle`, when the item is not to be
     /// settled after all (its source changed while it was sent).
     async fn abandon(&self, _sent: &Sent) {}

@@ -310,8 +310,8 @@ impl Poller {
     /// Settles the items (concurrently: their flushes share the disk's
     /// work); gives those that settled, and fails the others.
     async fn settle_all(&self, batch: Vec<Sending>, cfg: &Settings) -> Vec<Sending> {
-        let settled =
-            futures_util::future::join_all(batch.iter().map(|b| cfg.backend.settle(&b.sent))).await;
+        let sent: Vec<&Sent> = batch.iter().map(|b| &b.sent).collect();
+        let settled = cfg.backend.settle_batch(&sent).await;
         let mut ok = Vec::with_capacity(batch.len());
         for (b, r) in batch.into_iter().zip(settled) {
             match r {

@@ -563,8 +563,7 @@ impl Copier<'_> {
     }
 }
 
-/// Flushes and renames a copied file into place (if `send` left that),
-/// then syncs the directories whose entries changed. A failed flush or
+/// Flushes the copy at `tmp` and renames it to `dst`; a failed flush or
 /// rename removes the temporary copy.
 fn flush_and_rename(tmp: &Path, dst: &Path) -> Result<(), TransferError> {
     File::open(tmp)

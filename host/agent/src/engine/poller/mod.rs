@@ -715,6 +715,8 @@ impl Poller {
             s.quiet = !changed;
         }
         let journal = &self.shared.journal;
+        // Before any of them starts: only this poller's loop dispatches,
+        // after the poll, so each Queued precedes its Started.
         journal.record_all(queued);
         for (key, body) in new_groups {
             let saved = if body.is_empty() {

@@ -383,16 +383,9 @@ fn fsynced_dirs(trace: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-#[test]
-fn case6_every_directory_created_or_renamed_into_is_synced_before_complete() {
-    let site = AgentSite::new();
-    add(
-        &site.path("src/assets"),
-        &["A/ADI.XML", "A/ADI.DTD", "A/sub/deep/b.mxf"],
-    );
-    add(&site.path("src/clips"), &["x/clip.mxf"]);
-    let clips = poller("clips", "subdir", "").replace("dst/clips", "dst/new/clips");
-    config(&site, &format!("{}{clips}", poller("assets", "dir", "")));
+/// Runs the agent until idle under `strace`; gives what it fsynced, as
+/// [`fsynced_dirs`] names it.
+fn fsyncs_until_idle(site: &AgentSite) -> Vec<PathBuf> {
     let trace = site.path("trace.txt");
     let mut cmd = Command::new("strace");
     cmd.args(["-f", "-y", "-e", "trace=fsync", "-o"])
@@ -402,7 +395,7 @@ fn case6_every_directory_created_or_renamed_into_is_synced_before_complete() {
         .current_dir(site.dir.path())
         .env(
             "DISPATCH_PLUGIN_DIR",
-            common::component("plugin", "dir").parent().unwrap(),
+            common::component("plugin", "file").parent().unwrap(),
         );
     let out = wait_limited(
         cmd.stdout(Stdio::null())
@@ -416,7 +409,20 @@ fn case6_every_directory_created_or_renamed_into_is_synced_before_complete() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let synced = fsynced_dirs(&std::fs::read_to_string(&trace).unwrap());
+    fsynced_dirs(&std::fs::read_to_string(&trace).unwrap())
+}
+
+#[test]
+fn case6_every_directory_created_or_renamed_into_is_synced_before_complete() {
+    let site = AgentSite::new();
+    add(
+        &site.path("src/assets"),
+        &["A/ADI.XML", "A/ADI.DTD", "A/sub/deep/b.mxf"],
+    );
+    add(&site.path("src/clips"), &["x/clip.mxf"]);
+    let clips = poller("clips", "subdir", "").replace("dst/clips", "dst/new/clips");
+    config(&site, &format!("{}{clips}", poller("assets", "dir", "")));
+    let synced = fsyncs_until_idle(&site);
     let dst = site.path("dst").canonicalize().unwrap();
     assert!(
         dst.join("new/clips/x/clip.mxf").exists() && dst.join("assets/A/sub/deep/b.mxf").exists()
@@ -449,30 +455,7 @@ fn case6_small_files_sharing_a_slot_share_their_folders_fsync() {
         &names.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     config(&site, &poller("frames", "file", ""));
-    let trace = site.path("trace.txt");
-    let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-y", "-e", "trace=fsync", "-o"])
-        .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_dispatch-agent"))
-        .args(["run", "--config", "agent.toml", "--until-idle"])
-        .current_dir(site.dir.path())
-        .env(
-            "DISPATCH_PLUGIN_DIR",
-            common::component("plugin", "file").parent().unwrap(),
-        );
-    let out = wait_limited(
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let synced = fsynced_dirs(&std::fs::read_to_string(&trace).unwrap());
+    let synced = fsyncs_until_idle(&site);
     let dst = site.path("dst/frames").canonicalize().unwrap();
     assert_eq!(listing(&dst), names, "every file arrived");
     let files = synced.iter().filter(|p| p.parent() == Some(&dst)).count();
